@@ -1,0 +1,18 @@
+# The two commands of the README. Each installs what it needs (libtorch via the PyPI torch
+# wheel, cached per user) and is idempotent.
+SHELL := /bin/bash
+.DEFAULT_GOAL := run
+
+.PHONY: run test build
+
+## run: the main job (for now: inspect the bundled tiny cfg)
+run:
+	source scripts/env.sh && cargo build --release --locked --bin prunescope \
+	  && ./target/release/prunescope inspect --cfg sample_runs/tiny/yolov3-tiny-shapes.cfg
+
+## test: the whole test suite
+test:
+	source scripts/env.sh && cargo test --release --locked
+
+build:
+	source scripts/env.sh && cargo build --release --locked

@@ -1,0 +1,16 @@
+//! Bakes the location of libtorch into every binary (rpath), so nobody has to set
+//! LD_LIBRARY_PATH, and keeps libtorch_cuda linked so that CUDA devices are found.
+use std::path::Path;
+
+fn main() {
+    println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
+    let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") else {
+        return;
+    };
+    println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");
+    // The linker drops libtorch_cuda under --as-needed because no symbol of it is used
+    // directly; without it libtorch sees no CUDA device at run time.
+    if Path::new(&lib).join("libtorch_cuda.so").exists() {
+        println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch_cuda,--as-needed");
+    }
+}

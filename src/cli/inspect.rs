@@ -1,0 +1,177 @@
+//! `prunescope inspect`: the per-layer cost table of a cfg.
+
+use crate::model::{Cfg, Graph, Layout, Source, Weights};
+use anyhow::Context;
+use serde::Serialize;
+use std::path::PathBuf;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Darknet cfg file.
+    #[arg(long)]
+    pub cfg: PathBuf,
+    /// Weights to check against the cfg (.weights, .pth or .safetensors); adds non-zero counts.
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// Square input size (a multiple of 32); default: the cfg's width and height.
+    #[arg(long)]
+    pub img_size: Option<usize>,
+    /// Batch size the MACs are counted for.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Serialize)]
+struct LayerRow {
+    index: usize,
+    name: String,
+    kind: &'static str,
+    inputs: Vec<String>,
+    input_shape: Vec<usize>,
+    output_shape: Vec<usize>,
+    params: u64,
+    macs: u64,
+    macs_percent: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nonzero_params: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct Report {
+    format: &'static str,
+    cfg: String,
+    input_shape: Vec<usize>,
+    macs_convention: &'static str,
+    layers: Vec<LayerRow>,
+    total_params: u64,
+    total_macs: u64,
+    total_conv_macs: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    total_nonzero_params: Option<u64>,
+}
+
+pub fn run(args: &Args) -> anyhow::Result<()> {
+    let cfg = Cfg::from_file(&args.cfg)?;
+    let (h, w) = match args.img_size {
+        Some(s) => (s, s),
+        None => (cfg.height, cfg.width),
+    };
+    let graph = Graph::build(&cfg, args.batch, h, w)?;
+    let nonzero = match &args.weights {
+        Some(path) => {
+            let layout = Layout::of(&cfg, &graph);
+            let weights = Weights::load(path, &layout).with_context(|| format!("loading weights for {}", args.cfg.display()))?;
+            let mut per_block = vec![0u64; graph.nodes.len()];
+            for c in &layout.convs {
+                let mut keys = vec![&c.weight];
+                keys.extend(c.bias.iter());
+                if let Some(bn) = &c.bn {
+                    keys.extend(&bn[..2]);
+                }
+                per_block[c.block] = keys.iter().map(|k| weights.get(k).count_nonzero() as u64).sum();
+            }
+            Some(per_block)
+        }
+        None => None,
+    };
+    let report = Report {
+        format: "prunescope.inspect/1",
+        cfg: args.cfg.display().to_string(),
+        input_shape: graph.input_shape.clone(),
+        macs_convention: "ptflops",
+        layers: graph
+            .nodes
+            .iter()
+            .map(|n| LayerRow {
+                index: n.index,
+                name: n.name.clone(),
+                kind: n.kind,
+                inputs: n
+                    .inputs
+                    .iter()
+                    .map(|s| match s {
+                        Source::Image => "input".to_string(),
+                        Source::Block(j) => j.to_string(),
+                    })
+                    .collect(),
+                input_shape: n.input_shape.clone(),
+                output_shape: n.output_shape.clone(),
+                params: n.params,
+                macs: n.macs,
+                macs_percent: graph.macs_percent(n.index),
+                nonzero_params: nonzero.as_ref().map(|v| v[n.index]),
+            })
+            .collect(),
+        total_params: graph.total_params(),
+        total_macs: graph.total_macs(),
+        total_conv_macs: graph.total_conv_macs(),
+        total_nonzero_params: nonzero.as_ref().map(|v| v.iter().sum()),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", table(&report));
+    }
+    Ok(())
+}
+
+fn table(r: &Report) -> String {
+    use std::fmt::Write;
+    let with_nz = r.total_nonzero_params.is_some();
+    let mut s = String::new();
+    let shape = |v: &[usize]| v.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x");
+    let _ = writeln!(s, "{}  input {}  (MACs, ptflops convention)", r.cfg, shape(&r.input_shape));
+    let _ = write!(s, "{:>4}  {:<14} {:<14} {:<10} {:<18} {:>12} {:>10} {:>8}", "#", "name", "type", "from", "output shape", "params", "GMac", "% MACs");
+    if with_nz {
+        let _ = write!(s, " {:>12} {:>9}", "non-zero", "sparsity");
+    }
+    s.push('\n');
+    for l in &r.layers {
+        let _ = write!(
+            s,
+            "{:>4}  {:<14} {:<14} {:<10} {:<18} {:>12} {:>10.4} {:>8.2}",
+            l.index,
+            l.name,
+            l.kind,
+            l.inputs.join(","),
+            shape(&l.output_shape),
+            thousands(l.params),
+            l.macs as f64 / 1e9,
+            l.macs_percent
+        );
+        if let Some(nz) = l.nonzero_params {
+            if l.params > 0 {
+                let _ = write!(s, " {:>12} {:>8.2}%", thousands(nz), 100.0 * (1.0 - nz as f64 / l.params as f64));
+            }
+        }
+        s.push('\n');
+    }
+    let _ = writeln!(s, "total params      {:>16}", thousands(r.total_params));
+    if let Some(nz) = r.total_nonzero_params {
+        let _ = writeln!(
+            s,
+            "non-zero params   {:>16}  (sparsity {:.2}%)",
+            thousands(nz),
+            100.0 * (1.0 - nz as f64 / r.total_params.max(1) as f64)
+        );
+    }
+    let _ = writeln!(s, "total MACs        {:>16}  ({:.3} GMac)", thousands(r.total_macs), r.total_macs as f64 / 1e9);
+    let _ = writeln!(s, "convolution MACs  {:>16}  ({:.3} GMac)", thousands(r.total_conv_macs), r.total_conv_macs as f64 / 1e9);
+    s
+}
+
+/// 61949149 -> "61,949,149".
+pub fn thousands(v: u64) -> String {
+    let digits = v.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}

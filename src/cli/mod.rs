@@ -1,0 +1,32 @@
+//! The command-line interface: one thin file per subcommand over the engine.
+
+pub mod inspect;
+
+use clap::{Parser, Subcommand};
+
+/// Layer-wise pruning explorer for YOLO detectors.
+#[derive(Debug, Parser)]
+#[command(name = "prunescope", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Per-layer shapes, parameters and MACs of a Darknet cfg (optionally checking weights).
+    Inspect(inspect::Args),
+}
+
+/// Runs the parsed command line; returns the process exit code.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Some(Command::Inspect(args)) => inspect::run(&args),
+        None => {
+            use clap::CommandFactory;
+            Cli::command().print_help()?;
+            println!();
+            Ok(())
+        }
+    }
+}

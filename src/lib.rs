@@ -1,0 +1,7 @@
+//! prunescope: layer-wise pruning experiments for Darknet/YOLO detectors.
+//!
+//! The engine (`model`, and the modules later issues add) never depends on the GUI or the
+//! CLI; both call the same engine functions.
+
+pub mod cli;
+pub mod model;

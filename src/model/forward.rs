@@ -1,0 +1,308 @@
+//! The Darknet forward pass on tch, in eval mode, matching PyTorch-YOLOv3 output for output.
+//!
+//! Besides the full pass it can keep every block's output and run only a suffix of the
+//! network from given tensors (the sensitivity analysis prunes layer L and reruns from L).
+
+use super::cfg::{Activation, BlockKind, Cfg};
+use super::graph::{Graph, Source};
+use super::weights::{Layout, TensorF32, Weights};
+use std::collections::BTreeMap;
+use tch::{Device, Kind, Tensor};
+
+/// A forward-pass error.
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    #[error("input of shape {got:?}: expected [N, {channels}, H, W] with H and W positive multiples of 32")]
+    BadInput { got: Vec<i64>, channels: usize },
+    #[error("block {block} needs the output of {input:?}, which was not given")]
+    MissingInput { block: usize, input: Source },
+    #[error("start block {start} is past the last block ({blocks} blocks)")]
+    BadStart { start: usize, blocks: usize },
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
+}
+
+/// Picks a device from a `--device` value: `cpu`, `cuda`, `cuda:N` or `auto`.
+pub fn parse_device(s: &str) -> Result<Device, String> {
+    let cuda_count = || if tch::Cuda::is_available() { tch::Cuda::device_count() as usize } else { 0 };
+    match s.trim().to_ascii_lowercase().as_str() {
+        "cpu" => Ok(Device::Cpu),
+        "auto" => Ok(if cuda_count() > 0 { Device::Cuda(0) } else { Device::Cpu }),
+        other => {
+            let index = match other.strip_prefix("cuda") {
+                Some("") => 0,
+                Some(rest) => rest
+                    .strip_prefix(':')
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .ok_or_else(|| format!("device `{s}`: expected cpu, cuda, cuda:N or auto"))?,
+                None => return Err(format!("device `{s}`: expected cpu, cuda, cuda:N or auto")),
+            };
+            let n = cuda_count();
+            if index >= n {
+                return Err(if n == 0 {
+                    format!("device `{s}`: CUDA is not available on this machine (libtorch sees no GPU); use --device cpu")
+                } else {
+                    format!("device `{s}`: only {n} CUDA device(s) present (cuda:0..cuda:{})", n - 1)
+                });
+            }
+            Ok(Device::Cuda(index))
+        }
+    }
+}
+
+struct ConvLayer {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    /// weight, bias, running mean, running var
+    bn: Option<[Tensor; 4]>,
+    stride: i64,
+    padding: i64,
+    groups: i64,
+    activation: Activation,
+}
+
+enum Layer {
+    Conv(Box<ConvLayer>),
+    Maxpool { size: i64, stride: i64 },
+    Upsample { stride: i64 },
+    Route { layers: Vec<usize>, groups: i64, group_id: i64 },
+    Shortcut { from: usize },
+    Yolo { anchors: Vec<(f32, f32)>, outputs: i64, new_coords: bool },
+}
+
+/// The outputs of a forward pass.
+pub struct ForwardOutput {
+    /// `[N, rows, 5 + classes]`: boxes (cx, cy, w, h in input pixels), objectness and class
+    /// scores after sigmoid, concatenated over the yolo heads in cfg order.
+    pub detections: Tensor,
+    /// Per block: its output when kept (all of them with `keep_all`), else None.
+    pub blocks: Vec<Option<Tensor>>,
+}
+
+/// A Darknet model on one device, ready for inference.
+pub struct Darknet {
+    layers: Vec<Layer>,
+    inputs: Vec<Vec<Source>>,
+    last_use: Vec<Option<usize>>,
+    channels: usize,
+    device: Device,
+}
+
+impl Darknet {
+    /// Builds the model from a cfg, its graph (any input size) and checked weights.
+    pub fn new(cfg: &Cfg, graph: &Graph, weights: &Weights, device: Device) -> Result<Self, ForwardError> {
+        let layout = Layout::of(cfg, graph);
+        let mut convs: BTreeMap<usize, _> = layout.convs.iter().map(|c| (c.block, c)).collect();
+        let to_dev = |t: &TensorF32| -> Result<Tensor, ForwardError> {
+            let shape: Vec<i64> = t.shape.iter().map(|&d| d as i64).collect();
+            Ok(Tensor::f_from_slice(&t.data)?.f_reshape(&shape)?.f_to_device(device)?)
+        };
+        let mut layers = Vec::with_capacity(cfg.blocks.len());
+        for b in &cfg.blocks {
+            layers.push(match &b.kind {
+                BlockKind::Convolutional(c) => {
+                    let keys = convs.remove(&b.index).expect("layout has every convolution");
+                    let bn = match &keys.bn {
+                        Some([w, bias, mean, var]) => Some([
+                            to_dev(weights.get(w))?,
+                            to_dev(weights.get(bias))?,
+                            to_dev(weights.get(mean))?,
+                            to_dev(weights.get(var))?,
+                        ]),
+                        None => None,
+                    };
+                    Layer::Conv(Box::new(ConvLayer {
+                        weight: to_dev(weights.get(&keys.weight))?,
+                        bias: keys.bias.as_ref().map(|k| to_dev(weights.get(k))).transpose()?,
+                        bn,
+                        stride: c.stride as i64,
+                        padding: c.padding as i64,
+                        groups: c.groups as i64,
+                        activation: c.activation,
+                    }))
+                }
+                BlockKind::Maxpool { size, stride } => Layer::Maxpool { size: *size as i64, stride: *stride as i64 },
+                BlockKind::Upsample { stride } => Layer::Upsample { stride: *stride as i64 },
+                BlockKind::Route { layers, groups, group_id } => {
+                    Layer::Route { layers: layers.clone(), groups: *groups as i64, group_id: *group_id as i64 }
+                }
+                BlockKind::Shortcut { from } => Layer::Shortcut { from: *from },
+                BlockKind::Yolo(y) => Layer::Yolo {
+                    anchors: y.head_anchors(),
+                    outputs: y.outputs_per_anchor() as i64,
+                    new_coords: y.new_coords,
+                },
+            });
+        }
+        Ok(Self {
+            layers,
+            inputs: graph.nodes.iter().map(|n| n.inputs.clone()).collect(),
+            last_use: graph.last_use(),
+            channels: cfg.channels,
+            device,
+        })
+    }
+
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    pub fn num_blocks(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Detections for an image batch `[N, C, H, W]`.
+    pub fn forward(&self, image: &Tensor) -> Result<Tensor, ForwardError> {
+        Ok(self.forward_from(0, image.size().as_slice(), BTreeMap::from([(Source::Image, image.shallow_clone())]), false)?.detections)
+    }
+
+    /// Detections plus the output of every block.
+    pub fn forward_all(&self, image: &Tensor) -> Result<ForwardOutput, ForwardError> {
+        self.forward_from(0, image.size().as_slice(), BTreeMap::from([(Source::Image, image.shallow_clone())]), true)
+    }
+
+    /// Runs blocks `start..` from `given`: every tensor that crosses the cut before `start`
+    /// (see [`Graph::crossing`]). `image_shape` is the shape of the network input, which the
+    /// yolo heads need for their strides. With `keep_all` every computed block output is
+    /// returned; otherwise outputs are freed after their last use.
+    pub fn forward_from(
+        &self,
+        start: usize,
+        image_shape: &[i64],
+        mut given: BTreeMap<Source, Tensor>,
+        keep_all: bool,
+    ) -> Result<ForwardOutput, ForwardError> {
+        let _guard = tch::no_grad_guard();
+        let n = self.layers.len();
+        if start >= n {
+            return Err(ForwardError::BadStart { start, blocks: n });
+        }
+        let ok_shape = image_shape.len() == 4
+            && image_shape[1] == self.channels as i64
+            && image_shape[0] > 0
+            && image_shape[2] > 0
+            && image_shape[3] > 0
+            && image_shape[2] % 32 == 0
+            && image_shape[3] % 32 == 0;
+        if !ok_shape {
+            return Err(ForwardError::BadInput { got: image_shape.to_vec(), channels: self.channels });
+        }
+        let (img_h, img_w) = (image_shape[2], image_shape[3]);
+        let image = given.remove(&Source::Image);
+        let mut slots: Vec<Option<Tensor>> = (0..n).map(|_| None).collect();
+        for (s, t) in given {
+            if let Source::Block(j) = s {
+                if j < n {
+                    slots[j] = Some(t);
+                }
+            }
+        }
+        let mut yolo_heads = Vec::new();
+        for i in 0..n {
+            if matches!(self.layers[i], Layer::Yolo { .. }) {
+                yolo_heads.push(i);
+            }
+        }
+        for i in start..n {
+            let get = |s: Source, slots: &[Option<Tensor>]| -> Result<Tensor, ForwardError> {
+                let t = match s {
+                    Source::Image => image.as_ref(),
+                    Source::Block(j) => slots[j].as_ref(),
+                };
+                t.map(|t| t.shallow_clone()).ok_or(ForwardError::MissingInput { block: i, input: s })
+            };
+            let x = get(self.inputs[i][0], &slots)?;
+            let out = match &self.layers[i] {
+                Layer::Conv(c) => conv(c, &x)?,
+                Layer::Maxpool { size, stride } => {
+                    if *size == 2 && *stride == 1 {
+                        // PyTorch-YOLOv3 pads right and bottom with zeros (not -inf).
+                        x.f_constant_pad_nd([0, 1, 0, 1])?.f_max_pool2d([2, 2], [1, 1], [0, 0], [1, 1], false)?
+                    } else {
+                        let p = (size - 1) / 2;
+                        x.f_max_pool2d([*size, *size], [*stride, *stride], [p, p], [1, 1], false)?
+                    }
+                }
+                Layer::Upsample { stride } => {
+                    let (h, w) = (x.size()[2], x.size()[3]);
+                    x.f_upsample_nearest2d([h * stride, w * stride], Some(*stride as f64), Some(*stride as f64))?
+                }
+                Layer::Route { layers, groups, group_id } => {
+                    let parts: Vec<Tensor> =
+                        layers.iter().map(|&l| get(Source::Block(l), &slots)).collect::<Result<_, _>>()?;
+                    let cat = if parts.len() == 1 { parts[0].shallow_clone() } else { Tensor::f_cat(&parts, 1)? };
+                    if *groups == 1 {
+                        cat
+                    } else {
+                        let g = cat.size()[1] / groups;
+                        cat.f_narrow(1, g * group_id, g)?
+                    }
+                }
+                Layer::Shortcut { from } => x.f_add(&get(Source::Block(*from), &slots)?)?,
+                Layer::Yolo { anchors, outputs, new_coords } => yolo(&x, anchors, *outputs, *new_coords, img_h, img_w)?,
+            };
+            slots[i] = Some(out);
+            if !keep_all {
+                for s in &self.inputs[i] {
+                    if let Source::Block(j) = *s {
+                        if self.last_use[j] == Some(i) && !yolo_heads.contains(&j) {
+                            slots[j] = None;
+                        }
+                    }
+                }
+            }
+        }
+        let heads: Vec<Tensor> = yolo_heads
+            .iter()
+            .map(|&h| slots[h].as_ref().map(|t| t.shallow_clone()).ok_or(ForwardError::MissingInput { block: n, input: Source::Block(h) }))
+            .collect::<Result<_, _>>()?;
+        let detections = Tensor::f_cat(&heads, 1)?;
+        Ok(ForwardOutput { detections, blocks: slots })
+    }
+}
+
+fn conv(c: &ConvLayer, x: &Tensor) -> Result<Tensor, ForwardError> {
+    let y = x.f_conv2d(&c.weight, c.bias.as_ref(), [c.stride, c.stride], [c.padding, c.padding], [1, 1], c.groups)?;
+    let y = match &c.bn {
+        Some([w, b, mean, var]) => y.f_batch_norm(Some(w), Some(b), Some(mean), Some(var), false, 0.1, 1e-5, true)?,
+        None => y,
+    };
+    Ok(match c.activation {
+        Activation::Linear => y,
+        // LeakyReLU(0.1): max(x, 0.1·x).
+        Activation::Leaky => y.f_maximum(&y.f_mul_scalar(0.1)?)?,
+        Activation::Relu => y.f_relu()?,
+        Activation::Mish => y.f_mish()?,
+        Activation::Swish => y.f_silu()?,
+        Activation::Logistic => y.f_sigmoid()?,
+    })
+}
+
+/// PyTorch-YOLOv3's YOLOLayer in eval mode.
+fn yolo(x: &Tensor, anchors: &[(f32, f32)], no: i64, new_coords: bool, img_h: i64, img_w: i64) -> Result<Tensor, ForwardError> {
+    let size = x.size();
+    let (bs, ny, nx) = (size[0], size[2], size[3]);
+    let na = anchors.len() as i64;
+    let dev = x.device();
+    let x = x.f_view([bs, na, no, ny, nx])?.f_permute([0, 1, 3, 4, 2])?.f_contiguous()?;
+    let xs = Tensor::f_arange(nx, (Kind::Float, dev))?.f_view([1, nx])?.f_expand([ny, nx], false)?;
+    let ys = Tensor::f_arange(ny, (Kind::Float, dev))?.f_view([ny, 1])?.f_expand([ny, nx], false)?;
+    let grid = Tensor::f_stack(&[xs, ys], 2)?.f_view([1, 1, ny, nx, 2])?;
+    // Integer strides, as PyTorch-YOLOv3 computes them (img_size // grid size).
+    let stride = Tensor::f_from_slice(&[(img_w / nx) as f32, (img_h / ny) as f32])?.f_to_device(dev)?;
+    let flat: Vec<f32> = anchors.iter().flat_map(|&(w, h)| [w, h]).collect();
+    let anchor_grid = Tensor::f_from_slice(&flat)?.f_view([1, na, 1, 1, 2])?.f_to_device(dev)?;
+    let txy = x.f_narrow(4, 0, 2)?;
+    let twh = x.f_narrow(4, 2, 2)?;
+    let rest = x.f_narrow(4, 4, no - 4)?;
+    let (xy, wh, rest) = if new_coords {
+        (
+            txy.f_add(&grid)?.f_mul(&stride)?,
+            twh.f_square()?.f_mul(&anchor_grid.f_mul_scalar(4.0)?)?,
+            rest,
+        )
+    } else {
+        (txy.f_sigmoid()?.f_add(&grid)?.f_mul(&stride)?, twh.f_exp()?.f_mul(&anchor_grid)?, rest.f_sigmoid()?)
+    };
+    Ok(Tensor::f_cat(&[xy, wh, rest], 4)?.f_view([bs, -1, no])?)
+}

@@ -1,0 +1,239 @@
+//! The graph IR: every block's inputs, shapes and cost for one input size and batch.
+//!
+//! Cost follows the ptflops convention (see DESIGN.md): parameters are conv weight + conv bias
+//! + BN weight and bias; MACs per block are conv MACs + conv bias (one per output element)
+//! + BN 2·numel + LeakyReLU/ReLU numel; upsample = output numel; maxpool = numel of the
+//! `nn.MaxPool2d` input (for size-2 stride-1 pools that is after PyTorch-YOLOv3's
+//! `ZeroPad2d((0,1,0,1))`, exactly what ptflops hooks see); other activations, route,
+//! shortcut and yolo count 0.
+
+use super::cfg::{Activation, BlockKind, Cfg, CfgError};
+use serde::Serialize;
+
+/// Where a block reads a tensor from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum Source {
+    /// The network input image batch.
+    Image,
+    /// The output of a block, by cfg index.
+    Block(usize),
+}
+
+/// One block with its shapes and cost.
+#[derive(Debug, Clone, Serialize)]
+pub struct Node {
+    pub index: usize,
+    /// PyTorch-YOLOv3 module name (`conv_3`, `route_9`, ...).
+    pub name: String,
+    /// Cfg section (`convolutional`, `maxpool`, ...).
+    pub kind: &'static str,
+    pub inputs: Vec<Source>,
+    /// Shape of the first input, NCHW.
+    pub input_shape: Vec<usize>,
+    /// Output shape: NCHW, or `[N, anchors·H·W, 5 + classes]` for yolo heads.
+    pub output_shape: Vec<usize>,
+    pub params: u64,
+    /// All MACs of the block under the ptflops convention.
+    pub macs: u64,
+    /// MACs of the convolution alone (no bias, BN or activation).
+    pub conv_macs: u64,
+}
+
+/// Shapes and cost of a cfg at one input size.
+#[derive(Debug, Clone, Serialize)]
+pub struct Graph {
+    pub batch: usize,
+    /// Input NCHW.
+    pub input_shape: Vec<usize>,
+    pub nodes: Vec<Node>,
+}
+
+impl Graph {
+    /// Infers shapes for an input of `batch × channels × height × width`.
+    ///
+    /// Height and width must be positive multiples of 32 (the largest stride of YOLO models).
+    pub fn build(cfg: &Cfg, batch: usize, height: usize, width: usize) -> Result<Self, CfgError> {
+        let err = |line: usize, message: String| CfgError { file: cfg.source.clone(), line, message };
+        if batch == 0 {
+            return Err(err(0, "batch size must be at least 1".into()));
+        }
+        if height == 0 || width == 0 || height % 32 != 0 || width % 32 != 0 {
+            return Err(err(0, format!("input size {height}x{width}: expected positive multiples of 32")));
+        }
+        let input_shape = vec![batch, cfg.channels, height, width];
+        let mut nodes: Vec<Node> = Vec::with_capacity(cfg.blocks.len());
+        for b in &cfg.blocks {
+            let i = b.index;
+            let prev = if i == 0 { Source::Image } else { Source::Block(i - 1) };
+            let shape_of = |s: Source| -> Vec<usize> {
+                match s {
+                    Source::Image => input_shape.clone(),
+                    Source::Block(j) => nodes[j].output_shape.clone(),
+                }
+            };
+            let x = shape_of(prev);
+            let is_map = |s: &Vec<usize>| s.len() == 4;
+            let needs_map = |s: &Vec<usize>, what: &str| -> Result<(), CfgError> {
+                if is_map(s) {
+                    Ok(())
+                } else {
+                    Err(err(b.line, format!("[{}] block {i} reads {what}, which is a yolo head output, not a feature map", b.kind.section())))
+                }
+            };
+            let numel = |s: &[usize]| s.iter().product::<usize>() as u64;
+            let (inputs, output_shape, params, macs, conv_macs) = match &b.kind {
+                BlockKind::Convolutional(c) => {
+                    needs_map(&x, "the previous block")?;
+                    let (n, cin, h, w) = (x[0], x[1], x[2], x[3]);
+                    if cin % c.groups != 0 {
+                        return Err(err(b.line, format!("groups={} does not divide the {cin} input channels", c.groups)));
+                    }
+                    if h + 2 * c.padding < c.size || w + 2 * c.padding < c.size {
+                        return Err(err(b.line, format!("kernel size {} is larger than the padded input {h}x{w}", c.size)));
+                    }
+                    let ho = (h + 2 * c.padding - c.size) / c.stride + 1;
+                    let wo = (w + 2 * c.padding - c.size) / c.stride + 1;
+                    let out = vec![n, c.filters, ho, wo];
+                    let weights = (c.filters * cin / c.groups * c.size * c.size) as u64;
+                    let params = weights + if c.batch_normalize { 2 * c.filters as u64 } else { c.filters as u64 };
+                    let out_numel = numel(&out);
+                    let conv = (n * ho * wo) as u64 * (c.size * c.size * cin / c.groups * c.filters) as u64;
+                    let mut macs = conv;
+                    if c.batch_normalize {
+                        macs += 2 * out_numel;
+                    } else {
+                        macs += out_numel; // conv bias
+                    }
+                    if matches!(c.activation, Activation::Leaky | Activation::Relu) {
+                        macs += out_numel;
+                    }
+                    (vec![prev], out, params, macs, conv)
+                }
+                BlockKind::Maxpool { size, stride } => {
+                    needs_map(&x, "the previous block")?;
+                    let (n, ch, h, w) = (x[0], x[1], x[2], x[3]);
+                    let (pad_total, pad_each) = if *size == 2 && *stride == 1 { (1, 0) } else { (0, (size - 1) / 2) };
+                    let (hp, wp) = (h + pad_total + 2 * pad_each, w + pad_total + 2 * pad_each);
+                    if hp < *size || wp < *size {
+                        return Err(err(b.line, format!("pool size {size} is larger than the input {h}x{w}")));
+                    }
+                    let out = vec![n, ch, (hp - size) / stride + 1, (wp - size) / stride + 1];
+                    let macs = (n * ch * (h + pad_total) * (w + pad_total)) as u64;
+                    (vec![prev], out, 0, macs, 0)
+                }
+                BlockKind::Upsample { stride } => {
+                    needs_map(&x, "the previous block")?;
+                    let out = vec![x[0], x[1], x[2] * stride, x[3] * stride];
+                    let macs = numel(&out);
+                    (vec![prev], out, 0, macs, 0)
+                }
+                BlockKind::Route { layers, groups, group_id: _ } => {
+                    let srcs: Vec<Source> = layers.iter().map(|&l| Source::Block(l)).collect();
+                    let first = shape_of(srcs[0]);
+                    let mut channels = 0;
+                    for (&l, s) in layers.iter().zip(&srcs) {
+                        let sh = shape_of(*s);
+                        needs_map(&sh, &format!("block {l}"))?;
+                        if sh[2] != first[2] || sh[3] != first[3] {
+                            return Err(err(
+                                b.line,
+                                format!(
+                                    "route concatenates block {} ({}x{}) with block {l} ({}x{}): expected equal spatial sizes at input {height}x{width}",
+                                    layers[0], first[2], first[3], sh[2], sh[3]
+                                ),
+                            ));
+                        }
+                        channels += sh[1];
+                    }
+                    if channels % groups != 0 {
+                        return Err(err(b.line, format!("groups={groups} does not divide the {channels} routed channels")));
+                    }
+                    let out = vec![first[0], channels / groups, first[2], first[3]];
+                    (srcs, out, 0, 0, 0)
+                }
+                BlockKind::Shortcut { from } => {
+                    let other = shape_of(Source::Block(*from));
+                    if other != x {
+                        return Err(err(
+                            b.line,
+                            format!("shortcut adds block {} {:?} and block {from} {:?}: expected equal shapes", i - 1, x, other),
+                        ));
+                    }
+                    (vec![prev, Source::Block(*from)], x.clone(), 0, 0, 0)
+                }
+                BlockKind::Yolo(y) => {
+                    needs_map(&x, "the previous block")?;
+                    let out = vec![x[0], y.mask.len() * x[2] * x[3], y.outputs_per_anchor()];
+                    (vec![prev], out, 0, 0, 0)
+                }
+            };
+            nodes.push(Node {
+                index: i,
+                name: b.name(),
+                kind: b.kind.section(),
+                inputs,
+                input_shape: x,
+                output_shape,
+                params,
+                macs,
+                conv_macs,
+            });
+        }
+        Ok(Graph { batch, input_shape, nodes })
+    }
+
+    pub fn total_params(&self) -> u64 {
+        self.nodes.iter().map(|n| n.params).sum()
+    }
+
+    pub fn total_macs(&self) -> u64 {
+        self.nodes.iter().map(|n| n.macs).sum()
+    }
+
+    pub fn total_conv_macs(&self) -> u64 {
+        self.nodes.iter().map(|n| n.conv_macs).sum()
+    }
+
+    /// Percentage of all MACs spent in block `i`.
+    pub fn macs_percent(&self, i: usize) -> f64 {
+        let total = self.total_macs();
+        if total == 0 {
+            0.0
+        } else {
+            100.0 * self.nodes[i].macs as f64 / total as f64
+        }
+    }
+
+    /// The tensors that cross a cut before block `start`: sources produced before `start` and
+    /// read by `start` or any later block, plus the yolo heads before `start` (the final
+    /// concatenation reads them). Running blocks `start..` needs exactly these.
+    pub fn crossing(&self, start: usize) -> Vec<Source> {
+        let start = start.min(self.nodes.len());
+        let mut out: Vec<Source> = self.nodes[start..]
+            .iter()
+            .flat_map(|n| n.inputs.iter().copied())
+            .filter(|s| match s {
+                Source::Image => true,
+                Source::Block(j) => *j < start,
+            })
+            .chain(self.nodes[..start].iter().filter(|n| n.kind == "yolo").map(|n| Source::Block(n.index)))
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// For each block, the index of the last block that reads its output (None: nobody
+    /// does, e.g. yolo heads, whose outputs are collected separately).
+    pub fn last_use(&self) -> Vec<Option<usize>> {
+        let mut last = vec![None; self.nodes.len()];
+        for n in &self.nodes {
+            for s in &n.inputs {
+                if let Source::Block(j) = s {
+                    last[*j] = Some(n.index);
+                }
+            }
+        }
+        last
+    }
+}

@@ -1,0 +1,12 @@
+//! Darknet models: cfg parsing, the graph IR with shapes and cost, weight IO and the tch
+//! forward pass.
+
+pub mod cfg;
+pub mod forward;
+pub mod graph;
+pub mod weights;
+
+pub use cfg::{Activation, Block, BlockKind, Cfg, CfgError, Conv, Yolo};
+pub use forward::{parse_device, Darknet, ForwardError, ForwardOutput};
+pub use graph::{Graph, Node, Source};
+pub use weights::{Layout, TensorF32, Weights, WeightsError, WeightsFormat};

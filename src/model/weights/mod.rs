@@ -1,0 +1,261 @@
+//! Model weights as plain Rust data, independent of libtorch: loading and saving Darknet
+//! `.weights`, PyTorch-YOLOv3 state-dict `.pth` files and safetensors, all checked against
+//! the layout the cfg expects.
+
+mod darknet;
+mod pickle;
+mod pth;
+mod st;
+
+use super::cfg::{BlockKind, Cfg};
+use super::graph::Graph;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// A weights error; the message names the file and, where there is one, the tensor.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {message}", file.display())]
+pub struct WeightsError {
+    pub file: PathBuf,
+    pub message: String,
+}
+
+impl WeightsError {
+    pub(crate) fn new(file: &Path, message: impl Into<String>) -> Self {
+        Self { file: file.to_path_buf(), message: message.into() }
+    }
+}
+
+/// A dense float32 tensor in row-major order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorF32 {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+impl TensorF32 {
+    pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Self {
+        debug_assert_eq!(shape.iter().product::<usize>(), data.len());
+        Self { shape, data }
+    }
+
+    pub fn numel(&self) -> usize {
+        self.data.len()
+    }
+
+    pub fn count_nonzero(&self) -> usize {
+        self.data.iter().filter(|v| **v != 0.0).count()
+    }
+}
+
+/// The file formats weights can be read from and written to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightsFormat {
+    Darknet,
+    Pth,
+    Safetensors,
+}
+
+impl WeightsFormat {
+    /// Picks the format from the file extension.
+    pub fn from_path(path: &Path) -> Result<Self, WeightsError> {
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+        match ext.as_str() {
+            "weights" => Ok(Self::Darknet),
+            "pth" | "pt" => Ok(Self::Pth),
+            "safetensors" => Ok(Self::Safetensors),
+            _ => Err(WeightsError::new(
+                path,
+                format!("unknown weights extension `.{ext}`: expected .weights (Darknet), .pth/.pt (PyTorch state dict) or .safetensors"),
+            )),
+        }
+    }
+}
+
+impl fmt::Display for WeightsFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Darknet => "Darknet .weights",
+            Self::Pth => "PyTorch state dict",
+            Self::Safetensors => "safetensors",
+        })
+    }
+}
+
+/// The tensors of one convolution block as they appear in a state dict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConvKeys {
+    pub block: usize,
+    pub weight: String,
+    /// Conv bias, present only without batch norm.
+    pub bias: Option<String>,
+    /// BN weight, bias, running mean, running var.
+    pub bn: Option<[String; 4]>,
+}
+
+/// The `anchors` and `anchor_grid` buffers of one yolo head.
+#[derive(Debug, Clone)]
+pub struct AnchorBuffers {
+    pub block: usize,
+    pub anchors_key: String,
+    pub grid_key: String,
+    pub anchors: Vec<(f32, f32)>,
+}
+
+/// The parameter layout a cfg expects: every tensor key with its shape, in Darknet order.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub convs: Vec<ConvKeys>,
+    /// (key, shape) in the order of the Darknet file.
+    pub tensors: Vec<(String, Vec<usize>)>,
+    /// Yolo anchor buffers PyTorch-YOLOv3 stores in its state dicts.
+    pub anchor_buffers: Vec<AnchorBuffers>,
+}
+
+impl Layout {
+    /// The layout of `cfg`; input channels come from the graph.
+    pub fn of(cfg: &Cfg, graph: &Graph) -> Self {
+        let mut convs = Vec::new();
+        let mut tensors = Vec::new();
+        let mut anchor_buffers = Vec::new();
+        for b in &cfg.blocks {
+            let i = b.index;
+            match &b.kind {
+                BlockKind::Convolutional(c) => {
+                    let cin = graph.nodes[i].input_shape[1];
+                    let weight = format!("module_list.{i}.conv_{i}.weight");
+                    let wshape = vec![c.filters, cin / c.groups, c.size, c.size];
+                    let mut keys = ConvKeys { block: i, weight: weight.clone(), bias: None, bn: None };
+                    if c.batch_normalize {
+                        let p = format!("module_list.{i}.batch_norm_{i}");
+                        // Darknet order: bias, weight, running mean, running var.
+                        let bn = [format!("{p}.weight"), format!("{p}.bias"), format!("{p}.running_mean"), format!("{p}.running_var")];
+                        for k in [&bn[1], &bn[0], &bn[2], &bn[3]] {
+                            tensors.push((k.clone(), vec![c.filters]));
+                        }
+                        keys.bn = Some(bn);
+                    } else {
+                        let bias = format!("module_list.{i}.conv_{i}.bias");
+                        tensors.push((bias.clone(), vec![c.filters]));
+                        keys.bias = Some(bias);
+                    }
+                    tensors.push((weight, wshape));
+                    convs.push(keys);
+                }
+                BlockKind::Yolo(y) => anchor_buffers.push(AnchorBuffers {
+                    block: i,
+                    anchors_key: format!("module_list.{i}.yolo_{i}.anchors"),
+                    grid_key: format!("module_list.{i}.yolo_{i}.anchor_grid"),
+                    anchors: y.head_anchors(),
+                }),
+                _ => {}
+            }
+        }
+        Layout { convs, tensors, anchor_buffers }
+    }
+
+    /// Total number of floats of all tensors (what a Darknet file holds after its header).
+    pub fn float_count(&self) -> usize {
+        self.tensors.iter().map(|(_, s)| s.iter().product::<usize>()).sum()
+    }
+
+    /// Keys a state dict may carry that are buffers we neither need nor check.
+    fn is_ignored_key(&self, key: &str) -> bool {
+        key.ends_with(".num_batches_tracked") || self.anchor_buffers.iter().any(|b| key == b.anchors_key || key == b.grid_key)
+    }
+}
+
+/// Every parameter tensor of a model, keyed by PyTorch-YOLOv3 state-dict names.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Weights {
+    pub tensors: BTreeMap<String, TensorF32>,
+}
+
+impl Weights {
+    /// Loads weights in the format given by the extension and checks them against `layout`.
+    pub fn load(path: &Path, layout: &Layout) -> Result<Self, WeightsError> {
+        let format = WeightsFormat::from_path(path)?;
+        let bytes = std::fs::read(path).map_err(|e| WeightsError::new(path, format!("cannot read the file: {e}")))?;
+        let raw = match format {
+            WeightsFormat::Darknet => return darknet::read(path, &bytes, layout),
+            WeightsFormat::Pth => pth::read(path, &bytes)?,
+            WeightsFormat::Safetensors => st::read(path, &bytes)?,
+        };
+        Self::from_named(path, raw, layout)
+    }
+
+    /// Saves in the format given by the extension.
+    pub fn save(&self, path: &Path, layout: &Layout) -> Result<(), WeightsError> {
+        let bytes = match WeightsFormat::from_path(path)? {
+            WeightsFormat::Darknet => darknet::write(self, layout),
+            WeightsFormat::Pth => pth::write(self, layout, path)?,
+            WeightsFormat::Safetensors => st::write(self, path)?,
+        };
+        std::fs::write(path, bytes).map_err(|e| WeightsError::new(path, format!("cannot write the file: {e}")))
+    }
+
+    /// Checks a name → tensor map against the layout: missing, extra and misshaped tensors
+    /// are refused with their names and shapes.
+    fn from_named(path: &Path, mut raw: BTreeMap<String, TensorF32>, layout: &Layout) -> Result<Self, WeightsError> {
+        let mut tensors = BTreeMap::new();
+        let mut missing = Vec::new();
+        for (key, shape) in &layout.tensors {
+            match raw.remove(key) {
+                None => missing.push(format!("{key} {shape:?}")),
+                Some(t) if &t.shape != shape => {
+                    return Err(WeightsError::new(
+                        path,
+                        format!("tensor `{key}` has shape {:?} in the file but the cfg expects {:?}", t.shape, shape),
+                    ))
+                }
+                Some(t) => {
+                    tensors.insert(key.clone(), t);
+                }
+            }
+        }
+        if !missing.is_empty() {
+            return Err(WeightsError::new(path, format!("{} tensor(s) the cfg needs are missing: {}", missing.len(), preview(&missing))));
+        }
+        let extra: Vec<String> = raw
+            .iter()
+            .filter(|(k, _)| !layout.is_ignored_key(k))
+            .map(|(k, t)| format!("{k} {:?}", t.shape))
+            .collect();
+        if !extra.is_empty() {
+            return Err(WeightsError::new(
+                path,
+                format!("{} tensor(s) in the file have no place in the cfg: {} (is this the right cfg?)", extra.len(), preview(&extra)),
+            ));
+        }
+        Ok(Self { tensors })
+    }
+
+    /// The tensor under `key`; panics only on a programming error (keys come from a Layout).
+    pub fn get(&self, key: &str) -> &TensorF32 {
+        self.tensors.get(key).unwrap_or_else(|| panic!("weights have no tensor `{key}`"))
+    }
+
+    pub fn get_mut(&mut self, key: &str) -> Option<&mut TensorF32> {
+        self.tensors.get_mut(key)
+    }
+
+    /// Non-zero parameters in total (what a pruned model really keeps).
+    pub fn count_nonzero(&self) -> usize {
+        self.tensors.iter().filter(|(k, _)| !is_buffer(k)).map(|(_, t)| t.count_nonzero()).sum()
+    }
+}
+
+/// Running statistics are buffers, not parameters.
+pub fn is_buffer(key: &str) -> bool {
+    key.ends_with(".running_mean") || key.ends_with(".running_var")
+}
+
+fn preview(items: &[String]) -> String {
+    const SHOW: usize = 5;
+    let mut s = items.iter().take(SHOW).cloned().collect::<Vec<_>>().join(", ");
+    if items.len() > SHOW {
+        s.push_str(&format!(", … and {} more", items.len() - SHOW));
+    }
+    s
+}

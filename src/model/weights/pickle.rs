@@ -1,0 +1,502 @@
+//! The subset of Python's pickle protocol (2–5) that `torch.save(state_dict)` produces:
+//! a reader that rebuilds dicts of tensor references without running any code, and a
+//! writer for the same structure.
+
+use std::collections::HashMap;
+
+/// Element types of torch storages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DType {
+    F32,
+    F64,
+    F16,
+    BF16,
+    I64,
+    I32,
+    I16,
+    I8,
+    U8,
+    Bool,
+}
+
+impl DType {
+    pub fn from_storage(name: &str) -> Option<Self> {
+        Some(match name {
+            "FloatStorage" => Self::F32,
+            "DoubleStorage" => Self::F64,
+            "HalfStorage" => Self::F16,
+            "BFloat16Storage" => Self::BF16,
+            "LongStorage" => Self::I64,
+            "IntStorage" => Self::I32,
+            "ShortStorage" => Self::I16,
+            "CharStorage" => Self::I8,
+            "ByteStorage" => Self::U8,
+            "BoolStorage" => Self::Bool,
+            _ => return None,
+        })
+    }
+
+    pub fn size(self) -> usize {
+        match self {
+            Self::F64 | Self::I64 => 8,
+            Self::F32 | Self::I32 => 4,
+            Self::F16 | Self::BF16 | Self::I16 => 2,
+            Self::I8 | Self::U8 | Self::Bool => 1,
+        }
+    }
+
+    /// Reads one element as f32 (integers convert exactly up to 2^24).
+    pub fn read_f32(self, b: &[u8]) -> f32 {
+        match self {
+            Self::F32 => f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+            Self::F64 => f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32,
+            Self::F16 => f16_to_f32(u16::from_le_bytes([b[0], b[1]])),
+            Self::BF16 => f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16),
+            Self::I64 => i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32,
+            Self::I32 => i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f32,
+            Self::I16 => i16::from_le_bytes([b[0], b[1]]) as f32,
+            Self::I8 => b[0] as i8 as f32,
+            Self::U8 | Self::Bool => b[0] as f32,
+        }
+    }
+}
+
+fn f16_to_f32(h: u16) -> f32 {
+    let sign = ((h >> 15) as u32) << 31;
+    let exp = ((h >> 10) & 0x1f) as i32;
+    let frac = (h & 0x3ff) as u32;
+    let bits = match (exp, frac) {
+        (0, 0) => sign,
+        (0, f) => {
+            // Subnormal: value = f · 2^-24.
+            let v = f as f32 * 2f32.powi(-24);
+            return if sign != 0 { -v } else { v };
+        }
+        (0x1f, 0) => sign | 0x7f80_0000,
+        (0x1f, f) => sign | 0x7f80_0000 | (f << 13),
+        (e, f) => sign | (((e - 15 + 127) as u32) << 23) | (f << 13),
+    };
+    f32::from_bits(bits)
+}
+
+/// A reference to (part of) a storage record, as `_rebuild_tensor_v2` describes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorRef {
+    pub storage_key: String,
+    pub dtype: DType,
+    /// Offset in elements.
+    pub offset: usize,
+    pub shape: Vec<usize>,
+    pub stride: Vec<usize>,
+}
+
+/// A value on the unpickler's stack.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    None,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    Bytes(Vec<u8>),
+    Tuple(Vec<Value>),
+    List(Vec<Value>),
+    Dict(Vec<(Value, Value)>),
+    Global(String, String),
+    /// A persistent id (torch: a storage description tuple).
+    PersId(Box<Value>),
+    /// Any other object built by calling a global.
+    Object(String, Box<Value>),
+    Tensor(TensorRef),
+    Mark,
+}
+
+impl Value {
+    pub fn type_name(&self) -> String {
+        match self {
+            Value::Object(name, _) => name.clone(),
+            Value::Global(m, n) => format!("{m}.{n}"),
+            other => format!("{other:?}").split(['(', ' ']).next().unwrap_or("?").to_string(),
+        }
+    }
+}
+
+/// Unpickles `data`; errors are plain strings the caller wraps with the file name.
+pub fn load(data: &[u8]) -> Result<Value, String> {
+    let mut r = Reader { data, pos: 0 };
+    let mut stack: Vec<Value> = Vec::new();
+    let mut memo: HashMap<u32, Value> = HashMap::new();
+    loop {
+        let at = r.pos;
+        let op = r.u8()?;
+        match op {
+            0x80 => {
+                r.u8()?;
+            }
+            0x95 => {
+                r.take(8)?;
+            }
+            b'.' => return stack.pop().ok_or_else(|| "pickle: STOP with an empty stack".to_string()),
+            b'(' => stack.push(Value::Mark),
+            b')' => stack.push(Value::Tuple(vec![])),
+            b']' => stack.push(Value::List(vec![])),
+            b'}' => stack.push(Value::Dict(vec![])),
+            b'N' => stack.push(Value::None),
+            0x88 => stack.push(Value::Bool(true)),
+            0x89 => stack.push(Value::Bool(false)),
+            b'K' => stack.push(Value::Int(r.u8()? as i64)),
+            b'M' => stack.push(Value::Int(u16::from_le_bytes(r.array()?) as i64)),
+            b'J' => stack.push(Value::Int(i32::from_le_bytes(r.array()?) as i64)),
+            0x8a | 0x8b => {
+                let n = if op == 0x8a { r.u8()? as usize } else { u32::from_le_bytes(r.array()?) as usize };
+                let bytes = r.take(n)?;
+                if n > 8 {
+                    return Err(format!("pickle: integer of {n} bytes at offset {at} is too large"));
+                }
+                let mut buf = if bytes.last().is_some_and(|b| b & 0x80 != 0) { [0xffu8; 8] } else { [0u8; 8] };
+                buf[..n].copy_from_slice(bytes);
+                stack.push(Value::Int(i64::from_le_bytes(buf)));
+            }
+            b'G' => stack.push(Value::Float(f64::from_be_bytes(r.array()?))),
+            b'X' | 0x8c | 0x8d | b'U' | b'T' => {
+                let n = match op {
+                    0x8c | b'U' => r.u8()? as usize,
+                    0x8d => u64::from_le_bytes(r.array()?) as usize,
+                    _ => u32::from_le_bytes(r.array()?) as usize,
+                };
+                let s = String::from_utf8_lossy(r.take(n)?).into_owned();
+                stack.push(Value::Str(s));
+            }
+            b'C' | b'B' | 0x8e => {
+                let n = match op {
+                    b'C' => r.u8()? as usize,
+                    b'B' => u32::from_le_bytes(r.array()?) as usize,
+                    _ => u64::from_le_bytes(r.array()?) as usize,
+                };
+                stack.push(Value::Bytes(r.take(n)?.to_vec()));
+            }
+            b'c' => {
+                let module = r.line()?;
+                let name = r.line()?;
+                stack.push(Value::Global(module, name));
+            }
+            0x93 => {
+                let name = pop(&mut stack)?;
+                let module = pop(&mut stack)?;
+                match (module, name) {
+                    (Value::Str(m), Value::Str(n)) => stack.push(Value::Global(m, n)),
+                    _ => return Err(format!("pickle: STACK_GLOBAL at offset {at} expects two strings")),
+                }
+            }
+            b'q' => {
+                let k = r.u8()? as u32;
+                memo.insert(k, top(&stack)?.clone());
+            }
+            b'r' => {
+                let k = u32::from_le_bytes(r.array()?);
+                memo.insert(k, top(&stack)?.clone());
+            }
+            0x94 => {
+                let k = memo.len() as u32;
+                memo.insert(k, top(&stack)?.clone());
+            }
+            b'h' | b'j' => {
+                let k = if op == b'h' { r.u8()? as u32 } else { u32::from_le_bytes(r.array()?) };
+                let v = memo.get(&k).ok_or_else(|| format!("pickle: memo entry {k} read before it was written"))?;
+                stack.push(v.clone());
+            }
+            b't' => {
+                let items = pop_to_mark(&mut stack)?;
+                stack.push(Value::Tuple(items));
+            }
+            0x85..=0x87 => {
+                let n = (op - 0x84) as usize;
+                if stack.len() < n {
+                    return Err(format!("pickle: TUPLE{n} at offset {at} with a short stack"));
+                }
+                let items = stack.split_off(stack.len() - n);
+                stack.push(Value::Tuple(items));
+            }
+            b'l' => {
+                let items = pop_to_mark(&mut stack)?;
+                stack.push(Value::List(items));
+            }
+            b'd' => {
+                let items = pop_to_mark(&mut stack)?;
+                stack.push(Value::Dict(pairs(items)?));
+            }
+            b'a' => {
+                let v = pop(&mut stack)?;
+                match stack.last_mut() {
+                    Some(Value::List(l)) => l.push(v),
+                    _ => return Err(format!("pickle: APPEND at offset {at} to a non-list")),
+                }
+            }
+            b'e' => {
+                let items = pop_to_mark(&mut stack)?;
+                match stack.last_mut() {
+                    Some(Value::List(l)) => l.extend(items),
+                    _ => return Err(format!("pickle: APPENDS at offset {at} to a non-list")),
+                }
+            }
+            b's' | b'u' => {
+                let items = if op == b's' {
+                    let v = pop(&mut stack)?;
+                    let k = pop(&mut stack)?;
+                    vec![k, v]
+                } else {
+                    pop_to_mark(&mut stack)?
+                };
+                let kv = pairs(items)?;
+                match stack.last_mut() {
+                    Some(Value::Dict(d)) => d.extend(kv),
+                    _ => return Err(format!("pickle: SETITEM(S) at offset {at} on a non-dict")),
+                }
+            }
+            b'Q' => {
+                let pid = pop(&mut stack)?;
+                stack.push(Value::PersId(Box::new(pid)));
+            }
+            b'R' | 0x81 => {
+                let args = pop(&mut stack)?;
+                let callable = pop(&mut stack)?;
+                stack.push(reduce(callable, args)?);
+            }
+            b'b' => {
+                // Object state (OrderedDict._metadata, parameter attributes): not needed.
+                pop(&mut stack)?;
+            }
+            b'0' => {
+                pop(&mut stack)?;
+            }
+            b'1' => {
+                pop_to_mark(&mut stack)?;
+            }
+            b'2' => {
+                let v = top(&stack)?.clone();
+                stack.push(v);
+            }
+            other => return Err(format!("pickle: unsupported opcode 0x{other:02x} at offset {at}")),
+        }
+    }
+}
+
+/// Applies a callable to its arguments for the globals torch state dicts use.
+fn reduce(callable: Value, args: Value) -> Result<Value, String> {
+    let Value::Global(module, name) = &callable else {
+        return Ok(Value::Object(callable.type_name(), Box::new(args)));
+    };
+    let args_vec = match &args {
+        Value::Tuple(v) => v.clone(),
+        _ => vec![],
+    };
+    match (module.as_str(), name.as_str()) {
+        ("collections", "OrderedDict") | ("builtins", "dict") => Ok(Value::Dict(vec![])),
+        ("torch._utils", "_rebuild_tensor_v2") | ("torch._utils", "_rebuild_tensor") => {
+            let bad = || format!("pickle: unexpected arguments to {module}.{name}: {args:?}");
+            let Some(Value::PersId(pid)) = args_vec.first() else { return Err(bad()) };
+            let Value::Tuple(p) = pid.as_ref() else { return Err(bad()) };
+            // ('storage', storage_type, key, location, numel)
+            let (Some(Value::Global(_, st)), Some(Value::Str(key))) = (p.get(1), p.get(2)) else { return Err(bad()) };
+            let dtype = DType::from_storage(st).ok_or_else(|| format!("unsupported storage type torch.{st}"))?;
+            let int = |v: Option<&Value>| match v {
+                Some(Value::Int(i)) if *i >= 0 => Ok(*i as usize),
+                _ => Err(bad()),
+            };
+            let ints = |v: Option<&Value>| match v {
+                Some(Value::Tuple(t)) => t.iter().map(|x| int(Some(x))).collect::<Result<Vec<_>, _>>(),
+                _ => Err(bad()),
+            };
+            Ok(Value::Tensor(TensorRef {
+                storage_key: key.clone(),
+                dtype,
+                offset: int(args_vec.get(1))?,
+                shape: ints(args_vec.get(2))?,
+                stride: ints(args_vec.get(3))?,
+            }))
+        }
+        ("torch._utils", "_rebuild_parameter") => match args_vec.into_iter().next() {
+            Some(t @ Value::Tensor(_)) => Ok(t),
+            _ => Err("pickle: _rebuild_parameter without a tensor".into()),
+        },
+        _ => Ok(Value::Object(format!("{module}.{name}"), Box::new(args))),
+    }
+}
+
+fn pairs(items: Vec<Value>) -> Result<Vec<(Value, Value)>, String> {
+    if items.len() % 2 != 0 {
+        return Err("pickle: odd number of items for a dict".into());
+    }
+    let mut it = items.into_iter();
+    let mut out = Vec::new();
+    while let (Some(k), Some(v)) = (it.next(), it.next()) {
+        out.push((k, v));
+    }
+    Ok(out)
+}
+
+fn pop(stack: &mut Vec<Value>) -> Result<Value, String> {
+    stack.pop().ok_or_else(|| "pickle: stack underflow".to_string())
+}
+
+fn top(stack: &[Value]) -> Result<&Value, String> {
+    stack.last().ok_or_else(|| "pickle: stack underflow".to_string())
+}
+
+fn pop_to_mark(stack: &mut Vec<Value>) -> Result<Vec<Value>, String> {
+    let pos = stack.iter().rposition(|v| *v == Value::Mark).ok_or_else(|| "pickle: MARK not found".to_string())?;
+    let items = stack.split_off(pos + 1);
+    stack.pop();
+    Ok(items)
+}
+
+struct Reader<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.data.len());
+        let Some(end) = end else {
+            return Err(format!("pickle: data ends at offset {} while {n} more bytes were expected", self.data.len()));
+        };
+        let s = &self.data[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+
+    fn u8(&mut self) -> Result<u8, String> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], String> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.take(N)?);
+        Ok(a)
+    }
+
+    fn line(&mut self) -> Result<String, String> {
+        let rest = &self.data[self.pos..];
+        let n = rest.iter().position(|&b| b == b'\n').ok_or("pickle: unterminated GLOBAL name")?;
+        let s = String::from_utf8_lossy(&rest[..n]).into_owned();
+        self.pos += n + 1;
+        Ok(s)
+    }
+}
+
+/// A tensor entry for [`Writer::state_dict`].
+pub struct TensorEntry<'a> {
+    pub key: &'a str,
+    pub storage: &'static str,
+    pub storage_key: String,
+    pub shape: &'a [usize],
+}
+
+/// Writes protocol-2 pickles of the shape `torch.save(state_dict)` produces.
+pub struct Writer {
+    out: Vec<u8>,
+}
+
+impl Writer {
+    /// The pickle of an OrderedDict of tensors whose storages live in `data/<storage_key>`.
+    pub fn state_dict(entries: &[TensorEntry]) -> Vec<u8> {
+        let mut w = Writer { out: vec![0x80, 2] };
+        w.global("collections", "OrderedDict");
+        w.out.extend_from_slice(b")R(");
+        for e in entries {
+            w.str(e.key);
+            w.global("torch._utils", "_rebuild_tensor_v2");
+            w.out.extend_from_slice(b"((");
+            w.str("storage");
+            w.global("torch", e.storage);
+            w.str(&e.storage_key);
+            w.str("cpu");
+            w.int(e.shape.iter().product::<usize>());
+            w.out.extend_from_slice(b"tQ");
+            w.int(0);
+            w.ints(e.shape);
+            let mut stride = vec![1usize; e.shape.len()];
+            for i in (0..e.shape.len().saturating_sub(1)).rev() {
+                stride[i] = stride[i + 1] * e.shape[i + 1];
+            }
+            w.ints(&stride);
+            w.out.push(0x89);
+            w.global("collections", "OrderedDict");
+            w.out.extend_from_slice(b")Rt");
+            w.out.push(b'R');
+        }
+        w.out.extend_from_slice(b"u.");
+        w.out
+    }
+
+    fn global(&mut self, module: &str, name: &str) {
+        self.out.push(b'c');
+        self.out.extend_from_slice(module.as_bytes());
+        self.out.push(b'\n');
+        self.out.extend_from_slice(name.as_bytes());
+        self.out.push(b'\n');
+    }
+
+    fn str(&mut self, s: &str) {
+        self.out.push(b'X');
+        self.out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+        self.out.extend_from_slice(s.as_bytes());
+    }
+
+    fn int(&mut self, v: usize) {
+        if v <= i32::MAX as usize {
+            self.out.push(b'J');
+            self.out.extend_from_slice(&(v as i32).to_le_bytes());
+        } else {
+            self.out.extend_from_slice(&[0x8a, 8]);
+            self.out.extend_from_slice(&(v as i64).to_le_bytes());
+        }
+    }
+
+    fn ints(&mut self, v: &[usize]) {
+        self.out.push(b'(');
+        for &x in v {
+            self.int(x);
+        }
+        self.out.push(b't');
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn half_floats_convert_exactly() {
+        // 0x3c00 = 1.0, 0xc000 = -2.0, 0x3555 ≈ 0.33325195 (1 + 341/1024) / 4, 0x0001 = 2^-24.
+        assert_eq!(f16_to_f32(0x3c00), 1.0);
+        assert_eq!(f16_to_f32(0xc000), -2.0);
+        assert_eq!(f16_to_f32(0x3555), (1.0 + 341.0 / 1024.0) / 4.0);
+        assert_eq!(f16_to_f32(0x0001), 2f32.powi(-24));
+        assert_eq!(f16_to_f32(0x7c00), f32::INFINITY);
+    }
+
+    #[test]
+    fn writer_output_reads_back() {
+        let shape = [2usize, 3];
+        let p = Writer::state_dict(&[TensorEntry { key: "a.weight", storage: "FloatStorage", storage_key: "0".into(), shape: &shape }]);
+        let v = load(&p).unwrap();
+        let Value::Dict(items) = v else { panic!("not a dict") };
+        assert_eq!(items.len(), 1);
+        assert_eq!(items[0].0, Value::Str("a.weight".into()));
+        assert_eq!(
+            items[0].1,
+            Value::Tensor(TensorRef { storage_key: "0".into(), dtype: DType::F32, offset: 0, shape: vec![2, 3], stride: vec![3, 1] })
+        );
+    }
+
+    #[test]
+    fn truncated_pickle_is_an_error_not_a_panic() {
+        let shape = [4usize];
+        let p = Writer::state_dict(&[TensorEntry { key: "k", storage: "FloatStorage", storage_key: "0".into(), shape: &shape }]);
+        for cut in 0..p.len() {
+            assert!(load(&p[..cut]).is_err(), "cut at {cut} should fail");
+        }
+    }
+}

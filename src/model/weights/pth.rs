@@ -1,0 +1,180 @@
+//! PyTorch state-dict files (`torch.save(model.state_dict())`, zip format).
+
+use super::pickle::{self, DType, TensorEntry, TensorRef, Value};
+use super::{Layout, TensorF32, Weights, WeightsError};
+use std::collections::BTreeMap;
+use std::io::{Cursor, Read, Write};
+use std::path::Path;
+
+pub(super) fn read(path: &Path, bytes: &[u8]) -> Result<BTreeMap<String, TensorF32>, WeightsError> {
+    let fail = |m: String| WeightsError::new(path, m);
+    if !bytes.starts_with(b"PK") {
+        return Err(fail(
+            "not a zip-format PyTorch file: expected a file written by torch.save (PyTorch >= 1.6); legacy pickled files are not supported".into(),
+        ));
+    }
+    let mut zip = zip::ZipArchive::new(Cursor::new(bytes)).map_err(|e| fail(format!("cannot open the zip archive: {e}")))?;
+    let pkl_name = zip
+        .file_names()
+        .find(|n| n.ends_with("data.pkl") && n.matches('/').count() <= 1)
+        .map(str::to_string)
+        .ok_or_else(|| fail("no data.pkl record: expected a torch.save archive".into()))?;
+    let prefix = pkl_name.trim_end_matches("data.pkl").to_string();
+    let mut record = |name: &str| -> Result<Vec<u8>, WeightsError> {
+        let mut f = zip.by_name(name).map_err(|e| fail(format!("missing record `{name}`: {e}")))?;
+        let mut buf = Vec::with_capacity(f.size() as usize);
+        f.read_to_end(&mut buf).map_err(|e| fail(format!("cannot read record `{name}`: {e}")))?;
+        Ok(buf)
+    };
+    if let Ok(order) = record(&format!("{prefix}byteorder")) {
+        if order != b"little" {
+            return Err(fail(format!("byte order `{}` is not supported: expected little", String::from_utf8_lossy(&order))));
+        }
+    }
+    let pkl = record(&pkl_name)?;
+    let root = pickle::load(&pkl).map_err(|e| fail(format!("{pkl_name}: {e}")))?;
+    let dict = state_dict_of(root).map_err(fail)?;
+    let mut storages: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut out = BTreeMap::new();
+    for (key, t) in dict {
+        if !storages.contains_key(&t.storage_key) {
+            let data = record(&format!("{prefix}data/{}", t.storage_key))?;
+            storages.insert(t.storage_key.clone(), data);
+        }
+        let tensor = gather(&t, &storages[&t.storage_key]).map_err(|m| fail(format!("tensor `{key}`: {m}")))?;
+        out.insert(key, tensor);
+    }
+    Ok(out)
+}
+
+/// Finds the name → tensor mapping: the top-level dict, or one nested under `state_dict` or
+/// `model` (training checkpoints).
+fn state_dict_of(root: Value) -> Result<Vec<(String, TensorRef)>, String> {
+    let Value::Dict(items) = root else {
+        return Err(format!(
+            "expected a state dict (a dict of tensors), found a pickled {}; save model.state_dict() instead of the model",
+            root.type_name()
+        ));
+    };
+    let has_tensors = items.iter().any(|(_, v)| matches!(v, Value::Tensor(_)));
+    if !has_tensors {
+        for (k, v) in &items {
+            if matches!(k, Value::Str(s) if s == "state_dict" || s == "model") && matches!(v, Value::Dict(_)) {
+                return state_dict_of(v.clone());
+            }
+        }
+        return Err("the pickled dict holds no tensors: expected a state dict".into());
+    }
+    let mut out = Vec::new();
+    for (k, v) in items {
+        match (k, v) {
+            (Value::Str(k), Value::Tensor(t)) => out.push((k, t)),
+            (Value::Str(k), other) => return Err(format!("entry `{k}` is a {} where a tensor was expected", other.type_name())),
+            (k, _) => return Err(format!("a state dict key is a {} where a string was expected", k.type_name())),
+        }
+    }
+    Ok(out)
+}
+
+/// Copies a (possibly strided) view out of its storage as f32.
+fn gather(t: &TensorRef, storage: &[u8]) -> Result<TensorF32, String> {
+    let es = t.dtype.size();
+    let numel: usize = t.shape.iter().product();
+    if t.stride.len() != t.shape.len() {
+        return Err(format!("shape {:?} and stride {:?} differ in rank", t.shape, t.stride));
+    }
+    // Largest element index touched, to bound-check once.
+    let last = t.offset + t.shape.iter().zip(&t.stride).map(|(&n, &s)| n.saturating_sub(1) * s).sum::<usize>();
+    if numel > 0 && (last + 1) * es > storage.len() {
+        return Err(format!(
+            "shape {:?} at offset {} needs {} bytes of storage `{}` but the record has {} (truncated file?)",
+            t.shape,
+            t.offset,
+            (last + 1) * es,
+            t.storage_key,
+            storage.len()
+        ));
+    }
+    let mut data = Vec::with_capacity(numel);
+    let mut idx = vec![0usize; t.shape.len()];
+    for _ in 0..numel {
+        let e = t.offset + idx.iter().zip(&t.stride).map(|(i, s)| i * s).sum::<usize>();
+        data.push(t.dtype.read_f32(&storage[e * es..(e + 1) * es]));
+        for d in (0..idx.len()).rev() {
+            idx[d] += 1;
+            if idx[d] < t.shape[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+    Ok(TensorF32::new(t.shape.clone(), data))
+}
+
+/// Writes a state dict PyTorch-YOLOv3 loads with `strict=True`: parameters, running stats,
+/// `num_batches_tracked` (0) and the yolo heads' anchor buffers, in module order.
+pub(super) fn write(weights: &Weights, layout: &Layout, path: &Path) -> Result<Vec<u8>, WeightsError> {
+    struct Item {
+        block: usize,
+        key: String,
+        dtype: DType,
+        shape: Vec<usize>,
+        bytes: Vec<u8>,
+    }
+    let f32s = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    let mut items: Vec<Item> = Vec::new();
+    for c in &layout.convs {
+        let mut keys = vec![c.weight.clone()];
+        keys.extend(c.bias.iter().cloned());
+        if let Some(bn) = &c.bn {
+            keys.extend(bn.iter().cloned());
+        }
+        for k in keys {
+            let t = weights.get(&k);
+            items.push(Item { block: c.block, key: k, dtype: DType::F32, shape: t.shape.clone(), bytes: f32s(&t.data) });
+        }
+        if let Some(bn) = &c.bn {
+            let key = bn[0].replace(".weight", ".num_batches_tracked");
+            items.push(Item { block: c.block, key, dtype: DType::I64, shape: vec![], bytes: 0i64.to_le_bytes().to_vec() });
+        }
+    }
+    for a in &layout.anchor_buffers {
+        let flat: Vec<f32> = a.anchors.iter().flat_map(|&(w, h)| [w, h]).collect();
+        let n = a.anchors.len();
+        items.push(Item { block: a.block, key: a.anchors_key.clone(), dtype: DType::F32, shape: vec![n, 2], bytes: f32s(&flat) });
+        items.push(Item { block: a.block, key: a.grid_key.clone(), dtype: DType::F32, shape: vec![1, n, 1, 1, 2], bytes: f32s(&flat) });
+    }
+    items.sort_by_key(|i| i.block); // stable: keeps the order within a block
+
+    let entries: Vec<TensorEntry> = items
+        .iter()
+        .enumerate()
+        .map(|(i, it)| TensorEntry {
+            key: &it.key,
+            storage: if it.dtype == DType::I64 { "LongStorage" } else { "FloatStorage" },
+            storage_key: i.to_string(),
+            shape: &it.shape,
+        })
+        .collect();
+    let pkl = pickle::Writer::state_dict(&entries);
+
+    let stem = path.file_stem().and_then(|s| s.to_str()).filter(|s| !s.is_empty() && s.is_ascii()).unwrap_or("archive");
+    let fail = |e: std::io::Error| WeightsError::new(path, format!("cannot build the zip archive: {e}"));
+    let mut zip = zip::ZipWriter::new(Cursor::new(Vec::new()));
+    // PyTorch stores records uncompressed and 64-byte aligned so they can be memory-mapped.
+    let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored).with_alignment(64);
+    let mut put = |name: String, data: &[u8]| -> Result<(), WeightsError> {
+        zip.start_file(name, opts).map_err(|e| WeightsError::new(path, format!("cannot build the zip archive: {e}")))?;
+        zip.write_all(data).map_err(fail)
+    };
+    put(format!("{stem}/data.pkl"), &pkl)?;
+    put(format!("{stem}/.format_version"), b"1")?;
+    put(format!("{stem}/.storage_alignment"), b"64")?;
+    put(format!("{stem}/byteorder"), b"little")?;
+    for (i, it) in items.iter().enumerate() {
+        put(format!("{stem}/data/{i}"), &it.bytes)?;
+    }
+    put(format!("{stem}/version"), b"3\n")?;
+    let cursor = zip.finish().map_err(|e| WeightsError::new(path, format!("cannot finish the zip archive: {e}")))?;
+    Ok(cursor.into_inner())
+}
