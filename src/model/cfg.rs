@@ -486,12 +486,15 @@ struct Fields<'a> {
     header_line: usize,
     source: &'a str,
     fields: BTreeMap<String, (String, usize)>,
+    /// Line of every key, kept after the key is consumed.
+    lines: BTreeMap<String, usize>,
     used: Vec<&'static str>,
 }
 
 impl<'a> Fields<'a> {
     fn new(s: &Section, source: &'a str) -> Self {
-        Self { name: s.name.clone(), header_line: s.line, source, fields: s.fields.clone(), used: Vec::new() }
+        let lines = s.fields.iter().map(|(k, (_, l))| (k.clone(), *l)).collect();
+        Self { name: s.name.clone(), header_line: s.line, source, fields: s.fields.clone(), lines, used: Vec::new() }
     }
 
     fn error(&self, line: usize, message: String) -> CfgError {
@@ -499,7 +502,7 @@ impl<'a> Fields<'a> {
     }
 
     fn line_of(&self, key: &str) -> usize {
-        self.fields.get(key).map(|v| v.1).unwrap_or(self.header_line)
+        self.lines.get(key).copied().unwrap_or(self.header_line)
     }
 
     fn take(&mut self, key: &'static str) -> Option<(String, usize)> {
@@ -514,8 +517,13 @@ impl<'a> Fields<'a> {
     }
 
     fn parse_usize(&self, key: &str, v: &str, line: usize) -> Result<usize, CfgError> {
-        v.parse::<usize>()
-            .map_err(|_| self.error(line, format!("`{key}`: expected a non-negative integer, found `{v}`")))
+        // The bound keeps every later size computation far from overflow.
+        const MAX: usize = 1 << 20;
+        match v.parse::<usize>() {
+            Ok(n) if n <= MAX => Ok(n),
+            Ok(n) => Err(self.error(line, format!("`{key}`: {n} is too large, expected at most {MAX}"))),
+            Err(_) => Err(self.error(line, format!("`{key}`: expected a non-negative integer, found `{v}`"))),
+        }
     }
 
     fn required_usize(&mut self, key: &'static str) -> Result<usize, CfgError> {
