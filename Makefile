@@ -8,7 +8,7 @@ SHELL := /bin/bash
 ## run: the main job (for now: inspect the bundled tiny cfg)
 run:
 	source scripts/env.sh && cargo build --release --locked --bin prunescope \
-	  && ./target/release/prunescope inspect --cfg sample_runs/tiny/yolov3-tiny-shapes.cfg
+	  && ./target/release/prunescope inspect --cfg sample_runs/shapes/yolov3-tiny-shapes.cfg
 
 ## test: the whole test suite
 test:

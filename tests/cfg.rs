@@ -52,8 +52,8 @@ fn yolov3_at_416() {
     assert_eq!(g.nodes[82].output_shape, vec![1, 507, 85]); // 3·13·13
     assert_eq!(g.nodes[94].output_shape, vec![1, 2028, 85]); // 3·26·26
     assert_eq!(g.nodes[106].output_shape, vec![1, 8112, 85]); // 3·52·52
-    // route_83 (layers=-4) re-reads conv_79: 512 channels at 13x13; route_86 (-1, 61)
-    // concatenates the upsampled 256 with the 512 of block 61 -> 768 at 26x26.
+                                                              // route_83 (layers=-4) re-reads conv_79: 512 channels at 13x13; route_86 (-1, 61)
+                                                              // concatenates the upsampled 256 with the 512 of block 61 -> 768 at 26x26.
     assert_eq!(g.nodes[83].output_shape, vec![1, 512, 13, 13]);
     assert_eq!(g.nodes[86].output_shape, vec![1, 768, 26, 26]);
     assert_eq!(g.nodes[86].inputs.len(), 2);
@@ -200,7 +200,10 @@ fn shape_errors_name_the_block_line() {
     let cfg = Cfg::parse(text, "sc.cfg").unwrap();
     let err = Graph::build(&cfg, 1, 64, 64).unwrap_err();
     assert_eq!(err.line, 10);
-    assert!(err.message.contains("shortcut adds block 1 [1, 8, 64, 64] and block 0 [1, 4, 64, 64]: expected equal shapes"), "{err}");
+    assert!(
+        err.message.contains("shortcut adds block 1 [1, 8, 64, 64] and block 0 [1, 4, 64, 64]: expected equal shapes"),
+        "{err}"
+    );
     // Input sizes must be multiples of 32.
     let cfg = parse_fixture("yolov3-tiny.cfg");
     let err = Graph::build(&cfg, 1, 400, 416).unwrap_err();

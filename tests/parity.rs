@@ -14,7 +14,8 @@ fn reference() -> BTreeMap<String, Tensor> {
     st.tensors()
         .into_iter()
         .map(|(name, v)| {
-            let data: Vec<f32> = v.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            let data: Vec<f32> =
+                v.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
             let shape: Vec<i64> = v.shape().iter().map(|&d| d as i64).collect();
             (name, Tensor::from_slice(&data).reshape(&shape))
         })
@@ -150,7 +151,7 @@ fn bad_input_shape_is_an_error() {
     let net = Darknet::new(&cfg, &graph, &w, Device::Cpu).unwrap();
     for shape in [[1i64, 3, 100, 128], [1, 1, 128, 128]] {
         let x = Tensor::zeros(shape, (tch::Kind::Float, Device::Cpu));
-        let err = net.forward(&x).err().expect("must fail");
+        let err = net.forward(&x).expect_err("must fail");
         assert!(err.to_string().contains("expected [N, 3, H, W]"), "{err}");
     }
 }

@@ -63,7 +63,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let nonzero = match &args.weights {
         Some(path) => {
             let layout = Layout::of(&cfg, &graph);
-            let weights = Weights::load(path, &layout).with_context(|| format!("loading weights for {}", args.cfg.display()))?;
+            let weights =
+                Weights::load(path, &layout).with_context(|| format!("loading weights for {}", args.cfg.display()))?;
             let mut per_block = vec![0u64; graph.nodes.len()];
             for c in &layout.convs {
                 let mut keys = vec![&c.weight];
@@ -124,7 +125,11 @@ fn table(r: &Report) -> String {
     let mut s = String::new();
     let shape = |v: &[usize]| v.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x");
     let _ = writeln!(s, "{}  input {}  (MACs, ptflops convention)", r.cfg, shape(&r.input_shape));
-    let _ = write!(s, "{:>4}  {:<14} {:<14} {:<10} {:<18} {:>12} {:>10} {:>8}", "#", "name", "type", "from", "output shape", "params", "GMac", "% MACs");
+    let _ = write!(
+        s,
+        "{:>4}  {:<14} {:<14} {:<10} {:<18} {:>12} {:>10} {:>8}",
+        "#", "name", "type", "from", "output shape", "params", "GMac", "% MACs"
+    );
     if with_nz {
         let _ = write!(s, " {:>12} {:>9}", "non-zero", "sparsity");
     }
@@ -159,7 +164,12 @@ fn table(r: &Report) -> String {
         );
     }
     let _ = writeln!(s, "total MACs        {:>16}  ({:.3} GMac)", thousands(r.total_macs), r.total_macs as f64 / 1e9);
-    let _ = writeln!(s, "convolution MACs  {:>16}  ({:.3} GMac)", thousands(r.total_conv_macs), r.total_conv_macs as f64 / 1e9);
+    let _ = writeln!(
+        s,
+        "convolution MACs  {:>16}  ({:.3} GMac)",
+        thousands(r.total_conv_macs),
+        r.total_conv_macs as f64 / 1e9
+    );
     s
 }
 
@@ -168,7 +178,7 @@ pub fn thousands(v: u64) -> String {
     let digits = v.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

@@ -96,13 +96,24 @@ impl Yolo {
 #[derive(Debug, Clone, PartialEq)]
 pub enum BlockKind {
     Convolutional(Conv),
-    Maxpool { size: usize, stride: usize },
-    Upsample { stride: usize },
+    Maxpool {
+        size: usize,
+        stride: usize,
+    },
+    Upsample {
+        stride: usize,
+    },
     /// Concatenates absolute block indices along channels, then keeps channel group `group_id`
     /// of `groups`.
-    Route { layers: Vec<usize>, groups: usize, group_id: usize },
+    Route {
+        layers: Vec<usize>,
+        groups: usize,
+        group_id: usize,
+    },
     /// Adds the previous block's output and block `from` (absolute).
-    Shortcut { from: usize },
+    Shortcut {
+        from: usize,
+    },
     Yolo(Yolo),
 }
 
@@ -334,7 +345,9 @@ fn parse_conv(f: &mut Fields) -> Result<BlockKind, CfgError> {
     let groups = f.usize_or("groups", 1)?;
     f.positive("groups", groups)?;
     if filters % groups != 0 {
-        return Err(f.error(f.line_of("groups"), format!("`groups`: filters={filters} is not divisible by groups={groups}")));
+        return Err(
+            f.error(f.line_of("groups"), format!("`groups`: filters={filters} is not divisible by groups={groups}"))
+        );
     }
     let batch_normalize = match f.usize_or("batch_normalize", 0)? {
         0 => false,
@@ -346,7 +359,10 @@ fn parse_conv(f: &mut Fields) -> Result<BlockKind, CfgError> {
     let activation = match f.take("activation") {
         None => Activation::Logistic, // Darknet's default
         Some((v, line)) => Activation::parse(&v).ok_or_else(|| {
-            f.error(line, format!("`activation`: expected one of linear, leaky, relu, mish, swish, logistic; found `{v}`"))
+            f.error(
+                line,
+                format!("`activation`: expected one of linear, leaky, relu, mish, swish, logistic; found `{v}`"),
+            )
         })?,
     };
     if let Some((v, line)) = f.take("dilation") {
@@ -363,18 +379,26 @@ fn parse_yolo(f: &mut Fields) -> Result<BlockKind, CfgError> {
     let (raw, aline) = f.required("anchors")?;
     let values = parse_numbers::<f32>(&raw, "anchors", aline, f.source)?;
     if values.is_empty() || values.len() % 2 != 0 {
-        return Err(f.error(aline, format!("`anchors`: expected pairs of numbers (w,h), found {} values", values.len())));
+        return Err(
+            f.error(aline, format!("`anchors`: expected pairs of numbers (w,h), found {} values", values.len()))
+        );
     }
     let anchors: Vec<(f32, f32)> = values.chunks(2).map(|p| (p[0], p[1])).collect();
     let num = f.usize_or("num", anchors.len())?;
     if num != anchors.len() {
-        return Err(f.error(f.line_of("num"), format!("`num`: expected {} (the number of anchor pairs), found {num}", anchors.len())));
+        return Err(f.error(
+            f.line_of("num"),
+            format!("`num`: expected {} (the number of anchor pairs), found {num}", anchors.len()),
+        ));
     }
     let mask = match f.take("mask") {
         Some((raw, line)) => {
             let mask = parse_numbers::<usize>(&raw, "mask", line, f.source)?;
             if let Some(bad) = mask.iter().find(|&&m| m >= anchors.len()) {
-                return Err(f.error(line, format!("`mask`: index {bad} out of range, expected 0..{} (the anchor pairs)", anchors.len() - 1)));
+                return Err(f.error(
+                    line,
+                    format!("`mask`: index {bad} out of range, expected 0..{} (the anchor pairs)", anchors.len() - 1),
+                ));
             }
             if mask.is_empty() {
                 return Err(f.error(line, "`mask`: expected at least one anchor index".into()));
@@ -511,9 +535,8 @@ impl<'a> Fields<'a> {
     }
 
     fn required(&mut self, key: &'static str) -> Result<(String, usize), CfgError> {
-        self.take(key).ok_or_else(|| {
-            self.error(self.header_line, format!("[{}] is missing the required key `{key}`", self.name))
-        })
+        self.take(key)
+            .ok_or_else(|| self.error(self.header_line, format!("[{}] is missing the required key `{key}`", self.name)))
     }
 
     fn parse_usize(&self, key: &str, v: &str, line: usize) -> Result<usize, CfgError> {
@@ -561,7 +584,10 @@ impl<'a> Fields<'a> {
             let mut known: Vec<&str> = self.used.clone();
             known.sort_unstable();
             known.dedup();
-            return Err(self.error(*line, format!("unknown key `{key}` in [{}]: expected one of {}", self.name, known.join(", "))));
+            return Err(self.error(
+                *line,
+                format!("unknown key `{key}` in [{}]: expected one of {}", self.name, known.join(", ")),
+            ));
         }
         Ok(())
     }

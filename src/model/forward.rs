@@ -40,7 +40,9 @@ pub fn parse_device(s: &str) -> Result<Device, String> {
             let n = cuda_count();
             if index >= n {
                 return Err(if n == 0 {
-                    format!("device `{s}`: CUDA is not available on this machine (libtorch sees no GPU); use --device cpu")
+                    format!(
+                        "device `{s}`: CUDA is not available on this machine (libtorch sees no GPU); use --device cpu"
+                    )
                 } else {
                     format!("device `{s}`: only {n} CUDA device(s) present (cuda:0..cuda:{})", n - 1)
                 });
@@ -153,7 +155,9 @@ impl Darknet {
 
     /// Detections for an image batch `[N, C, H, W]`.
     pub fn forward(&self, image: &Tensor) -> Result<Tensor, ForwardError> {
-        Ok(self.forward_from(0, image.size().as_slice(), BTreeMap::from([(Source::Image, image.shallow_clone())]), false)?.detections)
+        Ok(self
+            .forward_from(0, image.size().as_slice(), BTreeMap::from([(Source::Image, image.shallow_clone())]), false)?
+            .detections)
     }
 
     /// Detections plus the output of every block.
@@ -254,7 +258,12 @@ impl Darknet {
         }
         let heads: Vec<Tensor> = yolo_heads
             .iter()
-            .map(|&h| slots[h].as_ref().map(|t| t.shallow_clone()).ok_or(ForwardError::MissingInput { block: n, input: Source::Block(h) }))
+            .map(|&h| {
+                slots[h]
+                    .as_ref()
+                    .map(|t| t.shallow_clone())
+                    .ok_or(ForwardError::MissingInput { block: n, input: Source::Block(h) })
+            })
             .collect::<Result<_, _>>()?;
         let detections = Tensor::f_cat(&heads, 1)?;
         Ok(ForwardOutput { detections, blocks: slots })
@@ -279,7 +288,14 @@ fn conv(c: &ConvLayer, x: &Tensor) -> Result<Tensor, ForwardError> {
 }
 
 /// PyTorch-YOLOv3's YOLOLayer in eval mode.
-fn yolo(x: &Tensor, anchors: &[(f32, f32)], no: i64, new_coords: bool, img_h: i64, img_w: i64) -> Result<Tensor, ForwardError> {
+fn yolo(
+    x: &Tensor,
+    anchors: &[(f32, f32)],
+    no: i64,
+    new_coords: bool,
+    img_h: i64,
+    img_w: i64,
+) -> Result<Tensor, ForwardError> {
     let size = x.size();
     let (bs, ny, nx) = (size[0], size[2], size[3]);
     let na = anchors.len() as i64;
@@ -296,11 +312,7 @@ fn yolo(x: &Tensor, anchors: &[(f32, f32)], no: i64, new_coords: bool, img_h: i6
     let twh = x.f_narrow(4, 2, 2)?;
     let rest = x.f_narrow(4, 4, no - 4)?;
     let (xy, wh, rest) = if new_coords {
-        (
-            txy.f_add(&grid)?.f_mul(&stride)?,
-            twh.f_square()?.f_mul(&anchor_grid.f_mul_scalar(4.0)?)?,
-            rest,
-        )
+        (txy.f_add(&grid)?.f_mul(&stride)?, twh.f_square()?.f_mul(&anchor_grid.f_mul_scalar(4.0)?)?, rest)
     } else {
         (txy.f_sigmoid()?.f_add(&grid)?.f_mul(&stride)?, twh.f_exp()?.f_mul(&anchor_grid)?, rest.f_sigmoid()?)
     };

@@ -1,11 +1,11 @@
 //! The graph IR: every block's inputs, shapes and cost for one input size and batch.
 //!
-//! Cost follows the ptflops convention (see DESIGN.md): parameters are conv weight + conv bias
-//! + BN weight and bias; MACs per block are conv MACs + conv bias (one per output element)
-//! + BN 2·numel + LeakyReLU/ReLU numel; upsample = output numel; maxpool = numel of the
-//! `nn.MaxPool2d` input (for size-2 stride-1 pools that is after PyTorch-YOLOv3's
-//! `ZeroPad2d((0,1,0,1))`, exactly what ptflops hooks see); other activations, route,
-//! shortcut and yolo count 0.
+//! Cost follows the ptflops convention (see DESIGN.md). Parameters are conv weight, conv
+//! bias, BN weight and bias. MACs per block are conv MACs, plus conv bias (one per output
+//! element), plus BN 2·numel, plus LeakyReLU/ReLU numel; upsample counts its output numel;
+//! maxpool counts the numel of the `nn.MaxPool2d` input (for size-2 stride-1 pools that is
+//! after PyTorch-YOLOv3's `ZeroPad2d((0,1,0,1))`, exactly what ptflops hooks see); other
+//! activations, route, shortcut and yolo count 0.
 
 use super::cfg::{Activation, BlockKind, Cfg, CfgError};
 use serde::Serialize;
@@ -57,7 +57,7 @@ impl Graph {
         if batch == 0 {
             return Err(err(0, "batch size must be at least 1".into()));
         }
-        if height == 0 || width == 0 || height % 32 != 0 || width % 32 != 0 {
+        if height == 0 || width == 0 || !height.is_multiple_of(32) || !width.is_multiple_of(32) {
             return Err(err(0, format!("input size {height}x{width}: expected positive multiples of 32")));
         }
         let input_shape = vec![batch, cfg.channels, height, width];
@@ -77,7 +77,13 @@ impl Graph {
                 if is_map(s) {
                     Ok(())
                 } else {
-                    Err(err(b.line, format!("[{}] block {i} reads {what}, which is a yolo head output, not a feature map", b.kind.section())))
+                    Err(err(
+                        b.line,
+                        format!(
+                            "[{}] block {i} reads {what}, which is a yolo head output, not a feature map",
+                            b.kind.section()
+                        ),
+                    ))
                 }
             };
             let numel = |s: &[usize]| s.iter().product::<usize>() as u64;
@@ -86,10 +92,16 @@ impl Graph {
                     needs_map(&x, "the previous block")?;
                     let (n, cin, h, w) = (x[0], x[1], x[2], x[3]);
                     if cin % c.groups != 0 {
-                        return Err(err(b.line, format!("groups={} does not divide the {cin} input channels", c.groups)));
+                        return Err(err(
+                            b.line,
+                            format!("groups={} does not divide the {cin} input channels", c.groups),
+                        ));
                     }
                     if h + 2 * c.padding < c.size || w + 2 * c.padding < c.size {
-                        return Err(err(b.line, format!("kernel size {} is larger than the padded input {h}x{w}", c.size)));
+                        return Err(err(
+                            b.line,
+                            format!("kernel size {} is larger than the padded input {h}x{w}", c.size),
+                        ));
                     }
                     let ho = (h + 2 * c.padding - c.size) / c.stride + 1;
                     let wo = (w + 2 * c.padding - c.size) / c.stride + 1;
@@ -146,7 +158,10 @@ impl Graph {
                         channels += sh[1];
                     }
                     if channels % groups != 0 {
-                        return Err(err(b.line, format!("groups={groups} does not divide the {channels} routed channels")));
+                        return Err(err(
+                            b.line,
+                            format!("groups={groups} does not divide the {channels} routed channels"),
+                        ));
                     }
                     let out = vec![first[0], channels / groups, first[2], first[3]];
                     (srcs, out, 0, 0, 0)
@@ -156,7 +171,12 @@ impl Graph {
                     if other != x {
                         return Err(err(
                             b.line,
-                            format!("shortcut adds block {} {:?} and block {from} {:?}: expected equal shapes", i - 1, x, other),
+                            format!(
+                                "shortcut adds block {} {:?} and block {from} {:?}: expected equal shapes",
+                                i - 1,
+                                x,
+                                other
+                            ),
                         ));
                     }
                     (vec![prev, Source::Block(*from)], x.clone(), 0, 0, 0)

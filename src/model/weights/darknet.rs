@@ -38,7 +38,10 @@ fn mismatch_message(bytes: &[u8], layout: &Layout) -> String {
     let size = bytes.len();
     let floats = layout.float_count();
     if size < 16 {
-        return format!("{size} bytes is too short for a Darknet header (16 or 20 bytes); expected {} bytes for this cfg", 20 + 4 * floats);
+        return format!(
+            "{size} bytes is too short for a Darknet header (16 or 20 bytes); expected {} bytes for this cfg",
+            20 + 4 * floats
+        );
     }
     let int = |i: usize| i32::from_le_bytes([bytes[4 * i], bytes[4 * i + 1], bytes[4 * i + 2], bytes[4 * i + 3]]);
     let (major, minor) = (int(0), int(1));

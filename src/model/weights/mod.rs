@@ -130,7 +130,12 @@ impl Layout {
                     if c.batch_normalize {
                         let p = format!("module_list.{i}.batch_norm_{i}");
                         // Darknet order: bias, weight, running mean, running var.
-                        let bn = [format!("{p}.weight"), format!("{p}.bias"), format!("{p}.running_mean"), format!("{p}.running_var")];
+                        let bn = [
+                            format!("{p}.weight"),
+                            format!("{p}.bias"),
+                            format!("{p}.running_mean"),
+                            format!("{p}.running_var"),
+                        ];
                         for k in [&bn[1], &bn[0], &bn[2], &bn[3]] {
                             tensors.push((k.clone(), vec![c.filters]));
                         }
@@ -162,7 +167,8 @@ impl Layout {
 
     /// Keys a state dict may carry that are buffers we neither need nor check.
     fn is_ignored_key(&self, key: &str) -> bool {
-        key.ends_with(".num_batches_tracked") || self.anchor_buffers.iter().any(|b| key == b.anchors_key || key == b.grid_key)
+        key.ends_with(".num_batches_tracked")
+            || self.anchor_buffers.iter().any(|b| key == b.anchors_key || key == b.grid_key)
     }
 }
 
@@ -215,17 +221,21 @@ impl Weights {
             }
         }
         if !missing.is_empty() {
-            return Err(WeightsError::new(path, format!("{} tensor(s) the cfg needs are missing: {}", missing.len(), preview(&missing))));
+            return Err(WeightsError::new(
+                path,
+                format!("{} tensor(s) the cfg needs are missing: {}", missing.len(), preview(&missing)),
+            ));
         }
-        let extra: Vec<String> = raw
-            .iter()
-            .filter(|(k, _)| !layout.is_ignored_key(k))
-            .map(|(k, t)| format!("{k} {:?}", t.shape))
-            .collect();
+        let extra: Vec<String> =
+            raw.iter().filter(|(k, _)| !layout.is_ignored_key(k)).map(|(k, t)| format!("{k} {:?}", t.shape)).collect();
         if !extra.is_empty() {
             return Err(WeightsError::new(
                 path,
-                format!("{} tensor(s) in the file have no place in the cfg: {} (is this the right cfg?)", extra.len(), preview(&extra)),
+                format!(
+                    "{} tensor(s) in the file have no place in the cfg: {} (is this the right cfg?)",
+                    extra.len(),
+                    preview(&extra)
+                ),
             ));
         }
         Ok(Self { tensors })

@@ -324,7 +324,7 @@ fn reduce(callable: Value, args: Value) -> Result<Value, String> {
 }
 
 fn pairs(items: Vec<Value>) -> Result<Vec<(Value, Value)>, String> {
-    if items.len() % 2 != 0 {
+    if !items.len().is_multiple_of(2) {
         return Err("pickle: odd number of items for a dict".into());
     }
     let mut it = items.into_iter();
@@ -480,21 +480,37 @@ mod tests {
     #[test]
     fn writer_output_reads_back() {
         let shape = [2usize, 3];
-        let p = Writer::state_dict(&[TensorEntry { key: "a.weight", storage: "FloatStorage", storage_key: "0".into(), shape: &shape }]);
+        let p = Writer::state_dict(&[TensorEntry {
+            key: "a.weight",
+            storage: "FloatStorage",
+            storage_key: "0".into(),
+            shape: &shape,
+        }]);
         let v = load(&p).unwrap();
         let Value::Dict(items) = v else { panic!("not a dict") };
         assert_eq!(items.len(), 1);
         assert_eq!(items[0].0, Value::Str("a.weight".into()));
         assert_eq!(
             items[0].1,
-            Value::Tensor(TensorRef { storage_key: "0".into(), dtype: DType::F32, offset: 0, shape: vec![2, 3], stride: vec![3, 1] })
+            Value::Tensor(TensorRef {
+                storage_key: "0".into(),
+                dtype: DType::F32,
+                offset: 0,
+                shape: vec![2, 3],
+                stride: vec![3, 1]
+            })
         );
     }
 
     #[test]
     fn truncated_pickle_is_an_error_not_a_panic() {
         let shape = [4usize];
-        let p = Writer::state_dict(&[TensorEntry { key: "k", storage: "FloatStorage", storage_key: "0".into(), shape: &shape }]);
+        let p = Writer::state_dict(&[TensorEntry {
+            key: "k",
+            storage: "FloatStorage",
+            storage_key: "0".into(),
+            shape: &shape,
+        }]);
         for cut in 0..p.len() {
             assert!(load(&p[..cut]).is_err(), "cut at {cut} should fail");
         }

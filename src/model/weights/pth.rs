@@ -13,7 +13,8 @@ pub(super) fn read(path: &Path, bytes: &[u8]) -> Result<BTreeMap<String, TensorF
             "not a zip-format PyTorch file: expected a file written by torch.save (PyTorch >= 1.6); legacy pickled files are not supported".into(),
         ));
     }
-    let mut zip = zip::ZipArchive::new(Cursor::new(bytes)).map_err(|e| fail(format!("cannot open the zip archive: {e}")))?;
+    let mut zip =
+        zip::ZipArchive::new(Cursor::new(bytes)).map_err(|e| fail(format!("cannot open the zip archive: {e}")))?;
     let pkl_name = zip
         .file_names()
         .find(|n| n.ends_with("data.pkl") && n.matches('/').count() <= 1)
@@ -28,7 +29,10 @@ pub(super) fn read(path: &Path, bytes: &[u8]) -> Result<BTreeMap<String, TensorF
     };
     if let Ok(order) = record(&format!("{prefix}byteorder")) {
         if order != b"little" {
-            return Err(fail(format!("byte order `{}` is not supported: expected little", String::from_utf8_lossy(&order))));
+            return Err(fail(format!(
+                "byte order `{}` is not supported: expected little",
+                String::from_utf8_lossy(&order)
+            )));
         }
     }
     let pkl = record(&pkl_name)?;
@@ -69,7 +73,9 @@ fn state_dict_of(root: Value) -> Result<Vec<(String, TensorRef)>, String> {
     for (k, v) in items {
         match (k, v) {
             (Value::Str(k), Value::Tensor(t)) => out.push((k, t)),
-            (Value::Str(k), other) => return Err(format!("entry `{k}` is a {} where a tensor was expected", other.type_name())),
+            (Value::Str(k), other) => {
+                return Err(format!("entry `{k}` is a {} where a tensor was expected", other.type_name()))
+            }
             (k, _) => return Err(format!("a state dict key is a {} where a string was expected", k.type_name())),
         }
     }
@@ -131,18 +137,42 @@ pub(super) fn write(weights: &Weights, layout: &Layout, path: &Path) -> Result<V
         }
         for k in keys {
             let t = weights.get(&k);
-            items.push(Item { block: c.block, key: k, dtype: DType::F32, shape: t.shape.clone(), bytes: f32s(&t.data) });
+            items.push(Item {
+                block: c.block,
+                key: k,
+                dtype: DType::F32,
+                shape: t.shape.clone(),
+                bytes: f32s(&t.data),
+            });
         }
         if let Some(bn) = &c.bn {
             let key = bn[0].replace(".weight", ".num_batches_tracked");
-            items.push(Item { block: c.block, key, dtype: DType::I64, shape: vec![], bytes: 0i64.to_le_bytes().to_vec() });
+            items.push(Item {
+                block: c.block,
+                key,
+                dtype: DType::I64,
+                shape: vec![],
+                bytes: 0i64.to_le_bytes().to_vec(),
+            });
         }
     }
     for a in &layout.anchor_buffers {
         let flat: Vec<f32> = a.anchors.iter().flat_map(|&(w, h)| [w, h]).collect();
         let n = a.anchors.len();
-        items.push(Item { block: a.block, key: a.anchors_key.clone(), dtype: DType::F32, shape: vec![n, 2], bytes: f32s(&flat) });
-        items.push(Item { block: a.block, key: a.grid_key.clone(), dtype: DType::F32, shape: vec![1, n, 1, 1, 2], bytes: f32s(&flat) });
+        items.push(Item {
+            block: a.block,
+            key: a.anchors_key.clone(),
+            dtype: DType::F32,
+            shape: vec![n, 2],
+            bytes: f32s(&flat),
+        });
+        items.push(Item {
+            block: a.block,
+            key: a.grid_key.clone(),
+            dtype: DType::F32,
+            shape: vec![1, n, 1, 1, 2],
+            bytes: f32s(&flat),
+        });
     }
     items.sort_by_key(|i| i.block); // stable: keeps the order within a block
 
@@ -162,9 +192,11 @@ pub(super) fn write(weights: &Weights, layout: &Layout, path: &Path) -> Result<V
     let fail = |e: std::io::Error| WeightsError::new(path, format!("cannot build the zip archive: {e}"));
     let mut zip = zip::ZipWriter::new(Cursor::new(Vec::new()));
     // PyTorch stores records uncompressed and 64-byte aligned so they can be memory-mapped.
-    let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored).with_alignment(64);
+    let opts =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored).with_alignment(64);
     let mut put = |name: String, data: &[u8]| -> Result<(), WeightsError> {
-        zip.start_file(name, opts).map_err(|e| WeightsError::new(path, format!("cannot build the zip archive: {e}")))?;
+        zip.start_file(name, opts)
+            .map_err(|e| WeightsError::new(path, format!("cannot build the zip archive: {e}")))?;
         zip.write_all(data).map_err(fail)
     };
     put(format!("{stem}/data.pkl"), &pkl)?;

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 pub(super) fn read(path: &Path, bytes: &[u8]) -> Result<BTreeMap<String, TensorF32>, WeightsError> {
-    let st = SafeTensors::deserialize(bytes).map_err(|e| WeightsError::new(path, format!("not a valid safetensors file: {e}")))?;
+    let st = SafeTensors::deserialize(bytes)
+        .map_err(|e| WeightsError::new(path, format!("not a valid safetensors file: {e}")))?;
     let mut out = BTreeMap::new();
     for (name, view) in st.tensors() {
         let data = view.data();
@@ -16,7 +17,10 @@ pub(super) fn read(path: &Path, bytes: &[u8]) -> Result<BTreeMap<String, TensorF
             // Integer buffers such as num_batches_tracked: kept only so the key check sees them.
             Dtype::I64 => data.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
             other => {
-                return Err(WeightsError::new(path, format!("tensor `{name}` has dtype {other:?}: expected F32 (or F64)")));
+                return Err(WeightsError::new(
+                    path,
+                    format!("tensor `{name}` has dtype {other:?}: expected F32 (or F64)"),
+                ));
             }
         };
         out.insert(name, TensorF32::new(view.shape().to_vec(), values));
@@ -35,5 +39,6 @@ pub(super) fn write(weights: &Weights, path: &Path) -> Result<Vec<u8>, WeightsEr
         .map(|(k, b, s)| Ok((k.clone(), TensorView::new(Dtype::F32, s.clone(), b)?)))
         .collect::<Result<_, safetensors::SafeTensorError>>()
         .map_err(|e| WeightsError::new(path, format!("cannot build safetensors: {e}")))?;
-    safetensors::serialize(views, None).map_err(|e| WeightsError::new(path, format!("cannot serialize safetensors: {e}")))
+    safetensors::serialize(views, None)
+        .map_err(|e| WeightsError::new(path, format!("cannot serialize safetensors: {e}")))
 }
