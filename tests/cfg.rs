@@ -79,6 +79,24 @@ fn yolov3_at_416() {
     assert_eq!(g2.total_params(), g.total_params());
 }
 
+/// yolov3.cfg with classes=1 and filters=18: the heads shrink from 255 to 18 channels.
+/// Params: −(255−18)·(1024+512+256 weights per filter + 1 bias) = −237·1,795 = −425,415
+/// -> 61,523,734. Conv MACs: −237·(13²·1024 + 26²·512 + 52²·256) = −237·1,211,392 =
+/// −287,099,904 -> 32,644,937,728. Head bias MACs: −237·(169+676+2704) = −841,113, so all
+/// MACs 33,048,327,715 − 287,099,904 − 841,113 = 32,760,386,698. (ptflops 0.7.5 on the
+/// PyTorch-YOLOv3 1.8.0 model of this cfg prints the same 61,523,734 and 32,760,386,698.)
+#[test]
+fn yolov3_one_class_at_416() {
+    let text = std::fs::read_to_string(common::darknet("yolov3.cfg")).unwrap();
+    let text = text.replace("classes=80", "classes=1").replace("filters=255", "filters=18");
+    let cfg = Cfg::parse(&text, "yolov3-1cls.cfg").unwrap();
+    let g = Graph::build(&cfg, 1, 416, 416).unwrap();
+    assert_eq!(g.total_params(), 61_523_734);
+    assert_eq!(g.total_conv_macs(), 32_644_937_728);
+    assert_eq!(g.total_macs(), 32_760_386_698);
+    assert_eq!(g.nodes[106].output_shape, vec![1, 8112, 6]);
+}
+
 #[test]
 fn yolov3_tiny_at_416() {
     let cfg = parse_fixture("yolov3-tiny.cfg");

@@ -1,9 +1,10 @@
 //! `prunescope inspect`: the per-layer cost table of a cfg.
 
-use crate::model::{Cfg, Graph, Layout, Source, Weights};
+use crate::model::{parse_device, Cfg, Darknet, Graph, Layout, Source, Weights};
 use anyhow::Context;
 use serde::Serialize;
 use std::path::PathBuf;
+use tch::Device;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -22,6 +23,23 @@ pub struct Args {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Time N forward passes of a random batch (needs --weights); 0 skips the measurement.
+    #[arg(long, default_value_t = 0)]
+    pub latency: usize,
+    /// Device for --latency: cpu, cuda, cuda:N or auto.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+/// Forward-pass timing of one batch.
+#[derive(Serialize)]
+struct Latency {
+    device: String,
+    runs: usize,
+    batch: usize,
+    median_ms: f64,
+    mean_ms: f64,
+    min_ms: f64,
 }
 
 #[derive(Serialize)]
@@ -51,6 +69,8 @@ struct Report {
     total_conv_macs: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     total_nonzero_params: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    latency: Option<Latency>,
 }
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
@@ -60,11 +80,19 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         None => (cfg.height, cfg.width),
     };
     let graph = Graph::build(&cfg, args.batch, h, w)?;
+    if args.latency > 0 && args.weights.is_none() {
+        anyhow::bail!("--latency needs --weights: the forward pass runs the real model");
+    }
+    let device = parse_device(&args.device).map_err(anyhow::Error::msg)?;
+    let mut latency = None;
     let nonzero = match &args.weights {
         Some(path) => {
             let layout = Layout::of(&cfg, &graph);
             let weights =
                 Weights::load(path, &layout).with_context(|| format!("loading weights for {}", args.cfg.display()))?;
+            if args.latency > 0 {
+                latency = Some(measure_latency(&cfg, &graph, &weights, device, args.latency)?);
+            }
             let mut per_block = vec![0u64; graph.nodes.len()];
             for c in &layout.convs {
                 let mut keys = vec![&c.weight];
@@ -110,6 +138,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         total_macs: graph.total_macs(),
         total_conv_macs: graph.total_conv_macs(),
         total_nonzero_params: nonzero.as_ref().map(|v| v.iter().sum()),
+        latency,
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -170,7 +199,51 @@ fn table(r: &Report) -> String {
         thousands(r.total_conv_macs),
         r.total_conv_macs as f64 / 1e9
     );
+    if let Some(l) = &r.latency {
+        let _ = writeln!(
+            s,
+            "forward latency   {:>13.2} ms  median of {} runs, batch {} on {} (mean {:.2}, min {:.2})",
+            l.median_ms, l.runs, l.batch, l.device, l.mean_ms, l.min_ms
+        );
+    }
     s
+}
+
+/// Times forward passes of a uniform-random batch after one warm-up pass.
+fn measure_latency(
+    cfg: &Cfg,
+    graph: &Graph,
+    weights: &Weights,
+    device: Device,
+    runs: usize,
+) -> anyhow::Result<Latency> {
+    let net = Darknet::new(cfg, graph, weights, device)?;
+    let shape: Vec<i64> = graph.input_shape.iter().map(|&d| d as i64).collect();
+    let x = tch::Tensor::f_rand(&shape, (tch::Kind::Float, device))?;
+    let sync = || {
+        if let Device::Cuda(i) = device {
+            tch::Cuda::synchronize(i as i64);
+        }
+    };
+    let _ = net.forward(&x)?;
+    sync();
+    let mut ms = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let t = std::time::Instant::now();
+        let _ = net.forward(&x)?;
+        sync();
+        ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let mut sorted = ms.clone();
+    sorted.sort_by(f64::total_cmp);
+    Ok(Latency {
+        device: format!("{device:?}").to_lowercase(),
+        runs,
+        batch: graph.batch,
+        median_ms: sorted[runs / 2],
+        mean_ms: ms.iter().sum::<f64>() / runs as f64,
+        min_ms: sorted[0],
+    })
 }
 
 /// 61949149 -> "61,949,149".

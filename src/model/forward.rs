@@ -318,3 +318,28 @@ fn yolo(
     };
     Ok(Tensor::f_cat(&[xy, wh, rest], 4)?.f_view([bs, -1, no])?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_names() {
+        assert_eq!(parse_device("cpu"), Ok(Device::Cpu));
+        assert_eq!(parse_device(" CPU "), Ok(Device::Cpu));
+        let auto = parse_device("auto").unwrap();
+        assert_eq!(auto == Device::Cpu, !tch::Cuda::is_available());
+        for bad in ["gpu", "cuda:x", "cuda0", ""] {
+            let e = parse_device(bad).unwrap_err();
+            assert!(e.contains("expected cpu, cuda, cuda:N or auto"), "{bad}: {e}");
+        }
+        if !tch::Cuda::is_available() {
+            let e = parse_device("cuda").unwrap_err();
+            assert!(e.contains("CUDA is not available on this machine"), "{e}");
+        } else {
+            let n = tch::Cuda::device_count();
+            let e = parse_device(&format!("cuda:{n}")).unwrap_err();
+            assert!(e.contains("CUDA device(s) present"), "{e}");
+        }
+    }
+}

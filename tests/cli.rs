@@ -1,0 +1,74 @@
+//! The `prunescope` binary as a user runs it.
+
+mod common;
+
+use std::process::Command;
+
+fn prunescope(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_prunescope")).args(args).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn inspect_json_has_the_documented_fields() {
+    let cfg = common::darknet("yolov3.cfg");
+    let (ok, out, err) = prunescope(&["inspect", "--cfg", cfg.to_str().unwrap(), "--json"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["total_params"], 61_949_149);
+    // ptflops 0.7.5 on PyTorch-YOLOv3's model of yolov3.cfg: 33,048,327,715 MACs.
+    assert_eq!(v["total_macs"], 33_048_327_715u64);
+    let layers = v["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 107);
+    let l0 = &layers[0];
+    assert_eq!(l0["name"], "conv_0");
+    assert_eq!(l0["kind"], "convolutional");
+    assert_eq!(l0["output_shape"], serde_json::json!([1, 32, 416, 416]));
+    assert_eq!(l0["params"], 928);
+    assert_eq!(l0["macs"], 166_133_760);
+}
+
+#[test]
+fn inspect_table_with_weights_and_latency() {
+    let cfg = common::darknet("parity.cfg");
+    let w = common::darknet("parity.pth");
+    let (ok, out, err) =
+        prunescope(&["inspect", "--cfg", cfg.to_str().unwrap(), "--weights", w.to_str().unwrap(), "--latency", "3"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("(MACs, ptflops convention)"), "{out}");
+    assert!(out.contains("total params               107,836"), "{out}");
+    assert!(out.contains("non-zero params            107,836  (sparsity 0.00%)"), "{out}");
+    assert!(out.contains("median of 3 runs, batch 1 on cpu"), "{out}");
+}
+
+#[test]
+fn bad_inputs_exit_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.cfg");
+    std::fs::write(&bad, "[net]\nwidth=64\n[convolutional]\nfilters=4\nsize=3\nactivation=leakyy\n").unwrap();
+    let (ok, _, err) = prunescope(&["inspect", "--cfg", bad.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(err.contains("bad.cfg:6: `activation`: expected one of"), "{err}");
+
+    let cfg = common::darknet("yolov3-tiny.cfg");
+    let w = common::darknet("parity.weights");
+    let (ok, _, err) = prunescope(&["inspect", "--cfg", cfg.to_str().unwrap(), "--weights", w.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(err.contains("parity.weights: truncated"), "{err}");
+
+    let (ok, _, err) = prunescope(&["inspect", "--cfg", cfg.to_str().unwrap(), "--img-size", "100"]);
+    assert!(!ok);
+    assert!(err.contains("expected positive multiples of 32"), "{err}");
+
+    let (ok, _, err) = prunescope(&["inspect", "--cfg", cfg.to_str().unwrap(), "--latency", "2"]);
+    assert!(!ok);
+    assert!(err.contains("--latency needs --weights"), "{err}");
+
+    let (ok, _, err) = prunescope(&["inspect", "--cfg", cfg.to_str().unwrap(), "--device", "tpu"]);
+    assert!(!ok);
+    assert!(err.contains("device `tpu`: expected cpu, cuda, cuda:N or auto"), "{err}");
+}
