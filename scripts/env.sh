@@ -1,27 +1,34 @@
 #!/usr/bin/env bash
 # Sourced by the Makefile targets: makes sure libtorch (from the PyPI torch wheel) is
 # installed in a per-user cache and exports what tch's build needs. Idempotent: a second
-# run only checks a marker file.
-set -euo pipefail
+# run only checks a marker file. Sourced, so it sets no shell options and returns on error.
 
-TORCH_VERSION="2.13.0"
-PY="${PRUNESCOPE_PYTHON:-python3}"
-PY_TAG="$("$PY" -c 'import sys; print(f"py{sys.version_info[0]}{sys.version_info[1]}")')"
-CACHE_ROOT="${PRUNESCOPE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/prunescope}"
-VENV="$CACHE_ROOT/torch-$TORCH_VERSION-$PY_TAG"
-MARKER="$VENV/.prunescope-complete"
+prunescope_setup_torch() {
+    local torch_version="2.13.0"
+    local py="${PRUNESCOPE_PYTHON:-python3}"
+    local py_tag cache_root venv marker
+    py_tag="$("$py" -c 'import sys; print(f"py{sys.version_info[0]}{sys.version_info[1]}")')" || {
+        echo "prunescope: $py not found; Python 3 is needed to install the torch wheel (libtorch)" >&2
+        return 1
+    }
+    cache_root="${PRUNESCOPE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/prunescope}"
+    venv="$cache_root/torch-$torch_version-$py_tag"
+    marker="$venv/.prunescope-complete"
+    if [ ! -f "$marker" ]; then
+        echo "prunescope: installing torch==$torch_version (libtorch) into $venv (once per user)" >&2
+        rm -rf "$venv" && mkdir -p "$cache_root" \
+            && "$py" -m venv "$venv" \
+            && "$venv/bin/python" -m pip install --quiet "torch==$torch_version" \
+            && "$venv/bin/python" -W ignore -c "import torch; assert torch.__version__.split('+')[0] == '$torch_version', torch.__version__" \
+            && touch "$marker" || {
+            echo "prunescope: installing torch==$torch_version failed (see above)" >&2
+            return 1
+        }
+    fi
+    # torch-sys asks `python3` on PATH where the wheel's libtorch lives.
+    export PATH="$venv/bin:$PATH"
+    export LIBTORCH_USE_PYTORCH=1
+    export PRUNESCOPE_TORCH_VENV="$venv"
+}
 
-if [ ! -f "$MARKER" ]; then
-    echo "prunescope: installing torch==$TORCH_VERSION (libtorch) into $VENV (once per user)" >&2
-    rm -rf "$VENV"
-    mkdir -p "$CACHE_ROOT"
-    "$PY" -m venv "$VENV"
-    "$VENV/bin/python" -m pip install --quiet "torch==$TORCH_VERSION"
-    "$VENV/bin/python" -c "import torch; assert torch.__version__.split('+')[0] == '$TORCH_VERSION', torch.__version__"
-    touch "$MARKER"
-fi
-
-# torch-sys asks `python3` on PATH where the wheel's libtorch lives.
-export PATH="$VENV/bin:$PATH"
-export LIBTORCH_USE_PYTORCH=1
-export PRUNESCOPE_TORCH_VENV="$VENV"
+prunescope_setup_torch

@@ -155,3 +155,17 @@ fn bad_input_shape_is_an_error() {
         assert!(err.to_string().contains("expected [N, 3, H, W]"), "{err}");
     }
 }
+
+#[test]
+fn weights_of_another_cfg_are_refused_by_the_model() {
+    let (_, w) = load(&common::darknet("parity.weights"));
+    let tiny = Cfg::from_file(&common::darknet("yolov3-tiny.cfg")).unwrap();
+    let graph = Graph::build(&tiny, 1, 416, 416).unwrap();
+    let err = Darknet::new(&tiny, &graph, &w, Device::Cpu).err().expect("must fail");
+    assert!(
+        err.to_string().starts_with(
+            "weights do not fit the cfg: tensor `module_list.0.batch_norm_0.bias` has shape [8], the cfg expects [16]"
+        ),
+        "{err}"
+    );
+}

@@ -18,6 +18,8 @@ pub enum ForwardError {
     MissingInput { block: usize, input: Source },
     #[error("start block {start} is past the last block ({blocks} blocks)")]
     BadStart { start: usize, blocks: usize },
+    #[error("weights do not fit the cfg: {0}")]
+    Weights(String),
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
 }
@@ -94,6 +96,18 @@ impl Darknet {
     /// Builds the model from a cfg, its graph (any input size) and checked weights.
     pub fn new(cfg: &Cfg, graph: &Graph, weights: &Weights, device: Device) -> Result<Self, ForwardError> {
         let layout = Layout::of(cfg, graph);
+        for (key, shape) in &layout.tensors {
+            match weights.tensors.get(key) {
+                None => return Err(ForwardError::Weights(format!("tensor `{key}` {shape:?} is missing"))),
+                Some(t) if &t.shape != shape => {
+                    return Err(ForwardError::Weights(format!(
+                        "tensor `{key}` has shape {:?}, the cfg expects {shape:?}",
+                        t.shape
+                    )))
+                }
+                Some(_) => {}
+            }
+        }
         let mut convs: BTreeMap<usize, _> = layout.convs.iter().map(|c| (c.block, c)).collect();
         let to_dev = |t: &TensorF32| -> Result<Tensor, ForwardError> {
             let shape: Vec<i64> = t.shape.iter().map(|&d| d as i64).collect();
