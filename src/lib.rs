@@ -4,4 +4,5 @@
 //! CLI; both call the same engine functions.
 
 pub mod cli;
+pub mod metrics;
 pub mod model;

@@ -1,5 +1,6 @@
 //! The command-line interface: one thin file per subcommand over the engine.
 
+pub mod cocoeval;
 pub mod inspect;
 
 use clap::{Parser, Subcommand};
@@ -16,12 +17,15 @@ pub struct Cli {
 pub enum Command {
     /// Per-layer shapes, parameters and MACs of a Darknet cfg (optionally checking weights).
     Inspect(inspect::Args),
+    /// COCO bbox evaluation of a results file against ground truth (pycocotools' COCOeval).
+    Cocoeval(cocoeval::Args),
 }
 
 /// Runs the parsed command line; returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Some(Command::Inspect(args)) => inspect::run(&args),
+        Some(Command::Cocoeval(args)) => cocoeval::run(&args),
         None => {
             use clap::CommandFactory;
             Cli::command().print_help()?;

@@ -1,0 +1,4 @@
+//! Detection and classification metrics: COCO-faithful mAP, VOC AP, precision/recall,
+//! confusion matrices, accuracy.
+
+pub mod coco;
