@@ -153,6 +153,12 @@ fn linspace<const N: usize>(start: f64, stop: f64) -> [f64; N] {
 pub const AREA_RANGES: [(f64, f64); 4] = [(0.0, 1e10), (0.0, 1024.0), (1024.0, 9216.0), (9216.0, 1e10)];
 pub const MAX_DETS: [usize; 3] = [1, 10, 100];
 
+/// Detections of one (image, category) by descending score, and their IoUs with its gt.
+struct Ranked {
+    order: Vec<usize>,
+    ious: Vec<Vec<f64>>,
+}
+
 /// Per-image, per-category matching result (pycocotools' `evaluateImg` output).
 struct ImageEval {
     /// Scores of the (at most maxDets[-1]) detections, sorted descending.
@@ -301,7 +307,8 @@ pub fn evaluate(gt: &CocoGt, dets: &[Detection]) -> Result<CocoEvalResult, Strin
     let max_det = MAX_DETS[2];
     // evals[(k * 4 + a) * ni + i]
     let mut evals: Vec<Option<ImageEval>> = Vec::with_capacity(nk * 4 * ni);
-    let mut ious_cache: Vec<Option<(Vec<usize>, Vec<Vec<f64>>)>> = Vec::with_capacity(ni * nk);
+    // Per (image, category): detection order by score and the IoU matrix [det][gt].
+    let mut ranked: Vec<Ranked> = Vec::with_capacity(ni * nk);
     for i in 0..ni {
         for k in 0..nk {
             let dt = &dts[i * nk + k];
@@ -314,7 +321,7 @@ pub fn evaluate(gt: &CocoGt, dets: &[Detection]) -> Result<CocoEvalResult, Strin
                 .iter()
                 .map(|&di| g.iter().map(|ga| iou(&dt[di].1.bbox, &ga.bbox, ga.iscrowd != 0)).collect())
                 .collect();
-            ious_cache.push(Some((order, ious)));
+            ranked.push(Ranked { order, ious });
         }
     }
     for k in 0..nk {
@@ -326,7 +333,7 @@ pub fn evaluate(gt: &CocoGt, dets: &[Detection]) -> Result<CocoEvalResult, Strin
                     evals.push(None);
                     continue;
                 }
-                let (order, ious) = ious_cache[i * nk + k].as_ref().expect("computed above");
+                let Ranked { order, ious } = &ranked[i * nk + k];
                 let g_ignore_raw: Vec<bool> =
                     g.iter().map(|ga| ga.iscrowd != 0 || ga.area() < lo || ga.area() > hi).collect();
                 // Ground truth with non-ignored first (stable).
