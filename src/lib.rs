@@ -4,5 +4,6 @@
 //! CLI; both call the same engine functions.
 
 pub mod cli;
+pub mod data;
 pub mod metrics;
 pub mod model;
