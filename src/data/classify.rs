@@ -13,7 +13,8 @@ pub struct ClassificationDataset {
 
 impl ClassificationDataset {
     pub fn open(root: &Path) -> Result<Self, DataError> {
-        let entries = std::fs::read_dir(root).map_err(|e| DataError::new(root, None, format!("cannot list the folder: {e}")))?;
+        let entries =
+            std::fs::read_dir(root).map_err(|e| DataError::new(root, None, format!("cannot list the folder: {e}")))?;
         let mut classes: Vec<PathBuf> = entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect();
         classes.sort();
         if classes.is_empty() {

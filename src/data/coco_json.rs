@@ -29,9 +29,14 @@ pub fn open(json: &Path, images_dir: Option<&Path>) -> Result<DetectionDataset, 
         let Some(name) = &info.file_name else {
             return Err(DataError::new(json, None, format!("images[{n}] (id {}): missing `file_name`", info.id)));
         };
-        let candidates = [images_dir.map(|d| d.join(name)), Some(base.join(name)), Some(base.join("images").join(name))];
+        let candidates =
+            [images_dir.map(|d| d.join(name)), Some(base.join(name)), Some(base.join("images").join(name))];
         let image = candidates.iter().flatten().find(|p| p.is_file()).cloned().unwrap_or_else(|| base.join(name));
-        samples.push(DetectionSample { image, boxes: by_image.remove(&info.id).unwrap_or_default(), coco_id: Some(info.id) });
+        samples.push(DetectionSample {
+            image,
+            boxes: by_image.remove(&info.id).unwrap_or_default(),
+            coco_id: Some(info.id),
+        });
     }
     let ids = cats.iter().map(|(id, _)| *id).collect();
     Ok(DetectionDataset {

@@ -75,7 +75,7 @@ mod tests {
         assert_eq!(lb.data[0], PAD_VALUE as f32 / 255.0); // top-left is padding
         assert_eq!(lb.data[40 * 160], 1.0); // first image row, red channel
         assert_eq!(lb.data[plane + 40 * 160], 0.0); // green
-        // A box covering the whole picture maps back to the whole original.
+                                                    // A box covering the whole picture maps back to the whole original.
         assert_eq!(lb.to_original([0.0, 40.0, 160.0, 120.0]), [0.0, 0.0, 200.0, 100.0]);
     }
 }

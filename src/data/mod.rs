@@ -140,7 +140,11 @@ impl DetectionDataset {
     /// not (list files, folders); labels with class ids ≥ the class count are bad labels.
     pub fn open(path: &Path, classes: Option<usize>, on_bad: OnBad) -> Result<Self, DataError> {
         if !path.exists() {
-            return Err(DataError::new(path, None, "not found: expected a .data, .yaml, .json or .txt file, or a folder of images"));
+            return Err(DataError::new(
+                path,
+                None,
+                "not found: expected a .data, .yaml, .json or .txt file, or a folder of images",
+            ));
         }
         let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
         match ext.as_str() {
@@ -171,7 +175,9 @@ impl DetectionDataset {
 pub const IMAGE_EXTENSIONS: [&str; 4] = ["jpg", "jpeg", "png", "bmp"];
 
 pub fn is_image(path: &Path) -> bool {
-    path.extension().and_then(|e| e.to_str()).is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
 }
 
 /// Decodes an image file (jpg/png/bmp, detected from content) to RGB8.

@@ -59,7 +59,11 @@ pub fn open_darknet_data(path: &Path, classes: Option<usize>, on_bad: OnBad) -> 
     };
     if let Some(c) = count {
         if c != names.len() {
-            return Err(DataError::new(path, None, format!("`classes={c}` but the names file lists {} names", names.len())));
+            return Err(DataError::new(
+                path,
+                None,
+                format!("`classes={c}` but the names file lists {} names", names.len()),
+            ));
         }
     }
     let vpath = resolve(path, &valid);
@@ -68,18 +72,25 @@ pub fn open_darknet_data(path: &Path, classes: Option<usize>, on_bad: OnBad) -> 
     } else if vpath.is_file() {
         read_list(&vpath)?
     } else {
-        return Err(DataError::new(path, Some(vline), format!("`valid`: {} is neither a list file nor a folder", vpath.display())));
+        return Err(DataError::new(
+            path,
+            Some(vline),
+            format!("`valid`: {} is neither a list file nor a folder", vpath.display()),
+        ));
     };
     build(path, names, images, on_bad)
 }
 
 /// An Ultralytics `data.yaml`: `path` (root), `val` (folder, list file, or a list of them)
 /// and `names` (a list or a map index -> name).
-pub fn open_ultralytics_yaml(path: &Path, classes: Option<usize>, on_bad: OnBad) -> Result<DetectionDataset, DataError> {
+pub fn open_ultralytics_yaml(
+    path: &Path,
+    classes: Option<usize>,
+    on_bad: OnBad,
+) -> Result<DetectionDataset, DataError> {
     let text = std::fs::read_to_string(path).map_err(|e| DataError::new(path, None, format!("cannot read: {e}")))?;
-    let docs = YamlLoader::load_from_str(&text).map_err(|e| {
-        DataError::new(path, Some(e.marker().line()), format!("not valid YAML: {}", e.info()))
-    })?;
+    let docs = YamlLoader::load_from_str(&text)
+        .map_err(|e| DataError::new(path, Some(e.marker().line()), format!("not valid YAML: {}", e.info())))?;
     let doc = docs.first().cloned().unwrap_or(Yaml::Null);
     if doc.as_hash().is_none() {
         return Err(DataError::new(path, None, "expected a mapping with `path`, `val` and `names`"));
@@ -95,7 +106,11 @@ pub fn open_ultralytics_yaml(path: &Path, classes: Option<usize>, on_bad: OnBad)
             let mut pairs = Vec::new();
             for (k, v) in h {
                 let Some(i) = k.as_i64().filter(|i| *i >= 0) else {
-                    return Err(DataError::new(path, None, format!("`names`: expected integer keys 0..n-1, found {k:?}")));
+                    return Err(DataError::new(
+                        path,
+                        None,
+                        format!("`names`: expected integer keys 0..n-1, found {k:?}"),
+                    ));
                 };
                 pairs.push((i as usize, yaml_scalar(v)));
             }
@@ -111,7 +126,9 @@ pub fn open_ultralytics_yaml(path: &Path, classes: Option<usize>, on_bad: OnBad)
     let vals: Vec<String> = match &doc["val"] {
         Yaml::String(s) => vec![s.clone()],
         Yaml::Array(a) => a.iter().map(yaml_scalar).collect(),
-        _ => return Err(DataError::new(path, None, "missing `val`: expected a folder, a list file, or a list of them")),
+        _ => {
+            return Err(DataError::new(path, None, "missing `val`: expected a folder, a list file, or a list of them"))
+        }
     };
     let mut images = Vec::new();
     for v in vals {
@@ -121,7 +138,11 @@ pub fn open_ultralytics_yaml(path: &Path, classes: Option<usize>, on_bad: OnBad)
         } else if p.is_file() {
             images.extend(read_list(&p)?);
         } else {
-            return Err(DataError::new(path, None, format!("`val`: {} is neither a folder nor a list file", p.display())));
+            return Err(DataError::new(
+                path,
+                None,
+                format!("`val`: {} is neither a folder nor a list file", p.display()),
+            ));
         }
     }
     build(path, names, images, on_bad)
@@ -147,7 +168,11 @@ fn default_names(dir: &Path, count: Option<usize>) -> Result<Vec<String>, DataEr
     }
     match count {
         Some(n) => Ok((0..n).map(|i| format!("class{i}")).collect()),
-        None => Err(DataError::new(dir, None, "class names unknown: add classes.txt, use a .data or data.yaml, or give the class count")),
+        None => Err(DataError::new(
+            dir,
+            None,
+            "class names unknown: add classes.txt, use a .data or data.yaml, or give the class count",
+        )),
     }
 }
 
@@ -156,7 +181,8 @@ fn collect_images(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let entries = std::fs::read_dir(&d).map_err(|e| DataError::new(&d, None, format!("cannot list the folder: {e}")))?;
+        let entries =
+            std::fs::read_dir(&d).map_err(|e| DataError::new(&d, None, format!("cannot list the folder: {e}")))?;
         for entry in entries.flatten() {
             let p = entry.path();
             if p.is_dir() {
@@ -171,7 +197,8 @@ fn collect_images(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
 }
 
 fn read_list(path: &Path) -> Result<Vec<PathBuf>, DataError> {
-    let text = std::fs::read_to_string(path).map_err(|e| DataError::new(path, None, format!("cannot read the list: {e}")))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| DataError::new(path, None, format!("cannot read the list: {e}")))?;
     Ok(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(|l| resolve(path, l)).collect())
 }
 
@@ -182,7 +209,8 @@ pub fn label_path(image: &Path) -> Option<PathBuf> {
     let sep = std::path::MAIN_SEPARATOR;
     let pat = format!("{sep}images{sep}");
     if let Some(pos) = s.rfind(&pat) {
-        let swapped = PathBuf::from(format!("{}{sep}labels{sep}{}", &s[..pos], &s[pos + pat.len()..])).with_extension("txt");
+        let swapped =
+            PathBuf::from(format!("{}{sep}labels{sep}{}", &s[..pos], &s[pos + pat.len()..])).with_extension("txt");
         if swapped.is_file() {
             return Some(swapped);
         }
@@ -214,7 +242,10 @@ pub fn parse_labels(path: &Path, text: &str, num_classes: usize) -> Result<Vec<G
         }
         let class = c as usize;
         if class >= num_classes {
-            return Err(err(format!("unknown class id {class}: expected 0..{} ({num_classes} classes)", num_classes.saturating_sub(1))));
+            return Err(err(format!(
+                "unknown class id {class}: expected 0..{} ({num_classes} classes)",
+                num_classes.saturating_sub(1)
+            )));
         }
         let coords = [nums[1], nums[2], nums[3], nums[4]];
         if coords.iter().any(|v| !(0.0..=1.0).contains(v)) {
@@ -228,7 +259,12 @@ pub fn parse_labels(path: &Path, text: &str, num_classes: usize) -> Result<Vec<G
     Ok(boxes)
 }
 
-fn build(source: &Path, names: Vec<String>, images: Vec<PathBuf>, on_bad: OnBad) -> Result<DetectionDataset, DataError> {
+fn build(
+    source: &Path,
+    names: Vec<String>,
+    images: Vec<PathBuf>,
+    on_bad: OnBad,
+) -> Result<DetectionDataset, DataError> {
     if names.is_empty() {
         return Err(DataError::new(source, None, "no class names: expected at least one class"));
     }
