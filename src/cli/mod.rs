@@ -1,6 +1,7 @@
 //! The command-line interface: one thin file per subcommand over the engine.
 
 pub mod cocoeval;
+pub mod eval;
 pub mod inspect;
 
 use clap::{Parser, Subcommand};
@@ -19,6 +20,8 @@ pub enum Command {
     Inspect(inspect::Args),
     /// COCO bbox evaluation of a results file against ground truth (pycocotools' COCOeval).
     Cocoeval(cocoeval::Args),
+    /// Evaluate a model on a validation set: mAP, P/R, per-class AP, confusion matrix.
+    Eval(eval::Args),
 }
 
 /// Runs the parsed command line; returns the process exit code.
@@ -26,6 +29,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Some(Command::Inspect(args)) => inspect::run(&args),
         Some(Command::Cocoeval(args)) => cocoeval::run(&args),
+        Some(Command::Eval(args)) => eval::run(&args),
         None => {
             use clap::CommandFactory;
             Cli::command().print_help()?;

@@ -1,0 +1,172 @@
+//! `prunescope eval`: a model over a validation set with mAP, P/R and a confusion matrix.
+
+use crate::data::{DetectionDataset, OnBad};
+use crate::eval::{self, EvalConfig, EvalReport};
+use crate::metrics::NmsConfig;
+use crate::model::{parse_device, Cfg, Darknet, Graph, Layout, Weights};
+use anyhow::Context;
+use std::path::PathBuf;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Darknet cfg of the model.
+    #[arg(long)]
+    pub cfg: PathBuf,
+    /// Weights (.weights, .pth or .safetensors).
+    #[arg(long)]
+    pub weights: PathBuf,
+    /// Validation data: a Darknet .data, an Ultralytics data.yaml, a COCO .json, an image
+    /// list .txt or a folder.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Square model input size (a multiple of 32); default: the cfg's width.
+    #[arg(long)]
+    pub img_size: Option<u32>,
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    /// cpu, cuda, cuda:N or auto.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Evaluate only the first N images (in sorted order).
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Confidence threshold before NMS.
+    #[arg(long, default_value_t = 0.001)]
+    pub conf: f32,
+    /// NMS IoU threshold.
+    #[arg(long, default_value_t = 0.6)]
+    pub iou: f32,
+    /// Detections kept per image.
+    #[arg(long, default_value_t = 300)]
+    pub max_det: usize,
+    /// Confidence at which precision, recall and the confusion matrix are reported.
+    #[arg(long, default_value_t = 0.25)]
+    pub report_conf: f64,
+    /// Stop at the first bad label or unreadable image instead of skipping and counting it.
+    #[arg(long)]
+    pub strict: bool,
+    /// Write the detections as a COCO results json.
+    #[arg(long)]
+    pub save_dets: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: &Args) -> anyhow::Result<()> {
+    let cfg = Cfg::from_file(&args.cfg)?;
+    let size = args.img_size.unwrap_or(cfg.width as u32);
+    let graph = Graph::build(&cfg, 1, size as usize, size as usize)?;
+    let weights = Weights::load(&args.weights, &Layout::of(&cfg, &graph))?;
+    let device = parse_device(&args.device).map_err(anyhow::Error::msg)?;
+    let on_bad = if args.strict { OnBad::Error } else { OnBad::Skip };
+    let mut dataset = DetectionDataset::open(&args.data, Some(cfg.classes()), on_bad)?;
+    if dataset.num_classes() != cfg.classes() {
+        anyhow::bail!(
+            "{} names {} classes but {} predicts {}: expected the same class list",
+            args.data.display(),
+            dataset.num_classes(),
+            args.cfg.display(),
+            cfg.classes()
+        );
+    }
+    if let Some(n) = args.limit {
+        dataset.limit(n);
+    }
+    let net = Darknet::new(&cfg, &graph, &weights, device)?;
+    let ecfg = EvalConfig {
+        img_size: size,
+        batch: args.batch.max(1),
+        nms: NmsConfig { conf: args.conf, iou: args.iou, max_det: args.max_det, ..Default::default() },
+        on_bad,
+        cm_conf: args.report_conf,
+        pr_conf: args.report_conf,
+        ..Default::default()
+    };
+    let bar = indicatif::ProgressBar::new(dataset.samples.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} images  {per_sec}  ETA {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix("eval");
+    let report = eval::evaluate(&net, &dataset, &ecfg, &mut |done, _| {
+        bar.set_position(done as u64);
+        true
+    })?;
+    bar.finish_and_clear();
+    if let Some(path) = &args.save_dets {
+        let json = serde_json::to_string(&report.detections)?;
+        std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if !report.skipped.is_empty() {
+        eprintln!("warning: {}", report.skipped.summary(5));
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", text(&report, &dataset.names, device));
+    }
+    Ok(())
+}
+
+fn text(r: &EvalReport, names: &[String], device: tch::Device) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{} images evaluated ({} skipped, {} without a label file)",
+        r.images, r.skipped_images, r.unlabelled_images
+    );
+    let _ = writeln!(
+        s,
+        "mAP@0.5 {:.4}   mAP@0.5:0.95 {:.4}   P {:.4}   R {:.4} (at conf {})   VOC mAP@0.5 {:.4}",
+        r.map50, r.map, r.precision, r.recall, r.pr_conf, r.voc_map50
+    );
+    let _ = writeln!(
+        s,
+        "\n{:<16} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9}",
+        "class", "objects", "AP50", "AP50:95", "P", "R", "VOC AP50"
+    );
+    for c in &r.classes {
+        let _ = writeln!(
+            s,
+            "{:<16} {:>8} {:>8.4} {:>8.4} {:>8.4} {:>8.4} {:>9.4}",
+            c.name, c.objects, c.ap50, c.ap, c.precision, c.recall, c.voc_ap50
+        );
+    }
+    let _ = writeln!(s, "\nconfusion matrix (rows predicted, columns true; conf {}, IoU 0.45)", r.pr_conf);
+    let mut labels: Vec<String> = names.to_vec();
+    labels.push("background".into());
+    let w = labels.iter().map(|l| l.len()).max().unwrap_or(4).clamp(6, 14);
+    let _ = write!(s, "{:>w$}", "");
+    for l in &labels {
+        let _ = write!(s, " {:>w$}", truncate(l, w));
+    }
+    s.push('\n');
+    for (i, row) in r.confusion.counts.iter().enumerate() {
+        let _ = write!(s, "{:>w$}", truncate(&labels[i], w));
+        for v in row {
+            let _ = write!(s, " {v:>w$}");
+        }
+        s.push('\n');
+    }
+    let t = &r.timing;
+    let n = r.images.max(1) as f64;
+    let _ = writeln!(
+        s,
+        "\nspeed on {}: {:.1} images/s; per image: forward {:.1} ms, NMS {:.2} ms, decode wait {:.2} ms; metrics {:.2} s",
+        format!("{device:?}").to_lowercase(),
+        t.images_per_s,
+        1e3 * t.forward_s / n,
+        1e3 * t.postprocess_s / n,
+        1e3 * t.decode_wait_s / n,
+        t.metrics_s
+    );
+    s
+}
+
+fn truncate(s: &str, w: usize) -> String {
+    s.chars().take(w).collect()
+}
