@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := run
 
-.PHONY: run test build
+.PHONY: run test build bench
 
 ## run: the main job (for now: inspect the bundled tiny cfg)
 run:
@@ -16,3 +16,7 @@ test:
 
 build:
 	source scripts/env.sh && cargo build --release --locked
+
+## bench: the benchmarks (figures printed, nothing asserted)
+bench:
+	source scripts/env.sh && cargo bench --locked --bench eval_overhead

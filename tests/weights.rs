@@ -223,3 +223,21 @@ fn every_prefix_of_a_pth_is_refused_cleanly() {
         assert!(Weights::load(&p, &layout).is_err(), "prefix of {cut} bytes");
     }
 }
+
+#[test]
+fn initialized_weights_fit_the_layout_and_follow_pytorch_bounds() {
+    let (_, layout, _) = parity();
+    let a = Weights::initialize(&layout, 7);
+    assert_eq!(a, Weights::initialize(&layout, 7));
+    assert_ne!(a, Weights::initialize(&layout, 8));
+    // Saving and loading checks every key and shape against the layout.
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("init.safetensors");
+    a.save(&p, &layout).unwrap();
+    assert_eq!(Weights::load(&p, &layout).unwrap(), a);
+    // conv_0: 8x3x3x3, fan_in 27 -> |w| < 1/sqrt(27) = 0.19245; BN weight 1, var 1.
+    let w = a.get("module_list.0.conv_0.weight");
+    assert!(w.data.iter().all(|v| v.abs() < 0.19246) && w.data.iter().any(|v| v.abs() > 0.15));
+    assert!(a.get("module_list.0.batch_norm_0.weight").data.iter().all(|&v| v == 1.0));
+    assert!(a.get("module_list.0.batch_norm_0.running_var").data.iter().all(|&v| v == 1.0));
+}

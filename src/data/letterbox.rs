@@ -1,7 +1,7 @@
 //! Letterboxing: resize keeping the aspect ratio, pad to a square with grey (114), and map
 //! boxes back to original pixels (the Ultralytics convention).
 
-use image::{imageops::FilterType, RgbImage};
+use image::RgbImage;
 
 /// A letterboxed image as CHW floats in [0, 1], with what is needed to map boxes back.
 #[derive(Debug, Clone)]
@@ -33,29 +33,48 @@ impl Letterboxed {
 /// Grey of the padding, 114/255 as in Ultralytics.
 pub const PAD_VALUE: u8 = 114;
 
-/// Resizes `img` (bilinear) into a `size × size` square, centred, padded with grey.
+/// Resizes `img` into a `size × size` square, centred, padded with grey. The resize is
+/// bilinear with half-pixel centres and no antialiasing, as OpenCV's `INTER_LINEAR` that
+/// Ultralytics uses, written straight into the CHW float buffer in one pass.
 pub fn letterbox(img: &RgbImage, size: u32) -> Letterboxed {
     let (w, h) = img.dimensions();
     let ratio = (size as f64 / w as f64).min(size as f64 / h as f64);
     let nw = ((w as f64 * ratio).round() as u32).clamp(1, size);
     let nh = ((h as f64 * ratio).round() as u32).clamp(1, size);
-    let resized;
-    let src = if (nw, nh) == (w, h) {
-        img
-    } else {
-        resized = image::imageops::resize(img, nw, nh, FilterType::Triangle);
-        &resized
-    };
     let dw = (size - nw) as f64 / 2.0;
     let dh = (size - nh) as f64 / 2.0;
     let left = (dw - 0.1).round().max(0.0) as u32;
     let top = (dh - 0.1).round().max(0.0) as u32;
     let plane = (size * size) as usize;
     let mut data = vec![PAD_VALUE as f32 / 255.0; 3 * plane];
-    for (x, y, p) in src.enumerate_pixels() {
-        let idx = ((y + top) * size + (x + left)) as usize;
-        for c in 0..3 {
-            data[c * plane + idx] = p[c] as f32 / 255.0;
+    // Source coordinate of each output column/row: lower index and weight of the upper one.
+    let taps = |n_out: u32, n_in: u32| -> Vec<(usize, usize, f32)> {
+        let scale = n_in as f64 / n_out as f64;
+        (0..n_out)
+            .map(|o| {
+                let src = ((o as f64 + 0.5) * scale - 0.5).max(0.0);
+                let i0 = (src.floor() as usize).min(n_in as usize - 1);
+                let i1 = (i0 + 1).min(n_in as usize - 1);
+                (i0, i1, (src - i0 as f64) as f32)
+            })
+            .collect()
+    };
+    let xs = taps(nw, w);
+    let ys = taps(nh, h);
+    let raw = img.as_raw();
+    let stride = 3 * w as usize;
+    const INV: f32 = 1.0 / 255.0;
+    for (oy, &(y0, y1, wy)) in ys.iter().enumerate() {
+        let (r0, r1) = (&raw[y0 * stride..(y0 + 1) * stride], &raw[y1 * stride..(y1 + 1) * stride]);
+        let row = (oy as u32 + top) as usize * size as usize + left as usize;
+        for (ox, &(x0, x1, wx)) in xs.iter().enumerate() {
+            for c in 0..3 {
+                let (a, b) = (r0[3 * x0 + c] as f32, r0[3 * x1 + c] as f32);
+                let (cc, d) = (r1[3 * x0 + c] as f32, r1[3 * x1 + c] as f32);
+                let top_v = a + (b - a) * wx;
+                let bottom_v = cc + (d - cc) * wx;
+                data[c * plane + row + ox] = (top_v + (bottom_v - top_v) * wy) * INV;
+            }
         }
     }
     Letterboxed { data, size, original: (w, h), ratio, pad: (left, top) }
@@ -64,6 +83,22 @@ pub fn letterbox(img: &RgbImage, size: u32) -> Letterboxed {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bilinear_resize_matches_half_pixel_centres() {
+        // A 4x1 ramp 0, 100, 200, 255 halved to 2x1 (padded into 2x2): output pixel 0 samples
+        // source x = (0 + 0.5)·2 − 0.5 = 0.5 -> 50; pixel 1 samples 2.5 -> 227.5.
+        let img = RgbImage::from_fn(4, 1, |x, _| image::Rgb([[0, 100, 200, 255][x as usize]; 3]));
+        let lb = letterbox(&img, 2);
+        assert_eq!((lb.ratio, lb.pad), (0.5, (0, 0)));
+        assert!((lb.data[0] * 255.0 - 50.0).abs() < 1e-4);
+        assert!((lb.data[1] * 255.0 - 227.5).abs() < 1e-4);
+        // Same size: the pixels are copied exactly.
+        let img = RgbImage::from_fn(3, 2, |x, y| image::Rgb([(10 * x + y) as u8, 0, 0]));
+        let lb = letterbox(&img, 3);
+        assert_eq!(lb.pad, (0, 0)); // (3 - 2)/2 = 0.5 -> round(0.4) = 0 on top
+        assert_eq!(lb.data[3] * 255.0, 1.0); // row 0 of the image, x 0, y 1 -> value 1
+    }
 
     #[test]
     fn wide_image_is_padded_top_and_bottom_and_boxes_map_back() {

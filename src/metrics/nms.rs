@@ -32,38 +32,59 @@ pub struct Det {
     pub class: usize,
 }
 
-/// Rows of one image whose best possible score passes `conf`, copied to the CPU:
-/// `[n, 5 + classes]` flattened, with the row width.
-pub fn candidate_rows(output: &Tensor, conf: f32) -> Result<(Vec<f32>, usize), tch::TchError> {
+/// Candidates of one image from its output rows `[rows, 5 + classes]` (cx, cy, w, h, obj,
+/// class scores): score = obj × class score above `conf`, at most `max_candidates` of the
+/// best. Selection runs in libtorch (on the model's device); only the survivors are copied.
+pub fn candidates(output: &Tensor, cfg: &NmsConfig) -> Result<Vec<Det>, tch::TchError> {
     let no = output.size()[1];
-    let best = output.f_narrow(1, 5, no - 5)?.f_amax([1], false)?.f_mul(&output.f_select(1, 4)?)?;
-    let idx = best.f_gt(conf as f64)?.f_nonzero()?.f_squeeze_dim(1)?;
-    let rows = output.f_index_select(0, &idx)?.f_to_device(tch::Device::Cpu)?.f_contiguous()?;
-    let flat: Vec<f32> = Vec::<f32>::try_from(rows.f_flatten(0, -1)?)?;
-    Ok((flat, no as usize))
+    let nc = no - 5;
+    let obj = output.f_narrow(1, 4, 1)?;
+    let cls = output.f_narrow(1, 5, nc)?;
+    let (flat, stride) = if cfg.multi_label {
+        (cls.f_mul(&obj)?.f_flatten(0, -1)?, nc)
+    } else {
+        let (best, arg) = cls.f_max_dim(1, false)?;
+        // Encode (row, class) as row·nc + class so both paths decode alike.
+        let rows = Tensor::f_arange(best.size()[0], (tch::Kind::Int64, output.device()))?;
+        let scores = best.f_mul(&obj.f_squeeze_dim(1)?)?;
+        let keep = scores.f_gt(cfg.conf as f64)?.f_nonzero()?.f_squeeze_dim(1)?;
+        let code = rows.f_mul_scalar(nc)?.f_add(&arg)?.f_index_select(0, &keep)?;
+        return collect(output, &scores.f_index_select(0, &keep)?, &code, nc, cfg);
+    };
+    let keep = flat.f_gt(cfg.conf as f64)?.f_nonzero()?.f_squeeze_dim(1)?;
+    let scores = flat.f_index_select(0, &keep)?;
+    collect(output, &scores, &keep, stride, cfg)
 }
 
-/// Candidates from rows (cx, cy, w, h, obj, class scores…): score = obj × class score.
-pub fn candidates(rows: &[f32], width: usize, cfg: &NmsConfig) -> Vec<Det> {
-    let mut out = Vec::new();
-    for r in rows.chunks_exact(width) {
-        let (cx, cy, w, h, obj) = (r[0], r[1], r[2], r[3], r[4]);
-        let xyxy = [cx - w / 2.0, cy - h / 2.0, cx + w / 2.0, cy + h / 2.0];
-        if cfg.multi_label {
-            for (c, &s) in r[5..].iter().enumerate() {
-                let score = s * obj;
-                if score > cfg.conf {
-                    out.push(Det { xyxy, score, class: c });
-                }
-            }
-        } else if let Some((c, &s)) = r[5..].iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)) {
-            let score = s * obj;
-            if score > cfg.conf {
-                out.push(Det { xyxy, score, class: c });
-            }
-        }
-    }
-    out
+/// Keeps the best `max_candidates` of (score, row·nc + class) and copies them with boxes.
+fn collect(
+    output: &Tensor,
+    scores: &Tensor,
+    code: &Tensor,
+    nc: i64,
+    cfg: &NmsConfig,
+) -> Result<Vec<Det>, tch::TchError> {
+    let (scores, code) = if scores.size()[0] > cfg.max_candidates as i64 {
+        let (v, i) = scores.f_topk(cfg.max_candidates as i64, 0, true, true)?;
+        (v, code.f_index_select(0, &i)?)
+    } else {
+        (scores.shallow_clone(), code.shallow_clone())
+    };
+    let rows = code.f_floor_divide_scalar(nc)?;
+    let boxes = output.f_narrow(1, 0, 4)?.f_index_select(0, &rows)?.f_to_device(tch::Device::Cpu)?;
+    let boxes: Vec<f32> = Vec::<f32>::try_from(boxes.f_contiguous()?.f_flatten(0, -1)?)?;
+    let scores: Vec<f32> = Vec::<f32>::try_from(scores.f_to_device(tch::Device::Cpu)?)?;
+    let classes: Vec<i64> = Vec::<i64>::try_from(code.f_remainder(nc)?.f_to_device(tch::Device::Cpu)?)?;
+    Ok(boxes
+        .chunks_exact(4)
+        .zip(scores)
+        .zip(classes)
+        .map(|((b, score), c)| Det {
+            xyxy: [b[0] - b[2] / 2.0, b[1] - b[3] / 2.0, b[0] + b[2] / 2.0, b[1] + b[3] / 2.0],
+            score,
+            class: c as usize,
+        })
+        .collect())
 }
 
 /// IoU of two xyxy boxes.
@@ -81,27 +102,42 @@ pub fn iou_xyxy(a: &[f32; 4], b: &[f32; 4]) -> f32 {
 
 /// Class-aware greedy NMS: highest score first, per class; at most `max_det` kept, sorted by
 /// descending score (ties keep candidate order).
+///
+/// Candidates are visited once in global score order and each is compared only with the
+/// kept boxes of its class. A box's fate depends only on higher-scored boxes of its class, so
+/// this equals per-class NMS followed by the top `max_det`, and it can stop as soon as
+/// `max_det` boxes are kept.
 pub fn nms(mut cands: Vec<Det>, cfg: &NmsConfig) -> Vec<Det> {
-    cands.sort_by(|a, b| b.score.total_cmp(&a.score));
-    cands.truncate(cfg.max_candidates);
+    let by_score = |a: &Det, b: &Det| b.score.total_cmp(&a.score);
+    if cands.len() > cfg.max_candidates && cfg.max_candidates > 0 {
+        // Keep the best `max_candidates` without sorting everything.
+        cands.select_nth_unstable_by(cfg.max_candidates - 1, by_score);
+        cands.truncate(cfg.max_candidates);
+    }
+    cands.sort_by(by_score);
     let classes = cands.iter().map(|d| d.class + 1).max().unwrap_or(0);
-    let mut per_class: Vec<Vec<Det>> = vec![Vec::new(); classes];
+    let mut kept_by_class: Vec<Vec<([f32; 4], f32)>> = vec![Vec::new(); classes];
+    let mut out = Vec::new();
     for d in cands {
-        per_class[d.class].push(d);
-    }
-    let mut kept = Vec::new();
-    for list in per_class {
-        let mut keep: Vec<Det> = Vec::new();
-        for d in list {
-            if keep.iter().all(|k| iou_xyxy(&k.xyxy, &d.xyxy) <= cfg.iou) {
-                keep.push(d);
-            }
+        if out.len() == cfg.max_det {
+            break;
         }
-        kept.extend(keep);
+        let b = &d.xyxy;
+        let area = (b[2] - b[0]) * (b[3] - b[1]);
+        let kept = &mut kept_by_class[d.class];
+        let overlaps = kept.iter().any(|(a, a_area)| {
+            let iw = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
+            let ih = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
+            let inter = iw * ih;
+            // inter / union > thr without a division.
+            inter > cfg.iou * (a_area + area - inter)
+        });
+        if !overlaps {
+            kept.push((*b, area));
+            out.push(d);
+        }
     }
-    kept.sort_by(|a, b| b.score.total_cmp(&a.score));
-    kept.truncate(cfg.max_det);
-    kept
+    out
 }
 
 #[cfg(test)]
@@ -125,11 +161,20 @@ mod tests {
     #[test]
     fn candidates_multiply_objectness_and_keep_every_class_above_conf() {
         // obj 0.5, class scores 0.8 and 0.001 -> 0.4 and 0.0005 (below 0.001).
-        let rows = [50.0, 40.0, 20.0, 10.0, 0.5, 0.8, 0.001];
-        let c = candidates(&rows, 7, &NmsConfig::default());
+        let rows = |v: &[f32]| Tensor::from_slice(v).view([-1, 7]);
+        let c = candidates(&rows(&[50.0, 40.0, 20.0, 10.0, 0.5, 0.8, 0.001]), &NmsConfig::default()).unwrap();
         assert_eq!(c, vec![Det { xyxy: [40.0, 35.0, 60.0, 45.0], score: 0.4, class: 0 }]);
-        let rows = [50.0, 40.0, 20.0, 10.0, 0.5, 0.8, 0.6];
-        assert_eq!(candidates(&rows, 7, &NmsConfig::default()).len(), 2);
-        assert_eq!(candidates(&rows, 7, &NmsConfig { multi_label: false, ..Default::default() }).len(), 1);
+        let two = rows(&[50.0, 40.0, 20.0, 10.0, 0.5, 0.8, 0.6]);
+        assert_eq!(candidates(&two, &NmsConfig::default()).unwrap().len(), 2);
+        let single = NmsConfig { multi_label: false, ..Default::default() };
+        assert_eq!(
+            candidates(&two, &single).unwrap(),
+            vec![Det { xyxy: [40.0, 35.0, 60.0, 45.0], score: 0.4, class: 0 }]
+        );
+        // At most max_candidates, the best ones: scores 0.5·{0.8, 0.6} and 0.9·{0.1, 0.7}.
+        let four = rows(&[50.0, 40.0, 20.0, 10.0, 0.5, 0.8, 0.6, 10.0, 10.0, 4.0, 4.0, 0.9, 0.1, 0.7]);
+        let top2 = NmsConfig { max_candidates: 2, ..Default::default() };
+        let c = candidates(&four, &top2).unwrap();
+        assert_eq!(c.iter().map(|d| (d.class, d.score)).collect::<Vec<_>>(), vec![(1, 0.63), (0, 0.4)]);
     }
 }

@@ -250,6 +250,40 @@ impl Weights {
         self.tensors.get_mut(key)
     }
 
+    /// Fresh weights for `layout`, as PyTorch initialises the modules: conv weight and bias
+    /// uniform in ±1/sqrt(fan_in) (kaiming_uniform with a=√5), BN weight 1, bias 0, running
+    /// mean 0, running var 1. Deterministic for a seed.
+    pub fn initialize(layout: &Layout, seed: u64) -> Self {
+        let mut state = seed ^ 0x9E37_79B9_7F4A_7C15;
+        let mut uniform = move || {
+            // splitmix64 -> [0, 1)
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let mut tensors = BTreeMap::new();
+        for c in &layout.convs {
+            let shape = layout.tensors.iter().find(|(k, _)| *k == c.weight).map(|(_, s)| s.clone()).unwrap_or_default();
+            let fan_in: usize = shape[1..].iter().product();
+            let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
+            let mut draw = |n: usize| (0..n).map(|_| ((2.0 * uniform() - 1.0) * bound) as f32).collect::<Vec<f32>>();
+            let filters = shape[0];
+            tensors.insert(c.weight.clone(), TensorF32::new(shape.clone(), draw(shape.iter().product())));
+            if let Some(b) = &c.bias {
+                tensors.insert(b.clone(), TensorF32::new(vec![filters], draw(filters)));
+            }
+            if let Some([w, b, mean, var]) = &c.bn {
+                tensors.insert(w.clone(), TensorF32::new(vec![filters], vec![1.0; filters]));
+                tensors.insert(b.clone(), TensorF32::new(vec![filters], vec![0.0; filters]));
+                tensors.insert(mean.clone(), TensorF32::new(vec![filters], vec![0.0; filters]));
+                tensors.insert(var.clone(), TensorF32::new(vec![filters], vec![1.0; filters]));
+            }
+        }
+        Self { tensors }
+    }
+
     /// Non-zero parameters in total (what a pruned model really keeps).
     pub fn count_nonzero(&self) -> usize {
         self.tensors.iter().filter(|(k, _)| !is_buffer(k)).map(|(_, t)| t.count_nonzero()).sum()
