@@ -72,3 +72,33 @@ fn bad_inputs_exit_with_a_clear_message() {
     assert!(!ok);
     assert!(err.contains("device `tpu`: expected cpu, cuda, cuda:N or auto"), "{err}");
 }
+
+/// `cocoeval --json` on the reference fixture: every stat and per-class AP50 within 1e-6 of
+/// what pycocotools 2.0 gave (expected.json).
+#[test]
+fn cocoeval_json_matches_pycocotools() {
+    let dir = common::fixtures().join("coco");
+    let (ok, out, err) = prunescope(&[
+        "cocoeval",
+        "--gt",
+        dir.join("gt.json").to_str().unwrap(),
+        "--dets",
+        dir.join("dets.json").to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let e: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    for i in 0..12 {
+        let (a, b) = (v["bbox"][i].as_f64().unwrap(), e["bbox"][i].as_f64().unwrap());
+        assert!((a - b).abs() <= 1e-6, "stat {i}: {a} vs {b}");
+    }
+    for (k, b) in e["per_class_ap50"].as_object().unwrap() {
+        let a = v["per_class_ap50"][k].as_f64().unwrap();
+        assert!((a - b.as_f64().unwrap()).abs() <= 1e-6, "class {k}");
+    }
+    let (ok, _, err) = prunescope(&["cocoeval", "--gt", dir.join("dets.json").to_str().unwrap(), "--dets", "x.json"]);
+    assert!(!ok);
+    assert!(err.contains("dets.json: line 1 column 1: not a valid COCO ground-truth file"), "{err}");
+}

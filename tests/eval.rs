@@ -313,3 +313,21 @@ fn eval_command_runs_a_real_model() {
     assert!(saved.len() <= 600, "at most 300 detections per image");
     assert!(!saved.is_empty(), "a random model still produces candidates above conf 0.001");
 }
+
+#[test]
+fn classification_folders() {
+    use prunescope::data::ClassificationDataset;
+    let dir = tempfile::tempdir().unwrap();
+    for (class, n) in [("cat", 2), ("dog", 1)] {
+        std::fs::create_dir_all(dir.path().join(class)).unwrap();
+        for i in 0..n {
+            image::RgbImage::new(4, 4).save(dir.path().join(format!("{class}/{i}.png"))).unwrap();
+        }
+    }
+    std::fs::write(dir.path().join("dog/notes.txt"), "not an image").unwrap();
+    let ds = ClassificationDataset::open(dir.path()).unwrap();
+    assert_eq!(ds.names, vec!["cat", "dog"]);
+    assert_eq!(ds.samples.iter().map(|s| s.1).collect::<Vec<_>>(), vec![0, 0, 1]);
+    let e = ClassificationDataset::open(&dir.path().join("cat")).unwrap_err().to_string();
+    assert!(e.contains("expected one sub-folder per class, found none"), "{e}");
+}

@@ -198,9 +198,11 @@ pub(crate) fn resolve(base_file: &Path, p: &str) -> PathBuf {
         return pb;
     }
     let beside = base_file.parent().unwrap_or(Path::new(".")).join(&pb);
+    // Drop `.` components so messages show clean paths.
+    let clean = |p: PathBuf| -> PathBuf { p.components().collect() };
     if beside.exists() {
-        beside
+        clean(beside)
     } else {
-        pb
+        clean(pb)
     }
 }
