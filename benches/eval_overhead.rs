@@ -89,22 +89,27 @@ fn run(case: &Case) -> serde_json::Value {
         })
         .collect();
     let _ = net.forward(&batches[0]).unwrap(); // warm-up
-    let (mut bare, mut full) = (Vec::new(), Vec::new());
+                                               // Rounds alternate the two measurements; the overhead is the median of the per-round
+                                               // ratios, which cancels slow drifts of the machine's speed.
+    let (mut bare, mut full, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     let mut last = None;
-    for _ in 0..5 {
+    for _ in 0..7 {
         let t = Instant::now();
         for b in &batches {
             let _ = net.forward(b).unwrap();
         }
-        bare.push(case.images as f64 / t.elapsed().as_secs_f64());
+        let b = case.images as f64 / t.elapsed().as_secs_f64();
         let t = Instant::now();
         let r = eval::evaluate(&net, &ds, &ecfg, &mut |_, _| true).unwrap();
-        full.push(case.images as f64 / t.elapsed().as_secs_f64());
+        let f = case.images as f64 / t.elapsed().as_secs_f64();
+        bare.push(b);
+        full.push(f);
+        ratios.push(b / f);
         last = Some(r);
     }
     let r = last.unwrap();
     let (bare, full) = (median(bare), median(full));
-    let overhead = 100.0 * (bare / full - 1.0);
+    let overhead = 100.0 * (median(ratios) - 1.0);
     let n = case.images as f64;
     println!(
         "{:<28} forward only {:>7.1} img/s   evaluate {:>7.1} img/s   overhead {:>5.1} %   (per image: decode wait {:.2} ms, NMS {:.2} ms, metrics {:.2} ms; {} threads)",

@@ -163,12 +163,14 @@ struct Ranked {
 struct ImageEval {
     /// Scores of the (at most maxDets[-1]) detections, sorted descending.
     dt_scores: Vec<f64>,
-    /// [T][D]: matched (non-zero gt id) or 0.
-    dt_matches: Vec<Vec<i64>>,
-    /// [T][D]: ignored.
-    dt_ignore: Vec<Vec<bool>>,
+    /// Per detection, per IoU threshold: FP, TP or IGNORED (layout [D][T]).
+    outcome: Vec<[u8; 10]>,
     gt_ignore: Vec<bool>,
 }
+
+const FP: u8 = 0;
+const TP: u8 = 1;
+const IGNORED: u8 = 2;
 
 /// The result of an evaluation.
 #[derive(Debug, Clone)]
@@ -343,12 +345,14 @@ pub fn evaluate(gt: &CocoGt, dets: &[Detection]) -> Result<CocoEvalResult, Strin
                 let crowd: Vec<bool> = gorder.iter().map(|&j| g[j].iscrowd != 0).collect();
                 let nd = order.len();
                 let ng = g.len();
-                let mut dt_matches = vec![vec![0i64; nd]; thresholds.len()];
-                let mut dt_ignore = vec![vec![false; nd]; thresholds.len()];
+                // pycocotools keeps the matched gt id per (threshold, detection) and treats
+                // id 0 as "unmatched"; the outcome codes below follow the same rules.
+                let mut outcome = vec![[FP; 10]; nd];
+                let mut gt_matched = vec![0i64; ng];
                 if ng > 0 {
                     for (t, &thr) in thresholds.iter().enumerate() {
-                        let mut gt_matched = vec![0i64; ng];
-                        for di in 0..nd {
+                        gt_matched.fill(0);
+                        for (di, out) in outcome.iter_mut().enumerate() {
                             let mut best = thr.min(1.0 - 1e-10);
                             let mut m: Option<usize> = None;
                             for gi in 0..ng {
@@ -368,29 +372,31 @@ pub fn evaluate(gt: &CocoGt, dets: &[Detection]) -> Result<CocoEvalResult, Strin
                                 m = Some(gi);
                             }
                             if let Some(mm) = m {
-                                dt_ignore[t][di] = gt_ignore[mm];
-                                dt_matches[t][di] = g[gorder[mm]].id;
                                 gt_matched[mm] = dt[order[di]].0;
+                                out[t] = if gt_ignore[mm] {
+                                    IGNORED
+                                } else if g[gorder[mm]].id != 0 {
+                                    TP
+                                } else {
+                                    FP
+                                };
                             }
                         }
                     }
                 }
                 // Unmatched detections outside the area range are ignored.
-                for di in 0..nd {
+                for (di, out) in outcome.iter_mut().enumerate() {
                     let b = &dt[order[di]].1.bbox;
                     let area = b[2] * b[3];
                     if area < lo || area > hi {
-                        for t in 0..thresholds.len() {
-                            if dt_matches[t][di] == 0 {
-                                dt_ignore[t][di] = true;
-                            }
+                        for o in out.iter_mut().filter(|o| **o == FP) {
+                            *o = IGNORED;
                         }
                     }
                 }
                 evals.push(Some(ImageEval {
                     dt_scores: order.iter().map(|&di| dt[di].1.score).collect(),
-                    dt_matches,
-                    dt_ignore,
+                    outcome,
                     gt_ignore,
                 }));
             }
@@ -411,8 +417,21 @@ fn accumulate(evals: &[Option<ImageEval>], ni: usize, cat_ids: Vec<i64>) -> Coco
         num_cats: nk,
     };
     for k in 0..nk {
+        // The detections of one category, concatenated in image order and stably sorted by
+        // score, are the same for every area range (only their ignore flags differ), and the
+        // stable sort of the first `maxDet` per image is this order filtered: sort once.
+        let images: Vec<usize> = (0..ni).filter(|&i| evals[k * na * ni + i].is_some()).collect();
+        let mut sorted: Vec<(f64, usize, usize)> = Vec::new();
+        for (ei, &i) in images.iter().enumerate() {
+            let e = evals[k * na * ni + i].as_ref().expect("filtered above");
+            sorted.extend(e.dt_scores.iter().enumerate().map(|(d, &s)| (s, ei, d)));
+        }
+        sorted.sort_by(|x, y| y.0.total_cmp(&x.0));
         for a in 0..na {
-            let es: Vec<&ImageEval> = (0..ni).filter_map(|i| evals[(k * na + a) * ni + i].as_ref()).collect();
+            let es: Vec<&ImageEval> = images
+                .iter()
+                .map(|&i| evals[(k * na + a) * ni + i].as_ref().expect("same images for every area"))
+                .collect();
             if es.is_empty() {
                 continue;
             }
@@ -420,48 +439,46 @@ fn accumulate(evals: &[Option<ImageEval>], ni: usize, cat_ids: Vec<i64>) -> Coco
             if npig == 0 {
                 continue;
             }
+            // Outcomes in score order, gathered once for the three maxDets.
+            let outcomes: Vec<(usize, [u8; 10])> = sorted.iter().map(|&(_, ei, d)| (d, es[ei].outcome[d])).collect();
             for (m, &max_det) in MAX_DETS.iter().enumerate() {
-                // (score, image, det index) concatenated in image order, then stably sorted.
-                let mut all: Vec<(f64, usize, usize)> = Vec::new();
-                for (ei, e) in es.iter().enumerate() {
-                    for d in 0..e.dt_scores.len().min(max_det) {
-                        all.push((e.dt_scores[d], ei, d));
-                    }
-                }
-                all.sort_by(|x, y| y.0.total_cmp(&x.0));
-                let nd = all.len();
+                let nd = outcomes.iter().filter(|o| o.0 < max_det).count();
                 for t in 0..nt {
+                    // pycocotools builds recall and precision at every detection, makes
+                    // precision monotone from the right and reads it at searchsorted(recall,
+                    // r). Recall only rises at true positives, so the index found for r > 0
+                    // is a true positive, and the suffix maximum of precision is reached at
+                    // one: (recall, precision) at the true positives alone give the same
+                    // numbers, with the same arithmetic.
                     let (mut tp, mut fp) = (0.0f64, 0.0f64);
-                    let mut rc = Vec::with_capacity(nd);
-                    let mut pr = Vec::with_capacity(nd);
-                    for &(_, ei, d) in &all {
-                        let e = es[ei];
-                        if e.dt_ignore[t][d] {
-                            // Neither a true nor a false positive.
-                        } else if e.dt_matches[t][d] != 0 {
-                            tp += 1.0;
-                        } else {
-                            fp += 1.0;
+                    let mut events: Vec<(f64, f64)> = Vec::new();
+                    for (d, o) in &outcomes {
+                        if *d >= max_det {
+                            continue;
                         }
-                        rc.push(tp / npig as f64);
-                        pr.push(tp / (fp + tp + f64::EPSILON));
+                        match o[t] {
+                            TP => {
+                                tp += 1.0;
+                                events.push((tp / npig as f64, tp / (fp + tp + f64::EPSILON)));
+                            }
+                            FP => fp += 1.0,
+                            _ => {} // ignored: neither
+                        }
                     }
                     let ri = (t * nk + k) * na * nm + a * nm + m;
-                    res.recall[ri] = if nd > 0 { rc[nd - 1] } else { 0.0 };
-                    for i in (1..nd).rev() {
-                        if pr[i] > pr[i - 1] {
-                            pr[i - 1] = pr[i];
+                    res.recall[ri] = if nd > 0 { tp / npig as f64 } else { 0.0 };
+                    for i in (1..events.len()).rev() {
+                        if events[i].1 > events[i - 1].1 {
+                            events[i - 1].1 = events[i].1;
                         }
                     }
                     for (r, &thr) in rec_thr.iter().enumerate() {
-                        // searchsorted(rc, thr, side="left")
-                        let pi = rc.partition_point(|&v| v < thr);
-                        let q = if pi < nd { pr[pi] } else { 0.0 };
+                        // searchsorted(recall, thr, side="left"); past the end reads 0.
+                        let pi = events.partition_point(|&(v, _)| v < thr);
+                        let q = events.get(pi).map_or(0.0, |e| e.1);
                         let idx = res.p_index(t, r, k, a, m);
                         res.precision[idx] = q;
                     }
-                    // pycocotools stops filling at the first recall point past the end and
-                    // leaves zeros, which the per-point fallback above reproduces.
                 }
             }
         }
