@@ -331,3 +331,37 @@ fn classification_folders() {
     let e = ClassificationDataset::open(&dir.path().join("cat")).unwrap_err().to_string();
     assert!(e.contains("expected one sub-folder per class, found none"), "{e}");
 }
+
+/// A COCO json dataset (with a crowd region) evaluates against the json's own annotations:
+/// the crowd box absorbs the detection drawn inside it, so the result is still perfect.
+#[test]
+fn coco_json_dataset() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = (0, 10, 10, 30, 30);
+    let b = (1, 70, 70, 20, 20);
+    let images = [
+        Img { w: 128, h: 128, drawn: vec![a, b], labelled: None },
+        Img { w: 128, h: 96, drawn: vec![b], labelled: None },
+    ];
+    write_dataset(dir.path(), &images);
+    let json = serde_json::json!({
+        "images": [{"id": 7, "file_name": "images/val/img0.png"}, {"id": 9, "file_name": "images/val/img1.png"}],
+        "categories": [{"id": 3, "name": "red"}, {"id": 5, "name": "green"}],
+        "annotations": [
+            {"id": 1, "image_id": 7, "category_id": 3, "bbox": [10, 10, 30, 30], "area": 900, "iscrowd": 0},
+            {"id": 2, "image_id": 7, "category_id": 5, "bbox": [60, 60, 50, 50], "area": 2500, "iscrowd": 1},
+            {"id": 3, "image_id": 9, "category_id": 5, "bbox": [70, 70, 20, 20], "area": 400, "iscrowd": 0}
+        ]
+    });
+    let path = dir.path().join("instances.json");
+    std::fs::write(&path, json.to_string()).unwrap();
+    let ds = DetectionDataset::open(&path, None, OnBad::Error).unwrap();
+    assert_eq!(ds.names, vec!["red", "green"]);
+    let r = eval::evaluate(&ColourDetector, &ds, &config(), &mut |_, _| true).unwrap();
+    assert!(close(r.map50, 1.0) && close(r.map, 1.0), "{:?}", r.coco);
+    // Detections carry the json's image and category ids.
+    let ids: Vec<(i64, i64)> = r.detections.iter().map(|d| (d.image_id, d.category_id)).collect();
+    assert_eq!(ids, vec![(7, 3), (7, 5), (9, 5)]);
+    // Crowd is not counted as an object to find.
+    assert_eq!(r.classes[1].objects, 1);
+}
