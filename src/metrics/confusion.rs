@@ -1,5 +1,6 @@
 //! Confusion matrices: detection ((nc+1)², Ultralytics' matching) and classification.
 
+use super::iou_xyxy;
 use serde::Serialize;
 
 /// Rows are predicted classes, columns true classes; for detection the last index is
@@ -61,18 +62,6 @@ impl ConfusionMatrix {
 
     pub fn total(&self) -> u64 {
         self.counts.iter().flatten().sum()
-    }
-}
-
-fn iou_xyxy(a: &[f64; 4], b: &[f64; 4]) -> f64 {
-    let iw = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
-    let ih = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
-    let inter = iw * ih;
-    let union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter;
-    if union <= 0.0 {
-        0.0
-    } else {
-        inter / union
     }
 }
 

@@ -87,19 +87,6 @@ fn collect(
         .collect())
 }
 
-/// IoU of two xyxy boxes.
-pub fn iou_xyxy(a: &[f32; 4], b: &[f32; 4]) -> f32 {
-    let iw = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
-    let ih = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
-    let inter = iw * ih;
-    let union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter;
-    if union <= 0.0 {
-        0.0
-    } else {
-        inter / union
-    }
-}
-
 /// Class-aware greedy NMS: highest score first, per class; at most `max_det` kept, sorted by
 /// descending score (ties keep candidate order).
 ///

@@ -42,7 +42,7 @@ pub fn precision_recall(
                 if gc != c || taken[j] {
                     continue;
                 }
-                let v = super::nms::iou_xyxy(&to_f32(&b), &to_f32(&gb)) as f64;
+                let v = super::iou_xyxy(&b, &gb);
                 if v >= iou && best.is_none_or(|(bv, _)| v > bv) {
                     best = Some((v, j));
                 }
@@ -64,10 +64,6 @@ pub fn precision_recall(
             ClassPr { tp: tp[c], fp: fp[c], gt: ngt[c], precision, recall }
         })
         .collect()
-}
-
-fn to_f32(b: &[f64; 4]) -> [f32; 4] {
-    [b[0] as f32, b[1] as f32, b[2] as f32, b[3] as f32]
 }
 
 #[cfg(test)]
