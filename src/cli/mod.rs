@@ -3,6 +3,7 @@
 pub mod cocoeval;
 pub mod eval;
 pub mod inspect;
+pub mod synth;
 
 use clap::{Parser, Subcommand};
 
@@ -22,6 +23,8 @@ pub enum Command {
     Cocoeval(cocoeval::Args),
     /// Evaluate a model on a validation set: mAP, P/R, per-class AP, confusion matrix.
     Eval(eval::Args),
+    /// Generate the deterministic synthetic shapes dataset (YOLO layout + data.yaml).
+    Synth(synth::Args),
 }
 
 /// Runs the parsed command line; returns the process exit code.
@@ -30,6 +33,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Inspect(args)) => inspect::run(&args),
         Some(Command::Cocoeval(args)) => cocoeval::run(&args),
         Some(Command::Eval(args)) => eval::run(&args),
+        Some(Command::Synth(args)) => synth::run(&args),
         None => {
             use clap::CommandFactory;
             Cli::command().print_help()?;

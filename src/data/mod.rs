@@ -6,6 +6,7 @@ pub mod classify;
 pub mod coco_json;
 pub mod letterbox;
 pub mod prefetch;
+pub mod synth;
 pub mod yolo;
 
 pub use classify::ClassificationDataset;
