@@ -241,3 +241,14 @@ fn initialized_weights_fit_the_layout_and_follow_pytorch_bounds() {
     assert!(a.get("module_list.0.batch_norm_0.weight").data.iter().all(|&v| v == 1.0));
     assert!(a.get("module_list.0.batch_norm_0.running_var").data.iter().all(|&v| v == 1.0));
 }
+
+#[test]
+fn saving_incomplete_weights_is_refused_not_a_panic() {
+    let (_, layout, mut w) = parity();
+    w.tensors.remove("module_list.3.conv_3.weight");
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["x.weights", "x.pth"] {
+        let e = w.save(&dir.path().join(name), &layout).unwrap_err().to_string();
+        assert!(e.contains("cannot save: tensor `module_list.3.conv_3.weight` [16, 8, 3, 3] is missing"), "{e}");
+    }
+}

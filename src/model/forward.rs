@@ -96,18 +96,7 @@ impl Darknet {
     /// Builds the model from a cfg, its graph (any input size) and checked weights.
     pub fn new(cfg: &Cfg, graph: &Graph, weights: &Weights, device: Device) -> Result<Self, ForwardError> {
         let layout = Layout::of(cfg, graph);
-        for (key, shape) in &layout.tensors {
-            match weights.tensors.get(key) {
-                None => return Err(ForwardError::Weights(format!("tensor `{key}` {shape:?} is missing"))),
-                Some(t) if &t.shape != shape => {
-                    return Err(ForwardError::Weights(format!(
-                        "tensor `{key}` has shape {:?}, the cfg expects {shape:?}",
-                        t.shape
-                    )))
-                }
-                Some(_) => {}
-            }
-        }
+        weights.check(&layout).map_err(ForwardError::Weights)?;
         let mut convs: BTreeMap<usize, _> = layout.convs.iter().map(|c| (c.block, c)).collect();
         let to_dev = |t: &TensorF32| -> Result<Tensor, ForwardError> {
             let shape: Vec<i64> = t.shape.iter().map(|&d| d as i64).collect();

@@ -193,7 +193,12 @@ impl Weights {
 
     /// Saves in the format given by the extension.
     pub fn save(&self, path: &Path, layout: &Layout) -> Result<(), WeightsError> {
-        let bytes = match WeightsFormat::from_path(path)? {
+        let format = WeightsFormat::from_path(path)?;
+        if format != WeightsFormat::Safetensors {
+            // Darknet and .pth files are laid out by the cfg: every tensor must be there.
+            self.check(layout).map_err(|m| WeightsError::new(path, format!("cannot save: {m}")))?;
+        }
+        let bytes = match format {
             WeightsFormat::Darknet => darknet::write(self, layout),
             WeightsFormat::Pth => pth::write(self, layout, path)?,
             WeightsFormat::Safetensors => st::write(self, path)?,
@@ -239,6 +244,20 @@ impl Weights {
             ));
         }
         Ok(Self { tensors })
+    }
+
+    /// Checks that every tensor `layout` needs is present with its shape.
+    pub fn check(&self, layout: &Layout) -> Result<(), String> {
+        for (key, shape) in &layout.tensors {
+            match self.tensors.get(key) {
+                None => return Err(format!("tensor `{key}` {shape:?} is missing")),
+                Some(t) if &t.shape != shape => {
+                    return Err(format!("tensor `{key}` has shape {:?}, the cfg expects {shape:?}", t.shape))
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
     }
 
     /// The tensor under `key`; panics only on a programming error (keys come from a Layout).
