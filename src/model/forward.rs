@@ -5,7 +5,7 @@
 
 use super::cfg::{Activation, BlockKind, Cfg};
 use super::graph::{Graph, Source};
-use super::weights::{Layout, TensorF32, Weights};
+use super::weights::{ConvKeys, Layout, TensorF32, Weights};
 use std::collections::BTreeMap;
 use tch::{Device, Kind, Tensor};
 
@@ -63,6 +63,7 @@ struct ConvLayer {
     padding: i64,
     groups: i64,
     activation: Activation,
+    keys: ConvKeys,
 }
 
 enum Layer {
@@ -124,6 +125,7 @@ impl Darknet {
                         padding: c.padding as i64,
                         groups: c.groups as i64,
                         activation: c.activation,
+                        keys: keys.clone(),
                     }))
                 }
                 BlockKind::Maxpool { size, stride } => Layer::Maxpool { size: *size as i64, stride: *stride as i64 },
@@ -176,10 +178,33 @@ impl Darknet {
         &self,
         start: usize,
         image_shape: &[i64],
-        mut given: BTreeMap<Source, Tensor>,
+        given: BTreeMap<Source, Tensor>,
         keep_all: bool,
     ) -> Result<ForwardOutput, ForwardError> {
         let _guard = tch::no_grad_guard();
+        let (blocks, heads) = self.run(start, image_shape, given, keep_all, false)?;
+        let detections = Tensor::f_cat(&heads, 1)?;
+        Ok(ForwardOutput { detections, blocks })
+    }
+
+    /// Training-mode pass: batch-norm uses batch statistics (and updates the running ones),
+    /// gradients are recorded, and the yolo heads return their raw predictions
+    /// `[N, anchors, H, W, 5 + classes]` (before sigmoid/exp), in cfg order.
+    pub fn forward_train(&self, image: &Tensor) -> Result<Vec<Tensor>, ForwardError> {
+        let given = BTreeMap::from([(Source::Image, image.shallow_clone())]);
+        Ok(self.run(0, image.size().as_slice(), given, false, true)?.1)
+    }
+
+    /// Runs blocks `start..`; returns the kept block outputs and the yolo head outputs
+    /// (decoded in eval mode, raw in training mode).
+    fn run(
+        &self,
+        start: usize,
+        image_shape: &[i64],
+        mut given: BTreeMap<Source, Tensor>,
+        keep_all: bool,
+        train: bool,
+    ) -> Result<(Vec<Option<Tensor>>, Vec<Tensor>), ForwardError> {
         let n = self.layers.len();
         if start >= n {
             return Err(ForwardError::BadStart { start, blocks: n });
@@ -220,7 +245,7 @@ impl Darknet {
             };
             let x = get(self.inputs[i][0], &slots)?;
             let out = match &self.layers[i] {
-                Layer::Conv(c) => conv(c, &x)?,
+                Layer::Conv(c) => conv(c, &x, train)?,
                 Layer::Maxpool { size, stride } => {
                     if *size == 2 && *stride == 1 {
                         // PyTorch-YOLOv3 pads right and bottom with zeros (not -inf).
@@ -246,6 +271,11 @@ impl Darknet {
                     }
                 }
                 Layer::Shortcut { from } => x.f_add(&get(Source::Block(*from), &slots)?)?,
+                Layer::Yolo { anchors, outputs, .. } if train => {
+                    let size = x.size();
+                    let na = anchors.len() as i64;
+                    x.f_view([size[0], na, *outputs, size[2], size[3]])?.f_permute([0, 1, 3, 4, 2])?.f_contiguous()?
+                }
                 Layer::Yolo { anchors, outputs, new_coords } => yolo(&x, anchors, *outputs, *new_coords, img_h, img_w)?,
             };
             slots[i] = Some(out);
@@ -268,15 +298,75 @@ impl Darknet {
                     .ok_or(ForwardError::MissingInput { block: n, input: Source::Block(h) })
             })
             .collect::<Result<_, _>>()?;
-        let detections = Tensor::f_cat(&heads, 1)?;
-        Ok(ForwardOutput { detections, blocks: slots })
+        Ok((slots, heads))
+    }
+
+    /// Turns gradient recording of the parameters (conv weight and bias, BN weight and
+    /// bias) on or off; running statistics never record gradients.
+    pub fn set_trainable(&mut self, on: bool) {
+        for l in &mut self.layers {
+            if let Layer::Conv(c) = l {
+                c.weight = c.weight.set_requires_grad(on);
+                if let Some(b) = &mut c.bias {
+                    *b = b.set_requires_grad(on);
+                }
+                if let Some([w, b, _, _]) = &mut c.bn {
+                    *w = w.set_requires_grad(on);
+                    *b = b.set_requires_grad(on);
+                }
+            }
+        }
+    }
+
+    /// The trainable parameters with their state-dict keys.
+    pub fn parameters(&self) -> Vec<(&str, &Tensor)> {
+        let mut out = Vec::new();
+        for l in &self.layers {
+            if let Layer::Conv(c) = l {
+                out.push((c.keys.weight.as_str(), &c.weight));
+                if let (Some(k), Some(t)) = (&c.keys.bias, &c.bias) {
+                    out.push((k.as_str(), t));
+                }
+                if let (Some(k), Some(t)) = (&c.keys.bn, &c.bn) {
+                    out.push((k[0].as_str(), &t[0]));
+                    out.push((k[1].as_str(), &t[1]));
+                }
+            }
+        }
+        out
+    }
+
+    /// Every tensor (parameters and running statistics) copied back to plain Rust data.
+    pub fn to_weights(&self) -> Result<Weights, ForwardError> {
+        let mut w = Weights::default();
+        let mut put = |k: &str, t: &Tensor| -> Result<(), ForwardError> {
+            let t = t.f_detach()?.f_to_device(Device::Cpu)?.f_contiguous()?;
+            let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
+            let data = Vec::<f32>::try_from(t.f_flatten(0, -1)?)?;
+            w.tensors.insert(k.to_string(), TensorF32::new(shape, data));
+            Ok(())
+        };
+        for l in &self.layers {
+            if let Layer::Conv(c) = l {
+                put(&c.keys.weight, &c.weight)?;
+                if let (Some(k), Some(t)) = (&c.keys.bias, &c.bias) {
+                    put(k, t)?;
+                }
+                if let (Some(k), Some(t)) = (&c.keys.bn, &c.bn) {
+                    for (key, tensor) in k.iter().zip(t.iter()) {
+                        put(key, tensor)?;
+                    }
+                }
+            }
+        }
+        Ok(w)
     }
 }
 
-fn conv(c: &ConvLayer, x: &Tensor) -> Result<Tensor, ForwardError> {
+fn conv(c: &ConvLayer, x: &Tensor, train: bool) -> Result<Tensor, ForwardError> {
     let y = x.f_conv2d(&c.weight, c.bias.as_ref(), [c.stride, c.stride], [c.padding, c.padding], [1, 1], c.groups)?;
     let y = match &c.bn {
-        Some([w, b, mean, var]) => y.f_batch_norm(Some(w), Some(b), Some(mean), Some(var), false, 0.1, 1e-5, true)?,
+        Some([w, b, mean, var]) => y.f_batch_norm(Some(w), Some(b), Some(mean), Some(var), train, 0.1, 1e-5, true)?,
         None => y,
     };
     Ok(match c.activation {

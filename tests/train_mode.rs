@@ -1,0 +1,46 @@
+//! The training-mode forward pass: raw head outputs, gradients reaching every parameter,
+//! batch-norm running statistics updated with PyTorch's momentum, and weights read back.
+
+mod common;
+
+use prunescope::model::{Cfg, Darknet, Graph, Layout, Weights};
+use tch::{Device, Kind, Tensor};
+
+#[test]
+fn raw_heads_gradients_and_running_stats() {
+    let cfg = Cfg::from_file(&common::darknet("parity.cfg")).unwrap();
+    let graph = Graph::build(&cfg, 2, 96, 96).unwrap();
+    let layout = Layout::of(&cfg, &graph);
+    let w = Weights::load(&common::darknet("parity.weights"), &layout).unwrap();
+    let mut net = Darknet::new(&cfg, &graph, &w, Device::Cpu).unwrap();
+    assert_eq!(net.to_weights().unwrap(), w, "weights read back unchanged");
+
+    let x = Tensor::rand([2, 3, 96, 96], (Kind::Float, Device::Cpu));
+    // Raw heads: 3 anchors x (stride 16: 6x6, stride 4: 24x24) x (5 + 1 class), the same
+    // layout as the stored b.output rows 3·36 + 3·576 = 1836.
+    net.set_trainable(true);
+    let heads = net.forward_train(&x).unwrap();
+    assert_eq!(heads.iter().map(|h| h.size()).collect::<Vec<_>>(), vec![vec![2, 3, 6, 6, 6], vec![2, 3, 24, 24, 6]]);
+    // The eval decode of the same raw numbers: sigmoid of objectness is what forward() gives
+    // when BN uses running statistics; here we only check the raw values are pre-sigmoid
+    // (some fall outside [0, 1]).
+    let obj = heads[1].narrow(4, 4, 1);
+    assert!(obj.min().double_value(&[]) < 0.0 || obj.max().double_value(&[]) > 1.0);
+
+    let loss = heads.iter().map(|h| h.square().sum(Kind::Float)).fold(Tensor::from(0.0f32), |a, b| a + b);
+    loss.backward();
+    let params = net.parameters();
+    // 13 convolutions: weights, BN weight+bias for the 11 with BN, bias for the 2 heads.
+    assert_eq!(params.len(), 13 + 2 * 11 + 2);
+    for (k, p) in &params {
+        let g = p.grad();
+        assert!(g.defined(), "{k} has no gradient");
+        assert_eq!(g.size(), p.size(), "{k}");
+    }
+    // Running statistics moved by momentum 0.1 towards the batch statistics of conv_0.
+    let after = net.to_weights().unwrap();
+    let mean0 = &w.get("module_list.0.batch_norm_0.running_mean").data;
+    let mean1 = &after.get("module_list.0.batch_norm_0.running_mean").data;
+    assert!(mean0.iter().zip(mean1).any(|(a, b)| (a - b).abs() > 1e-4));
+    assert_eq!(after.get("module_list.0.conv_0.weight"), w.get("module_list.0.conv_0.weight"));
+}
