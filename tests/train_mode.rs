@@ -44,3 +44,43 @@ fn raw_heads_gradients_and_running_stats() {
     assert!(mean0.iter().zip(mean1).any(|(a, b)| (a - b).abs() > 1e-4));
     assert_eq!(after.get("module_list.0.conv_0.weight"), w.get("module_list.0.conv_0.weight"));
 }
+
+/// A few SGD steps on one tiny batch lower the YOLO loss (the model can fit it).
+#[test]
+fn a_few_steps_reduce_the_loss() {
+    use prunescope::model::BlockKind;
+    use prunescope::train::{yolo_loss, Head, LossWeights, Sgd, Target};
+    tch::manual_seed(0);
+    let cfg = Cfg::from_file(&common::darknet("parity.cfg")).unwrap();
+    let graph = Graph::build(&cfg, 2, 96, 96).unwrap();
+    let w = Weights::initialize(&Layout::of(&cfg, &graph), 3);
+    let mut net = Darknet::new(&cfg, &graph, &w, Device::Cpu).unwrap();
+    net.set_trainable(true);
+    let heads: Vec<Head> = cfg
+        .yolo_blocks()
+        .iter()
+        .map(|&i| {
+            let BlockKind::Yolo(y) = &cfg.blocks[i].kind else { unreachable!() };
+            let stride = 96.0 / graph.nodes[i - 1].output_shape[2] as f32;
+            Head { anchors: y.head_anchors(), stride }
+        })
+        .collect();
+    let x = Tensor::rand([2, 3, 96, 96], (Kind::Float, Device::Cpu));
+    let targets = [
+        Target { image: 0, class: 0, cxcywh: [30.0, 40.0, 20.0, 24.0] },
+        Target { image: 1, class: 0, cxcywh: [60.0, 50.0, 40.0, 30.0] },
+    ];
+    let params = net.parameters();
+    let mut sgd = Sgd::new(&params, 0.9, 5e-4);
+    let mut losses = Vec::new();
+    for _ in 0..15 {
+        Sgd::zero_grad(&params);
+        let raw = net.forward_train(&x).unwrap();
+        let loss = yolo_loss(&raw, &heads, &targets, LossWeights::default());
+        losses.push(loss.total.double_value(&[]));
+        loss.total.backward();
+        sgd.step(&params, 0.01);
+    }
+    assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
+    assert!(losses[14] < 0.5 * losses[0], "loss did not fall: {losses:?}");
+}
