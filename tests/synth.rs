@@ -2,7 +2,7 @@
 //! that our reader accepts, every class present, small objects included.
 
 use prunescope::data::synth::{self, SynthConfig, CLASSES};
-use prunescope::data::{DetectionDataset, OnBad};
+use prunescope::data::{DetectionDataset, OnBad, Split};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -58,5 +58,8 @@ fn same_seed_same_bytes_and_valid_labels() {
         }
     }
     assert!(per_class.iter().all(|&n| n > 0), "{per_class:?}");
+    let train = DetectionDataset::open_split(&a.path().join("data.yaml"), Split::Train, None, OnBad::Error).unwrap();
+    assert_eq!(train.samples.len(), 12);
+    assert!(train.samples[0].image.to_string_lossy().contains("images/train/"));
     assert!(smallest < 12.0, "smallest object {smallest} px");
 }

@@ -39,6 +39,13 @@ impl DataError {
     }
 }
 
+/// Which part of a dataset description to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Split {
+    Train,
+    Val,
+}
+
 /// What to do with bad labels and unreadable images.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OnBad {
@@ -140,6 +147,12 @@ impl DetectionDataset {
     /// `.txt` list of images or a folder. `classes` names the classes when the source does
     /// not (list files, folders); labels with class ids ≥ the class count are bad labels.
     pub fn open(path: &Path, classes: Option<usize>, on_bad: OnBad) -> Result<Self, DataError> {
+        Self::open_split(path, Split::Val, classes, on_bad)
+    }
+
+    /// Like [`open`](Self::open) for a given split of a `.data` or `.yaml` file (`train` /
+    /// `val`); other sources are a split by themselves.
+    pub fn open_split(path: &Path, split: Split, classes: Option<usize>, on_bad: OnBad) -> Result<Self, DataError> {
         if !path.exists() {
             return Err(DataError::new(
                 path,
@@ -150,8 +163,8 @@ impl DetectionDataset {
         let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
         match ext.as_str() {
             _ if path.is_dir() => yolo::open_folder(path, classes, on_bad),
-            "data" => yolo::open_darknet_data(path, classes, on_bad),
-            "yaml" | "yml" => yolo::open_ultralytics_yaml(path, classes, on_bad),
+            "data" => yolo::open_darknet_data(path, split, classes, on_bad),
+            "yaml" | "yml" => yolo::open_ultralytics_yaml(path, split, classes, on_bad),
             "json" => coco_json::open(path, None),
             "txt" => yolo::open_list(path, classes, on_bad),
             _ => Err(DataError::new(

@@ -1,7 +1,7 @@
 //! YOLO txt layouts: images with one `class cx cy w h` line (normalised) per object in a
 //! `.txt` beside each image or under the parallel `labels/` folder.
 
-use super::{is_image, resolve, DataError, DetectionDataset, DetectionSample, GtBox, OnBad, SkipReport};
+use super::{is_image, resolve, DataError, DetectionDataset, DetectionSample, GtBox, OnBad, SkipReport, Split};
 use std::path::{Path, PathBuf};
 use yaml_rust2::{Yaml, YamlLoader};
 
@@ -22,8 +22,17 @@ pub fn open_list(path: &Path, classes: Option<usize>, on_bad: OnBad) -> Result<D
     build(path, names, images, on_bad)
 }
 
-/// A Darknet `.data` file: `valid=` (list file or folder), `names=`, `classes=`.
-pub fn open_darknet_data(path: &Path, classes: Option<usize>, on_bad: OnBad) -> Result<DetectionDataset, DataError> {
+/// A Darknet `.data` file: `valid=` or `train=` (list file or folder), `names=`, `classes=`.
+pub fn open_darknet_data(
+    path: &Path,
+    split: Split,
+    classes: Option<usize>,
+    on_bad: OnBad,
+) -> Result<DetectionDataset, DataError> {
+    let key = match split {
+        Split::Val => "valid",
+        Split::Train => "train",
+    };
     let text = std::fs::read_to_string(path).map_err(|e| DataError::new(path, None, format!("cannot read: {e}")))?;
     let (mut valid, mut names_file, mut count) = (None, None, None);
     for (i, raw) in text.lines().enumerate() {
@@ -35,7 +44,7 @@ pub fn open_darknet_data(path: &Path, classes: Option<usize>, on_bad: OnBad) -> 
             return Err(DataError::new(path, Some(i + 1), format!("expected `key = value`, found `{line}`")));
         };
         match k.trim() {
-            "valid" => valid = Some((v.trim().to_string(), i + 1)),
+            k if k == key => valid = Some((v.trim().to_string(), i + 1)),
             "names" => names_file = Some((v.trim().to_string(), i + 1)),
             "classes" => {
                 count = Some(v.trim().parse::<usize>().map_err(|_| {
@@ -46,7 +55,7 @@ pub fn open_darknet_data(path: &Path, classes: Option<usize>, on_bad: OnBad) -> 
         }
     }
     let Some((valid, vline)) = valid else {
-        return Err(DataError::new(path, None, "missing `valid = <list file or folder>`"));
+        return Err(DataError::new(path, None, format!("missing `{key} = <list file or folder>`")));
     };
     let names = match names_file {
         Some((n, line)) => {
@@ -85,6 +94,7 @@ pub fn open_darknet_data(path: &Path, classes: Option<usize>, on_bad: OnBad) -> 
 /// and `names` (a list or a map index -> name).
 pub fn open_ultralytics_yaml(
     path: &Path,
+    split: Split,
     classes: Option<usize>,
     on_bad: OnBad,
 ) -> Result<DetectionDataset, DataError> {
@@ -123,11 +133,16 @@ pub fn open_ultralytics_yaml(
         Yaml::BadValue | Yaml::Null => default_names(&root, doc["nc"].as_i64().map(|n| n as usize).or(classes))?,
         other => return Err(DataError::new(path, None, format!("`names`: expected a list or a map, found {other:?}"))),
     };
-    let vals: Vec<String> = match &doc["val"] {
+    let key = match split {
+        Split::Val => "val",
+        Split::Train => "train",
+    };
+    let vals: Vec<String> = match &doc[key] {
         Yaml::String(s) => vec![s.clone()],
         Yaml::Array(a) => a.iter().map(yaml_scalar).collect(),
         _ => {
-            return Err(DataError::new(path, None, "missing `val`: expected a folder, a list file, or a list of them"))
+            let msg = format!("missing `{key}`: expected a folder, a list file, or a list of them");
+            return Err(DataError::new(path, None, msg));
         }
     };
     let mut images = Vec::new();
@@ -141,7 +156,7 @@ pub fn open_ultralytics_yaml(
             return Err(DataError::new(
                 path,
                 None,
-                format!("`val`: {} is neither a folder nor a list file", p.display()),
+                format!("`{key}`: {} is neither a folder nor a list file", p.display()),
             ));
         }
     }
