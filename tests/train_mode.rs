@@ -84,3 +84,45 @@ fn a_few_steps_reduce_the_loss() {
     assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
     assert!(losses[14] < 0.5 * losses[0], "loss did not fall: {losses:?}");
 }
+
+/// Fine-tuning a pruned model: every weight that is zero at the start (half of conv_2's
+/// weights, and the BN weight and bias of filter 0 of conv_4) is exactly zero afterwards,
+/// and the other weights moved.
+#[test]
+fn finetune_keeps_zeros_at_zero() {
+    use prunescope::data::synth::{self, SynthConfig};
+    use prunescope::data::{DetectionDataset, OnBad, Split};
+    use prunescope::train::{self, trainer, TrainConfig};
+    let dir = tempfile::tempdir().unwrap();
+    synth::generate(dir.path(), &SynthConfig { train: 8, val: 2, seed: 1, ..Default::default() }, 2, &|_, _| {})
+        .unwrap();
+    let ds = DetectionDataset::open_split(&dir.path().join("data.yaml"), Split::Train, None, OnBad::Error).unwrap();
+    let cfg_path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sample_runs/shapes/yolov3-tiny-shapes.cfg");
+    let cfg = Cfg::from_file(&cfg_path).unwrap();
+    let graph = Graph::build(&cfg, 1, 160, 160).unwrap();
+    let mut w = Weights::initialize(&Layout::of(&cfg, &graph), 2);
+    let conv2 = w.get_mut("module_list.2.conv_2.weight").unwrap();
+    for v in conv2.data.iter_mut().step_by(2) {
+        *v = 0.0;
+    }
+    w.get_mut("module_list.4.batch_norm_4.weight").unwrap().data[0] = 0.0;
+    w.get_mut("module_list.4.batch_norm_4.bias").unwrap().data[0] = 0.0;
+    let zeros_before = w.count_nonzero();
+    let mut net = Darknet::new(&cfg, &graph, &w, Device::Cpu).unwrap();
+    let (samples, _) = trainer::prepare(&ds, 160, 2, OnBad::Error).unwrap();
+    let tc =
+        TrainConfig { epochs: 1, batch: 4, img_size: 160, keep_zeros: true, warmup_epochs: 0.0, ..Default::default() };
+    train::train(&mut net, &trainer::heads(&cfg, &graph), &samples, &tc, &mut |_, _, _, _| {}, &mut |_, _| Ok(true))
+        .unwrap();
+    let after = net.to_weights().unwrap();
+    let (b2, a2) = (&w.get("module_list.2.conv_2.weight").data, &after.get("module_list.2.conv_2.weight").data);
+    for (i, (b, a)) in b2.iter().zip(a2).enumerate() {
+        if *b == 0.0 {
+            assert_eq!(*a, 0.0, "conv_2 weight {i} left zero");
+        }
+    }
+    assert!(b2.iter().zip(a2).any(|(b, a)| *b != 0.0 && a != b), "other weights must change");
+    assert_eq!(after.get("module_list.4.batch_norm_4.weight").data[0], 0.0);
+    assert_eq!(after.get("module_list.4.batch_norm_4.bias").data[0], 0.0);
+    assert_eq!(after.count_nonzero(), zeros_before, "no zero became non-zero and no weight became exactly zero");
+}

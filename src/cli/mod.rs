@@ -4,6 +4,7 @@ pub mod cocoeval;
 pub mod eval;
 pub mod inspect;
 pub mod synth;
+pub mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -25,6 +26,10 @@ pub enum Command {
     Eval(eval::Args),
     /// Generate the deterministic synthetic shapes dataset (YOLO layout + data.yaml).
     Synth(synth::Args),
+    /// Train a Darknet model on a dataset's train split (validating on its val split).
+    Train(train::TrainArgs),
+    /// Fine-tune a (pruned) checkpoint; weights that are zero stay exactly zero.
+    Finetune(train::FinetuneArgs),
 }
 
 /// Runs the parsed command line; returns the process exit code.
@@ -34,6 +39,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Cocoeval(args)) => cocoeval::run(&args),
         Some(Command::Eval(args)) => eval::run(&args),
         Some(Command::Synth(args)) => synth::run(&args),
+        Some(Command::Train(args)) => train::run_train(&args),
+        Some(Command::Finetune(args)) => train::run_finetune(&args),
         None => {
             use clap::CommandFactory;
             Cli::command().print_help()?;

@@ -3,6 +3,8 @@
 
 pub mod loss;
 pub mod optim;
+pub mod trainer;
 
 pub use loss::{yolo_loss, Head, LossWeights, Target};
 pub use optim::Sgd;
+pub use trainer::{train, EpochReport, TrainConfig, TrainError, TrainSample};
