@@ -237,7 +237,7 @@ pub fn train(
     let steps = samples.len().div_ceil(batch);
     let total = steps * tc.epochs;
     let warmup = ((tc.warmup_epochs * steps as f64) as usize).min(total.saturating_sub(1));
-    let mut rng = Rng::new(tc.seed ^ 0x7472_6169_6E);
+    let mut rng = Rng::new(tc.seed ^ 0x0074_7261_696E);
     let mut reports = Vec::new();
     let mut order: Vec<usize> = (0..samples.len()).collect();
     for epoch in 0..tc.epochs {
