@@ -8,4 +8,7 @@ pub mod data;
 pub mod eval;
 pub mod metrics;
 pub mod model;
+pub mod prune;
+pub mod report;
+pub mod sensitivity;
 pub mod train;

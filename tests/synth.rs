@@ -49,7 +49,7 @@ fn same_seed_same_bytes_and_valid_labels() {
     for s in &ds.samples {
         assert!((1..=8).contains(&s.boxes.len()));
         let (w, h) = image::image_dimensions(&s.image).unwrap();
-        assert!((120..=240).contains(&w) && (120..=240).contains(&h));
+        assert!((120..=160).contains(&w) && (120..=160).contains(&h));
         for b in &s.boxes {
             per_class[b.class] += 1;
             let [x, y, bw, bh] = b.pixels_xywh(w, h);

@@ -1,5 +1,6 @@
 //! The command-line interface: one thin file per subcommand over the engine.
 
+pub mod analyze;
 pub mod cocoeval;
 pub mod eval;
 pub mod inspect;
@@ -30,6 +31,10 @@ pub enum Command {
     Train(train::TrainArgs),
     /// Fine-tune a (pruned) checkpoint; weights that are zero stay exactly zero.
     Finetune(train::FinetuneArgs),
+    /// Layer-wise sensitivity analysis: prune one layer at a time at each sparsity, measure mAP.
+    Analyze(analyze::Args),
+    /// Join the shard runs of one analysis (`analyze --shard i/n`) into one run.
+    Merge(analyze::MergeArgs),
 }
 
 /// Runs the parsed command line; returns the process exit code.
@@ -41,6 +46,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Synth(args)) => synth::run(&args),
         Some(Command::Train(args)) => train::run_train(&args),
         Some(Command::Finetune(args)) => train::run_finetune(&args),
+        Some(Command::Analyze(args)) => analyze::run(&args),
+        Some(Command::Merge(args)) => analyze::run_merge(&args),
         None => {
             use clap::CommandFactory;
             Cli::command().print_help()?;

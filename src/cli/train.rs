@@ -4,7 +4,7 @@
 use crate::data::{DetectionDataset, OnBad, Split};
 use crate::eval::{self, EvalConfig};
 use crate::model::{parse_device, Cfg, Darknet, Graph, Layout, Weights};
-use crate::train::{self, trainer, TrainConfig};
+use crate::train::{self, trainer, OptimizerKind, TrainConfig};
 use anyhow::Context;
 use std::io::Write;
 use std::path::PathBuf;
@@ -28,9 +28,13 @@ pub struct Common {
     /// Square input size; default: the cfg's width.
     #[arg(long)]
     pub img_size: Option<u32>,
-    /// Initial learning rate (SGD, momentum 0.937, warm-up then cosine).
-    #[arg(long, default_value_t = 0.01)]
-    pub lr: f64,
+    /// Update rule (momentum / β1 0.937).
+    #[arg(long, value_enum, default_value = "sgd")]
+    pub optimizer: OptimizerKind,
+    /// Initial learning rate (after a linear warm-up, a cosine decays it to 1 % of this);
+    /// default: 0.01 for SGD, 0.001 for Adam.
+    #[arg(long)]
+    pub lr: Option<f64>,
     /// Warm-up length in epochs.
     #[arg(long, default_value_t = 1.0)]
     pub warmup: f64,
@@ -81,12 +85,17 @@ fn run(c: &Common, weights: Option<&PathBuf>, keep_zeros: bool) -> anyhow::Resul
     let size = c.img_size.unwrap_or(cfg.width as u32);
     let graph = Graph::build(&cfg, 1, size as usize, size as usize)?;
     let layout = Layout::of(&cfg, &graph);
-    let init = match weights {
-        Some(p) => Weights::load(p, &layout)?,
-        None => Weights::initialize(&layout, c.seed),
-    };
     let device = parse_device(&c.device).map_err(anyhow::Error::msg)?;
     let train_ds = DetectionDataset::open_split(&c.data, Split::Train, Some(cfg.classes()), OnBad::Skip)?;
+    let init = match weights {
+        Some(p) => Weights::load(p, &layout)?,
+        None => {
+            let mut w = Weights::initialize(&layout, c.seed);
+            let boxes: usize = train_ds.samples.iter().map(|s| s.boxes.len()).sum();
+            trainer::prior_biases(&mut w, &cfg, &graph, boxes as f64 / train_ds.samples.len().max(1) as f64);
+            w
+        }
+    };
     let val_ds = DetectionDataset::open_split(&c.data, Split::Val, Some(cfg.classes()), OnBad::Skip)?;
     if train_ds.num_classes() != cfg.classes() {
         anyhow::bail!(
@@ -109,7 +118,11 @@ fn run(c: &Common, weights: Option<&PathBuf>, keep_zeros: bool) -> anyhow::Resul
         epochs: c.epochs,
         batch: c.batch,
         img_size: size,
-        lr0: c.lr,
+        optimizer: c.optimizer,
+        lr0: c.lr.unwrap_or(match c.optimizer {
+            OptimizerKind::Sgd => 0.01,
+            OptimizerKind::Adam => 0.001,
+        }),
         warmup_epochs: c.warmup,
         seed: c.seed,
         keep_zeros,

@@ -28,7 +28,7 @@ pub struct SynthConfig {
 
 impl Default for SynthConfig {
     fn default() -> Self {
-        Self { train: 2000, val: 300, seed: 0, min_side: 120, max_side: 240, min_object: 8.0, jpeg_quality: 90 }
+        Self { train: 2000, val: 300, seed: 0, min_side: 120, max_side: 160, min_object: 8.0, jpeg_quality: 90 }
     }
 }
 
@@ -230,8 +230,10 @@ pub fn image(seed: u64, cfg: &SynthConfig) -> (RgbImage, Vec<Object>) {
     while objects.len() < want && tries < 200 {
         tries += 1;
         let class = rng.int(0, CLASSES.len() as u32 - 1) as usize;
-        // Log-uniform size: many small objects, some large.
-        let side = (cfg.min_object.ln() + rng.f64() * (max_obj.ln() - cfg.min_object.ln())).exp();
+        // Uniform in √side: medium sizes most often, tiny and large ones regularly
+        // (with 8 px and 88 px bounds a fifth are under 16 px).
+        let (lo, hi) = (cfg.min_object.sqrt(), max_obj.sqrt());
+        let side = (lo + rng.f64() * (hi - lo)).powi(2);
         let r = side / 2.0;
         let rot = rng.range(0.0, std::f64::consts::TAU);
         let aspect = rng.range(0.8, 1.25);
@@ -358,7 +360,7 @@ mod tests {
             let (b, ob) = image(s, &cfg);
             assert!(a == b && oa == ob, "image {i} differs between runs");
             let (w, h) = a.dimensions();
-            assert!((120..=240).contains(&w) && (120..=240).contains(&h));
+            assert!((120..=160).contains(&w) && (120..=160).contains(&h));
             assert!((1..=8).contains(&oa.len()), "image {i}: {} objects", oa.len());
             for o in &oa {
                 assert!(o.bbox[0] >= 0.0 && o.bbox[1] >= 0.0 && o.bbox[2] <= w as f64 && o.bbox[3] <= h as f64);

@@ -180,14 +180,7 @@ pub fn predict_all(
         let mut seconds = 0.0;
         for (out, metas) in rx {
             let t = Instant::now();
-            for (b, (i, lb)) in metas.iter().enumerate() {
-                let kept: Vec<Det> = nms::nms(nms::candidates(&out.f_get(b as i64)?, &nms_cfg)?, &nms_cfg);
-                preds.push(ImagePrediction {
-                    sample: *i,
-                    size: lb.original,
-                    dets: kept.iter().map(|d| (lb.to_original(d.xyxy), d.score as f64, d.class)).collect(),
-                });
-            }
+            preds.extend(postprocess(&out, &metas, &nms_cfg)?);
             seconds += t.elapsed().as_secs_f64();
         }
         Ok((preds, seconds))
@@ -242,6 +235,26 @@ pub fn predict_all(
     timing.postprocess_s = post_s;
     preds.sort_by_key(|p| p.sample);
     Ok((preds, skipped, timing))
+}
+
+/// NMS of one batch of model outputs `[N, rows, 5 + C]`, boxes mapped back to the original
+/// pixels of each image (`metas[b]`: sample index and letterbox geometry of row `b`).
+pub fn postprocess(
+    out: &Tensor,
+    metas: &[(usize, Letterboxed)],
+    nms_cfg: &NmsConfig,
+) -> Result<Vec<ImagePrediction>, tch::TchError> {
+    let _guard = tch::no_grad_guard();
+    let mut preds = Vec::with_capacity(metas.len());
+    for (b, (i, lb)) in metas.iter().enumerate() {
+        let kept: Vec<Det> = nms::nms(nms::candidates(&out.f_get(b as i64)?, nms_cfg)?, nms_cfg);
+        preds.push(ImagePrediction {
+            sample: *i,
+            size: lb.original,
+            dets: kept.iter().map(|d| (lb.to_original(d.xyxy), d.score as f64, d.class)).collect(),
+        });
+    }
+    Ok(preds)
 }
 
 /// Runs one batch through the predictor; the letterboxed pixels are released, the

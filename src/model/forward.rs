@@ -54,6 +54,14 @@ pub fn parse_device(s: &str) -> Result<Device, String> {
     }
 }
 
+/// The tensors of one convolution block: weight, optional bias, optional batch norm
+/// (weight, bias, running mean, running var).
+pub struct ConvParams {
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+    pub bn: Option<[Tensor; 4]>,
+}
+
 struct ConvLayer {
     weight: Tensor,
     bias: Option<Tensor>,
@@ -182,9 +190,58 @@ impl Darknet {
         keep_all: bool,
     ) -> Result<ForwardOutput, ForwardError> {
         let _guard = tch::no_grad_guard();
-        let (blocks, heads) = self.run(start, image_shape, given, keep_all, false)?;
+        let (blocks, heads) = self.run(start, image_shape, given, keep_all, false, None)?;
         let detections = Tensor::f_cat(&heads, 1)?;
         Ok(ForwardOutput { detections, blocks })
+    }
+
+    /// Runs only the blocks marked in `compute` (see [`Graph::descendants`]); every other
+    /// block a computed one reads, and every yolo head not computed, must be in `given`
+    /// (see [`Graph::subset_inputs`]). Returns the detections.
+    pub fn forward_subset(
+        &self,
+        compute: &[bool],
+        image_shape: &[i64],
+        given: BTreeMap<Source, Tensor>,
+    ) -> Result<Tensor, ForwardError> {
+        let _guard = tch::no_grad_guard();
+        let start = compute.iter().position(|&c| c).unwrap_or(self.layers.len());
+        let (_, heads) = self.run(start, image_shape, given, false, false, Some(compute))?;
+        Ok(Tensor::f_cat(&heads, 1)?)
+    }
+
+    /// The tensors of convolution `block` (shallow copies), or None if it is no convolution.
+    pub fn conv_params(&self, block: usize) -> Option<ConvParams> {
+        match self.layers.get(block)? {
+            Layer::Conv(c) => Some(ConvParams {
+                weight: c.weight.shallow_clone(),
+                bias: c.bias.as_ref().map(|b| b.shallow_clone()),
+                bn: c.bn.as_ref().map(|bn| bn.each_ref().map(|t| t.shallow_clone())),
+            }),
+            _ => None,
+        }
+    }
+
+    /// Convolution `block` (with its batch norm and activation) applied to `x` with `params`
+    /// in place of its own tensors.
+    pub fn apply_conv(&self, block: usize, x: &Tensor, params: &ConvParams) -> Result<Tensor, ForwardError> {
+        let _guard = tch::no_grad_guard();
+        match self.layers.get(block) {
+            Some(Layer::Conv(c)) => {
+                let swapped = ConvLayer {
+                    weight: params.weight.shallow_clone(),
+                    bias: params.bias.as_ref().map(|b| b.shallow_clone()),
+                    bn: params.bn.as_ref().map(|bn| bn.each_ref().map(|t| t.shallow_clone())),
+                    stride: c.stride,
+                    padding: c.padding,
+                    groups: c.groups,
+                    activation: c.activation,
+                    keys: c.keys.clone(),
+                };
+                conv(&swapped, x, false)
+            }
+            _ => Err(ForwardError::BadStart { start: block, blocks: self.layers.len() }),
+        }
     }
 
     /// Training-mode pass: batch-norm uses batch statistics (and updates the running ones),
@@ -192,7 +249,7 @@ impl Darknet {
     /// `[N, anchors, H, W, 5 + classes]` (before sigmoid/exp), in cfg order.
     pub fn forward_train(&self, image: &Tensor) -> Result<Vec<Tensor>, ForwardError> {
         let given = BTreeMap::from([(Source::Image, image.shallow_clone())]);
-        Ok(self.run(0, image.size().as_slice(), given, false, true)?.1)
+        Ok(self.run(0, image.size().as_slice(), given, false, true, None)?.1)
     }
 
     /// Runs blocks `start..`; returns the kept block outputs and the yolo head outputs
@@ -204,6 +261,7 @@ impl Darknet {
         mut given: BTreeMap<Source, Tensor>,
         keep_all: bool,
         train: bool,
+        compute: Option<&[bool]>,
     ) -> Result<(Vec<Option<Tensor>>, Vec<Tensor>), ForwardError> {
         let n = self.layers.len();
         if start >= n {
@@ -236,6 +294,9 @@ impl Darknet {
             }
         }
         for i in start..n {
+            if compute.is_some_and(|c| !c.get(i).copied().unwrap_or(false)) {
+                continue;
+            }
             let get = |s: Source, slots: &[Option<Tensor>]| -> Result<Tensor, ForwardError> {
                 let t = match s {
                     Source::Image => image.as_ref(),

@@ -243,6 +243,40 @@ impl Graph {
         out
     }
 
+    /// The blocks whose output changes when block `start` changes: `start` and every block
+    /// that reads one of them, directly or not.
+    pub fn descendants(&self, start: usize) -> Vec<bool> {
+        let mut out = vec![false; self.nodes.len()];
+        if start < out.len() {
+            out[start] = true;
+        }
+        for n in self.nodes.iter().skip(start + 1) {
+            out[n.index] = n.inputs.iter().any(|s| matches!(s, Source::Block(j) if out[*j]));
+        }
+        out
+    }
+
+    /// What running only the blocks marked in `compute` needs from outside: sources the
+    /// computed blocks read but do not compute, plus the yolo heads not computed (the final
+    /// concatenation reads them).
+    pub fn subset_inputs(&self, compute: &[bool]) -> Vec<Source> {
+        let computed = |j: usize| compute.get(j).copied().unwrap_or(false);
+        let mut out: Vec<Source> = self
+            .nodes
+            .iter()
+            .filter(|n| computed(n.index))
+            .flat_map(|n| n.inputs.iter().copied())
+            .filter(|s| match s {
+                Source::Image => true,
+                Source::Block(j) => !computed(*j),
+            })
+            .chain(self.nodes.iter().filter(|n| n.kind == "yolo" && !computed(n.index)).map(|n| Source::Block(n.index)))
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
     /// For each block, the index of the last block that reads its output (None: nobody
     /// does, e.g. yolo heads, whose outputs are collected separately).
     pub fn last_use(&self) -> Vec<Option<usize>> {

@@ -6,5 +6,5 @@ pub mod optim;
 pub mod trainer;
 
 pub use loss::{yolo_loss, Head, LossWeights, Target};
-pub use optim::Sgd;
+pub use optim::{Adam, Optimizer, OptimizerKind, Sgd};
 pub use trainer::{train, EpochReport, TrainConfig, TrainError, TrainSample};

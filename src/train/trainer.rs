@@ -3,10 +3,10 @@
 //! zero at the start kept at exactly zero.
 
 use super::loss::{yolo_loss, Head, LossWeights, Target};
-use super::optim::Sgd;
+use super::optim::{Optimizer, OptimizerKind, Sgd};
 use crate::data::synth::Rng;
 use crate::data::{DataError, DetectionDataset, OnBad, Prefetcher, SkipReport};
-use crate::model::{BlockKind, Cfg, Darknet, ForwardError, Graph};
+use crate::model::{BlockKind, Cfg, Darknet, ForwardError, Graph, Weights};
 use std::time::Instant;
 use tch::{Kind, Tensor};
 
@@ -16,6 +16,7 @@ pub struct TrainConfig {
     pub epochs: usize,
     pub batch: usize,
     pub img_size: u32,
+    pub optimizer: OptimizerKind,
     pub lr0: f64,
     /// Final learning rate as a fraction of `lr0` (end of the cosine).
     pub lr_final: f64,
@@ -38,6 +39,7 @@ impl Default for TrainConfig {
             epochs: 50,
             batch: 16,
             img_size: 160,
+            optimizer: OptimizerKind::Sgd,
             lr0: 0.01,
             lr_final: 0.01,
             momentum: 0.937,
@@ -98,6 +100,31 @@ pub fn heads(cfg: &Cfg, graph: &Graph) -> Vec<Head> {
             _ => None,
         })
         .collect()
+}
+
+/// Sets the biases of the yolo output convolutions of a freshly initialised model to the
+/// priors of the data (as Ultralytics does): objectness to log(objects per image / cells of
+/// the head) and class scores to log(0.6 / (classes − 0.99)). Training from scratch then
+/// starts near "nothing here, classes equally likely" instead of spending its first epoch
+/// pushing 50 % objectness down everywhere.
+pub fn prior_biases(weights: &mut Weights, cfg: &Cfg, graph: &Graph, objects_per_image: f64) {
+    for y in cfg.yolo_blocks() {
+        let BlockKind::Yolo(head) = &cfg.blocks[y].kind else { continue };
+        let conv = y - 1;
+        let Some(bias) = weights.tensors.get_mut(&format!("module_list.{conv}.conv_{conv}.bias")) else { continue };
+        let shape = &graph.nodes[conv].output_shape;
+        let cells = (shape[2] * shape[3]) as f64;
+        let per_anchor = head.outputs_per_anchor();
+        let obj = (objects_per_image.max(0.1) / cells).ln() as f32;
+        let cls = (0.6 / (head.classes as f64 - 0.99).max(0.01)).ln() as f32;
+        for (i, b) in bias.data.iter_mut().enumerate() {
+            match i % per_anchor {
+                4 => *b = obj,
+                k if k >= 5 => *b = cls,
+                _ => {}
+            }
+        }
+    }
 }
 
 /// Decodes and letterboxes every image once (on `threads` threads).
@@ -232,7 +259,7 @@ pub fn train(
         let params = net.parameters();
         params.iter().map(|(_, p)| tc.keep_zeros.then(|| p.detach().not_equal(0.0).to_kind(Kind::Float))).collect()
     };
-    let mut sgd = Sgd::new(&net.parameters(), tc.momentum, tc.weight_decay);
+    let mut optimizer = Optimizer::new(tc.optimizer, &net.parameters(), tc.momentum, tc.weight_decay);
     let batch = tc.batch.max(1);
     let steps = samples.len().div_ceil(batch);
     let total = steps * tc.epochs;
@@ -268,7 +295,7 @@ pub fn train(
             }
             loss.total.f_backward()?;
             lr = learning_rate(tc, epoch * steps + step, warmup, total);
-            sgd.step(&params, lr);
+            optimizer.step(&params, lr);
             if tc.keep_zeros {
                 tch::no_grad(|| -> Result<(), tch::TchError> {
                     for ((_, p), m) in params.iter().zip(&masks) {

@@ -1,0 +1,506 @@
+//! `run`: settings checked, the run store opened (or resumed), images decoded once, the
+//! baseline and the activation cache built, the points handed to workers and their results
+//! stored and streamed as events.
+
+use super::store::{self, DatasetRef, EvalSettings, FileRef, ModelRef, RunHeader, RunWriter, RUN_FORMAT};
+use super::worker::{self, Batch, Job, Shared, WorkerMsg};
+use super::{AnalysisConfig, Event, LayerInfo, Metrics, PointRecord, Record, RunSummary, RunTiming, SensitivityError};
+use crate::data::{DetectionDataset, OnBad, Prefetcher, SkipReport};
+use crate::eval::{self, EvalConfig};
+use crate::metrics::nms::NmsConfig;
+use crate::model::{parse_device, BlockKind, Cfg, Darknet, Graph, Layout, Source, Weights};
+use crossbeam_channel::Sender;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+use tch::Device;
+
+type Result<T> = std::result::Result<T, SensitivityError>;
+
+fn config_err(m: impl Into<String>) -> SensitivityError {
+    SensitivityError::Config(m.into())
+}
+
+/// Matches `name` against a pattern with `*` (any run) and `?` (one character).
+fn glob(pattern: &str, name: &str) -> bool {
+    fn go(p: &[u8], n: &[u8]) -> bool {
+        match (p.first(), n.first()) {
+            (None, None) => true,
+            (Some(b'*'), _) => go(&p[1..], n) || (!n.is_empty() && go(p, &n[1..])),
+            (Some(b'?'), Some(_)) => go(&p[1..], &n[1..]),
+            (Some(a), Some(b)) if a == b => go(&p[1..], &n[1..]),
+            _ => false,
+        }
+    }
+    go(pattern.as_bytes(), name.as_bytes())
+}
+
+/// The convolutions to analyse, by block index: all of them, minus the yolo output
+/// convolutions unless `include_heads`, filtered by `patterns` (`*`/`?` wildcards; a
+/// leading `!` excludes). A pattern that matches no convolution is an error.
+pub fn select_layers(cfg: &Cfg, patterns: &[String], include_heads: bool) -> Result<Vec<usize>> {
+    let heads = cfg.head_convs();
+    let convs: Vec<usize> =
+        cfg.blocks.iter().filter(|b| matches!(b.kind, BlockKind::Convolutional(_))).map(|b| b.index).collect();
+    let name = |i: usize| format!("conv_{i}");
+    let patterns: Vec<&str> = patterns.iter().map(|p| p.trim()).filter(|p| !p.is_empty()).collect();
+    let (excludes, includes): (Vec<&str>, Vec<&str>) = patterns.iter().partition(|p| p.starts_with('!'));
+    let excludes: Vec<&str> = excludes.iter().map(|p| &p[1..]).collect();
+    for p in includes.iter().chain(&excludes) {
+        if !convs.iter().any(|&i| glob(p, &name(i))) {
+            return Err(config_err(format!(
+                "--layers: `{p}` matches no convolution of {} (it has {})",
+                cfg.source,
+                summarize_names(&convs)
+            )));
+        }
+    }
+    let selected: Vec<usize> = convs
+        .iter()
+        .copied()
+        .filter(|&i| {
+            let n = name(i);
+            // A head convolution is analysed with include_heads, or when named exactly.
+            let head_ok = include_heads || !heads.contains(&i) || includes.contains(&n.as_str());
+            let included = includes.is_empty() || includes.iter().any(|p| glob(p, &n));
+            head_ok && included && !excludes.iter().any(|p| glob(p, &n))
+        })
+        .collect();
+    if selected.is_empty() {
+        return Err(config_err("--layers selects no convolution"));
+    }
+    Ok(selected)
+}
+
+fn summarize_names(convs: &[usize]) -> String {
+    match (convs.first(), convs.last()) {
+        (Some(a), Some(b)) if convs.len() > 1 => format!("{} convolutions, conv_{a} … conv_{b}", convs.len()),
+        (Some(a), _) => format!("conv_{a}"),
+        _ => "no convolutions".into(),
+    }
+}
+
+/// SHA-256 over the image list (paths relative to the dataset) and every label.
+fn dataset_hash(ds: &DetectionDataset) -> String {
+    use sha2::Digest;
+    let root =
+        ds.source.canonicalize().ok().map(|p| if p.is_dir() { p } else { p.parent().unwrap_or(&p).to_path_buf() });
+    let mut h = sha2::Sha256::new();
+    for s in &ds.samples {
+        let abs = s.image.canonicalize().unwrap_or_else(|_| s.image.clone());
+        let rel = root.as_ref().and_then(|r| abs.strip_prefix(r).ok()).unwrap_or(&abs);
+        h.update(rel.to_string_lossy().as_bytes());
+        for b in &s.boxes {
+            h.update(format!(
+                "|{} {:.6} {:.6} {:.6} {:.6} {}",
+                b.class, b.coords[0], b.coords[1], b.coords[2], b.coords[3], b.crowd
+            ));
+        }
+        h.update(b"\n");
+    }
+    store::hex(&h.finalize())
+}
+
+fn check_sparsities(s: &[f64]) -> Result<Vec<f64>> {
+    if s.is_empty() {
+        return Err(config_err("--sparsities: give at least one sparsity"));
+    }
+    let mut out = Vec::new();
+    for &v in s {
+        if !(v > 0.0 && v < 1.0) {
+            return Err(config_err(format!(
+                "--sparsities: {v} is outside (0, 1): give fractions such as 0.05,0.5 or percents such as 5,50"
+            )));
+        }
+        if !out.contains(&v) {
+            out.push(v);
+        }
+    }
+    out.sort_by(f64::total_cmp);
+    Ok(out)
+}
+
+/// The run's devices: one per worker.
+fn devices(config: &AnalysisConfig) -> Result<Vec<Device>> {
+    let first = parse_device(&config.device).map_err(config_err)?;
+    let gpus = if matches!(first, Device::Cuda(_)) { tch::Cuda::device_count() as usize } else { 0 };
+    Ok(match first {
+        // `cuda`/`auto` with GPUs: one worker per device unless told otherwise.
+        Device::Cuda(0) if config.device != "cuda:0" && config.workers == 0 => (0..gpus).map(Device::Cuda).collect(),
+        d => vec![d; config.workers.max(1)],
+    })
+}
+
+/// Runs (or resumes) the analysis described by `config`, sending events as it goes.
+/// Setting `cancel` stops it within one batch; finished points stay in the store.
+pub fn run(config: &AnalysisConfig, events: &Sender<Event>, cancel: &AtomicBool) -> Result<RunSummary> {
+    let started = Instant::now();
+    let send = |e: Event| {
+        let _ = events.send(e);
+    };
+    let sparsities = check_sparsities(&config.sparsities)?;
+    let cfg = Cfg::from_file(&config.cfg)?;
+    let size = config.img_size.unwrap_or(cfg.width as u32);
+    let graph = Graph::build(&cfg, 1, size as usize, size as usize)?;
+    let layout = Layout::of(&cfg, &graph);
+    let weights = Weights::load(&config.weights, &layout)?;
+    let mut dataset = DetectionDataset::open(&config.data, Some(cfg.classes()), OnBad::Skip)?;
+    if dataset.num_classes() != cfg.classes() {
+        return Err(config_err(format!(
+            "{} names {} classes but {} predicts {}: expected the same class list",
+            config.data.display(),
+            dataset.num_classes(),
+            config.cfg.display(),
+            cfg.classes()
+        )));
+    }
+    if let Some(n) = config.limit {
+        dataset.limit(n);
+    }
+    if dataset.samples.is_empty() {
+        return Err(config_err(format!("{}: no validation images", config.data.display())));
+    }
+    let layers = select_layers(&cfg, &config.layers, config.include_heads)?;
+    let devices = devices(config)?;
+
+    let header = RunHeader {
+        format: RUN_FORMAT.into(),
+        model: ModelRef {
+            cfg: FileRef { path: config.cfg.clone(), sha256: store::file_sha256(&config.cfg)? },
+            weights: FileRef { path: config.weights.clone(), sha256: store::file_sha256(&config.weights)? },
+        },
+        dataset: DatasetRef {
+            path: config.data.clone(),
+            images: dataset.samples.len(),
+            sha256: dataset_hash(&dataset),
+        },
+        method: config.method,
+        sparsities: sparsities.clone(),
+        layers: layers.iter().map(|i| format!("conv_{i}")).collect(),
+        metric: config.metric,
+        eval: EvalSettings { img_size: size, conf: config.conf, iou: config.iou, max_det: config.max_det },
+        device: config.device.clone(),
+        created_at: store::now_rfc3339(),
+        shard: config.shard,
+    };
+    let (mut writer, stored) = if config.resume && config.out.join(store::RUN_FILE).exists() {
+        let (w, s) = RunWriter::resume(&config.out, &header)?;
+        (w, Some(s))
+    } else {
+        (RunWriter::create(&config.out, &header)?, None)
+    };
+    if let Some(s) = &stored {
+        if !s.torn_lines.is_empty() {
+            send(Event::Warning(format!(
+                "{}: ignored a torn last line (line {}) left by an interrupted run",
+                config.out.join(store::POINTS_FILE).display(),
+                s.torn_lines[0]
+            )));
+        }
+    }
+
+    // The grid, this shard's part of it, and what is still to do.
+    let grid: Vec<(usize, f64)> = layers.iter().flat_map(|&l| sparsities.iter().map(move |&s| (l, s))).collect();
+    let mine: Vec<(usize, f64)> = grid
+        .iter()
+        .enumerate()
+        .filter(|(k, _)| config.shard.is_none_or(|sh| k % sh.count == sh.index))
+        .map(|(_, &p)| p)
+        .collect();
+    let done: BTreeSet<(usize, u64)> =
+        stored.as_ref().map(|s| s.points.iter().map(|p| (p.block, p.sparsity.to_bits())).collect()).unwrap_or_default();
+    let pending: Vec<(usize, f64)> = mine.iter().copied().filter(|(l, s)| !done.contains(&(*l, s.to_bits()))).collect();
+    let already_done = mine.len() - pending.len();
+    let layer_infos: Vec<LayerInfo> = layers
+        .iter()
+        .map(|&i| {
+            let n = &graph.nodes[i];
+            LayerInfo { name: n.name.clone(), block: i, shape: n.output_shape.clone(), params: n.params, macs: n.macs }
+        })
+        .collect();
+    send(Event::Started {
+        run_dir: config.out.clone(),
+        layers: layer_infos,
+        sparsities: sparsities.clone(),
+        total: mine.len(),
+        already_done,
+    });
+
+    // Decode every image once.
+    let t = Instant::now();
+    let ecfg = EvalConfig {
+        img_size: size,
+        batch: config.batch.max(1),
+        nms: NmsConfig { conf: config.conf, iou: config.iou, max_det: config.max_det, ..Default::default() },
+        ..Default::default()
+    };
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let paths = dataset.samples.iter().map(|s| s.image.clone()).collect();
+    let mut skipped = SkipReport::default();
+    let mut batches: Vec<Batch> = Vec::new();
+    let mut current = Batch::default();
+    for (i, item) in Prefetcher::new(paths, size, threads, 64) {
+        match item {
+            Ok(mut lb) => {
+                current.input.append(&mut lb.data);
+                current.metas.push((i, lb));
+                if current.metas.len() == ecfg.batch {
+                    batches.push(std::mem::take(&mut current));
+                }
+            }
+            Err(e) => skipped.handle(OnBad::Skip, e)?,
+        }
+        if cancel.load(Ordering::Relaxed) {
+            send(Event::Cancelled);
+            return Err(SensitivityError::Cancelled);
+        }
+    }
+    if !current.metas.is_empty() {
+        batches.push(current);
+    }
+    if !skipped.is_empty() || !dataset.skipped.is_empty() {
+        send(Event::Warning(format!(
+            "skipped unreadable validation data: {} {}",
+            dataset.skipped.summary(3),
+            skipped.summary(3)
+        )));
+    }
+    let images: usize = batches.iter().map(|b| b.metas.len()).sum();
+    let mut timing = RunTiming { decode_s: t.elapsed().as_secs_f64(), ..Default::default() };
+
+    // What the points read: per layer, the blocks it changes and their outside inputs.
+    let pending_layers: Vec<usize> = layers.iter().copied().filter(|l| pending.iter().any(|p| p.0 == *l)).collect();
+    let mut cached_sources: BTreeSet<usize> = BTreeSet::new();
+    for &l in &pending_layers {
+        let mut compute = graph.descendants(l);
+        compute[l] = false;
+        for s in graph.subset_inputs(&graph.descendants(l)).into_iter().chain(graph.subset_inputs(&compute)) {
+            if let Source::Block(j) = s {
+                if j != l {
+                    cached_sources.insert(j);
+                }
+            }
+        }
+    }
+    let per_image_bytes: u64 =
+        cached_sources.iter().map(|&j| graph.nodes[j].output_shape.iter().product::<usize>() as u64 * 4).sum();
+    let batch_bytes = per_image_bytes * ecfg.batch as u64;
+    let cacheable = if pending.is_empty() || batch_bytes == 0 {
+        batches.len()
+    } else {
+        ((config.cache_mem / batch_bytes.max(1)) as usize).min(batches.len())
+    };
+    if !pending.is_empty() && cacheable < batches.len() {
+        send(Event::Warning(format!(
+            "activation cache: {} of {} batches fit in --cache-mem {} MiB ({:.1} MiB a batch); the rest are recomputed",
+            cacheable,
+            batches.len(),
+            config.cache_mem >> 20,
+            batch_bytes as f64 / 1048576.0
+        )));
+    }
+
+    // Baseline pass: the unpruned metric, and the activations points will read.
+    let t = Instant::now();
+    tch::set_num_threads(threads as i32);
+    let net = Darknet::new(&cfg, &graph, &weights, devices[0])?;
+    let need_baseline = stored.as_ref().and_then(|s| s.baseline).is_none();
+    let mut cache: Vec<Option<BTreeMap<usize, worker::Activation>>> = Vec::with_capacity(batches.len());
+    let mut baseline_preds = Vec::new();
+    let mut cache_bytes = 0u64;
+    for (b, batch) in batches.iter().enumerate() {
+        if cancel.load(Ordering::Relaxed) {
+            send(Event::Cancelled);
+            return Err(SensitivityError::Cancelled);
+        }
+        let want_cache = b < cacheable && !pending.is_empty();
+        if !want_cache && !need_baseline {
+            cache.push(None);
+            continue;
+        }
+        let x = batch.tensor(size, devices[0])?;
+        let out = net.forward_from(0, &x.size(), BTreeMap::from([(Source::Image, x.shallow_clone())]), want_cache)?;
+        if need_baseline {
+            baseline_preds.extend(eval::postprocess(&out.detections, &batch.metas, &ecfg.nms)?);
+        }
+        if want_cache {
+            let mut acts = BTreeMap::new();
+            for &j in &cached_sources {
+                if let Some(t) = &out.blocks[j] {
+                    let a = worker::Activation::from_tensor(t)?;
+                    cache_bytes += a.data.len() as u64 * 4;
+                    acts.insert(j, a);
+                }
+            }
+            cache.push(Some(acts));
+        } else {
+            cache.push(None);
+        }
+    }
+    drop(net);
+    let baseline = match stored.as_ref().and_then(|s| s.baseline) {
+        Some((m, _)) => m,
+        None => {
+            let report = eval::score(&dataset, &baseline_preds, &ecfg)?;
+            let m = worker::metrics_of(&report);
+            let seconds = t.elapsed().as_secs_f64();
+            writer.append(&Record::Baseline { metrics: m, seconds })?;
+            send(Event::Baseline { metrics: m, seconds });
+            m
+        }
+    };
+    if stored.is_some() {
+        send(Event::Baseline { metrics: baseline, seconds: 0.0 });
+    }
+    timing.baseline_s = t.elapsed().as_secs_f64();
+
+    // Points, one job per layer (its sparsities share the layer's activations).
+    let shared = Shared {
+        cfg: &cfg,
+        graph: &graph,
+        layout: &layout,
+        weights: &weights,
+        dataset: &dataset,
+        ecfg: &ecfg,
+        batches: &batches,
+        cache: &cache,
+        method: config.method,
+        size,
+    };
+    let jobs: Vec<Job> = pending_layers
+        .iter()
+        .map(|&l| Job { block: l, sparsities: pending.iter().filter(|p| p.0 == l).map(|p| p.1).collect() })
+        .collect();
+    let cost: Vec<u64> = jobs.iter().map(|j| worker::job_macs(&graph, j) * images as u64).collect();
+    let total_cost: u64 = cost.iter().sum();
+    let (job_tx, job_rx) = crossbeam_channel::unbounded::<Job>();
+    for j in &jobs {
+        let _ = job_tx.send(j.clone());
+    }
+    drop(job_tx);
+    let (msg_tx, msg_rx) = crossbeam_channel::unbounded::<WorkerMsg>();
+    let per_worker_threads = if matches!(devices[0], Device::Cpu) { (threads / devices.len()).max(1) } else { 1 };
+    let points_started = Instant::now();
+    let mut computed = 0usize;
+    let mut failure: Option<String> = None;
+    let mut point_macs = 0u64;
+    let mut images_run = 0u64;
+    std::thread::scope(|scope| {
+        let mut handles = Vec::new();
+        for &device in &devices {
+            let (job_rx, msg_tx, shared) = (job_rx.clone(), msg_tx.clone(), &shared);
+            handles.push(
+                scope.spawn(move || worker::run_worker(shared, device, per_worker_threads, job_rx, msg_tx, cancel)),
+            );
+        }
+        drop(msg_tx);
+        let mut done_macs = 0u64;
+        for msg in msg_rx.iter() {
+            match msg {
+                WorkerMsg::Progress { macs, images } => {
+                    done_macs += macs;
+                    images_run += images;
+                    let elapsed = points_started.elapsed().as_secs_f64();
+                    let fraction = done_macs as f64 / total_cost.max(1) as f64;
+                    let eta = (fraction > 0.0).then(|| elapsed * (1.0 - fraction) / fraction);
+                    send(Event::Progress {
+                        done: already_done + computed,
+                        total: mine.len(),
+                        images_per_s: images_run as f64 / elapsed.max(1e-9),
+                        eta_s: eta,
+                    });
+                }
+                WorkerMsg::Point(p) => {
+                    if let Err(e) = writer.append(&Record::Point(p.clone())) {
+                        failure.get_or_insert(e.to_string());
+                        cancel.store(true, Ordering::Relaxed);
+                        continue;
+                    }
+                    computed += 1;
+                    send(Event::Point(p));
+                    let elapsed = points_started.elapsed().as_secs_f64();
+                    let fraction = done_macs as f64 / total_cost.max(1) as f64;
+                    send(Event::Progress {
+                        done: already_done + computed,
+                        total: mine.len(),
+                        images_per_s: images_run as f64 / elapsed.max(1e-9),
+                        eta_s: (fraction > 0.0).then(|| elapsed * (1.0 - fraction) / fraction),
+                    });
+                }
+                WorkerMsg::Failed(e) => {
+                    failure.get_or_insert(e);
+                    cancel.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+        for h in handles {
+            match h.join() {
+                Ok(t) => {
+                    timing.forward_s += t.forward_s;
+                    timing.nms_s += t.nms_s;
+                    timing.metrics_s += t.metrics_s;
+                    timing.activations_s += t.activations_s;
+                    point_macs += t.macs;
+                }
+                Err(_) => {
+                    failure.get_or_insert("a worker panicked".into());
+                }
+            }
+        }
+    });
+    timing.wall_s = started.elapsed().as_secs_f64();
+    if let Some(e) = failure {
+        send(Event::Error(e.clone()));
+        return Err(SensitivityError::Worker(e));
+    }
+    if computed < pending.len() {
+        send(Event::Cancelled);
+        return Err(SensitivityError::Cancelled);
+    }
+    let summary = RunSummary {
+        run_dir: config.out.clone(),
+        baseline,
+        total_points: mine.len(),
+        resumed_points: already_done,
+        computed_points: computed,
+        images,
+        workers: devices.len(),
+        cache_bytes,
+        cached_batches: cache.iter().filter(|c| c.is_some()).count(),
+        batches: batches.len(),
+        point_macs,
+        timing,
+    };
+    send(Event::Finished(summary.clone()));
+    Ok(summary)
+}
+
+/// A point's stored record, for tests and tools that compare runs.
+pub fn points_of(dir: &Path) -> std::result::Result<Vec<PointRecord>, store::StoreError> {
+    Ok(store::read(dir)?.points)
+}
+
+/// Baseline metrics of a stored run.
+pub fn baseline_of(dir: &Path) -> std::result::Result<Option<Metrics>, store::StoreError> {
+    Ok(store::read(dir)?.baseline.map(|b| b.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        assert!(glob("conv_1*", "conv_12") && glob("conv_1*", "conv_1") && !glob("conv_1*", "conv_2"));
+        assert!(glob("conv_?", "conv_3") && !glob("conv_?", "conv_30"));
+        assert!(glob("*", "conv_0"));
+    }
+
+    #[test]
+    fn sparsities_are_checked_sorted_and_deduplicated() {
+        assert_eq!(check_sparsities(&[0.5, 0.1, 0.5]).unwrap(), vec![0.1, 0.5]);
+        assert!(check_sparsities(&[1.0]).unwrap_err().to_string().contains("outside (0, 1)"));
+        assert!(check_sparsities(&[]).is_err());
+    }
+}

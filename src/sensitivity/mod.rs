@@ -1,0 +1,228 @@
+//! The layer-wise sensitivity engine: prune one layer at a time at each sparsity and measure
+//! the metric on a validation set, with background workers and streamed events.
+//!
+//! Work that is the same for every point is done once: images are decoded once, the
+//! baseline forward pass is run once per batch and keeps the activations later points read
+//! (within a memory cap), and a point for layer L runs only the blocks whose output depends
+//! on L. Finished points go to the run store as they finish, so a run can be resumed.
+
+pub mod engine;
+pub mod merge;
+pub mod store;
+mod worker;
+
+pub use engine::{run, select_layers};
+pub use store::{PointRecord, Record, RunHeader, Shard, StoredRun};
+
+use crate::prune::Method;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// The default sparsities: 5, 10, 20, …, 80, 88 %.
+pub const DEFAULT_SPARSITIES: [f64; 10] = [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.88];
+
+/// Every metric measured at a point.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+pub struct Metrics {
+    pub map50: f64,
+    /// mAP@0.5:0.95.
+    pub map: f64,
+    pub precision: f64,
+    pub recall: f64,
+}
+
+impl Metrics {
+    pub fn get(&self, m: Metric) -> f64 {
+        match m {
+            Metric::Map50 => self.map50,
+            Metric::Map => self.map,
+            Metric::Precision => self.precision,
+            Metric::Recall => self.recall,
+        }
+    }
+}
+
+/// The metric a run is judged by (every one is stored).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Metric {
+    /// COCO mAP@0.5.
+    Map50,
+    /// COCO mAP@0.5:0.95.
+    Map,
+    /// Mean precision over classes at the report confidence (0.25).
+    Precision,
+    /// Mean recall over classes at the report confidence (0.25).
+    Recall,
+}
+
+impl Metric {
+    pub fn label(self) -> &'static str {
+        match self {
+            Metric::Map50 => "mAP@0.5",
+            Metric::Map => "mAP@0.5:0.95",
+            Metric::Precision => "precision",
+            Metric::Recall => "recall",
+        }
+    }
+}
+
+/// What to analyse and how.
+#[derive(Debug, Clone)]
+pub struct AnalysisConfig {
+    pub cfg: PathBuf,
+    pub weights: PathBuf,
+    /// Validation data (any source `prunescope eval` reads; the val split of .data/.yaml).
+    pub data: PathBuf,
+    /// The run folder.
+    pub out: PathBuf,
+    pub method: Method,
+    /// Fractions in (0, 1).
+    pub sparsities: Vec<f64>,
+    /// Layer name patterns (`*` and `?` wildcards, a leading `!` excludes); empty: all.
+    pub layers: Vec<String>,
+    /// Also analyse the convolutions that feed a yolo head (left dense by default).
+    pub include_heads: bool,
+    pub metric: Metric,
+    /// Worker threads (0: one per CUDA device, else one).
+    pub workers: usize,
+    /// cpu, cuda, cuda:N or auto.
+    pub device: String,
+    /// Only the first N validation images (in sorted order).
+    pub limit: Option<usize>,
+    /// Model input size; default: the cfg's width.
+    pub img_size: Option<u32>,
+    pub batch: usize,
+    /// Memory for cached activations, bytes; past it activations are recomputed.
+    pub cache_mem: u64,
+    pub resume: bool,
+    pub shard: Option<Shard>,
+    pub conf: f32,
+    pub iou: f32,
+    pub max_det: usize,
+}
+
+impl Default for AnalysisConfig {
+    fn default() -> Self {
+        Self {
+            cfg: PathBuf::new(),
+            weights: PathBuf::new(),
+            data: PathBuf::new(),
+            out: PathBuf::new(),
+            method: Method::L1,
+            sparsities: DEFAULT_SPARSITIES.to_vec(),
+            layers: Vec::new(),
+            include_heads: false,
+            metric: Metric::Map50,
+            workers: 0,
+            device: "cpu".into(),
+            limit: None,
+            img_size: None,
+            batch: 8,
+            cache_mem: 2 << 30,
+            resume: false,
+            shard: None,
+            conf: 0.001,
+            iou: 0.6,
+            max_det: 300,
+        }
+    }
+}
+
+/// A layer of the grid, for displays.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayerInfo {
+    pub name: String,
+    pub block: usize,
+    /// Output shape NCHW (batch 1).
+    pub shape: Vec<usize>,
+    pub params: u64,
+    pub macs: u64,
+}
+
+/// Where the time of a run went (seconds, summed over workers).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunTiming {
+    pub decode_s: f64,
+    pub baseline_s: f64,
+    pub forward_s: f64,
+    pub nms_s: f64,
+    pub metrics_s: f64,
+    /// Fetching cached activations or recomputing them.
+    pub activations_s: f64,
+    pub wall_s: f64,
+}
+
+/// What a finished run did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunSummary {
+    pub run_dir: PathBuf,
+    pub baseline: Metrics,
+    /// Points of this run (or shard) in the grid, already stored before this call, and
+    /// computed by it.
+    pub total_points: usize,
+    pub resumed_points: usize,
+    pub computed_points: usize,
+    pub images: usize,
+    pub workers: usize,
+    /// Activation cache: bytes held, batches cached out of all.
+    pub cache_bytes: u64,
+    pub cached_batches: usize,
+    pub batches: usize,
+    /// MACs of the blocks the points ran (ptflops convention), for MACs/s.
+    pub point_macs: u64,
+    pub timing: RunTiming,
+}
+
+/// Events a run streams (to a progress bar or the GUI).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Started {
+        run_dir: PathBuf,
+        layers: Vec<LayerInfo>,
+        sparsities: Vec<f64>,
+        total: usize,
+        already_done: usize,
+    },
+    Baseline {
+        metrics: Metrics,
+        seconds: f64,
+    },
+    Point(PointRecord),
+    /// Points done of all, images run per second, estimated seconds left.
+    Progress {
+        done: usize,
+        total: usize,
+        images_per_s: f64,
+        eta_s: Option<f64>,
+    },
+    Warning(String),
+    Error(String),
+    Finished(RunSummary),
+    Cancelled,
+}
+
+/// A sensitivity error: bad settings or input (with the file), or a failure on the way.
+#[derive(Debug, thiserror::Error)]
+pub enum SensitivityError {
+    #[error("{0}")]
+    Config(String),
+    #[error(transparent)]
+    Cfg(#[from] crate::model::CfgError),
+    #[error(transparent)]
+    Weights(#[from] crate::model::WeightsError),
+    #[error(transparent)]
+    Data(#[from] crate::data::DataError),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error(transparent)]
+    Forward(#[from] crate::model::ForwardError),
+    #[error(transparent)]
+    Eval(#[from] crate::eval::EvalError),
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
+    #[error("{0}")]
+    Worker(String),
+    #[error("cancelled")]
+    Cancelled,
+}

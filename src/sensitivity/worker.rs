@@ -1,0 +1,311 @@
+//! A worker: owns a model copy on its device and computes the points of one layer at a time.
+//!
+//! For layer L it fetches, per batch, the activations the blocks depending on L read (from
+//! the cache, or recomputed past the memory cap), runs L with each sparsity's weights (for
+//! filter pruning: L once, then its pruned channels zeroed, which is what the pruned layer
+//! outputs), then only the blocks that depend on L.
+
+use super::{Metrics, PointRecord};
+use crate::data::{DetectionDataset, Letterboxed};
+use crate::eval::{self, EvalConfig, EvalReport, ImagePrediction};
+use crate::model::weights::ConvKeys;
+use crate::model::{Activation as Act, BlockKind, Cfg, ConvParams, Darknet, Graph, Layout, Source, TensorF32, Weights};
+use crate::prune::{self, Method};
+use crossbeam_channel::{Receiver, Sender};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+use tch::{Device, Kind, Tensor};
+
+/// Decoded, letterboxed images of one batch: the input (N·3·S·S floats) and, per image,
+/// its sample index and letterbox geometry.
+#[derive(Default)]
+pub(crate) struct Batch {
+    pub input: Vec<f32>,
+    pub metas: Vec<(usize, Letterboxed)>,
+}
+
+impl Batch {
+    pub fn tensor(&self, size: u32, device: Device) -> Result<Tensor, tch::TchError> {
+        let s = size as i64;
+        Tensor::f_from_slice(&self.input)?.f_view([self.metas.len() as i64, 3, s, s])?.f_to_device(device)
+    }
+}
+
+/// A cached activation as plain data (shared by all workers; tensors are not Sync).
+pub(crate) struct Activation {
+    pub shape: Vec<i64>,
+    pub data: Vec<f32>,
+}
+
+impl Activation {
+    pub fn from_tensor(t: &Tensor) -> Result<Self, tch::TchError> {
+        let t = t.f_to_device(Device::Cpu)?.f_contiguous()?;
+        Ok(Self { shape: t.size(), data: Vec::<f32>::try_from(t.f_flatten(0, -1)?)? })
+    }
+
+    fn to_tensor(&self, device: Device) -> Result<Tensor, tch::TchError> {
+        Tensor::f_from_slice(&self.data)?.f_view(self.shape.as_slice())?.f_to_device(device)
+    }
+}
+
+/// What every worker reads.
+pub(crate) struct Shared<'a> {
+    pub cfg: &'a Cfg,
+    pub graph: &'a Graph,
+    pub layout: &'a Layout,
+    pub weights: &'a Weights,
+    pub dataset: &'a DetectionDataset,
+    pub ecfg: &'a EvalConfig,
+    pub batches: &'a [Batch],
+    /// Per batch: cached block outputs by block index (None: recompute).
+    pub cache: &'a [Option<BTreeMap<usize, Activation>>],
+    pub method: Method,
+    pub size: u32,
+}
+
+/// The sparsities of one layer still to compute.
+#[derive(Debug, Clone)]
+pub(crate) struct Job {
+    pub block: usize,
+    pub sparsities: Vec<f64>,
+}
+
+pub(crate) enum WorkerMsg {
+    /// MACs and images run since the last message.
+    Progress {
+        macs: u64,
+        images: u64,
+    },
+    Point(PointRecord),
+    Failed(String),
+}
+
+/// Time spent and MACs run by one worker.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct WorkerTiming {
+    pub forward_s: f64,
+    pub nms_s: f64,
+    pub metrics_s: f64,
+    pub activations_s: f64,
+    pub macs: u64,
+}
+
+pub(crate) fn metrics_of(r: &EvalReport) -> Metrics {
+    Metrics { map50: r.map50, map: r.map, precision: r.precision, recall: r.recall }
+}
+
+/// Whether a pruned filter of this layer outputs zero: its activation maps 0 to 0.
+fn zero_preserving(cfg: &Cfg, block: usize) -> bool {
+    match &cfg.blocks[block].kind {
+        BlockKind::Convolutional(c) => !matches!(c.activation, Act::Logistic),
+        _ => false,
+    }
+}
+
+/// MACs one image costs for `job` (ptflops convention): the layer per sparsity (once for
+/// filter pruning) plus the blocks depending on it per sparsity.
+pub(crate) fn job_macs(graph: &Graph, job: &Job) -> u64 {
+    let deps = graph.descendants(job.block);
+    let after: u64 = graph.nodes.iter().filter(|n| deps[n.index] && n.index != job.block).map(|n| n.macs).sum();
+    (graph.nodes[job.block].macs + after) * job.sparsities.len() as u64
+}
+
+fn to_device(t: &TensorF32, device: Device) -> Result<Tensor, tch::TchError> {
+    let shape: Vec<i64> = t.shape.iter().map(|&d| d as i64).collect();
+    Tensor::f_from_slice(&t.data)?.f_reshape(&shape)?.f_to_device(device)
+}
+
+/// How one sparsity changes the layer.
+enum Variant {
+    /// The layer's own tensors, pruned.
+    Params(ConvParams),
+    /// Per-channel keep mask `[1, C, 1, 1]` applied to the unpruned layer output.
+    ChannelMask(Tensor),
+}
+
+fn variants(
+    shared: &Shared,
+    keys: &ConvKeys,
+    sparsities: &[f64],
+    device: Device,
+) -> Result<Vec<(Variant, usize)>, String> {
+    let block = keys.block;
+    let weight = shared.weights.tensors.get(&keys.weight).ok_or("no weight")?;
+    let mut out = Vec::new();
+    for &s in sparsities {
+        if shared.method.is_structured() && zero_preserving(shared.cfg, block) {
+            let gone = prune::mask::filters(weight, s, shared.method == Method::L2Filter);
+            let mut keep = vec![1f32; weight.shape[0]];
+            for &f in &gone {
+                keep[f] = 0.0;
+            }
+            let per = weight.data.len() / weight.shape[0].max(1);
+            let mask = Tensor::from_slice(&keep).view([1, -1, 1, 1]).to_device(device);
+            out.push((Variant::ChannelMask(mask), gone.len() * per));
+        } else {
+            let mut w = Weights::default();
+            let mut keys_of_layer = vec![keys.weight.clone()];
+            keys_of_layer.extend(keys.bias.iter().cloned());
+            keys_of_layer.extend(keys.bn.iter().flatten().cloned());
+            for k in &keys_of_layer {
+                let t = shared.weights.tensors.get(k).ok_or_else(|| format!("no tensor {k}"))?;
+                w.tensors.insert(k.clone(), t.clone());
+            }
+            let count = prune::prune_layer(&mut w, keys, shared.method, s);
+            let dev = |k: &String| to_device(&w.tensors[k], device).map_err(|e| e.to_string());
+            let params = ConvParams {
+                weight: dev(&keys.weight)?,
+                bias: keys.bias.as_ref().map(dev).transpose()?,
+                bn: match &keys.bn {
+                    Some([a, b, c, d]) => Some([dev(a)?, dev(b)?, dev(c)?, dev(d)?]),
+                    None => None,
+                },
+            };
+            out.push((Variant::Params(params), count.weights_zeroed));
+        }
+    }
+    Ok(out)
+}
+
+/// Runs jobs from `jobs` until it is empty or `cancel` is set.
+pub(crate) fn run_worker(
+    shared: &Shared,
+    device: Device,
+    threads: usize,
+    jobs: Receiver<Job>,
+    msgs: Sender<WorkerMsg>,
+    cancel: &AtomicBool,
+) -> WorkerTiming {
+    tch::set_num_threads(threads as i32);
+    let mut timing = WorkerTiming::default();
+    let net = match Darknet::new(shared.cfg, shared.graph, shared.weights, device) {
+        Ok(n) => n,
+        Err(e) => {
+            let _ = msgs.send(WorkerMsg::Failed(format!("worker on {device:?}: {e}")));
+            return timing;
+        }
+    };
+    for job in jobs.iter() {
+        if cancel.load(Ordering::Relaxed) {
+            break;
+        }
+        if let Err(e) = run_job(shared, &net, device, &job, &msgs, cancel, &mut timing) {
+            let _ = msgs.send(WorkerMsg::Failed(format!("conv_{}: {e}", job.block)));
+            break;
+        }
+    }
+    timing
+}
+
+fn run_job(
+    shared: &Shared,
+    net: &Darknet,
+    device: Device,
+    job: &Job,
+    msgs: &Sender<WorkerMsg>,
+    cancel: &AtomicBool,
+    timing: &mut WorkerTiming,
+) -> Result<(), String> {
+    let started = Instant::now();
+    let l = job.block;
+    let graph = shared.graph;
+    let keys =
+        shared.layout.convs.iter().find(|c| c.block == l).ok_or_else(|| format!("block {l} is no convolution"))?;
+    let variants = variants(shared, keys, &job.sparsities, device)?;
+    let own = net.conv_params(l).ok_or("no convolution")?;
+    let compute = graph.descendants(l);
+    let mut after = compute.clone();
+    after[l] = false;
+    let needed = graph.subset_inputs(&compute);
+    let x_src = graph.nodes[l].inputs[0];
+    let per_image_macs = job_macs(graph, job);
+    let mut preds: Vec<Vec<ImagePrediction>> = vec![Vec::new(); variants.len()];
+    let e = |e: tch::TchError| e.to_string();
+    for (b, batch) in shared.batches.iter().enumerate() {
+        if cancel.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let t = Instant::now();
+        let x = batch.tensor(shared.size, device).map_err(e)?;
+        let image_shape = x.size();
+        let mut acts: BTreeMap<Source, Tensor> = BTreeMap::new();
+        match &shared.cache[b] {
+            Some(cached) => {
+                for s in &needed {
+                    let t = match s {
+                        Source::Image => x.shallow_clone(),
+                        Source::Block(j) => cached
+                            .get(j)
+                            .ok_or_else(|| format!("block {j} missing from the cache"))?
+                            .to_tensor(device)
+                            .map_err(e)?,
+                    };
+                    acts.insert(*s, t);
+                }
+            }
+            None => {
+                let out = net
+                    .forward_from(0, &image_shape, BTreeMap::from([(Source::Image, x.shallow_clone())]), true)
+                    .map_err(|e| e.to_string())?;
+                for s in &needed {
+                    let t = match s {
+                        Source::Image => x.shallow_clone(),
+                        Source::Block(j) => out.blocks[*j].as_ref().ok_or("block output missing")?.shallow_clone(),
+                    };
+                    acts.insert(*s, t);
+                }
+            }
+        }
+        timing.activations_s += t.elapsed().as_secs_f64();
+        let x_in = acts.get(&x_src).ok_or("layer input missing")?.shallow_clone();
+        let t = Instant::now();
+        let unpruned = if variants.iter().any(|v| matches!(v.0, Variant::ChannelMask(_))) {
+            Some(net.apply_conv(l, &x_in, &own).map_err(|e| e.to_string())?)
+        } else {
+            None
+        };
+        let mut forward_s = t.elapsed().as_secs_f64();
+        for (k, (variant, _)) in variants.iter().enumerate() {
+            if cancel.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            let t = Instant::now();
+            let y = match (variant, &unpruned) {
+                (Variant::ChannelMask(m), Some(u)) => u.f_mul(m).map_err(e)?,
+                (Variant::Params(p), _) => net.apply_conv(l, &x_in, p).map_err(|e| e.to_string())?,
+                (Variant::ChannelMask(_), None) => unreachable!("computed above"),
+            };
+            let mut given: BTreeMap<Source, Tensor> = acts.iter().map(|(s, t)| (*s, t.shallow_clone())).collect();
+            given.insert(Source::Block(l), y);
+            let det = net.forward_subset(&after, &image_shape, given).map_err(|e| e.to_string())?;
+            let det = det.f_to_kind(Kind::Float).map_err(e)?;
+            if let Device::Cuda(i) = device {
+                tch::Cuda::synchronize(i as i64);
+            }
+            forward_s += t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            preds[k].extend(eval::postprocess(&det, &batch.metas, &shared.ecfg.nms).map_err(e)?);
+            timing.nms_s += t.elapsed().as_secs_f64();
+        }
+        timing.forward_s += forward_s;
+        let n = batch.metas.len() as u64;
+        timing.macs += per_image_macs * n;
+        let _ = msgs.send(WorkerMsg::Progress { macs: per_image_macs * n, images: n * variants.len() as u64 });
+    }
+    let seconds = started.elapsed().as_secs_f64() / variants.len().max(1) as f64;
+    for (k, (_, zeroed)) in variants.iter().enumerate() {
+        let t = Instant::now();
+        let report = eval::score(shared.dataset, &preds[k], shared.ecfg).map_err(|e| e.to_string())?;
+        timing.metrics_s += t.elapsed().as_secs_f64();
+        let _ = msgs.send(WorkerMsg::Point(PointRecord {
+            layer: format!("conv_{l}"),
+            block: l,
+            sparsity: job.sparsities[k],
+            zeroed: *zeroed,
+            metrics: metrics_of(&report),
+            seconds,
+        }));
+    }
+    Ok(())
+}
