@@ -19,4 +19,4 @@ build:
 
 ## bench: the benchmarks (figures printed, nothing asserted)
 bench:
-	source scripts/env.sh && cargo bench --locked --bench eval_overhead
+	source scripts/env.sh && cargo bench --locked --bench eval_overhead && cargo bench --locked --bench sensitivity_speed

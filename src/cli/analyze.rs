@@ -179,8 +179,19 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         summary.cached_batches,
         summary.batches
     );
+    if let Some(mib) = peak_rss_mib() {
+        println!("peak memory (RSS): {mib:.0} MiB");
+    }
     println!("wrote {}/{{run.json, points.jsonl, sensitivity.csv, sensitivity.png}}", config.out.display());
     Ok(())
+}
+
+/// Peak resident memory of this process (Linux `VmHWM`).
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
 }
 
 fn fmt_secs(s: f64) -> String {

@@ -11,6 +11,8 @@ pub mod merge;
 pub mod store;
 mod worker;
 
+pub use worker::pruned_detections;
+
 pub use engine::{run, select_layers};
 pub use store::{PointRecord, Record, RunHeader, Shard, StoredRun};
 

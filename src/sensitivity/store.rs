@@ -119,11 +119,11 @@ impl RunHeader {
         for (what, same, a, b) in checks {
             if !same {
                 let hint = if what == "cfg" || what == "weights" || what == "dataset" {
-                    " (its content hash differs)"
+                    " (the content hashes differ)"
                 } else {
                     ""
                 };
-                return Err(format!("the {what} differs{hint}: the run has {a}, this analysis has {b}"));
+                return Err(format!("mismatched {what}{hint}: the run has {a}, this analysis has {b}"));
             }
         }
         Ok(())
@@ -275,8 +275,11 @@ impl RunWriter {
 
     /// Appends one record and flushes it to the file.
     pub fn append(&mut self, record: &Record) -> Result<(), StoreError> {
-        let line = serde_json::to_string(record).map_err(|e| err(&self.path, None, e.to_string()))?;
-        writeln!(self.file, "{line}")
+        let mut line = serde_json::to_string(record).map_err(|e| err(&self.path, None, e.to_string()))?;
+        line.push('\n');
+        // One write per line, so a kill can tear at most the last line.
+        self.file
+            .write_all(line.as_bytes())
             .and_then(|_| self.file.flush())
             .map_err(|e| err(&self.path, None, format!("cannot write: {e}")))
     }

@@ -125,17 +125,19 @@ enum Variant {
 }
 
 fn variants(
-    shared: &Shared,
+    cfg: &Cfg,
+    weights: &Weights,
+    method: Method,
     keys: &ConvKeys,
     sparsities: &[f64],
     device: Device,
 ) -> Result<Vec<(Variant, usize)>, String> {
     let block = keys.block;
-    let weight = shared.weights.tensors.get(&keys.weight).ok_or("no weight")?;
+    let weight = weights.tensors.get(&keys.weight).ok_or("no weight")?;
     let mut out = Vec::new();
     for &s in sparsities {
-        if shared.method.is_structured() && zero_preserving(shared.cfg, block) {
-            let gone = prune::mask::filters(weight, s, shared.method == Method::L2Filter);
+        if method.is_structured() && zero_preserving(cfg, block) {
+            let gone = prune::mask::filters(weight, s, method == Method::L2Filter);
             let mut keep = vec![1f32; weight.shape[0]];
             for &f in &gone {
                 keep[f] = 0.0;
@@ -149,10 +151,10 @@ fn variants(
             keys_of_layer.extend(keys.bias.iter().cloned());
             keys_of_layer.extend(keys.bn.iter().flatten().cloned());
             for k in &keys_of_layer {
-                let t = shared.weights.tensors.get(k).ok_or_else(|| format!("no tensor {k}"))?;
+                let t = weights.tensors.get(k).ok_or_else(|| format!("no tensor {k}"))?;
                 w.tensors.insert(k.clone(), t.clone());
             }
-            let count = prune::prune_layer(&mut w, keys, shared.method, s);
+            let count = prune::prune_layer(&mut w, keys, method, s);
             let dev = |k: &String| to_device(&w.tensors[k], device).map_err(|e| e.to_string());
             let params = ConvParams {
                 weight: dev(&keys.weight)?,
@@ -166,6 +168,68 @@ fn variants(
         }
     }
     Ok(out)
+}
+
+/// Detections with layer `l` changed by `variant`: the layer from its input `x_in` (or the
+/// unpruned output masked), then the blocks in `after` from `acts` and the layer output.
+#[allow(clippy::too_many_arguments)]
+fn variant_detections(
+    net: &Darknet,
+    l: usize,
+    after: &[bool],
+    acts: &BTreeMap<Source, Tensor>,
+    x_in: &Tensor,
+    unpruned: Option<&Tensor>,
+    variant: &Variant,
+    image_shape: &[i64],
+) -> Result<Tensor, String> {
+    let y = match (variant, unpruned) {
+        (Variant::ChannelMask(m), Some(u)) => u.f_mul(m).map_err(|e| e.to_string())?,
+        (Variant::ChannelMask(m), None) => {
+            let own = net.conv_params(l).ok_or("no convolution")?;
+            net.apply_conv(l, x_in, &own).map_err(|e| e.to_string())?.f_mul(m).map_err(|e| e.to_string())?
+        }
+        (Variant::Params(p), _) => net.apply_conv(l, x_in, p).map_err(|e| e.to_string())?,
+    };
+    let mut given: BTreeMap<Source, Tensor> = acts.iter().map(|(s, t)| (*s, t.shallow_clone())).collect();
+    given.insert(Source::Block(l), y);
+    let det = net.forward_subset(after, image_shape, given).map_err(|e| e.to_string())?;
+    det.f_to_kind(Kind::Float).map_err(|e| e.to_string())
+}
+
+/// The detections of `net` for `image` with convolution `block` pruned at each of
+/// `sparsities` by `method`, computed the engine's way: the block outputs the pruned layer
+/// and its dependents read, the layer, then only the blocks that depend on it.
+pub fn pruned_detections(
+    net: &Darknet,
+    cfg: &Cfg,
+    graph: &Graph,
+    weights: &Weights,
+    block: usize,
+    method: Method,
+    sparsities: &[f64],
+    image: &Tensor,
+) -> Result<Vec<Tensor>, String> {
+    let layout = Layout::of(cfg, graph);
+    let keys =
+        layout.convs.iter().find(|c| c.block == block).ok_or_else(|| format!("block {block} is no convolution"))?;
+    let variants = variants(cfg, weights, method, keys, sparsities, net.device())?;
+    let out = net
+        .forward_from(0, &image.size(), BTreeMap::from([(Source::Image, image.shallow_clone())]), true)
+        .map_err(|e| e.to_string())?;
+    let compute = graph.descendants(block);
+    let mut after = compute.clone();
+    after[block] = false;
+    let mut acts = BTreeMap::new();
+    for s in graph.subset_inputs(&compute) {
+        let t = match s {
+            Source::Image => image.shallow_clone(),
+            Source::Block(j) => out.blocks[j].as_ref().ok_or("block output missing")?.shallow_clone(),
+        };
+        acts.insert(s, t);
+    }
+    let x_in = acts.get(&graph.nodes[block].inputs[0]).ok_or("layer input missing")?.shallow_clone();
+    variants.iter().map(|(v, _)| variant_detections(net, block, &after, &acts, &x_in, None, v, &image.size())).collect()
 }
 
 /// Runs jobs from `jobs` until it is empty or `cancel` is set.
@@ -212,7 +276,7 @@ fn run_job(
     let graph = shared.graph;
     let keys =
         shared.layout.convs.iter().find(|c| c.block == l).ok_or_else(|| format!("block {l} is no convolution"))?;
-    let variants = variants(shared, keys, &job.sparsities, device)?;
+    let variants = variants(shared.cfg, shared.weights, shared.method, keys, &job.sparsities, device)?;
     let own = net.conv_params(l).ok_or("no convolution")?;
     let compute = graph.descendants(l);
     let mut after = compute.clone();
@@ -271,15 +335,7 @@ fn run_job(
                 return Ok(());
             }
             let t = Instant::now();
-            let y = match (variant, &unpruned) {
-                (Variant::ChannelMask(m), Some(u)) => u.f_mul(m).map_err(e)?,
-                (Variant::Params(p), _) => net.apply_conv(l, &x_in, p).map_err(|e| e.to_string())?,
-                (Variant::ChannelMask(_), None) => unreachable!("computed above"),
-            };
-            let mut given: BTreeMap<Source, Tensor> = acts.iter().map(|(s, t)| (*s, t.shallow_clone())).collect();
-            given.insert(Source::Block(l), y);
-            let det = net.forward_subset(&after, &image_shape, given).map_err(|e| e.to_string())?;
-            let det = det.f_to_kind(Kind::Float).map_err(e)?;
+            let det = variant_detections(net, l, &after, &acts, &x_in, unpruned.as_ref(), variant, &image_shape)?;
             if let Device::Cuda(i) = device {
                 tch::Cuda::synchronize(i as i64);
             }

@@ -346,6 +346,31 @@ mod tests {
     }
 
     #[test]
+    fn prior_biases_of_the_sample_heads() {
+        // Sample cfg at 160: conv_13 feeds the 10x10 head, conv_20 the 20x20 head; 5 classes,
+        // 10 outputs per anchor. With 4 objects per image: objectness ln(4/100) and ln(4/400),
+        // classes ln(0.6/4.01); box biases untouched.
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sample_runs/shapes/yolov3-tiny-shapes.cfg");
+        let cfg = Cfg::from_file(&path).unwrap();
+        let graph = Graph::build(&cfg, 1, 160, 160).unwrap();
+        let layout = crate::model::Layout::of(&cfg, &graph);
+        let mut w = Weights::initialize(&layout, 0);
+        let before = w.clone();
+        prior_biases(&mut w, &cfg, &graph, 4.0);
+        for (conv, cells) in [(13, 100.0f64), (20, 400.0)] {
+            let key = format!("module_list.{conv}.conv_{conv}.bias");
+            let b = &w.get(&key).data;
+            for a in 0..3 {
+                assert!((b[a * 10 + 4] as f64 - (4.0 / cells).ln()).abs() < 1e-6);
+                for c in 5..10 {
+                    assert!((b[a * 10 + c] as f64 - (0.6f64 / 4.01).ln()).abs() < 1e-6);
+                }
+                assert_eq!(b[a * 10..a * 10 + 4], before.get(&key).data[a * 10..a * 10 + 4]);
+            }
+        }
+    }
+
+    #[test]
     fn jitter_with_unit_gains_is_the_identity() {
         for rgb in [[0u8, 0, 0], [255, 255, 255], [200, 30, 90], [12, 250, 128]] {
             let out = jitter(rgb, [1.0, 1.0, 1.0]);

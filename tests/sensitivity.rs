@@ -1,0 +1,309 @@
+//! The sensitivity engine: masks with exact counts, suffix runs equal to the full forward of
+//! the pruned model, resume after SIGKILL, shards, refusals.
+
+mod common;
+
+use prunescope::model::{Cfg, Darknet, Graph, Layout, Weights};
+use prunescope::prune::{self, Method};
+use prunescope::sensitivity::{self, store, AnalysisConfig, Event, RunSummary};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::AtomicBool;
+use tch::{Device, Kind, Tensor};
+
+fn sample() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("sample_runs/shapes")
+}
+
+fn sample_cfg() -> PathBuf {
+    sample().join("yolov3-tiny-shapes.cfg")
+}
+
+fn sample_weights() -> PathBuf {
+    sample().join("yolov3-tiny-shapes.safetensors")
+}
+
+fn sample_data() -> PathBuf {
+    sample().join("data.yaml")
+}
+
+/// For every convolution of parity.cfg (every layer kind of the tiny family, two heads) and
+/// each method, the engine's way of computing a point (cached activations, the pruned layer,
+/// then only its dependents) equals the full forward pass of the pruned model.
+#[test]
+fn suffix_equals_the_full_forward_for_every_layer() {
+    let cfg = Cfg::from_file(&common::darknet("parity.cfg")).unwrap();
+    let graph = Graph::build(&cfg, 1, 128, 128).unwrap();
+    let layout = Layout::of(&cfg, &graph);
+    let weights = Weights::load(&common::darknet("parity.weights"), &layout).unwrap();
+    let net = Darknet::new(&cfg, &graph, &weights, Device::Cpu).unwrap();
+    tch::manual_seed(1);
+    let image = Tensor::rand([2, 3, 128, 128], (Kind::Float, Device::Cpu));
+    let sparsities = [0.3, 0.88];
+    let mut worst: f64 = 0.0;
+    for keys in &layout.convs {
+        for method in [Method::L1, Method::L1Filter, Method::L2Filter] {
+            let got =
+                sensitivity::pruned_detections(&net, &cfg, &graph, &weights, keys.block, method, &sparsities, &image)
+                    .unwrap();
+            for (s, g) in sparsities.iter().zip(&got) {
+                let mut pruned = weights.clone();
+                prune::prune_layer(&mut pruned, keys, method, *s);
+                let full = Darknet::new(&cfg, &graph, &pruned, Device::Cpu).unwrap().forward(&image).unwrap();
+                let d = (g - &full).abs().max().double_value(&[]);
+                assert!(d <= 1e-5, "conv_{} {method} {s}: max |suffix − full| = {d}", keys.block);
+                worst = worst.max(d);
+            }
+        }
+    }
+    eprintln!("largest difference over all layers and methods: {worst:e}");
+}
+
+/// Pruned counts are exact: round(fraction × weights) for L1, round(fraction × filters)
+/// whole filters (with their BN scale and shift) for the filter methods.
+#[test]
+fn masks_have_exact_counts() {
+    let cfg = Cfg::from_file(&sample_cfg()).unwrap();
+    let graph = Graph::build(&cfg, 1, 160, 160).unwrap();
+    let layout = Layout::of(&cfg, &graph);
+    let weights = Weights::initialize(&layout, 5);
+    for keys in &layout.convs {
+        let w = weights.get(&keys.weight);
+        let (n, filters) = (w.data.len(), w.shape[0]);
+        for &s in &sensitivity::DEFAULT_SPARSITIES {
+            let mut p = weights.clone();
+            prune::prune_layer(&mut p, keys, Method::L1, s);
+            let zeros = p.get(&keys.weight).data.iter().filter(|v| **v == 0.0).count();
+            assert_eq!(zeros, (s * n as f64).round() as usize, "conv_{} l1 {s}", keys.block);
+            for method in [Method::L1Filter, Method::L2Filter] {
+                let mut p = weights.clone();
+                let count = prune::prune_layer(&mut p, keys, method, s);
+                let pw = p.get(&keys.weight);
+                let per = n / filters;
+                let zero_filters: Vec<usize> =
+                    (0..filters).filter(|f| pw.data[f * per..(f + 1) * per].iter().all(|v| *v == 0.0)).collect();
+                assert_eq!(
+                    zero_filters.len(),
+                    (s * filters as f64).round() as usize,
+                    "conv_{} {method} {s}",
+                    keys.block
+                );
+                assert_eq!(count.filters_zeroed, zero_filters.len());
+                // The zeroed filters are those of smallest norm.
+                let norms = prune::mask::filter_norms(w, method == Method::L2Filter);
+                let kept_min =
+                    (0..filters).filter(|f| !zero_filters.contains(f)).map(|f| norms[f]).fold(f64::MAX, f64::min);
+                assert!(zero_filters.iter().all(|&f| norms[f] <= kept_min));
+                let channel = match &keys.bn {
+                    Some([bw, bb, _, _]) => vec![p.get(bw), p.get(bb)],
+                    None => vec![p.get(keys.bias.as_ref().unwrap())],
+                };
+                for t in channel {
+                    assert!(zero_filters.iter().all(|&f| t.data[f] == 0.0));
+                }
+            }
+        }
+    }
+}
+
+fn config(out: &Path) -> AnalysisConfig {
+    AnalysisConfig {
+        cfg: sample_cfg(),
+        weights: sample_weights(),
+        data: sample_data(),
+        out: out.to_path_buf(),
+        sparsities: vec![0.3, 0.8],
+        layers: vec!["conv_2".into(), "conv_11".into(), "conv_19".into()],
+        limit: Some(24),
+        ..Default::default()
+    }
+}
+
+fn run(c: &AnalysisConfig) -> Result<(RunSummary, Vec<Event>), String> {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let cancel = AtomicBool::new(false);
+    let summary = sensitivity::run(c, &tx, &cancel).map_err(|e| e.to_string())?;
+    drop(tx);
+    Ok((summary, rx.iter().collect()))
+}
+
+/// Metrics of a point computed the naive way: the pruned checkpoint evaluated in full.
+fn naive(c: &AnalysisConfig, block: usize, sparsity: f64) -> prunescope::eval::EvalReport {
+    use prunescope::data::{DetectionDataset, OnBad};
+    use prunescope::eval::{self, EvalConfig};
+    let cfg = Cfg::from_file(&c.cfg).unwrap();
+    let graph = Graph::build(&cfg, 1, 160, 160).unwrap();
+    let layout = Layout::of(&cfg, &graph);
+    let mut w = Weights::load(&c.weights, &layout).unwrap();
+    let keys = layout.convs.iter().find(|k| k.block == block).unwrap();
+    prune::prune_layer(&mut w, keys, c.method, sparsity);
+    let net = Darknet::new(&cfg, &graph, &w, Device::Cpu).unwrap();
+    let mut ds = DetectionDataset::open(&c.data, None, OnBad::Error).unwrap();
+    ds.limit(c.limit.unwrap());
+    eval::evaluate(&net, &ds, &EvalConfig { img_size: 160, batch: c.batch, ..Default::default() }, &mut |_, _| true)
+        .unwrap()
+}
+
+/// The engine's points equal full evaluations of the pruned checkpoints, with the
+/// activation cache and without it (a cap too small for one batch), for unstructured and
+/// filter pruning; the events stream every point and end with Finished.
+#[test]
+fn engine_points_equal_full_evaluations_cached_or_not() {
+    let d = tempfile::tempdir().unwrap();
+    for method in [Method::L1, Method::L2Filter] {
+        let mut cached = config(&d.path().join(format!("cached-{method}")));
+        cached.method = method;
+        let mut uncached = cached.clone();
+        uncached.out = d.path().join(format!("uncached-{method}"));
+        uncached.cache_mem = 1;
+        let (sa, events) = run(&cached).unwrap();
+        let (sb, _) = run(&uncached).unwrap();
+        assert_eq!((sa.cached_batches, sb.cached_batches, sa.batches), (3, 0, 3));
+        assert_eq!(sb.cache_bytes, 0);
+        assert!(matches!(events.first(), Some(Event::Started { total: 6, .. })));
+        assert!(matches!(events.last(), Some(Event::Finished(_))));
+        assert_eq!(events.iter().filter(|e| matches!(e, Event::Point(_))).count(), 6);
+        let a = store::read(&cached.out).unwrap();
+        let b = store::read(&uncached.out).unwrap();
+        let full = naive(&cached, 0, 0.0);
+        assert_eq!(a.baseline.unwrap().0.map50, full.map50);
+        for (p, q) in a.points.iter().zip(&b.points) {
+            assert_eq!((p.block, p.sparsity, p.metrics), (q.block, q.sparsity, q.metrics));
+        }
+        for p in &a.points {
+            let n = naive(&cached, p.block, p.sparsity);
+            assert_eq!(
+                (p.metrics.map50, p.metrics.map, p.metrics.precision, p.metrics.recall),
+                (n.map50, n.map, n.precision, n.recall),
+                "{} {method} {}",
+                p.layer,
+                p.sparsity
+            );
+        }
+    }
+}
+
+fn strip_seconds(dir: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(dir.join("points.jsonl")).unwrap();
+    let mut lines: Vec<String> = text
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v.as_object_mut().unwrap().remove("seconds");
+            v.to_string()
+        })
+        .collect();
+    lines.sort();
+    lines
+}
+
+fn analyze(out: &Path, extra: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_prunescope"));
+    c.arg("analyze").arg("--cfg").arg(sample_cfg()).arg("--weights").arg(sample_weights());
+    c.arg("--data").arg(sample_data()).arg("--out").arg(out);
+    c.args([
+        "--limit",
+        "16",
+        "--sparsities",
+        "10,30,50,70,88",
+        "--layers",
+        "conv_0,conv_4,conv_6,conv_8,conv_10,conv_12",
+    ]);
+    c.args(extra);
+    c
+}
+
+/// A run killed with SIGKILL mid-way and resumed gives the same points as an uninterrupted
+/// run, and the resumed part does not redo the finished points.
+#[test]
+fn killed_and_resumed_equals_uninterrupted() {
+    let d = tempfile::tempdir().unwrap();
+    let (full, killed) = (d.path().join("full"), d.path().join("killed"));
+    let st = analyze(&full, &[]).output().unwrap();
+    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    let mut child =
+        analyze(&killed, &[]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    // Kill as soon as the first layer's points are on disk.
+    let points = killed.join("points.jsonl");
+    let start = std::time::Instant::now();
+    loop {
+        let n = std::fs::read_to_string(&points).map(|t| t.lines().count()).unwrap_or(0);
+        if n >= 2 || start.elapsed().as_secs() > 120 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    child.kill().unwrap(); // SIGKILL
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "the run finished before it could be killed");
+    let before = store::read(&killed).unwrap().points.len();
+    assert!(before >= 1 && before < 30, "{before} points before the kill");
+    // A torn line, as a kill in the middle of a write leaves it.
+    let mut text = std::fs::read_to_string(&points).unwrap();
+    text.push_str("{\"kind\":\"point\",\"layer\":\"conv_");
+    std::fs::write(&points, text).unwrap();
+    let out = analyze(&killed, &["--resume"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(&format!("{} points computed ({before} resumed)", 30 - before)), "{stdout}");
+    assert_eq!(strip_seconds(&killed), strip_seconds(&full));
+    assert!(killed.join("sensitivity.csv").exists() && killed.join("sensitivity.png").exists());
+}
+
+/// Two shards merged equal one full run; merging refuses incomplete or foreign shards.
+#[test]
+fn shards_merge_into_the_full_run() {
+    let d = tempfile::tempdir().unwrap();
+    let full = d.path().join("full");
+    let c = config(&full);
+    run(&c).unwrap();
+    let mut shards = Vec::new();
+    for i in 0..2 {
+        let mut s = c.clone();
+        s.out = d.path().join(format!("shard{i}"));
+        s.shard = Some(format!("{i}/2").parse().unwrap());
+        let (summary, _) = run(&s).unwrap();
+        assert_eq!(summary.total_points, 3);
+        shards.push(s.out);
+    }
+    let merged = d.path().join("merged");
+    sensitivity::merge::merge(&shards, &merged).unwrap();
+    assert_eq!(strip_seconds(&merged), strip_seconds(&full));
+    let e = sensitivity::merge::merge(&shards[..1], &d.path().join("m2")).unwrap_err().to_string();
+    assert!(e.contains("shard 1/2 is missing"), "{e}");
+    let e = sensitivity::merge::merge(&[shards[0].clone(), shards[0].clone()], &d.path().join("m3"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("shard 0/2 is also"), "{e}");
+}
+
+/// Resuming against other weights (or into a run folder without --resume) is refused with
+/// a message naming the file and what differs; the stored points are untouched.
+#[test]
+fn resume_refuses_changed_weights() {
+    let d = tempfile::tempdir().unwrap();
+    let mut c = config(&d.path().join("run"));
+    c.layers = vec!["conv_12".into()];
+    run(&c).unwrap();
+    let before = std::fs::read(c.out.join("points.jsonl")).unwrap();
+    let e = run(&c).unwrap_err();
+    assert!(e.contains("a run already exists here: pass --resume"), "{e}");
+    // Same tensors, another file: a re-saved checkpoint with one weight changed.
+    let cfg = Cfg::from_file(&c.cfg).unwrap();
+    let layout = Layout::of(&cfg, &Graph::build(&cfg, 1, 160, 160).unwrap());
+    let mut w = Weights::load(&c.weights, &layout).unwrap();
+    w.get_mut("module_list.0.conv_0.weight").unwrap().data[0] += 0.5;
+    let changed = d.path().join("changed.safetensors");
+    w.save(&changed, &layout).unwrap();
+    let mut r = c.clone();
+    r.weights = changed;
+    r.resume = true;
+    let e = run(&r).unwrap_err();
+    assert!(e.contains("run.json") && e.contains("cannot resume: mismatched weights"), "{e}");
+    assert_eq!(std::fs::read(c.out.join("points.jsonl")).unwrap(), before);
+    // The unchanged model resumes and has nothing left to do.
+    let mut same = c.clone();
+    same.resume = true;
+    let (s, _) = run(&same).unwrap();
+    assert_eq!((s.resumed_points, s.computed_points), (2, 0));
+}
