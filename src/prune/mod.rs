@@ -1,6 +1,10 @@
-//! Pruning: masks for one layer (unstructured and filter), and later plans and their
-//! application to whole checkpoints.
+//! Pruning: masks for one layer (unstructured and filter), threshold suggestion from a
+//! sensitivity run, and plans applied to whole checkpoints.
 
 pub mod mask;
+pub mod plan;
+pub mod suggest;
 
 pub use mask::{prune_layer, pruned_count, Method, PruneCount};
+pub use plan::{Origin, Plan, PlanError, PlanLayer, PlanModel, Prediction, Rule};
+pub use suggest::{Budget, Curves, LayerCurve, Resource};

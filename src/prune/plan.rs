@@ -1,0 +1,537 @@
+//! Pruning plans (`prunescope.plan/1`): a sparsity per layer with where it came from, the
+//! model it was made for (content hashes), the run it was suggested from and what it is
+//! predicted to cost and save. Plans are suggested from runs, edited by hand, applied to
+//! checkpoints, and exported for Torch-Pruning, NNI or a spreadsheet.
+
+use super::mask::{prune_layer, Method, PruneCount};
+use super::suggest::{self, block_of, Budget, Curves, Level, Resource};
+use crate::model::effective::{ConvCounts, ModelCounts};
+use crate::model::{BlockKind, Cfg, Graph, Layout, Weights};
+use crate::sensitivity::store::{self, DatasetRef, FileRef, ModelRef};
+use crate::sensitivity::{Metric, StoredRun};
+use serde::{Deserialize, Serialize};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+pub const PLAN_FORMAT: &str = "prunescope.plan/1";
+
+/// Where a layer's sparsity came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    Suggested,
+    /// Set by hand.
+    Manual,
+    /// Held at 0 % by the user.
+    Frozen,
+}
+
+/// One layer of a plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanLayer {
+    /// `conv_{i}`.
+    pub layer: String,
+    pub block: usize,
+    /// Fraction in [0, 1): of weights (unstructured) or of output filters (filter methods).
+    pub sparsity: f64,
+    pub origin: Origin,
+    /// Metric drop read from the layer's curve at this sparsity (None: no curve, or past
+    /// its largest measured sparsity).
+    pub predicted_drop: Option<f64>,
+}
+
+/// The run a plan was suggested from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRef {
+    pub path: PathBuf,
+    pub created_at: String,
+    pub dataset: DatasetRef,
+}
+
+/// What a plan is predicted to give. The metric is an estimate (baseline minus the sum of
+/// the layers' drops); params and MACs are exact effective counts of the pruned model
+/// (ptflops convention, batch 1).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+pub struct Prediction {
+    pub baseline: Option<f64>,
+    pub metric: Option<f64>,
+    pub drop: f64,
+    pub params_before: u64,
+    pub params_after: u64,
+    pub macs_before: u64,
+    pub macs_after: u64,
+}
+
+impl Prediction {
+    pub fn params_reduction(&self) -> f64 {
+        1.0 - self.params_after as f64 / self.params_before.max(1) as f64
+    }
+    pub fn macs_reduction(&self) -> f64 {
+        1.0 - self.macs_after as f64 / self.macs_before.max(1) as f64
+    }
+}
+
+/// A pruning plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub format: String,
+    pub model: ModelRef,
+    pub img_size: u32,
+    pub method: Method,
+    pub metric: Metric,
+    pub run: Option<RunRef>,
+    /// How the suggestion was made (e.g. `per-layer budget 0.01`), if it was.
+    pub rule: Option<String>,
+    pub layers: Vec<PlanLayer>,
+    pub predicted: Prediction,
+    pub created_at: String,
+}
+
+/// A plan error names the file (when there is one) and what was expected.
+#[derive(Debug, thiserror::Error)]
+#[error("{}{message}", file.as_ref().map(|f| format!("{}: ", f.display())).unwrap_or_default())]
+pub struct PlanError {
+    pub file: Option<PathBuf>,
+    pub message: String,
+}
+
+fn perr(file: Option<&Path>, message: impl Into<String>) -> PlanError {
+    PlanError { file: file.map(Path::to_path_buf), message: message.into() }
+}
+
+/// A model loaded for planning: cfg, graph at the plan's size, layout, weights and hashes.
+#[derive(Debug, Clone)]
+pub struct PlanModel {
+    pub cfg: Cfg,
+    pub graph: Graph,
+    pub layout: Layout,
+    pub weights: Weights,
+    pub reference: ModelRef,
+    pub img_size: u32,
+}
+
+impl PlanModel {
+    /// Loads cfg and weights; `img_size` defaults to the cfg's width.
+    pub fn load(cfg_path: &Path, weights_path: &Path, img_size: Option<u32>) -> Result<Self, PlanError> {
+        let cfg = Cfg::from_file(cfg_path).map_err(|e| perr(None, e.to_string()))?;
+        let size = img_size.unwrap_or(cfg.width as u32) as usize;
+        let graph = Graph::build(&cfg, 1, size, size).map_err(|e| perr(None, e.to_string()))?;
+        let layout = Layout::of(&cfg, &graph);
+        let weights = Weights::load(weights_path, &layout).map_err(|e| perr(None, e.to_string()))?;
+        let hash = |p: &Path| store::file_sha256(p).map_err(|e| perr(None, e.to_string()));
+        let reference = ModelRef {
+            cfg: FileRef { path: cfg_path.to_path_buf(), sha256: hash(cfg_path)? },
+            weights: FileRef { path: weights_path.to_path_buf(), sha256: hash(weights_path)? },
+        };
+        Ok(PlanModel { cfg, graph, layout, weights, reference, img_size: size as u32 })
+    }
+
+    fn conv_keys(&self, block: usize) -> Option<&crate::model::weights::ConvKeys> {
+        self.layout.convs.iter().find(|k| k.block == block)
+    }
+
+    /// Counts of convolution `block` pruned alone at `sparsity`.
+    fn pruned_counts(&self, block: usize, method: Method, sparsity: f64) -> Option<ConvCounts> {
+        let keys = self.conv_keys(block)?;
+        let mut w = Weights::default();
+        for k in std::iter::once(&keys.weight).chain(keys.bias.iter()).chain(keys.bn.iter().flatten()) {
+            w.tensors.insert(k.clone(), self.weights.tensors.get(k)?.clone());
+        }
+        prune_layer(&mut w, keys, method, sparsity);
+        let (act, groups) = match &self.cfg.blocks[block].kind {
+            BlockKind::Convolutional(c) => (c.activation, c.groups),
+            _ => return None,
+        };
+        Some(ConvCounts::of(&w, keys, act, groups))
+    }
+}
+
+impl Plan {
+    /// An empty plan (every layer of `layers` at 0 %) for `model`.
+    pub fn new(model: &PlanModel, method: Method, metric: Metric, layers: &[usize]) -> Self {
+        Plan {
+            format: PLAN_FORMAT.into(),
+            model: model.reference.clone(),
+            img_size: model.img_size,
+            method,
+            metric,
+            run: None,
+            rule: None,
+            layers: layers
+                .iter()
+                .map(|&b| PlanLayer {
+                    layer: format!("conv_{b}"),
+                    block: b,
+                    sparsity: 0.0,
+                    origin: Origin::Manual,
+                    predicted_drop: Some(0.0),
+                })
+                .collect(),
+            predicted: Prediction::default(),
+            created_at: store::now_rfc3339(),
+        }
+    }
+
+    /// Reads and checks a plan file (format, values); the model is checked by [`Plan::check`].
+    pub fn read(path: &Path) -> Result<Self, PlanError> {
+        let f = Some(path);
+        let text = std::fs::read_to_string(path).map_err(|e| perr(f, format!("cannot read: {e}")))?;
+        let value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| perr(f, format!("line {}: not JSON: {e}", e.line())))?;
+        match value.get("format").and_then(|v| v.as_str()) {
+            Some(PLAN_FORMAT) => {}
+            Some(other) => return Err(perr(f, format!("format `{other}` is not supported: expected `{PLAN_FORMAT}`"))),
+            None => return Err(perr(f, format!("no `format` field: expected \"format\": \"{PLAN_FORMAT}\""))),
+        }
+        let plan: Plan = serde_json::from_value(value).map_err(|e| perr(f, format!("unexpected content: {e}")))?;
+        plan.check_values().map_err(|m| perr(f, m))?;
+        Ok(plan)
+    }
+
+    pub fn write(&self, path: &Path) -> Result<(), PlanError> {
+        let text = serde_json::to_string_pretty(self).map_err(|e| perr(Some(path), e.to_string()))?;
+        std::fs::write(path, text + "\n").map_err(|e| perr(Some(path), format!("cannot write: {e}")))
+    }
+
+    /// Sparsities in [0, 1), names of the form `conv_{block}`, no layer twice.
+    pub fn check_values(&self) -> Result<(), String> {
+        for (i, l) in self.layers.iter().enumerate() {
+            if !(l.sparsity >= 0.0 && l.sparsity < 1.0) {
+                return Err(format!("layers[{i}] ({}): sparsity {} is outside [0, 1)", l.layer, l.sparsity));
+            }
+            if block_of(&l.layer) != Some(l.block) {
+                return Err(format!(
+                    "layers[{i}]: name `{}` does not match block {}: expected conv_{}",
+                    l.layer, l.block, l.block
+                ));
+            }
+            if self.layers[..i].iter().any(|o| o.block == l.block) {
+                return Err(format!("layers[{i}]: {} appears twice", l.layer));
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses a plan made for another model (content hashes) or naming layers the model
+    /// does not have as convolutions.
+    pub fn check(&self, model: &PlanModel) -> Result<(), String> {
+        self.check_values()?;
+        if self.model.cfg.sha256 != model.reference.cfg.sha256 {
+            return Err(format!(
+                "the plan was made for another cfg ({}, sha256 {}…), not {} (sha256 {}…)",
+                self.model.cfg.path.display(),
+                &self.model.cfg.sha256[..12.min(self.model.cfg.sha256.len())],
+                model.reference.cfg.path.display(),
+                &model.reference.cfg.sha256[..12]
+            ));
+        }
+        if self.model.weights.sha256 != model.reference.weights.sha256 {
+            return Err(format!(
+                "the plan was made for other weights ({}, sha256 {}…), not {} (sha256 {}…): \
+                 suggest a new plan for these weights",
+                self.model.weights.path.display(),
+                &self.model.weights.sha256[..12.min(self.model.weights.sha256.len())],
+                model.reference.weights.path.display(),
+                &model.reference.weights.sha256[..12]
+            ));
+        }
+        for l in &self.layers {
+            if model.conv_keys(l.block).is_none() {
+                return Err(format!(
+                    "unknown layer {}: {} has no convolution at block {}",
+                    l.layer, model.cfg.source, l.block
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The sparsity of `block` (0 when the plan does not list it).
+    pub fn sparsity_of(&self, block: usize) -> f64 {
+        self.layers.iter().find(|l| l.block == block).map(|l| l.sparsity).unwrap_or(0.0)
+    }
+
+    /// Sets one layer by hand (0 ≤ s < 1), refreshing its predicted drop from `curves`.
+    pub fn set(&mut self, block: usize, sparsity: f64, curves: Option<&Curves>) -> Result<(), String> {
+        if !(0.0..1.0).contains(&sparsity) {
+            return Err(format!("sparsity {sparsity} is outside [0, 1)"));
+        }
+        let l = self.layers.iter_mut().find(|l| l.block == block).ok_or(format!("conv_{block} is not in the plan"))?;
+        l.sparsity = sparsity;
+        l.origin = Origin::Manual;
+        l.predicted_drop = drop_of(curves, &l.layer, sparsity);
+        Ok(())
+    }
+
+    /// Recomputes the prediction (exact effective cost, estimated metric).
+    pub fn refresh_prediction(&mut self, model: &PlanModel, curves: Option<&Curves>) {
+        for l in &mut self.layers {
+            l.predicted_drop = drop_of(curves, &l.layer, l.sparsity);
+        }
+        let mut w = model.weights.clone();
+        self.apply(&mut w, &model.layout);
+        let before =
+            ModelCounts::of(&model.cfg, &model.layout, &model.weights).effective(&model.cfg, &model.graph, None);
+        let after = ModelCounts::of(&model.cfg, &model.layout, &w).effective(&model.cfg, &model.graph, None);
+        let drop: f64 = self.layers.iter().filter_map(|l| l.predicted_drop).sum();
+        let baseline = curves.map(|c| c.baseline);
+        self.predicted = Prediction {
+            baseline,
+            metric: baseline.map(|b| b - drop),
+            drop,
+            params_before: before.total().params,
+            params_after: after.total().params,
+            macs_before: before.total().macs,
+            macs_after: after.total().macs,
+        };
+    }
+
+    /// Prunes `weights` in place, layer by layer in cfg order.
+    pub fn apply(&self, weights: &mut Weights, layout: &Layout) -> Vec<(String, PruneCount)> {
+        let mut out = Vec::new();
+        for l in &self.layers {
+            if l.sparsity <= 0.0 {
+                continue;
+            }
+            if let Some(keys) = layout.convs.iter().find(|k| k.block == l.block) {
+                out.push((l.layer.clone(), prune_layer(weights, keys, self.method, l.sparsity)));
+            }
+        }
+        out
+    }
+
+    /// The plan as CSV: `layer,module,sparsity,origin,predicted_drop`.
+    pub fn to_csv(&self) -> String {
+        let mut s = String::from("layer,module,sparsity,origin,predicted_drop\n");
+        for l in &self.layers {
+            let origin =
+                serde_json::to_value(l.origin).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+            let drop = l.predicted_drop.map(|d| d.to_string()).unwrap_or_default();
+            let _ = writeln!(s, "{},{},{},{origin},{drop}", l.layer, module_name(l.block), l.sparsity);
+        }
+        s
+    }
+
+    /// Torch-Pruning: `pruning_ratio_dict` keyed by PyTorch-YOLOv3 module names (look each
+    /// up with `model.get_submodule(name)`), with the importance the plan was made with.
+    pub fn to_torch_pruning(&self) -> serde_json::Value {
+        let ratios: serde_json::Map<String, serde_json::Value> =
+            self.pruned().map(|l| (module_name(l.block), l.sparsity.into())).collect();
+        serde_json::json!({
+            "pruning_ratio_dict": ratios,
+            "importance": match self.method { Method::L1 | Method::L1Filter => "MagnitudeImportance(p=1)", Method::L2Filter => "MagnitudeImportance(p=2)" },
+            "structured": self.method.is_structured(),
+            "global_pruning": false,
+            "source": format!("prunescope plan, {} pruning of {}", self.method, self.model.cfg.path.display()),
+        })
+    }
+
+    /// NNI 3.x `config_list`: one entry per pruned layer (`op_names`, `sparse_ratio`;
+    /// filter methods prune output channels, NNI's default granularity for norm pruners).
+    pub fn to_nni(&self) -> serde_json::Value {
+        let list: Vec<serde_json::Value> = self
+            .pruned()
+            .map(|l| {
+                let mut e = serde_json::json!({
+                    "op_names": [module_name(l.block)],
+                    "op_types": ["Conv2d"],
+                    "sparse_ratio": l.sparsity,
+                });
+                if self.method.is_structured() {
+                    e["granularity"] = "out_channel".into();
+                }
+                e
+            })
+            .collect();
+        serde_json::Value::Array(list)
+    }
+
+    fn pruned(&self) -> impl Iterator<Item = &PlanLayer> {
+        self.layers.iter().filter(|l| l.sparsity > 0.0)
+    }
+}
+
+/// PyTorch-YOLOv3's module name of convolution `block`.
+pub fn module_name(block: usize) -> String {
+    format!("module_list.{block}.conv_{block}")
+}
+
+fn drop_of(curves: Option<&Curves>, layer: &str, s: f64) -> Option<f64> {
+    let c = curves?;
+    match c.index_of(layer) {
+        Some(i) => c.drop_at(i, s),
+        None if s == 0.0 => Some(0.0),
+        None => None,
+    }
+}
+
+/// How to suggest thresholds.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Rule {
+    /// Each layer: the largest sparsity within the budget.
+    PerLayer(Budget),
+    /// The whole model: remove at least `fraction` of its MACs or parameters with the least
+    /// predicted loss.
+    Global { resource: Resource, fraction: f64 },
+}
+
+impl std::fmt::Display for Rule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Rule::PerLayer(Budget::Absolute(a)) => write!(f, "per-layer budget: drop ≤ {a}"),
+            Rule::PerLayer(Budget::Relative(r)) => write!(f, "per-layer budget: drop ≤ {}% of baseline", r * 100.0),
+            Rule::Global { resource, fraction } => {
+                write!(
+                    f,
+                    "global: −{}% {} with the least predicted loss (exact knapsack)",
+                    fraction * 100.0,
+                    resource.label()
+                )
+            }
+        }
+    }
+}
+
+/// Checks that `run` was made on `model` (same cfg and weights content).
+pub fn check_run(run: &StoredRun, model: &PlanModel, run_dir: &Path) -> Result<(), PlanError> {
+    let h = &run.header.model;
+    if h.cfg.sha256 != model.reference.cfg.sha256 || h.weights.sha256 != model.reference.weights.sha256 {
+        return Err(perr(
+            Some(&run_dir.join(store::RUN_FILE)),
+            format!(
+                "the run analysed {} + {}, whose content differs from {} + {}",
+                h.cfg.path.display(),
+                h.weights.path.display(),
+                model.reference.cfg.path.display(),
+                model.reference.weights.path.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Suggests a plan from a finished run. Layers in `frozen` stay at 0 %.
+pub fn suggest(
+    run: &StoredRun,
+    run_dir: &Path,
+    model: &PlanModel,
+    rule: &Rule,
+    metric: Metric,
+    frozen: &[String],
+) -> Result<Plan, PlanError> {
+    check_run(run, model, run_dir)?;
+    let curves = Curves::of(run, metric).map_err(|m| perr(Some(run_dir), m))?;
+    for f in frozen {
+        if curves.index_of(f).is_none() {
+            return Err(perr(
+                None,
+                format!("--freeze {f}: not a layer of the run (it has {})", run.header.layers.join(", ")),
+            ));
+        }
+    }
+    let is_frozen = |name: &str| frozen.iter().any(|f| f == name);
+    let mut plan =
+        Plan::new(model, run.header.method, metric, &curves.layers.iter().map(|l| l.block).collect::<Vec<_>>());
+    plan.run = Some(RunRef {
+        path: run_dir.to_path_buf(),
+        created_at: run.header.created_at.clone(),
+        dataset: run.header.dataset.clone(),
+    });
+    plan.rule = Some(rule.to_string());
+    plan.img_size = run.header.eval.img_size;
+    let sparsities: Vec<f64> =
+        match rule {
+            Rule::PerLayer(budget) => {
+                let allowed = budget.allowed(curves.baseline);
+                (0..curves.layers.len())
+                    .map(|i| {
+                        if is_frozen(&curves.layers[i].layer) {
+                            0.0
+                        } else {
+                            suggest::within_budget(&curves, i, allowed)
+                        }
+                    })
+                    .collect()
+            }
+            Rule::Global { resource, fraction } => {
+                global(&curves, model, run.header.method, *resource, *fraction, &is_frozen)?
+            }
+        };
+    for (l, s) in plan.layers.iter_mut().zip(sparsities) {
+        l.sparsity = s;
+        l.origin = if is_frozen(&l.layer) { Origin::Frozen } else { Origin::Suggested };
+    }
+    plan.refresh_prediction(model, Some(&curves));
+    Ok(plan)
+}
+
+fn global(
+    curves: &Curves,
+    model: &PlanModel,
+    method: Method,
+    resource: Resource,
+    fraction: f64,
+    is_frozen: &dyn Fn(&str) -> bool,
+) -> Result<Vec<f64>, PlanError> {
+    if !(fraction > 0.0 && fraction < 1.0) {
+        return Err(perr(None, format!("target {}: expected a reduction between 0 and 100 %", fraction * 100.0)));
+    }
+    let counts = ModelCounts::of(&model.cfg, &model.layout, &model.weights);
+    let pick = |c: crate::model::effective::Cost| match resource {
+        Resource::Macs => c.macs,
+        Resource::Params => c.params,
+    };
+    let base = pick(counts.effective(&model.cfg, &model.graph, None).total());
+    let mut items: Vec<Vec<Level>> = Vec::new();
+    for (i, layer) in curves.layers.iter().enumerate() {
+        let mut levels = vec![Level { sparsity: 0.0, removed: 0, loss: 0.0 }];
+        if !is_frozen(&layer.layer) {
+            for &(s, _) in layer.points.iter().skip(1) {
+                let pruned = model
+                    .pruned_counts(layer.block, method, s)
+                    .ok_or_else(|| perr(None, format!("{}: no convolution in the model", layer.layer)))?;
+                let after = pick(counts.effective(&model.cfg, &model.graph, Some((layer.block, &pruned))).total());
+                let loss = curves.drop_at(i, s).unwrap_or(f64::INFINITY);
+                levels.push(Level { sparsity: s, removed: base.saturating_sub(after), loss });
+            }
+        }
+        items.push(levels);
+    }
+    let goal = (fraction * base as f64).ceil() as u64;
+    // Pruning two connected layers removes some weights twice over (a filter of one and
+    // the input channel of the next), so the sum over layers can overstate the total:
+    // check the real total and ask for the shortfall again.
+    let mut need = goal;
+    for _ in 0..8 {
+        let (choice, _) = suggest::knapsack(&items, need, 20_000).ok_or_else(|| {
+            let max: u64 = items.iter().map(|l| l.iter().map(|x| x.removed).max().unwrap_or(0)).sum();
+            perr(
+                None,
+                format!(
+                    "a {:.1}% {} reduction cannot be reached by the analysed layers at their measured sparsities \
+                     (at most {:.1}%); analyse more layers or higher sparsities",
+                    fraction * 100.0,
+                    resource.label(),
+                    100.0 * max as f64 / base.max(1) as f64
+                ),
+            )
+        })?;
+        let sparsities: Vec<f64> = choice.iter().zip(&items).map(|(&k, l)| l[k].sparsity).collect();
+        let mut w = model.weights.clone();
+        for (layer, &s) in curves.layers.iter().zip(&sparsities) {
+            if s > 0.0 {
+                if let Some(keys) = model.conv_keys(layer.block) {
+                    prune_layer(&mut w, keys, method, s);
+                }
+            }
+        }
+        let after =
+            pick(ModelCounts::of(&model.cfg, &model.layout, &w).effective(&model.cfg, &model.graph, None).total());
+        let removed = base.saturating_sub(after);
+        if removed >= goal {
+            return Ok(sparsities);
+        }
+        need += goal - removed;
+    }
+    Err(perr(None, format!("could not reach a {:.1}% {} reduction", fraction * 100.0, resource.label())))
+}

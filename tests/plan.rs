@@ -1,0 +1,140 @@
+//! Plans suggested from the bundled sensitivity run: budgets respected, targets reached,
+//! JSON round trip, refusals with clear messages, and the effective cost of a single pruned
+//! layer recounted by hand from the pruned tensors.
+
+use prunescope::model::effective::{self, dense};
+use prunescope::prune::plan::{self, Plan, PlanModel, Rule};
+use prunescope::prune::{Budget, Curves, Method, Resource};
+use prunescope::sensitivity::{store, Metric};
+use std::path::{Path, PathBuf};
+
+fn sample() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("sample_runs/shapes")
+}
+
+fn model() -> PlanModel {
+    // The run refers to the files by repository-relative paths; hashes are what must agree.
+    PlanModel::load(&sample().join("yolov3-tiny-shapes.cfg"), &sample().join("yolov3-tiny-shapes.safetensors"), None)
+        .unwrap()
+}
+
+fn run_dir() -> PathBuf {
+    sample().join("sensitivity-l1")
+}
+
+#[test]
+fn per_layer_budget_keeps_every_drop_within_it() {
+    let m = model();
+    let run = store::read(&run_dir()).unwrap();
+    let p = plan::suggest(&run, &run_dir(), &m, &Rule::PerLayer(Budget::Absolute(0.01)), Metric::Map50, &[]).unwrap();
+    let curves = Curves::of(&run, Metric::Map50).unwrap();
+    assert_eq!(p.layers.len(), run.header.layers.len());
+    for l in &p.layers {
+        let d = l.predicted_drop.unwrap();
+        assert!(d <= 0.01 + 1e-9, "{}: drop {d}", l.layer);
+        assert!(l.sparsity <= 0.88 + 1e-12);
+        // Maximal: a little more sparsity breaks the budget, unless capped at 88 %.
+        let i = curves.index_of(&l.layer).unwrap();
+        if l.sparsity < 0.88 - 1e-9 {
+            let more = curves.drop_at(i, (l.sparsity + 0.01).min(0.88)).unwrap();
+            assert!(more > 0.01 - 1e-9 || l.sparsity + 0.01 > 0.88, "{} could go further", l.layer);
+        }
+    }
+    assert!(p.predicted.params_after < p.predicted.params_before);
+    let frozen = plan::suggest(
+        &run,
+        &run_dir(),
+        &m,
+        &Rule::PerLayer(Budget::Absolute(0.01)),
+        Metric::Map50,
+        &["conv_10".to_string()],
+    )
+    .unwrap();
+    let l10 = frozen.layers.iter().find(|l| l.layer == "conv_10").unwrap();
+    assert_eq!((l10.sparsity, l10.origin), (0.0, plan::Origin::Frozen));
+}
+
+#[test]
+fn global_parameter_target_is_reached_with_measured_levels() {
+    let m = model();
+    let run = store::read(&run_dir()).unwrap();
+    let rule = Rule::Global { resource: Resource::Params, fraction: 0.5 };
+    let p = plan::suggest(&run, &run_dir(), &m, &rule, Metric::Map50, &[]).unwrap();
+    assert!(p.predicted.params_reduction() >= 0.5, "{:?}", p.predicted);
+    for l in &p.layers {
+        assert!(l.sparsity == 0.0 || run.header.sparsities.contains(&l.sparsity), "{} at {}", l.layer, l.sparsity);
+    }
+    // Recount: prune a copy by the plan and count non-zero parameters independently.
+    let mut w = m.weights.clone();
+    p.apply(&mut w, &m.layout);
+    let nonzero = w.count_nonzero() as u64;
+    assert_eq!(nonzero, p.predicted.params_after);
+    let impossible = Rule::Global { resource: Resource::Params, fraction: 0.99 };
+    let e = plan::suggest(&run, &run_dir(), &m, &impossible, Metric::Map50, &[]).unwrap_err().to_string();
+    assert!(e.contains("cannot be reached"), "{e}");
+}
+
+#[test]
+fn plans_round_trip_and_bad_plans_are_refused() {
+    let m = model();
+    let run = store::read(&run_dir()).unwrap();
+    let p = plan::suggest(&run, &run_dir(), &m, &Rule::PerLayer(Budget::Relative(0.02)), Metric::Map, &[]).unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("plan.json");
+    p.write(&path).unwrap();
+    assert_eq!(Plan::read(&path).unwrap(), p);
+    p.check(&m).unwrap();
+
+    let edit = |f: &dyn Fn(&mut serde_json::Value)| -> String {
+        let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        f(&mut v);
+        let bad = d.path().join("bad.json");
+        std::fs::write(&bad, v.to_string()).unwrap();
+        match Plan::read(&bad) {
+            Err(e) => e.to_string(),
+            Ok(plan) => plan.check(&m).unwrap_err(),
+        }
+    };
+    let e = edit(&|v| v["layers"][0]["sparsity"] = 1.0.into());
+    assert!(e.contains("bad.json") && e.contains("sparsity 1 is outside [0, 1)"), "{e}");
+    let e = edit(&|v| {
+        v["layers"][0]["layer"] = "conv_14".into();
+        v["layers"][0]["block"] = 14.into();
+    });
+    assert!(e.contains("unknown layer conv_14"), "{e}");
+    let e = edit(&|v| v["model"]["weights"]["sha256"] = "00".repeat(32).into());
+    assert!(e.contains("the plan was made for other weights"), "{e}");
+    let e = edit(&|v| v["format"] = "prunescope.plan/9".into());
+    assert!(e.contains("format `prunescope.plan/9` is not supported"), "{e}");
+
+    // Exports keyed by PyTorch-YOLOv3 module names.
+    let tp = p.to_torch_pruning();
+    for l in p.layers.iter().filter(|l| l.sparsity > 0.0) {
+        let key = format!("module_list.{}.conv_{}", l.block, l.block);
+        assert_eq!(tp["pruning_ratio_dict"][&key].as_f64(), Some(l.sparsity));
+    }
+    let nni = p.to_nni();
+    assert_eq!(nni.as_array().unwrap().len(), p.layers.iter().filter(|l| l.sparsity > 0.0).count());
+    assert!(p.to_csv().starts_with("layer,module,sparsity,origin,predicted_drop\n"));
+}
+
+/// Filter pruning of conv_6 (128 filters, 3×3×64, BN) at 25 %: 32 filters go. By hand:
+/// conv_6 keeps 96 × (576 + 2) params; maxpool_7 keeps 96/128 of its MACs; conv_8
+/// (256 × 3×3×128) reads 96 live channels: 256 × 9 × 96 weights + 2 × 256 BN.
+#[test]
+fn effective_cost_of_a_filter_pruned_layer_by_hand() {
+    let m = model();
+    let mut w = m.weights.clone();
+    let keys = m.layout.convs.iter().find(|k| k.block == 6).unwrap();
+    let count = prunescope::prune::prune_layer(&mut w, keys, Method::L2Filter, 0.25);
+    assert_eq!(count.filters_zeroed, 32);
+    let e = effective::effective(&m.cfg, &m.graph, &m.layout, &w);
+    let d = dense(&m.graph);
+    assert_eq!(e.blocks[6].params, 96 * (576 + 2));
+    assert_eq!(e.blocks[6].macs, 400 * (96 * 576 + 96 * 3));
+    assert_eq!(e.blocks[7].macs, d[7].macs * 96 / 128);
+    assert_eq!(e.blocks[8].params, 256 * 9 * 96 + 2 * 256);
+    assert_eq!(e.blocks[8].macs, 100 * (256 * 9 * 96 + 256 * 3));
+    assert_eq!(e.blocks[10], d[10]);
+    assert_eq!(e.live_channels[6], 96);
+}
