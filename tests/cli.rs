@@ -102,3 +102,29 @@ fn cocoeval_json_matches_pycocotools() {
     assert!(!ok);
     assert!(err.contains("dets.json: line 1 column 1: not a valid COCO ground-truth file"), "{err}");
 }
+
+/// The bundled model meets the targets of the sample experiment (mAP@0.5 ≥ 0.90,
+/// mAP@0.5:0.95 ≥ 0.60) and `eval` prints the figures sample_runs/shapes/README.md states.
+#[test]
+fn eval_of_the_bundled_model_prints_the_stated_metrics() {
+    let s = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sample_runs/shapes");
+    let p = |f: &str| s.join(f).to_str().unwrap().to_string();
+    let (ok, out, err) = prunescope(&[
+        "eval",
+        "--cfg",
+        &p("yolov3-tiny-shapes.cfg"),
+        "--weights",
+        &p("yolov3-tiny-shapes.safetensors"),
+        "--data",
+        &p("data.yaml"),
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let (map50, map) = (v["map50"].as_f64().unwrap(), v["map"].as_f64().unwrap());
+    assert!(map50 >= 0.90 && map >= 0.60, "{map50} {map}");
+    let readme = std::fs::read_to_string(s.join("README.md")).unwrap();
+    let stated = format!("mAP@0.5 {map50:.4}   mAP@0.5:0.95 {map:.4}");
+    assert!(readme.contains(&stated), "README does not state `{stated}`");
+    assert_eq!(v["images"], 300);
+}

@@ -4,6 +4,7 @@ pub mod analyze;
 pub mod cocoeval;
 pub mod eval;
 pub mod inspect;
+pub mod plan;
 pub mod synth;
 pub mod train;
 
@@ -35,6 +36,12 @@ pub enum Command {
     Analyze(analyze::Args),
     /// Join the shard runs of one analysis (`analyze --shard i/n`) into one run.
     Merge(analyze::MergeArgs),
+    /// Suggest a pruning plan from a finished run: a per-layer budget or a global target.
+    Suggest(plan::SuggestArgs),
+    /// Export a plan as CSV, a Torch-Pruning pruning_ratio_dict or an NNI config_list.
+    ExportPlan(plan::ExportArgs),
+    /// Apply a plan to a checkpoint and save the pruned weights.
+    Prune(plan::PruneArgs),
 }
 
 /// Runs the parsed command line; returns the process exit code.
@@ -48,6 +55,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Finetune(args)) => train::run_finetune(&args),
         Some(Command::Analyze(args)) => analyze::run(&args),
         Some(Command::Merge(args)) => analyze::run_merge(&args),
+        Some(Command::Suggest(args)) => plan::run_suggest(&args),
+        Some(Command::ExportPlan(args)) => plan::run_export(&args),
+        Some(Command::Prune(args)) => plan::run_prune(&args),
         None => {
             use clap::CommandFactory;
             Cli::command().print_help()?;

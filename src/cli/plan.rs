@@ -1,0 +1,159 @@
+//! `prunescope suggest` (a plan from a finished run), `prunescope export-plan` (CSV,
+//! Torch-Pruning, NNI) and `prunescope prune` (apply a plan to a checkpoint).
+
+use crate::model::{Cfg, Graph, Layout, Weights, WeightsFormat};
+use crate::prune::plan::{self, Plan, PlanModel, Rule};
+use crate::prune::{Budget, Resource};
+use crate::sensitivity::{store, Metric};
+use anyhow::Context;
+use std::path::PathBuf;
+
+#[derive(Debug, clap::Args)]
+pub struct SuggestArgs {
+    /// The finished sensitivity run folder.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Per-layer budget: the largest drop each layer may cause, as a metric value (0.01)
+    /// or a percentage of the baseline (2%).
+    #[arg(long, conflicts_with = "target")]
+    pub budget: Option<Budget>,
+    /// Global target: the reduction to reach, e.g. 30% (of `--resource`).
+    #[arg(long)]
+    pub target: Option<String>,
+    /// What `--target` counts.
+    #[arg(long, value_enum, default_value = "macs")]
+    pub resource: Resource,
+    /// Metric the drops are read from; default: the run's.
+    #[arg(long, value_enum)]
+    pub metric: Option<Metric>,
+    /// Layers held at 0 % (comma-separated names).
+    #[arg(long, value_delimiter = ',')]
+    pub freeze: Vec<String>,
+    /// Cfg and weights; default: the files the run names (they must hash the same).
+    #[arg(long)]
+    pub cfg: Option<PathBuf>,
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// Where the plan is written.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+fn percent(s: &str) -> anyhow::Result<f64> {
+    let t = s.trim().trim_end_matches('%');
+    let v: f64 = t.parse().map_err(|_| anyhow::anyhow!("--target {s}: expected a percentage such as 30%"))?;
+    if !(v > 0.0 && v < 100.0) {
+        anyhow::bail!("--target {s}: expected a percentage between 0 and 100");
+    }
+    Ok(v / 100.0)
+}
+
+pub fn run_suggest(a: &SuggestArgs) -> anyhow::Result<()> {
+    let run = store::read(&a.run)?;
+    let cfg = a.cfg.clone().unwrap_or_else(|| run.header.model.cfg.path.clone());
+    let weights = a.weights.clone().unwrap_or_else(|| run.header.model.weights.path.clone());
+    let model = PlanModel::load(&cfg, &weights, Some(run.header.eval.img_size))?;
+    let rule = match (&a.budget, &a.target) {
+        (Some(b), None) => Rule::PerLayer(*b),
+        (None, Some(t)) => Rule::Global { resource: a.resource, fraction: percent(t)? },
+        _ => anyhow::bail!("give either --budget (per layer, e.g. 0.01 or 2%) or --target (global, e.g. 30%)"),
+    };
+    let metric = a.metric.unwrap_or(run.header.metric);
+    let p = plan::suggest(&run, &a.run, &model, &rule, metric, &a.freeze)?;
+    p.write(&a.out)?;
+    print_plan(&p);
+    println!("wrote {}", a.out.display());
+    Ok(())
+}
+
+/// The plan as a table with its prediction.
+pub fn print_plan(p: &Plan) {
+    println!("{} pruning, {}", p.method, p.rule.as_deref().unwrap_or("set by hand"));
+    println!("{:<10} {:>9} {:>10} {:>10}", "layer", "sparsity", "drop", "origin");
+    for l in &p.layers {
+        let drop = l.predicted_drop.map(|d| format!("{d:.4}")).unwrap_or_else(|| "–".into());
+        println!("{:<10} {:>8.1}% {:>10} {:>10?}", l.layer, l.sparsity * 100.0, drop, l.origin);
+    }
+    let pr = &p.predicted;
+    println!(
+        "parameters {} -> {} (−{:.1}%)   MACs {} -> {} (−{:.1}%, ptflops convention, effective)",
+        pr.params_before,
+        pr.params_after,
+        pr.params_reduction() * 100.0,
+        pr.macs_before,
+        pr.macs_after,
+        pr.macs_reduction() * 100.0
+    );
+    if let (Some(b), Some(m)) = (pr.baseline, pr.metric) {
+        println!(
+            "{}: baseline {b:.4}, predicted {m:.4} (estimate: the sum of the layers' drops, {:.4})",
+            p.metric.label(),
+            pr.drop
+        );
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    Csv,
+    TorchPruning,
+    Nni,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ExportArgs {
+    #[arg(long)]
+    pub plan: PathBuf,
+    #[arg(long, value_enum)]
+    pub format: ExportFormat,
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+pub fn run_export(a: &ExportArgs) -> anyhow::Result<()> {
+    let p = Plan::read(&a.plan)?;
+    let text = match a.format {
+        ExportFormat::Csv => p.to_csv(),
+        ExportFormat::TorchPruning => serde_json::to_string_pretty(&p.to_torch_pruning())? + "\n",
+        ExportFormat::Nni => serde_json::to_string_pretty(&p.to_nni())? + "\n",
+    };
+    std::fs::write(&a.out, text).with_context(|| format!("{}: cannot write", a.out.display()))?;
+    println!("wrote {}", a.out.display());
+    Ok(())
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PruneArgs {
+    #[arg(long)]
+    pub cfg: PathBuf,
+    #[arg(long)]
+    pub weights: PathBuf,
+    #[arg(long)]
+    pub plan: PathBuf,
+    /// The pruned checkpoint; its extension picks the format (.weights, .pth, .safetensors).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+pub fn run_prune(a: &PruneArgs) -> anyhow::Result<()> {
+    let p = Plan::read(&a.plan)?;
+    let model = PlanModel::load(&a.cfg, &a.weights, Some(p.img_size))?;
+    p.check(&model).map_err(|m| anyhow::anyhow!("{}: {m}", a.plan.display()))?;
+    WeightsFormat::from_path(&a.out)?;
+    let mut w: Weights = model.weights.clone();
+    let counts = p.apply(&mut w, &model.layout);
+    let cfg = Cfg::from_file(&a.cfg)?;
+    let graph = Graph::build(&cfg, 1, p.img_size as usize, p.img_size as usize)?;
+    let layout = Layout::of(&cfg, &graph);
+    w.save(&a.out, &layout)?;
+    for (layer, c) in &counts {
+        println!("{layer:<10} {:>9} weights zeroed {:>5} filters", c.weights_zeroed, c.filters_zeroed);
+    }
+    println!(
+        "non-zero parameters {} -> {}; wrote {}",
+        model.weights.count_nonzero(),
+        w.count_nonzero(),
+        a.out.display()
+    );
+    Ok(())
+}
