@@ -237,7 +237,7 @@ fn killed_and_resumed_equals_uninterrupted() {
     let status = child.wait().unwrap();
     assert!(!status.success(), "the run finished before it could be killed");
     let before = store::read(&killed).unwrap().points.len();
-    assert!(before >= 1 && before < 30, "{before} points before the kill");
+    assert!((1..30).contains(&before), "{before} points before the kill");
     // A torn line, as a kill in the middle of a write leaves it.
     let mut text = std::fs::read_to_string(&points).unwrap();
     text.push_str("{\"kind\":\"point\",\"layer\":\"conv_");

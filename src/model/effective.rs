@@ -158,7 +158,7 @@ impl ModelCounts {
                             let per_out = k.filters / k.groups;
                             let mut out = vec![false; k.filters];
                             let mut nz: u64 = 0;
-                            for f in 0..k.filters {
+                            for (f, live_f) in out.iter_mut().enumerate() {
                                 let g = f / per_out.max(1);
                                 let row = &k.nonzero[f * k.per_group..(f + 1) * k.per_group];
                                 let reads: u64 = row
@@ -167,8 +167,8 @@ impl ModelCounts {
                                     .filter(|(c, _)| inp[g * k.per_group + c])
                                     .map(|(_, v)| *v as u64)
                                     .sum();
-                                out[f] = reads > 0 || !k.zero_constant[f];
-                                if out[f] {
+                                *live_f = reads > 0 || !k.zero_constant[f];
+                                if *live_f {
                                     nz += reads;
                                 }
                             }

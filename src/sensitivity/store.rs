@@ -302,7 +302,7 @@ pub fn write_run(
     std::fs::create_dir_all(dir).map_err(|e| err(dir, None, format!("cannot create: {e}")))?;
     write_header(dir, header)?;
     let pp = dir.join(POINTS_FILE);
-    let mut text = serde_json::to_string(&Record::Baseline { metrics: baseline.0.clone(), seconds: baseline.1 })
+    let mut text = serde_json::to_string(&Record::Baseline { metrics: baseline.0, seconds: baseline.1 })
         .map_err(|e| err(&pp, None, e.to_string()))?;
     text.push('\n');
     for p in points {

@@ -200,6 +200,7 @@ fn variant_detections(
 /// The detections of `net` for `image` with convolution `block` pruned at each of
 /// `sparsities` by `method`, computed the engine's way: the block outputs the pruned layer
 /// and its dependents read, the layer, then only the blocks that depend on it.
+#[allow(clippy::too_many_arguments)]
 pub fn pruned_detections(
     net: &Darknet,
     cfg: &Cfg,
