@@ -2,6 +2,7 @@
 
 pub mod analyze;
 pub mod cocoeval;
+pub mod compare;
 pub mod eval;
 pub mod inspect;
 pub mod plan;
@@ -42,6 +43,8 @@ pub enum Command {
     ExportPlan(plan::ExportArgs),
     /// Apply a plan to a checkpoint and save the pruned weights.
     Prune(plan::PruneArgs),
+    /// Compare checkpoints: params, MACs, size, compressed size, mAP, confusion, latency.
+    Compare(compare::Args),
 }
 
 /// Runs the parsed command line; returns the process exit code.
@@ -58,6 +61,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Suggest(args)) => plan::run_suggest(&args),
         Some(Command::ExportPlan(args)) => plan::run_export(&args),
         Some(Command::Prune(args)) => plan::run_prune(&args),
+        Some(Command::Compare(args)) => compare::run(&args),
         None => {
             use clap::CommandFactory;
             Cli::command().print_help()?;

@@ -1,4 +1,5 @@
-//! Reports and exports: sensitivity tables and plots (and, later, comparisons).
+//! Reports and exports: sensitivity tables and plots, and comparisons of checkpoints.
 
+pub mod compare;
 pub mod plot;
 pub mod sensitivity;

@@ -1,0 +1,73 @@
+//! `prunescope compare A B [C ...]`: checkpoints of one cfg side by side on one validation set.
+
+use crate::report::compare::{self, CompareConfig};
+use std::path::PathBuf;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Checkpoints to compare (the first is the reference for the relative columns).
+    #[arg(required = true)]
+    pub weights: Vec<PathBuf>,
+    #[arg(long)]
+    pub cfg: PathBuf,
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Report folder: report.md, report.json, confusion.png, layers.png.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Names of the checkpoints, comma-separated (default: their file names).
+    #[arg(long, value_delimiter = ',')]
+    pub labels: Vec<String>,
+    #[arg(long)]
+    pub img_size: Option<u32>,
+    /// cpu, cuda, cuda:N or auto.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Only the first N validation images.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Timed batch-1 forward passes per checkpoint (after 3 warm-up passes).
+    #[arg(long, default_value_t = 30)]
+    pub latency_runs: usize,
+}
+
+pub fn run(a: &Args) -> anyhow::Result<()> {
+    if !a.labels.is_empty() && a.labels.len() != a.weights.len() {
+        anyhow::bail!("--labels names {} checkpoints, but {} are given", a.labels.len(), a.weights.len());
+    }
+    let models: Vec<(String, PathBuf)> = a
+        .weights
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let label = a.labels.get(i).cloned().unwrap_or_else(|| {
+                p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| format!("model {i}"))
+            });
+            (label, p.clone())
+        })
+        .collect();
+    let c = CompareConfig {
+        cfg: a.cfg.clone(),
+        data: a.data.clone(),
+        img_size: a.img_size,
+        device: a.device.clone(),
+        limit: a.limit,
+        latency_runs: a.latency_runs,
+    };
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} images  ETA {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    let report = compare::compare(&c, &models, &mut |m, done, total| {
+        bar.set_prefix(models[m].0.clone());
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })?;
+    bar.finish_and_clear();
+    compare::write(&report, &a.out).map_err(anyhow::Error::msg)?;
+    print!("{}", compare::markdown(&report).split("\n## ").next().unwrap_or_default());
+    println!("\nwrote {}/{{report.md, report.json, confusion.png, layers.png}}", a.out.display());
+    Ok(())
+}
