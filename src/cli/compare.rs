@@ -29,6 +29,9 @@ pub struct Args {
     /// Timed batch-1 forward passes per checkpoint (after 3 warm-up passes).
     #[arg(long, default_value_t = 30)]
     pub latency_runs: usize,
+    /// A plan: its run's curves are drawn with the plan's thresholds (curves.png).
+    #[arg(long)]
+    pub plan: Option<PathBuf>,
 }
 
 pub fn run(a: &Args) -> anyhow::Result<()> {
@@ -67,7 +70,19 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     })?;
     bar.finish_and_clear();
     compare::write(&report, &a.out).map_err(anyhow::Error::msg)?;
+    if let Some(p) = &a.plan {
+        curves_with_thresholds(p, &a.out.join("curves.png"))?;
+    }
     print!("{}", compare::markdown(&report).split("\n## ").next().unwrap_or_default());
     println!("\nwrote {}/{{report.md, report.json, confusion.png, layers.png}}", a.out.display());
     Ok(())
+}
+
+/// The curves of the run `plan` was made from, with its thresholds.
+pub fn curves_with_thresholds(plan: &std::path::Path, out: &std::path::Path) -> anyhow::Result<()> {
+    let p = crate::prune::Plan::read(plan)?;
+    let run_ref = p.run.as_ref().ok_or_else(|| anyhow::anyhow!("{}: the plan names no run", plan.display()))?;
+    let run = crate::sensitivity::store::read(&run_ref.path)?;
+    let t: Vec<(String, f64)> = p.layers.iter().map(|l| (l.layer.clone(), l.sparsity)).collect();
+    crate::report::sensitivity::png(&run, p.metric, out, &t).map_err(anyhow::Error::msg)
 }

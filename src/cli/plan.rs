@@ -133,6 +133,12 @@ pub struct PruneArgs {
     /// The pruned checkpoint; its extension picks the format (.weights, .pth, .safetensors).
     #[arg(long)]
     pub out: PathBuf,
+    /// Then compare the original and the pruned checkpoint on this dataset…
+    #[arg(long, requires = "compare")]
+    pub data: Option<PathBuf>,
+    /// …into this report folder (as `prunescope compare --plan` does).
+    #[arg(long, requires = "data")]
+    pub compare: Option<PathBuf>,
 }
 
 pub fn run_prune(a: &PruneArgs) -> anyhow::Result<()> {
@@ -155,5 +161,20 @@ pub fn run_prune(a: &PruneArgs) -> anyhow::Result<()> {
         w.count_nonzero(),
         a.out.display()
     );
+    if let (Some(data), Some(dir)) = (&a.data, &a.compare) {
+        let args = super::compare::Args {
+            weights: vec![a.weights.clone(), a.out.clone()],
+            cfg: a.cfg.clone(),
+            data: data.clone(),
+            out: dir.clone(),
+            labels: vec!["origin".into(), "pruned".into()],
+            img_size: Some(p.img_size),
+            device: "cpu".into(),
+            limit: None,
+            latency_runs: 30,
+            plan: p.run.as_ref().map(|_| a.plan.clone()),
+        };
+        super::compare::run(&args)?;
+    }
     Ok(())
 }

@@ -41,8 +41,9 @@ pub fn curve(run: &StoredRun, layer: &str, metric: Metric) -> Vec<(f64, f64)> {
     pts
 }
 
-/// Draws the grid of per-layer plots into a PNG at `path`.
-pub fn png(run: &StoredRun, metric: Metric, path: &Path) -> Result<(), String> {
+/// Draws the grid of per-layer plots into a PNG at `path`; `thresholds` (layer, sparsity)
+/// adds each layer's chosen sparsity as a vertical line.
+pub fn png(run: &StoredRun, metric: Metric, path: &Path, thresholds: &[(String, f64)]) -> Result<(), String> {
     let layers = &run.header.layers;
     let n = layers.len().max(1);
     let cols = (n as f64).sqrt().ceil().max(1.0) as usize;
@@ -91,6 +92,12 @@ pub fn png(run: &StoredRun, metric: Metric, path: &Path) -> Result<(), String> {
         let blue = RGBColor(40, 90, 190);
         chart.draw_series(LineSeries::new(pts.iter().copied(), blue.stroke_width(2))).map_err(e)?;
         chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, blue.filled()))).map_err(e)?;
+        if let Some((_, s)) = thresholds.iter().find(|(l, _)| l == layer) {
+            let x = s * 100.0;
+            chart
+                .draw_series(LineSeries::new([(x, 0.0), (x, top)], RGBColor(230, 140, 20).stroke_width(2)))
+                .map_err(e)?;
+        }
     }
     root.present().map_err(e)?;
     Ok(())
@@ -100,5 +107,5 @@ pub fn png(run: &StoredRun, metric: Metric, path: &Path) -> Result<(), String> {
 pub fn write(run: &StoredRun, dir: &Path) -> Result<(), String> {
     let p = dir.join("sensitivity.csv");
     std::fs::write(&p, csv(run)).map_err(|e| format!("{}: cannot write: {e}", p.display()))?;
-    png(run, run.header.metric, &dir.join("sensitivity.png"))
+    png(run, run.header.metric, &dir.join("sensitivity.png"), &[])
 }
