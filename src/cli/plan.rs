@@ -1,7 +1,7 @@
 //! `prunescope suggest` (a plan from a finished run), `prunescope export-plan` (CSV,
 //! Torch-Pruning, NNI) and `prunescope prune` (apply a plan to a checkpoint).
 
-use crate::model::{Cfg, Graph, Layout, Weights, WeightsFormat};
+use crate::model::{Weights, WeightsFormat};
 use crate::prune::plan::{self, Plan, PlanModel, Rule};
 use crate::prune::{Budget, Resource};
 use crate::sensitivity::{store, Metric};
@@ -148,10 +148,7 @@ pub fn run_prune(a: &PruneArgs) -> anyhow::Result<()> {
     WeightsFormat::from_path(&a.out)?;
     let mut w: Weights = model.weights.clone();
     let counts = p.apply(&mut w, &model.layout);
-    let cfg = Cfg::from_file(&a.cfg)?;
-    let graph = Graph::build(&cfg, 1, p.img_size as usize, p.img_size as usize)?;
-    let layout = Layout::of(&cfg, &graph);
-    w.save(&a.out, &layout)?;
+    w.save(&a.out, &model.layout)?;
     for (layer, c) in &counts {
         println!("{layer:<10} {:>9} weights zeroed {:>5} filters", c.weights_zeroed, c.filters_zeroed);
     }

@@ -44,8 +44,13 @@ pub struct ConvCounts {
 }
 
 impl ConvCounts {
-    /// Counts of convolution `keys` in `weights` (missing tensors count as dense).
-    pub fn of(weights: &Weights, keys: &ConvKeys, act: Activation, groups: usize) -> Self {
+    /// Counts of convolution `keys` of `cfg` in `weights` (missing tensors count as dense);
+    /// None when block `keys.block` is no convolution.
+    pub fn of(cfg: &Cfg, weights: &Weights, keys: &ConvKeys) -> Option<Self> {
+        let (act, groups) = match &cfg.blocks.get(keys.block)?.kind {
+            BlockKind::Convolutional(c) => (c.activation, c.groups),
+            _ => return None,
+        };
         let w = weights.tensors.get(&keys.weight);
         let shape = w.map(|t| t.shape.clone()).unwrap_or_default();
         let filters = shape.first().copied().unwrap_or(0);
@@ -75,7 +80,7 @@ impl ConvCounts {
                 keeps_zero && c == 0.0
             })
             .collect();
-        ConvCounts { filters, per_group, groups: groups.max(1), nonzero, zero_constant }
+        Some(ConvCounts { filters, per_group, groups: groups.max(1), nonzero, zero_constant })
     }
 }
 
@@ -106,20 +111,11 @@ pub fn dense(graph: &Graph) -> Vec<Cost> {
     graph.nodes.iter().map(|n| Cost { params: n.params, macs: n.macs }).collect()
 }
 
-fn conv_activation(cfg: &Cfg, block: usize) -> Option<(Activation, usize, bool)> {
-    match &cfg.blocks.get(block)?.kind {
-        BlockKind::Convolutional(c) => Some((c.activation, c.groups, c.batch_normalize)),
-        _ => None,
-    }
-}
-
 impl ModelCounts {
     pub fn of(cfg: &Cfg, layout: &Layout, weights: &Weights) -> Self {
         let mut convs = vec![None; cfg.blocks.len()];
         for keys in &layout.convs {
-            if let Some((act, groups, _)) = conv_activation(cfg, keys.block) {
-                convs[keys.block] = Some(ConvCounts::of(weights, keys, act, groups));
-            }
+            convs[keys.block] = ConvCounts::of(cfg, weights, keys);
         }
         ModelCounts { convs }
     }

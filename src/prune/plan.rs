@@ -6,7 +6,7 @@
 use super::mask::{prune_layer, Method, PruneCount};
 use super::suggest::{self, block_of, Budget, Curves, Level, Resource};
 use crate::model::effective::{ConvCounts, ModelCounts};
-use crate::model::{BlockKind, Cfg, Graph, Layout, Weights};
+use crate::model::{Cfg, Graph, Layout, Weights};
 use crate::sensitivity::store::{self, DatasetRef, FileRef, ModelRef};
 use crate::sensitivity::{Metric, StoredRun};
 use serde::{Deserialize, Serialize};
@@ -133,16 +133,9 @@ impl PlanModel {
     /// Counts of convolution `block` pruned alone at `sparsity`.
     fn pruned_counts(&self, block: usize, method: Method, sparsity: f64) -> Option<ConvCounts> {
         let keys = self.conv_keys(block)?;
-        let mut w = Weights::default();
-        for k in std::iter::once(&keys.weight).chain(keys.bias.iter()).chain(keys.bn.iter().flatten()) {
-            w.tensors.insert(k.clone(), self.weights.tensors.get(k)?.clone());
-        }
+        let mut w = self.weights.of_layer(keys).ok()?;
         prune_layer(&mut w, keys, method, sparsity);
-        let (act, groups) = match &self.cfg.blocks[block].kind {
-            BlockKind::Convolutional(c) => (c.activation, c.groups),
-            _ => return None,
-        };
-        Some(ConvCounts::of(&w, keys, act, groups))
+        ConvCounts::of(&self.cfg, &w, keys)
     }
 }
 

@@ -129,12 +129,7 @@ pub fn compare(
         let eff = effective::effective(&cfg, &graph, &layout, &weights);
         let mut layers = Vec::new();
         for keys in &layout.convs {
-            let nz: u64 = std::iter::once(&keys.weight)
-                .chain(keys.bias.iter())
-                .chain(keys.bn.iter().flat_map(|b| b[..2].iter()))
-                .filter_map(|k| weights.tensors.get(k))
-                .map(|t| t.count_nonzero() as u64)
-                .sum();
+            let nz = weights.of_layer(keys).map_err(anyhow::Error::msg)?.count_nonzero() as u64;
             layers.push(LayerRow {
                 layer: format!("conv_{}", keys.block),
                 params: dense[keys.block].params,

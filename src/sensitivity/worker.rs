@@ -146,14 +146,7 @@ fn variants(
             let mask = Tensor::from_slice(&keep).view([1, -1, 1, 1]).to_device(device);
             out.push((Variant::ChannelMask(mask), gone.len() * per));
         } else {
-            let mut w = Weights::default();
-            let mut keys_of_layer = vec![keys.weight.clone()];
-            keys_of_layer.extend(keys.bias.iter().cloned());
-            keys_of_layer.extend(keys.bn.iter().flatten().cloned());
-            for k in &keys_of_layer {
-                let t = weights.tensors.get(k).ok_or_else(|| format!("no tensor {k}"))?;
-                w.tensors.insert(k.clone(), t.clone());
-            }
+            let mut w = weights.of_layer(keys)?;
             let count = prune::prune_layer(&mut w, keys, method, s);
             let dev = |k: &String| to_device(&w.tensors[k], device).map_err(|e| e.to_string());
             let params = ConvParams {

@@ -303,6 +303,16 @@ impl Weights {
         Self { tensors }
     }
 
+    /// The tensors of one convolution (weight, bias, BN), or the first key missing.
+    pub fn of_layer(&self, keys: &ConvKeys) -> Result<Weights, String> {
+        let mut w = Weights::default();
+        for k in std::iter::once(&keys.weight).chain(keys.bias.iter()).chain(keys.bn.iter().flatten()) {
+            let t = self.tensors.get(k).ok_or_else(|| format!("no tensor {k}"))?;
+            w.tensors.insert(k.clone(), t.clone());
+        }
+        Ok(w)
+    }
+
     /// Non-zero parameters in total (what a pruned model really keeps).
     pub fn count_nonzero(&self) -> usize {
         self.tensors.iter().filter(|(k, _)| !is_buffer(k)).map(|(_, t)| t.count_nonzero()).sum()
