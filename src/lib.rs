@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod data;
 pub mod eval;
+pub mod gui;
 pub mod metrics;
 pub mod model;
 pub mod prune;

@@ -4,6 +4,7 @@ pub mod analyze;
 pub mod cocoeval;
 pub mod compare;
 pub mod eval;
+pub mod gui;
 pub mod inspect;
 pub mod plan;
 pub mod synth;
@@ -45,6 +46,8 @@ pub enum Command {
     Prune(plan::PruneArgs),
     /// Compare checkpoints: params, MACs, size, compressed size, mAP, confusion, latency.
     Compare(compare::Args),
+    /// The desktop explorer (the default when no subcommand is given).
+    Gui(gui::Args),
 }
 
 /// Runs the parsed command line; returns the process exit code.
@@ -62,11 +65,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::ExportPlan(args)) => plan::run_export(&args),
         Some(Command::Prune(args)) => plan::run_prune(&args),
         Some(Command::Compare(args)) => compare::run(&args),
-        None => {
-            use clap::CommandFactory;
-            Cli::command().print_help()?;
-            println!();
-            Ok(())
-        }
+        Some(Command::Gui(args)) => gui::run(&args),
+        None => gui::run(&gui::Args::default()),
     }
 }

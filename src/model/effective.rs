@@ -120,8 +120,8 @@ impl ModelCounts {
         ModelCounts { convs }
     }
 
-    /// Effective cost; `replace` swaps in other counts for one convolution.
-    pub fn effective(&self, cfg: &Cfg, graph: &Graph, replace: Option<(usize, &ConvCounts)>) -> EffectiveCost {
+    /// Effective cost; `replace` swaps in other counts for some convolutions (by block).
+    pub fn effective(&self, cfg: &Cfg, graph: &Graph, replace: &[(usize, &ConvCounts)]) -> EffectiveCost {
         let n = graph.nodes.len();
         let mut live: Vec<Vec<bool>> = Vec::with_capacity(n);
         let mut blocks = Vec::with_capacity(n);
@@ -143,9 +143,9 @@ impl ModelCounts {
             };
             let (out_live, cost) = match &cfg.blocks[i].kind {
                 BlockKind::Convolutional(c) => {
-                    let counts = match replace {
-                        Some((b, r)) if b == i => Some(r),
-                        _ => self.convs[i].as_ref(),
+                    let counts = match replace.iter().find(|(b, _)| *b == i) {
+                        Some((_, r)) => Some(*r),
+                        None => self.convs[i].as_ref(),
                     };
                     let inp = input(&node.inputs[0], &live);
                     let hw = area(&node.output_shape);
@@ -212,7 +212,7 @@ fn fraction(live: &[bool]) -> f64 {
 
 /// Effective cost of `weights`.
 pub fn effective(cfg: &Cfg, graph: &Graph, layout: &Layout, weights: &Weights) -> EffectiveCost {
-    ModelCounts::of(cfg, layout, weights).effective(cfg, graph, None)
+    ModelCounts::of(cfg, layout, weights).effective(cfg, graph, &[])
 }
 
 #[cfg(test)]

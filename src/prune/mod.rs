@@ -6,5 +6,5 @@ pub mod plan;
 pub mod suggest;
 
 pub use mask::{prune_layer, pruned_count, Method, PruneCount};
-pub use plan::{Origin, Plan, PlanError, PlanLayer, PlanModel, Prediction, Rule};
+pub use plan::{Origin, Plan, PlanCoster, PlanError, PlanLayer, PlanModel, Prediction, Rule};
 pub use suggest::{Budget, Curves, LayerCurve, Resource};

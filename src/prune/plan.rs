@@ -5,7 +5,7 @@
 
 use super::mask::{prune_layer, Method, PruneCount};
 use super::suggest::{self, block_of, Budget, Curves, Level, Resource};
-use crate::model::effective::{ConvCounts, ModelCounts};
+use crate::model::effective::{ConvCounts, EffectiveCost, ModelCounts};
 use crate::model::{Cfg, Graph, Layout, Weights};
 use crate::sensitivity::store::{self, DatasetRef, FileRef, ModelRef};
 use crate::sensitivity::{Metric, StoredRun};
@@ -264,8 +264,8 @@ impl Plan {
         let mut w = model.weights.clone();
         self.apply(&mut w, &model.layout);
         let before =
-            ModelCounts::of(&model.cfg, &model.layout, &model.weights).effective(&model.cfg, &model.graph, None);
-        let after = ModelCounts::of(&model.cfg, &model.layout, &w).effective(&model.cfg, &model.graph, None);
+            ModelCounts::of(&model.cfg, &model.layout, &model.weights).effective(&model.cfg, &model.graph, &[]);
+        let after = ModelCounts::of(&model.cfg, &model.layout, &w).effective(&model.cfg, &model.graph, &[]);
         let drop: f64 = self.layers.iter().filter_map(|l| l.predicted_drop).sum();
         let baseline = curves.map(|c| c.baseline);
         self.predicted = Prediction {
@@ -474,7 +474,7 @@ fn global(
         Resource::Macs => c.macs,
         Resource::Params => c.params,
     };
-    let base = pick(counts.effective(&model.cfg, &model.graph, None).total());
+    let base = pick(counts.effective(&model.cfg, &model.graph, &[]).total());
     let mut items: Vec<Vec<Level>> = Vec::new();
     for (i, layer) in curves.layers.iter().enumerate() {
         let mut levels = vec![Level { sparsity: 0.0, removed: 0, loss: 0.0 }];
@@ -483,7 +483,7 @@ fn global(
                 let pruned = model
                     .pruned_counts(layer.block, method, s)
                     .ok_or_else(|| perr(None, format!("{}: no convolution in the model", layer.layer)))?;
-                let after = pick(counts.effective(&model.cfg, &model.graph, Some((layer.block, &pruned))).total());
+                let after = pick(counts.effective(&model.cfg, &model.graph, &[(layer.block, &pruned)]).total());
                 let loss = curves.drop_at(i, s).unwrap_or(f64::INFINITY);
                 levels.push(Level { sparsity: s, removed: base.saturating_sub(after), loss });
             }
@@ -519,7 +519,7 @@ fn global(
             }
         }
         let after =
-            pick(ModelCounts::of(&model.cfg, &model.layout, &w).effective(&model.cfg, &model.graph, None).total());
+            pick(ModelCounts::of(&model.cfg, &model.layout, &w).effective(&model.cfg, &model.graph, &[]).total());
         let removed = base.saturating_sub(after);
         if removed >= goal {
             return Ok(sparsities);
@@ -527,4 +527,66 @@ fn global(
         need += goal - removed;
     }
     Err(perr(None, format!("could not reach a {:.1}% {} reduction", fraction * 100.0, resource.label())))
+}
+
+/// Fast plan predictions for interactive editing: the counts of each (layer, sparsity) are
+/// computed once and reused, so moving one threshold costs one effective-cost pass instead
+/// of copying and pruning the whole checkpoint. Gives the same figures as
+/// [`Plan::refresh_prediction`] (layers are pruned independently of each other).
+#[derive(Debug, Clone)]
+pub struct PlanCoster {
+    method: Method,
+    counts: ModelCounts,
+    before: EffectiveCost,
+    pruned: std::collections::HashMap<(usize, u64), ConvCounts>,
+}
+
+impl PlanCoster {
+    pub fn new(model: &PlanModel, method: Method) -> Self {
+        let counts = ModelCounts::of(&model.cfg, &model.layout, &model.weights);
+        let before = counts.effective(&model.cfg, &model.graph, &[]);
+        PlanCoster { method, counts, before, pruned: Default::default() }
+    }
+
+    /// The effective cost per block of the unpruned model.
+    pub fn before(&self) -> &EffectiveCost {
+        &self.before
+    }
+
+    /// The prediction for `plan` and the effective cost per block after it.
+    pub fn predict(
+        &mut self,
+        model: &PlanModel,
+        plan: &Plan,
+        curves: Option<&Curves>,
+    ) -> (Prediction, EffectiveCost) {
+        for l in plan.layers.iter().filter(|l| l.sparsity > 0.0) {
+            let key = (l.block, l.sparsity.to_bits());
+            if !self.pruned.contains_key(&key) {
+                if let Some(c) = model.pruned_counts(l.block, self.method, l.sparsity) {
+                    self.pruned.insert(key, c);
+                }
+            }
+        }
+        let replace: Vec<(usize, &ConvCounts)> = plan
+            .layers
+            .iter()
+            .filter(|l| l.sparsity > 0.0)
+            .filter_map(|l| self.pruned.get(&(l.block, l.sparsity.to_bits())).map(|c| (l.block, c)))
+            .collect();
+        let after = self.counts.effective(&model.cfg, &model.graph, &replace);
+        let drop: f64 = plan.layers.iter().filter_map(|l| drop_of(curves, &l.layer, l.sparsity)).sum();
+        let baseline = curves.map(|c| c.baseline);
+        let (b, a) = (self.before.total(), after.total());
+        let prediction = Prediction {
+            baseline,
+            metric: baseline.map(|b| b - drop),
+            drop,
+            params_before: b.params,
+            params_after: a.params,
+            macs_before: b.macs,
+            macs_after: a.macs,
+        };
+        (prediction, after)
+    }
 }

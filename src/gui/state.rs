@@ -1,0 +1,415 @@
+//! What the explorer holds about one open project, and the edits made to its plan. No egui
+//! here: this is the logic the views draw and the tests drive.
+
+use crate::model::effective::Cost;
+use crate::prune::plan::{RunRef, PLAN_FORMAT};
+use crate::prune::{Curves, Origin, Plan, PlanLayer, PlanModel, Prediction};
+use crate::sensitivity::{store, Metric, StoredRun};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The files a project is made of. Only the model is required.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProjectPaths {
+    pub cfg: PathBuf,
+    pub weights: PathBuf,
+    /// A data.yaml or image folder: what analyses and comparisons evaluate on.
+    pub data: Option<PathBuf>,
+    /// A sensitivity run folder.
+    pub run: Option<PathBuf>,
+    /// A plan file to start from.
+    pub plan: Option<PathBuf>,
+}
+
+impl ProjectPaths {
+    /// The files of an experiment folder: the one `.cfg`, the checkpoint named like it (or the
+    /// only one), `data.yaml`, the first sub-folder holding a `run.json` and the plan (in the
+    /// folder or `plans/`) made from that run.
+    pub fn discover(dir: &Path) -> Result<Self, String> {
+        let list = |d: &Path| -> Vec<PathBuf> {
+            let mut v: Vec<PathBuf> = std::fs::read_dir(d)
+                .map(|r| r.filter_map(|e| e.ok().map(|e| e.path())).collect())
+                .unwrap_or_default();
+            v.sort();
+            v
+        };
+        if !dir.is_dir() {
+            return Err(format!("{}: not a folder", dir.display()));
+        }
+        let files = list(dir);
+        let ext = |p: &Path, e: &[&str]| p.extension().and_then(|x| x.to_str()).is_some_and(|x| e.contains(&x));
+        let cfgs: Vec<&PathBuf> = files.iter().filter(|p| ext(p, &["cfg"])).collect();
+        let cfg = match cfgs.as_slice() {
+            [one] => (*one).clone(),
+            [] => return Err(format!("{}: no .cfg file in the folder", dir.display())),
+            _ => return Err(format!("{}: {} .cfg files; open the model files one by one", dir.display(), cfgs.len())),
+        };
+        let ckpts: Vec<&PathBuf> = files.iter().filter(|p| ext(p, &["weights", "pth", "safetensors"])).collect();
+        let weights = ckpts
+            .iter()
+            .find(|p| p.file_stem() == cfg.file_stem())
+            .or(ckpts.first())
+            .map(|p| (*p).clone())
+            .ok_or_else(|| format!("{}: no checkpoint (.weights, .pth, .safetensors) in the folder", dir.display()))?;
+        let data = [dir.join("data.yaml"), dir.join("data.yml")].into_iter().find(|p| p.is_file());
+        let run = files.iter().find(|p| p.join(store::RUN_FILE).is_file()).cloned();
+        let plan = run.as_ref().and_then(|r| {
+            let mut candidates = list(&dir.join("plans"));
+            candidates.extend(files.iter().cloned());
+            candidates.into_iter().filter(|p| ext(p, &["json"])).find(|p| plan_made_from(p, r))
+        });
+        Ok(ProjectPaths { cfg, weights, data, run, plan })
+    }
+
+    /// A short name: the cfg's file name and, when there is one, the run's folder name.
+    pub fn title(&self) -> String {
+        let name = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        match &self.run {
+            Some(r) => format!("{} · {}", name(&self.cfg), name(r)),
+            None => name(&self.cfg),
+        }
+    }
+}
+
+fn plan_made_from(plan: &Path, run: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(plan) else { return false };
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else { return false };
+    if v.get("format").and_then(|f| f.as_str()) != Some(PLAN_FORMAT) {
+        return false;
+    }
+    let Some(p) = v.pointer("/run/path").and_then(|p| p.as_str()) else { return false };
+    same_path(Path::new(p), run)
+}
+
+/// Two paths naming the same file or folder (falls back to comparing them as written).
+pub fn same_path(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => a == b,
+    }
+}
+
+/// One convolution of the model as the layer table shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerRow {
+    pub name: String,
+    pub block: usize,
+    /// Conv weight shape (out, in/groups, k, k).
+    pub shape: Vec<usize>,
+    pub params: u64,
+    pub macs: u64,
+    /// Share of the model's MACs, in percent.
+    pub macs_percent: f64,
+}
+
+/// An open project: the model, its run and curves, and the plan being edited.
+pub struct Project {
+    pub paths: ProjectPaths,
+    pub model: Arc<PlanModel>,
+    pub layers: Vec<LayerRow>,
+    pub run: Option<StoredRun>,
+    pub curves: Option<Curves>,
+    pub plan: Plan,
+    /// The last figures of the plan (from the cost worker) and the cost per block after it.
+    pub prediction: Option<(Prediction, Vec<Cost>)>,
+    /// Bumped on every plan change; a prediction for an older generation is stale.
+    pub generation: u64,
+    pub saved_generation: u64,
+    undo: Vec<Vec<PlanLayer>>,
+    redo: Vec<Vec<PlanLayer>>,
+}
+
+impl Project {
+    /// Loads the model (and the run and plan when given). Slow for big checkpoints: call it
+    /// on a worker thread.
+    pub fn load(paths: &ProjectPaths) -> Result<Self, String> {
+        let run = match &paths.run {
+            Some(dir) => Some(store::read(dir).map_err(|e| e.to_string())?),
+            None => None,
+        };
+        let img_size = run.as_ref().map(|r| r.header.eval.img_size);
+        let model = PlanModel::load(&paths.cfg, &paths.weights, img_size).map_err(|e| e.to_string())?;
+        if let (Some(r), Some(dir)) = (&run, &paths.run) {
+            crate::prune::plan::check_run(r, &model, dir).map_err(|e| e.to_string())?;
+        }
+        let mut project = Project::new(paths.clone(), Arc::new(model), run)?;
+        if let Some(p) = &paths.plan {
+            let plan = Plan::read(p).map_err(|e| e.to_string())?;
+            project.replace_plan(plan, p)?;
+            project.undo.clear();
+            project.saved_generation = project.generation;
+        }
+        Ok(project)
+    }
+
+    fn new(paths: ProjectPaths, model: Arc<PlanModel>, run: Option<StoredRun>) -> Result<Self, String> {
+        let total = model.graph.total_macs().max(1) as f64;
+        let layers: Vec<LayerRow> = model
+            .layout
+            .convs
+            .iter()
+            .map(|k| {
+                let node = &model.graph.nodes[k.block];
+                LayerRow {
+                    name: format!("conv_{}", k.block),
+                    block: k.block,
+                    shape: model.weights.tensors.get(&k.weight).map(|t| t.shape.clone()).unwrap_or_default(),
+                    params: node.params,
+                    macs: node.macs,
+                    macs_percent: 100.0 * node.macs as f64 / total,
+                }
+            })
+            .collect();
+        let curves = match &run {
+            Some(r) if r.baseline.is_some() => Some(Curves::of(r, r.header.metric)?),
+            _ => None,
+        };
+        let (method, metric) = run
+            .as_ref()
+            .map(|r| (r.header.method, r.header.metric))
+            .unwrap_or((crate::prune::Method::L1, Metric::Map50));
+        let blocks: Vec<usize> = match &run {
+            Some(r) => r.header.layers.iter().filter_map(|n| crate::prune::suggest::block_of(n)).collect(),
+            None => Vec::new(),
+        };
+        let mut plan = Plan::new(&model, method, metric, &blocks);
+        if let (Some(r), Some(dir)) = (&run, &paths.run) {
+            plan.run = Some(RunRef {
+                path: dir.clone(),
+                created_at: r.header.created_at.clone(),
+                dataset: r.header.dataset.clone(),
+            });
+            plan.img_size = r.header.eval.img_size;
+        }
+        Ok(Project {
+            paths,
+            model,
+            layers,
+            run,
+            curves,
+            plan,
+            prediction: None,
+            generation: 1,
+            saved_generation: 1,
+            undo: Vec::new(),
+            redo: Vec::new(),
+        })
+    }
+
+    /// Whether the plan changed since it was loaded or saved.
+    pub fn unsaved(&self) -> bool {
+        self.generation != self.saved_generation
+    }
+
+    pub fn row(&self, block: usize) -> Option<&LayerRow> {
+        self.layers.iter().find(|l| l.block == block)
+    }
+
+    pub fn sparsity(&self, block: usize) -> f64 {
+        self.plan.sparsity_of(block)
+    }
+
+    pub fn is_frozen(&self, block: usize) -> bool {
+        self.plan.layers.iter().any(|l| l.block == block && l.origin == Origin::Frozen)
+    }
+
+    /// Names of the frozen layers.
+    pub fn frozen(&self) -> Vec<String> {
+        self.plan.layers.iter().filter(|l| l.origin == Origin::Frozen).map(|l| l.layer.clone()).collect()
+    }
+
+    /// The predicted drop of `block` at its planned sparsity.
+    pub fn predicted_drop(&self, block: usize) -> Option<f64> {
+        self.plan.layers.iter().find(|l| l.block == block).and_then(|l| l.predicted_drop)
+    }
+
+    /// The plan's layers, to hand to [`Project::commit`] after an edit (a whole drag is one edit).
+    pub fn snapshot(&self) -> Vec<PlanLayer> {
+        self.plan.layers.clone()
+    }
+
+    /// Records the edit that started at `before` as one undo step, if it changed anything.
+    pub fn commit(&mut self, before: Vec<PlanLayer>) {
+        if before != self.plan.layers {
+            self.undo.push(before);
+            if self.undo.len() > 200 {
+                self.undo.remove(0);
+            }
+            self.redo.clear();
+        }
+    }
+
+    /// Sets one layer's sparsity as one undo step.
+    pub fn edit_sparsity(&mut self, block: usize, sparsity: f64) -> bool {
+        let before = self.snapshot();
+        let changed = self.set_sparsity(block, sparsity);
+        self.commit(before);
+        changed
+    }
+
+    fn checkpoint(&mut self) {
+        self.undo.push(self.plan.layers.clone());
+        if self.undo.len() > 200 {
+            self.undo.remove(0);
+        }
+        self.redo.clear();
+    }
+
+    /// Sets one layer's sparsity (clamped to [0, 0.99]) without an undo step; frozen layers
+    /// are left alone. Returns whether anything changed.
+    pub fn set_sparsity(&mut self, block: usize, sparsity: f64) -> bool {
+        let s = (sparsity.clamp(0.0, 0.99) * 1000.0).round() / 1000.0;
+        if self.is_frozen(block) || (self.sparsity(block) - s).abs() < 1e-12 {
+            return false;
+        }
+        if !self.plan.layers.iter().any(|l| l.block == block) {
+            self.plan.layers.push(PlanLayer {
+                layer: format!("conv_{block}"),
+                block,
+                sparsity: 0.0,
+                origin: Origin::Manual,
+                predicted_drop: None,
+            });
+            self.plan.layers.sort_by_key(|l| l.block);
+        }
+        let ok = self.plan.set(block, s, self.curves.as_ref()).is_ok();
+        if ok {
+            self.changed();
+        }
+        ok
+    }
+
+    /// Freezes (0 %, kept by Suggest) or unfreezes a layer; one undo step.
+    pub fn toggle_freeze(&mut self, block: usize) {
+        if !self.plan.layers.iter().any(|l| l.block == block) {
+            return;
+        }
+        self.checkpoint();
+        let curves = self.curves.as_ref();
+        if let Some(l) = self.plan.layers.iter_mut().find(|l| l.block == block) {
+            if l.origin == Origin::Frozen {
+                l.origin = Origin::Manual;
+            } else {
+                l.origin = Origin::Frozen;
+                l.sparsity = 0.0;
+                l.predicted_drop = curves.map(|_| 0.0);
+            }
+        }
+        self.changed();
+    }
+
+    /// Takes a suggested or loaded plan's layers; one undo step.
+    pub fn take_layers(&mut self, plan: &Plan) {
+        self.checkpoint();
+        self.plan.layers = plan.layers.clone();
+        self.plan.rule = plan.rule.clone();
+        self.changed();
+    }
+
+    /// Replaces the plan by one read from `path` (checked against the model); one undo step.
+    pub fn replace_plan(&mut self, plan: Plan, path: &Path) -> Result<(), String> {
+        plan.check(&self.model).map_err(|m| format!("{}: {m}", path.display()))?;
+        self.checkpoint();
+        let run = self.plan.run.clone();
+        self.plan = plan;
+        if self.plan.run.is_none() {
+            self.plan.run = run;
+        }
+        self.paths.plan = Some(path.to_path_buf());
+        self.changed();
+        Ok(())
+    }
+
+    pub fn can_undo(&self) -> bool {
+        !self.undo.is_empty()
+    }
+
+    pub fn can_redo(&self) -> bool {
+        !self.redo.is_empty()
+    }
+
+    pub fn undo(&mut self) -> bool {
+        let Some(prev) = self.undo.pop() else { return false };
+        self.redo.push(std::mem::replace(&mut self.plan.layers, prev));
+        self.changed();
+        true
+    }
+
+    pub fn redo(&mut self) -> bool {
+        let Some(next) = self.redo.pop() else { return false };
+        self.undo.push(std::mem::replace(&mut self.plan.layers, next));
+        self.changed();
+        true
+    }
+
+    fn changed(&mut self) {
+        let curves = self.curves.as_ref();
+        for l in &mut self.plan.layers {
+            l.predicted_drop = drop_of(curves, l);
+        }
+        self.generation += 1;
+    }
+
+    /// Writes the plan with its latest prediction.
+    pub fn save_plan(&mut self, path: &Path) -> Result<(), String> {
+        let mut plan = self.plan.clone();
+        if let Some((p, _)) = &self.prediction {
+            plan.predicted = p.clone();
+        } else {
+            plan.refresh_prediction(&self.model, self.curves.as_ref());
+        }
+        plan.created_at = store::now_rfc3339();
+        plan.write(path).map_err(|e| e.to_string())?;
+        self.paths.plan = Some(path.to_path_buf());
+        self.saved_generation = self.generation;
+        Ok(())
+    }
+
+    /// Takes a point streamed by a running analysis of this project's run.
+    pub fn add_point(&mut self, point: crate::sensitivity::PointRecord) {
+        if let Some(run) = &mut self.run {
+            run.points.retain(|p| !(p.layer == point.layer && p.sparsity == point.sparsity));
+            run.points.push(point);
+        }
+        self.refresh_curves();
+    }
+
+    /// Sets the baseline streamed by a running analysis.
+    pub fn set_baseline(&mut self, metrics: crate::sensitivity::Metrics, seconds: f64) {
+        if let Some(run) = &mut self.run {
+            run.baseline = Some((metrics, seconds));
+        }
+        self.refresh_curves();
+    }
+
+    /// Attaches the run an analysis just started (its header is on disk).
+    pub fn attach_run(&mut self, dir: &Path) -> Result<(), String> {
+        let run = store::read(dir).map_err(|e| e.to_string())?;
+        crate::prune::plan::check_run(&run, &self.model, dir).map_err(|e| e.to_string())?;
+        let fresh = Project::new(ProjectPaths { run: Some(dir.to_path_buf()), plan: None, ..self.paths.clone() }, self.model.clone(), Some(run))?;
+        let generation = self.generation + 1;
+        *self = Project { generation, saved_generation: 0, ..fresh };
+        Ok(())
+    }
+
+    fn refresh_curves(&mut self) {
+        let Some(run) = &self.run else { return };
+        if run.baseline.is_none() {
+            return;
+        }
+        if let Ok(c) = Curves::of(run, self.plan.metric) {
+            self.curves = Some(c);
+            self.changed();
+        }
+    }
+}
+
+fn drop_of(curves: Option<&Curves>, l: &PlanLayer) -> Option<f64> {
+    let c = curves?;
+    match c.index_of(&l.layer) {
+        Some(i) => c.drop_at(i, l.sparsity),
+        None if l.sparsity == 0.0 => Some(0.0),
+        None => None,
+    }
+}

@@ -1,0 +1,119 @@
+//! The analysis form (the settings of `prunescope analyze`), Start/Cancel/Resume and the
+//! progress of the running analysis.
+
+use super::super::app::{App, Pick};
+use crate::prune::Method;
+use crate::sensitivity::Metric;
+use egui::RichText;
+
+pub fn show(app: &mut App, ui: &mut egui::Ui) {
+    ui.heading("Sensitivity analysis");
+    ui.label(RichText::new("Prunes one layer at a time at each sparsity and measures the metric on the dataset; the same as `prunescope analyze`.").weak());
+    ui.add_space(6.0);
+    let running = app.analysis.running;
+    ui.add_enabled_ui(!running, |ui| form(app, ui));
+    ui.add_space(8.0);
+    ui.horizontal(|ui| {
+        let has = app.project.is_some();
+        if ui.add_enabled(has && !running, egui::Button::new(RichText::new("▶ Start").strong())).clicked() {
+            app.start_analysis(false);
+        }
+        if ui
+            .add_enabled(has && !running, egui::Button::new("⟳ Resume"))
+            .on_hover_text("continue the run in the run folder: finished points are kept")
+            .clicked()
+        {
+            app.start_analysis(true);
+        }
+        if ui.add_enabled(running, egui::Button::new("■ Cancel")).clicked() {
+            app.cancel_analysis();
+        }
+    });
+    let a = &app.analysis;
+    if a.total > 0 || running {
+        let frac = if a.total > 0 { a.done as f32 / a.total as f32 } else { 0.0 };
+        let eta = a.eta_s.map(|s| format!(" · ETA {}", hms(s))).unwrap_or_default();
+        let elapsed = a.started.map(|t| format!(" · {} elapsed", hms(t.elapsed().as_secs_f64()))).unwrap_or_default();
+        ui.add(
+            egui::ProgressBar::new(frac)
+                .text(format!("{}/{} points · {:.1} images/s{eta}{elapsed}", a.done, a.total, a.images_per_s))
+                .animate(running),
+        );
+    }
+    ui.add_space(6.0);
+    egui::ScrollArea::vertical().stick_to_bottom(true).max_height(ui.available_height()).show(ui, |ui| {
+        for line in &app.analysis.log {
+            ui.label(RichText::new(line).monospace());
+        }
+    });
+}
+
+fn form(app: &mut App, ui: &mut egui::Ui) {
+    let mut pick = None;
+    let f = &mut app.analysis_form;
+    egui::Grid::new("analysis-form").num_columns(3).spacing([10.0, 6.0]).show(ui, |ui| {
+        ui.label("dataset");
+        ui.add(egui::TextEdit::singleline(&mut f.data).desired_width(360.0).hint_text("data.yaml or image folder"));
+        if ui.button("Browse…").clicked() {
+            pick = Some(Pick::AnalysisData);
+        }
+        ui.end_row();
+        ui.label("run folder");
+        ui.add(egui::TextEdit::singleline(&mut f.out).desired_width(360.0));
+        if ui.button("Browse…").clicked() {
+            pick = Some(Pick::AnalysisOut);
+        }
+        ui.end_row();
+        ui.label("method");
+        ui.horizontal(|ui| {
+            for m in [Method::L1, Method::L1Filter, Method::L2Filter] {
+                ui.selectable_value(&mut f.method, m, m.name());
+            }
+        });
+        ui.end_row();
+        ui.label("sparsities (%)");
+        ui.add(egui::TextEdit::singleline(&mut f.sparsities).desired_width(360.0));
+        ui.end_row();
+        ui.label("layers");
+        ui.add(egui::TextEdit::singleline(&mut f.layers).desired_width(360.0).hint_text("all prunable layers (e.g. conv_0, conv_1*)"));
+        ui.checkbox(&mut f.include_heads, "include heads");
+        ui.end_row();
+        ui.label("metric");
+        ui.horizontal(|ui| {
+            for m in [Metric::Map50, Metric::Map] {
+                ui.selectable_value(&mut f.metric, m, m.label());
+            }
+        });
+        ui.end_row();
+        ui.label("workers");
+        ui.add(egui::DragValue::new(&mut f.workers).range(0..=64).custom_formatter(|v, _| {
+            if v == 0.0 { "all cores".into() } else { format!("{v}") }
+        }));
+        ui.end_row();
+        ui.label("device");
+        ui.add(egui::TextEdit::singleline(&mut f.device).desired_width(100.0).hint_text("cpu, cuda, auto"));
+        ui.end_row();
+        ui.label("images");
+        ui.add(egui::DragValue::new(&mut f.limit).range(0..=1_000_000).custom_formatter(|v, _| {
+            if v == 0.0 { "all".into() } else { format!("first {v}") }
+        }));
+        ui.end_row();
+        ui.label("batch");
+        ui.add(egui::DragValue::new(&mut f.batch).range(1..=256));
+        ui.end_row();
+    });
+    if let Some(p) = pick {
+        app.dialog(p);
+    }
+}
+
+fn hms(s: f64) -> String {
+    let s = s.max(0.0).round() as u64;
+    if s >= 3600 {
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    } else if s >= 60 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{s}s")
+    }
+}

@@ -1,0 +1,192 @@
+//! Prune & compare: apply the plan, evaluate the original and the pruned checkpoint, and
+//! show them side by side (the table, the layers, the confusion matrices) with exports.
+
+use super::super::app::{App, Pick};
+use super::super::widgets::heatmap::Heatmap;
+use crate::report::compare::ModelReport;
+use egui::{RichText, Vec2};
+
+pub fn show(app: &mut App, ui: &mut egui::Ui) {
+    ui.heading("Prune & compare");
+    ui.label(
+        RichText::new("Applies the plan to the checkpoint, then evaluates both on the dataset (as `prunescope prune --compare`).")
+            .weak(),
+    );
+    let running = app.compare.running;
+    let mut pick = None;
+    ui.add_enabled_ui(!running, |ui| {
+        egui::Grid::new("compare-form").num_columns(3).show(ui, |ui| {
+            ui.label("dataset");
+            ui.add(egui::TextEdit::singleline(&mut app.compare.data).desired_width(360.0).hint_text("data.yaml"));
+            if ui.button("Browse…").clicked() {
+                pick = Some(Pick::CompareData);
+            }
+            ui.end_row();
+            ui.label("images");
+            ui.add(egui::DragValue::new(&mut app.compare.limit).range(0..=1_000_000).custom_formatter(|v, _| {
+                if v == 0.0 {
+                    "all".into()
+                } else {
+                    format!("first {v}")
+                }
+            }));
+            ui.end_row();
+            ui.label("latency runs");
+            ui.add(egui::DragValue::new(&mut app.compare.latency_runs).range(1..=1000));
+            ui.end_row();
+            ui.label("device");
+            ui.add(egui::TextEdit::singleline(&mut app.compare.device).desired_width(100.0));
+            ui.end_row();
+        });
+    });
+    if let Some(p) = pick {
+        app.dialog(p);
+    }
+    ui.horizontal(|ui| {
+        let has = app.project.is_some();
+        if ui.add_enabled(has && !running, egui::Button::new(RichText::new("▶ Prune & compare").strong())).clicked() {
+            app.start_compare();
+        }
+        if running {
+            let c = &app.compare;
+            let frac = if c.total > 0 { c.done as f32 / c.total as f32 } else { 0.0 };
+            ui.add(egui::ProgressBar::new(frac).text(format!("{} {}/{} images", c.stage, c.done, c.total)).animate(true));
+        }
+    });
+    let Some(o) = &app.compare.outcome else {
+        if !running {
+            ui.label(RichText::new("No comparison yet.").weak());
+        }
+        return;
+    };
+    ui.horizontal(|ui| {
+        ui.label(RichText::new(format!("report in {}", o.dir.display())).weak());
+        if ui.button("Export pruned checkpoint…").clicked() {
+            pick = Some(Pick::ExportCheckpoint);
+        }
+        if ui.button("Export report…").clicked() {
+            pick = Some(Pick::ExportReport);
+        }
+    });
+    if let Some(p) = pick {
+        app.dialog(p);
+    }
+    let Some(o) = &app.compare.outcome else { return };
+    let c = &o.comparison;
+    egui::ScrollArea::vertical().auto_shrink([false, false]).show(ui, |ui| {
+        summary(ui, &c.models);
+        ui.add_space(8.0);
+        egui::CollapsingHeader::new(RichText::new("Per layer").strong()).default_open(false).show(ui, |ui| {
+            layers(ui, &c.models);
+        });
+        ui.add_space(8.0);
+        ui.strong("Confusion matrices");
+        let names: Vec<String> = c.names.iter().cloned().chain(std::iter::once("background".to_string())).collect();
+        let n = names.len();
+        let flat = |m: &ModelReport| -> Vec<f64> { m.confusion.counts.iter().flatten().map(|&x| x as f64).collect() };
+        let mut hovered = None;
+        let side = ((ui.available_width() - 24.0) / 3.0).clamp(180.0, 420.0);
+        ui.horizontal(|ui| {
+            for (i, m) in c.models.iter().enumerate() {
+                let values = flat(m);
+                if values.len() == n * n {
+                    let title = format!("{}", m.label);
+                    if let Some(h) = (Heatmap { id: &m.label, title: &title, values: &values, names: &names, diverging: false })
+                        .show(ui, Vec2::new(side, side + 40.0))
+                    {
+                        hovered = Some((i, h.0, h.1));
+                    }
+                }
+            }
+            if c.models.len() >= 2 {
+                let (a, b) = (flat(&c.models[0]), flat(&c.models[1]));
+                if a.len() == n * n && b.len() == n * n {
+                    let d: Vec<f64> = b.iter().zip(&a).map(|(x, y)| x - y).collect();
+                    let title = format!("{} − {}", c.models[1].label, c.models[0].label);
+                    if let Some(h) = (Heatmap { id: "difference", title: &title, values: &d, names: &names, diverging: true })
+                        .show(ui, Vec2::new(side, side + 40.0))
+                    {
+                        hovered = Some((2, h.0, h.1));
+                    }
+                }
+            }
+        });
+        if let Some((_, r, col)) = hovered {
+            let cells: Vec<String> = c
+                .models
+                .iter()
+                .map(|m| format!("{}: {}", m.label, m.confusion.counts.get(r).and_then(|x| x.get(col)).copied().unwrap_or(0)))
+                .collect();
+            ui.label(format!("predicted {} / true {} — {}", names[r], names[col], cells.join(", ")));
+        }
+    });
+    app.compare.hovered = None;
+}
+
+fn summary(ui: &mut egui::Ui, models: &[ModelReport]) {
+    let Some(base) = models.first() else { return };
+    egui::Grid::new("compare-summary").striped(true).num_columns(models.len() * 2 + 1).show(ui, |ui| {
+        ui.strong("");
+        for (i, m) in models.iter().enumerate() {
+            ui.strong(&m.label);
+            if i > 0 {
+                ui.strong("Δ");
+            }
+        }
+        ui.end_row();
+        type Get = fn(&ModelReport) -> f64;
+        let rows: [(&str, Get, bool); 11] = [
+            ("parameters", |m| m.params as f64, true),
+            ("non-zero parameters", |m| m.nonzero_params as f64, true),
+            ("effective parameters", |m| m.effective_params as f64, true),
+            ("MACs (effective, ptflops)", |m| m.effective_macs as f64, true),
+            ("file size (bytes)", |m| m.file_bytes as f64, true),
+            ("compressed size (bytes)", |m| m.compressed_bytes as f64, true),
+            ("mAP@0.5", |m| m.map50, false),
+            ("mAP@0.5:0.95", |m| m.map, false),
+            ("precision", |m| m.precision, false),
+            ("recall", |m| m.recall, false),
+            ("latency (ms, batch 1)", |m| m.latency_ms, false),
+        ];
+        for (label, get, integer) in rows {
+            ui.label(label);
+            let b = get(base);
+            for (i, m) in models.iter().enumerate() {
+                let v = get(m);
+                if integer {
+                    ui.label(super::count(v as u64));
+                } else {
+                    ui.label(format!("{v:.4}"));
+                }
+                if i > 0 {
+                    let rel = if b != 0.0 { 100.0 * (v - b) / b } else { 0.0 };
+                    let text = if integer { format!("{rel:+.1} %") } else { format!("{:+.4}", v - b) };
+                    ui.label(RichText::new(text).strong());
+                }
+            }
+            ui.end_row();
+        }
+    });
+}
+
+fn layers(ui: &mut egui::Ui, models: &[ModelReport]) {
+    let Some(base) = models.first() else { return };
+    egui::Grid::new("compare-layers").striped(true).show(ui, |ui| {
+        ui.strong("layer");
+        for m in models {
+            ui.strong(format!("{} non-zero", m.label));
+            ui.strong(format!("{} eff. MACs", m.label));
+        }
+        ui.end_row();
+        for (i, l) in base.layers.iter().enumerate() {
+            ui.label(&l.layer);
+            for m in models {
+                if let Some(r) = m.layers.get(i) {
+                    ui.label(super::count(r.nonzero));
+                    ui.label(super::macs(r.effective_macs));
+                }
+            }
+            ui.end_row();
+        }
+    });
+}

@@ -1,0 +1,136 @@
+//! The layer table (sortable, filterable) and the MACs / parameters per layer with the part
+//! the plan removes shaded.
+
+use super::super::app::{App, SortBy};
+use super::super::widgets::small_plot::{CURVE, THRESHOLD};
+use egui::RichText;
+use egui_plot::{Bar, BarChart, Legend, Plot};
+
+pub fn show(app: &mut App, ui: &mut egui::Ui) {
+    let selected = app.selected_block();
+    let mut sort = app.table.sort;
+    let mut desc = app.table.descending;
+    let Some(p) = &app.project else {
+        ui.label("Open a project first.");
+        return;
+    };
+    ui.horizontal(|ui| {
+        ui.label("filter");
+        ui.add(egui::TextEdit::singleline(&mut app.table.filter).hint_text("conv_1, 3x3 …").desired_width(160.0));
+        ui.separator();
+        ui.label("chart");
+        ui.selectable_value(&mut app.table.params_chart, false, "MACs");
+        ui.selectable_value(&mut app.table.params_chart, true, "parameters");
+        ui.label(RichText::new("MACs: ptflops convention; after the plan: effective (dead channels and zeros left out)").weak());
+    });
+    let after = p.prediction.as_ref().map(|(_, a)| a.clone());
+    let filter = app.table.filter.to_lowercase();
+    let analysed: Vec<usize> = p.curves.as_ref().map(|c| c.layers.iter().map(|l| l.block).collect()).unwrap_or_default();
+    let mut rows: Vec<&super::super::state::LayerRow> = p
+        .layers
+        .iter()
+        .filter(|r| {
+            filter.is_empty()
+                || r.name.contains(&filter)
+                || format!("{}x{}", r.shape.get(2).unwrap_or(&0), r.shape.get(3).unwrap_or(&0)).contains(&filter)
+        })
+        .collect();
+    let key = |r: &super::super::state::LayerRow| -> f64 {
+        match app.table.sort {
+            SortBy::Block => r.block as f64,
+            SortBy::Params => r.params as f64,
+            SortBy::Macs => r.macs as f64,
+            SortBy::Sparsity => p.sparsity(r.block),
+            SortBy::Drop => p.predicted_drop(r.block).unwrap_or(-1.0),
+        }
+    };
+    rows.sort_by(|a, b| key(a).total_cmp(&key(b)));
+    if app.table.descending {
+        rows.reverse();
+    }
+    let chart_h = (ui.available_height() * 0.4).max(160.0);
+    let mut clicked_block = None;
+    egui::Panel::bottom("layer-chart").resizable(true).default_size(chart_h).show(ui, |ui| {
+        let params = app.table.params_chart;
+        let mut kept = Vec::new();
+        let mut removed = Vec::new();
+        for (i, r) in p.layers.iter().enumerate() {
+            let dense = if params { r.params } else { r.macs } as f64;
+            let left = after
+                .as_ref()
+                .and_then(|a| a.get(r.block))
+                .map(|c| if params { c.params } else { c.macs } as f64)
+                .unwrap_or(dense)
+                .min(dense);
+            let scale = if params { 1e6 } else { 1e9 };
+            kept.push(Bar::new(i as f64, left / scale).width(0.8).name(&r.name).fill(CURVE));
+            removed.push(Bar::new(i as f64, (dense - left) / scale).width(0.8).name(&r.name).fill(THRESHOLD.gamma_multiply(0.6)));
+        }
+        let kept = BarChart::new("kept", kept).color(CURVE);
+        let removed = BarChart::new("removed by the plan", removed).color(THRESHOLD).stack_on(&[&kept]);
+        Plot::new("layer-bars")
+            .legend(Legend::default())
+            .allow_scroll(false)
+            .y_axis_label(if params { "parameters (M)" } else { "GMac" })
+            .x_axis_label("convolution (cfg order)")
+            .show(ui, |pu| {
+                pu.bar_chart(kept);
+                pu.bar_chart(removed);
+            });
+    });
+    egui::CentralPanel::default().show(ui, |ui| {
+        let header = |ui: &mut egui::Ui, app_sort: &mut SortBy, desc: &mut bool, label: &str, s: SortBy| {
+            let arrow = if *app_sort == s { if *desc { " ▼" } else { " ▲" } } else { "" };
+            if ui.button(RichText::new(format!("{label}{arrow}")).strong()).clicked() {
+                if *app_sort == s {
+                    *desc = !*desc;
+                } else {
+                    *app_sort = s;
+                    *desc = s != SortBy::Block;
+                }
+            }
+        };
+        egui::ScrollArea::vertical().auto_shrink([false, false]).show(ui, |ui| {
+            egui::Grid::new("layer-table").striped(true).num_columns(8).show(ui, |ui| {
+                header(ui, &mut sort, &mut desc, "layer", SortBy::Block);
+                ui.strong("shape");
+                header(ui, &mut sort, &mut desc, "params", SortBy::Params);
+                header(ui, &mut sort, &mut desc, "MACs", SortBy::Macs);
+                ui.strong("% MACs");
+                header(ui, &mut sort, &mut desc, "sparsity", SortBy::Sparsity);
+                header(ui, &mut sort, &mut desc, "pred. drop", SortBy::Drop);
+                ui.strong("state");
+                ui.end_row();
+                for r in &rows {
+                    let is_sel = selected == Some(r.block);
+                    if ui.selectable_label(is_sel, &r.name).clicked() {
+                        clicked_block = Some(r.block);
+                    }
+                    ui.label(format!("{:?}", r.shape));
+                    ui.label(super::count(r.params));
+                    ui.label(super::macs(r.macs));
+                    ui.label(format!("{:.2}", r.macs_percent));
+                    let s = p.sparsity(r.block);
+                    ui.label(if s > 0.0 { format!("{:.0} %", s * 100.0) } else { "–".into() });
+                    ui.label(p.predicted_drop(r.block).map(|d| format!("{d:.4}")).unwrap_or("–".into()));
+                    ui.label(if p.is_frozen(r.block) {
+                        "frozen"
+                    } else if analysed.contains(&r.block) {
+                        "analysed"
+                    } else {
+                        "not analysed"
+                    });
+                    ui.end_row();
+                }
+            });
+        });
+    });
+    app.table.sort = sort;
+    app.table.descending = desc;
+    if let Some(b) = clicked_block {
+        let i = app.project.as_ref().and_then(|p| p.curves.as_ref()).and_then(|c| c.layers.iter().position(|l| l.block == b));
+        if let Some(i) = i {
+            app.select(i);
+        }
+    }
+}

@@ -1,0 +1,259 @@
+//! The window: menu and tabs on top, the plan on the right, status and errors below, the
+//! selected view in the middle.
+
+mod analysis;
+mod compare;
+mod layers;
+mod plan;
+mod sensitivity;
+
+use super::app::{App, ExportKind, Pick, Tab};
+use egui::RichText;
+
+pub use sensitivity::grid_only;
+
+pub fn show(app: &mut App, ui: &mut egui::Ui) {
+    egui::Panel::top("menu").show(ui, |ui| {
+        egui::MenuBar::new().ui(ui, |ui| menu(app, ui));
+        ui.horizontal(|ui| {
+            for t in Tab::ALL {
+                ui.selectable_value(&mut app.tab, t, RichText::new(t.label()).size(15.0));
+            }
+            ui.separator();
+            match (&app.project, &app.loading) {
+                (_, Some(l)) => {
+                    ui.spinner();
+                    ui.label(format!("opening {}", l.title()));
+                }
+                (Some(p), None) => {
+                    ui.label(RichText::new(p.paths.title()).strong()).on_hover_text(format!(
+                        "cfg {}\nweights {}\ndata {}\nrun {}",
+                        p.paths.cfg.display(),
+                        p.paths.weights.display(),
+                        p.paths.data.as_ref().map(|d| d.display().to_string()).unwrap_or("–".into()),
+                        p.paths.run.as_ref().map(|d| d.display().to_string()).unwrap_or("–".into())
+                    ));
+                }
+                (None, None) => {
+                    ui.label("no project: File ▸ Open (Ctrl+O) or drop a folder here");
+                }
+            }
+        });
+    });
+    egui::Panel::bottom("status").show(ui, |ui| status(app, ui));
+    if app.project.is_some() {
+        egui::Panel::right("plan").resizable(true).default_size(300.0).show(ui, |ui| {
+            egui::ScrollArea::vertical().show(ui, |ui| plan::show(app, ui));
+        });
+    }
+    egui::CentralPanel::default().show(ui, |ui| match app.tab {
+        Tab::Sensitivity => sensitivity::show(app, ui),
+        Tab::Layers => layers::show(app, ui),
+        Tab::Analysis => analysis::show(app, ui),
+        Tab::Compare => compare::show(app, ui),
+    });
+    open_window(app, ui.ctx());
+    drop_hint(ui.ctx());
+}
+
+fn menu(app: &mut App, ui: &mut egui::Ui) {
+    ui.menu_button("File", |ui| {
+        if ui.button("Open folder…").clicked() {
+            app.dialog(Pick::Folder);
+        }
+        if ui.button("Open files…  (Ctrl+O)").clicked() {
+            app.open.visible = true;
+        }
+        if let Some(s) = super::app::sample_dir() {
+            if ui.button("Open the sample").clicked() {
+                app.open_folder(&s);
+            }
+        }
+        ui.menu_button("Recent", |ui| {
+            if app.recent.is_empty() {
+                ui.label("nothing yet");
+            }
+            for r in app.recent.clone() {
+                if ui.button(r.title()).on_hover_text(r.cfg.display().to_string()).clicked() {
+                    app.open_project(r);
+                }
+            }
+        });
+        ui.separator();
+        let has = app.project.is_some();
+        if ui.add_enabled(has, egui::Button::new("Load plan…")).clicked() {
+            app.dialog(Pick::Plan);
+        }
+        if ui.add_enabled(has, egui::Button::new("Save plan  (Ctrl+S)")).clicked() {
+            app.save_plan_here_or_ask();
+        }
+        if ui.add_enabled(has, egui::Button::new("Save plan as…")).clicked() {
+            app.dialog(Pick::SavePlan);
+        }
+        ui.menu_button("Export plan", |ui| export_buttons(app, ui));
+        ui.separator();
+        if ui.button("Quit").clicked() {
+            ui.ctx().send_viewport_cmd(egui::ViewportCommand::Close);
+        }
+    });
+    ui.menu_button("Edit", |ui| {
+        let (u, r) = app.project.as_ref().map(|p| (p.can_undo(), p.can_redo())).unwrap_or_default();
+        if ui.add_enabled(u, egui::Button::new("Undo  (Ctrl+Z)")).clicked() {
+            app.undo();
+        }
+        if ui.add_enabled(r, egui::Button::new("Redo  (Ctrl+Shift+Z)")).clicked() {
+            app.redo();
+        }
+        if ui.button("Freeze / unfreeze selected layer  (F)").clicked() {
+            app.toggle_freeze_selected();
+        }
+    });
+    ui.menu_button("Help", |ui| {
+        ui.label("←/→/↑/↓  select a layer");
+        ui.label("+ / −  move its threshold by 1 %");
+        ui.label("Shift + (+/−)  jump to the next measured point");
+        ui.label("drag on the large plot  set the threshold (Shift snaps)");
+        ui.label("F  freeze the layer (Suggest keeps it at 0 %)");
+        ui.label("Ctrl+Z / Ctrl+Shift+Z  undo / redo");
+        ui.label("Ctrl+S  save the plan;  Ctrl+O  open files");
+        ui.separator();
+        ui.label("MACs follow the ptflops convention; effective counts leave out dead channels and zero weights.");
+    });
+}
+
+pub(super) fn export_buttons(app: &mut App, ui: &mut egui::Ui) {
+    let has = app.project.is_some();
+    for (k, label) in [
+        (ExportKind::Csv, "CSV (spreadsheet)…"),
+        (ExportKind::TorchPruning, "Torch-Pruning pruning_ratio_dict…"),
+        (ExportKind::Nni, "NNI config_list…"),
+    ] {
+        if ui.add_enabled(has, egui::Button::new(label)).clicked() {
+            app.dialog(Pick::Export(k));
+        }
+    }
+}
+
+fn status(app: &mut App, ui: &mut egui::Ui) {
+    let mut dismiss = None;
+    for (i, e) in app.errors.iter().enumerate().rev().take(4) {
+        ui.horizontal(|ui| {
+            if ui.small_button("✕").on_hover_text("dismiss").clicked() {
+                dismiss = Some(i);
+            }
+            ui.label(RichText::new(format!("error: {e}")).color(ui.visuals().error_fg_color));
+        });
+    }
+    if let Some(i) = dismiss {
+        app.errors.remove(i);
+    }
+    ui.horizontal(|ui| {
+        if app.errors.len() > 1 && ui.small_button("dismiss all").clicked() {
+            app.errors.clear();
+        }
+        if app.analysis.running {
+            ui.spinner();
+            let a = &app.analysis;
+            ui.label(format!("analysis {}/{} points", a.done, a.total));
+        }
+        if app.compare.running {
+            ui.spinner();
+            ui.label(format!("{} {}/{}", app.compare.stage, app.compare.done, app.compare.total));
+        }
+        if let Some(n) = &app.notice {
+            ui.label(RichText::new(n).weak());
+        }
+    });
+}
+
+fn open_window(app: &mut App, ctx: &egui::Context) {
+    if !app.open.visible {
+        return;
+    }
+    let mut visible = true;
+    egui::Window::new("Open a project").open(&mut visible).collapsible(false).default_width(560.0).show(ctx, |ui| {
+        ui.label("A Darknet cfg and its checkpoint; optionally the dataset, a sensitivity run and a plan.");
+        egui::Grid::new("open-grid").num_columns(3).show(ui, |ui| {
+            for (label, pick, field) in [
+                ("cfg", Pick::Cfg, 0),
+                ("weights", Pick::Weights, 1),
+                ("data.yaml", Pick::Data, 2),
+                ("run folder", Pick::Run, 3),
+                ("plan", Pick::Plan, 4),
+            ] {
+                ui.label(label);
+                let text = match field {
+                    0 => &mut app.open.cfg,
+                    1 => &mut app.open.weights,
+                    2 => &mut app.open.data,
+                    3 => &mut app.open.run,
+                    _ => &mut app.open.plan,
+                };
+                ui.add(egui::TextEdit::singleline(text).desired_width(380.0).id_salt(("open", field)));
+                if ui.button("Browse…").clicked() {
+                    // The Plan pick loads into the open project; here it only fills the field.
+                    if pick == Pick::Plan {
+                        app.open.plan.clear();
+                    }
+                    app.dialog(pick);
+                }
+                ui.end_row();
+            }
+        });
+        ui.horizontal(|ui| {
+            if ui.button("Open").clicked() {
+                match app.open.paths() {
+                    Ok(p) => {
+                        app.open.visible = false;
+                        app.open_project(p);
+                    }
+                    Err(e) => app.errors.push(e),
+                }
+            }
+            if ui.button("Open folder…").clicked() {
+                app.dialog(Pick::Folder);
+            }
+        });
+    });
+    if !visible {
+        app.open.visible = false;
+    }
+}
+
+fn drop_hint(ctx: &egui::Context) {
+    let hovering = ctx.input(|i| !i.raw.hovered_files.is_empty());
+    if hovering {
+        let painter = ctx.layer_painter(egui::LayerId::new(egui::Order::Foreground, egui::Id::unique("prunescope-drop")));
+        let rect = ctx.content_rect();
+        painter.rect_filled(rect, 0.0, egui::Color32::from_black_alpha(160));
+        painter.text(
+            rect.center(),
+            egui::Align2::CENTER_CENTER,
+            "Drop a project folder, a cfg, a checkpoint, a run folder or a plan",
+            egui::FontId::proportional(22.0),
+            egui::Color32::WHITE,
+        );
+    }
+}
+
+/// Thousands separated by thin spaces, for counts.
+pub fn count(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push('\u{202f}');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// MACs as GMac (or MMac for small models).
+pub fn macs(n: u64) -> String {
+    if n >= 100_000_000 {
+        format!("{:.3} GMac", n as f64 / 1e9)
+    } else {
+        format!("{:.2} MMac", n as f64 / 1e6)
+    }
+}

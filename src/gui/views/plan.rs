@@ -1,0 +1,142 @@
+//! The plan panel: live totals, Suggest, frozen layers, undo/redo, save, load and export.
+
+use super::super::app::{App, Pick, Tab};
+use crate::prune::Resource;
+use egui::RichText;
+
+pub fn show(app: &mut App, ui: &mut egui::Ui) {
+    let current = app.totals_current();
+    let Some(p) = &app.project else { return };
+    ui.horizontal(|ui| {
+        ui.heading("Plan");
+        if p.unsaved() {
+            ui.label(RichText::new("unsaved").color(ui.visuals().warn_fg_color));
+        }
+    });
+    let file = p.paths.plan.as_ref().and_then(|f| f.file_name()).map(|f| f.to_string_lossy().into_owned());
+    ui.label(RichText::new(format!(
+        "{} · {} pruning · {}",
+        file.unwrap_or("not saved yet".into()),
+        p.plan.method.name(),
+        p.plan.rule.clone().unwrap_or("set by hand".into())
+    )).weak());
+    ui.separator();
+    let pr = &p.plan.predicted;
+    egui::Grid::new("totals").num_columns(3).show(ui, |ui| {
+        if pr.params_before == 0 {
+            ui.spinner();
+            ui.label("computing…");
+            ui.end_row();
+            return;
+        }
+        let pct = |b: u64, a: u64| if b > 0 { 100.0 * (b as f64 - a as f64) / b as f64 } else { 0.0 };
+        ui.label("parameters");
+        ui.label(format!("{} → {}", super::count(pr.params_before), RichText::new(super::count(pr.params_after)).text()));
+        ui.label(RichText::new(format!("−{:.1} %", pct(pr.params_before, pr.params_after))).strong());
+        ui.end_row();
+        ui.label("MACs").on_hover_text("ptflops convention; effective: dead channels and zero weights left out");
+        ui.label(format!("{} → {}", super::macs(pr.macs_before), super::macs(pr.macs_after)));
+        ui.label(RichText::new(format!("−{:.1} %", pct(pr.macs_before, pr.macs_after))).strong());
+        ui.end_row();
+        if let (Some(b), Some(m)) = (pr.baseline, pr.metric) {
+            ui.label(p.plan.metric.label()).on_hover_text("estimate: baseline minus the sum of the layers' measured drops");
+            ui.label(format!("{b:.4} → {m:.4}"));
+            ui.label(RichText::new(format!("−{:.4}", pr.drop)).strong());
+            ui.end_row();
+        }
+    });
+    if !current {
+        ui.horizontal(|ui| {
+            ui.spinner();
+            ui.label(RichText::new("updating totals").weak());
+        });
+    }
+    let pruned = p.plan.layers.iter().filter(|l| l.sparsity > 0.0).count();
+    ui.label(RichText::new(format!("{pruned} of {} layers pruned", p.plan.layers.len())).weak());
+    ui.separator();
+
+    ui.strong("Suggest");
+    let has_run = p.curves.is_some();
+    let f = &mut app.suggest;
+    ui.radio_value(&mut f.global, false, "per-layer budget");
+    ui.add_enabled_ui(!f.global, |ui| {
+        ui.horizontal(|ui| {
+            ui.label("drop ≤");
+            ui.add(egui::DragValue::new(&mut f.budget).range(0.0..=100.0).speed(0.05).max_decimals(2));
+            ui.selectable_value(&mut f.budget_relative, false, "mAP points");
+            ui.selectable_value(&mut f.budget_relative, true, "% of baseline");
+        });
+    });
+    ui.radio_value(&mut f.global, true, "global target");
+    ui.add_enabled_ui(f.global, |ui| {
+        ui.horizontal(|ui| {
+            ui.label("remove");
+            ui.add(egui::DragValue::new(&mut f.target).range(1.0..=95.0).speed(0.5).suffix(" %"));
+            ui.label("of the");
+            ui.selectable_value(&mut f.resource, Resource::Macs, "MACs");
+            ui.selectable_value(&mut f.resource, Resource::Params, "params");
+        });
+    });
+    ui.horizontal(|ui| {
+        let suggest = ui
+            .add_enabled(has_run && !app.suggesting, egui::Button::new("Suggest"))
+            .on_hover_text("fill the thresholds from the run (frozen layers stay at 0 %); undo restores");
+        if suggest.clicked() {
+            app.run_suggest();
+        }
+        if app.suggesting {
+            ui.spinner();
+        }
+    });
+    ui.separator();
+
+    let Some(p) = &app.project else { return };
+    let frozen = p.frozen();
+    ui.horizontal(|ui| {
+        ui.strong("Frozen layers");
+        if ui.button("freeze selected (F)").clicked() {
+            app.toggle_freeze_selected();
+        }
+    });
+    if frozen.is_empty() {
+        ui.label(RichText::new("none").weak());
+    }
+    let mut unfreeze = None;
+    ui.horizontal_wrapped(|ui| {
+        for name in &frozen {
+            if ui.button(format!("{name} ✕")).on_hover_text("unfreeze").clicked() {
+                unfreeze = crate::prune::suggest::block_of(name);
+            }
+        }
+    });
+    if let (Some(b), Some(p)) = (unfreeze, &mut app.project) {
+        p.toggle_freeze(b);
+    }
+    ui.separator();
+    let Some(p) = &app.project else { return };
+    let (can_undo, can_redo) = (p.can_undo(), p.can_redo());
+    ui.horizontal(|ui| {
+        if ui.add_enabled(can_undo, egui::Button::new("↶ Undo")).on_hover_text("Ctrl+Z").clicked() {
+            app.undo();
+        }
+        if ui.add_enabled(can_redo, egui::Button::new("↷ Redo")).on_hover_text("Ctrl+Shift+Z").clicked() {
+            app.redo();
+        }
+    });
+    ui.horizontal(|ui| {
+        if ui.button("Save").on_hover_text("Ctrl+S").clicked() {
+            app.save_plan_here_or_ask();
+        }
+        if ui.button("Save as…").clicked() {
+            app.dialog(Pick::SavePlan);
+        }
+        if ui.button("Load…").clicked() {
+            app.dialog(Pick::Plan);
+        }
+        ui.menu_button("Export", |ui| super::export_buttons(app, ui));
+    });
+    ui.separator();
+    if ui.button(RichText::new("Prune & compare…").strong()).clicked() {
+        app.tab = Tab::Compare;
+    }
+}

@@ -1,0 +1,275 @@
+//! The sensitivity view: small multiples of every analysed layer, a large plot of the
+//! selected one whose threshold is dragged, and the inspection of its weights.
+
+use super::super::app::App;
+use super::super::widgets::small_plot::{SmallPlot, CURVE, THRESHOLD};
+use egui::{RichText, Vec2};
+use egui_plot::{Bar, BarChart, HLine, Line, LineStyle, Plot, PlotPoints, Points, VLine};
+
+const CELL: Vec2 = Vec2::new(190.0, 118.0);
+
+pub fn show(app: &mut App, ui: &mut egui::Ui) {
+    let Some(p) = &app.project else {
+        ui.centered_and_justified(|ui| ui.label("Open a project: File ▸ Open folder, or drop one here."));
+        return;
+    };
+    if p.curves.is_none() {
+        ui.vertical_centered(|ui| {
+            ui.add_space(40.0);
+            ui.heading("No sensitivity run yet");
+            ui.label("Start one in the Analysis tab (points appear here as they finish), or open a run folder.");
+        });
+        return;
+    }
+    egui::Panel::right("detail").resizable(true).default_size(ui.available_width() * 0.5).show(ui, |ui| {
+        detail(app, ui);
+    });
+    egui::CentralPanel::default().show(ui, |ui| grid_only(app, ui));
+}
+
+/// The grid of small multiples (only the visible rows are drawn).
+pub fn grid_only(app: &mut App, ui: &mut egui::Ui) {
+    let Some(p) = &app.project else { return };
+    let Some(curves) = &p.curves else { return };
+    let spacing = 6.0;
+    let cols = (((ui.available_width() + spacing) / (CELL.x + spacing)).floor() as usize).max(1);
+    let n = curves.layers.len();
+    let rows = n.div_ceil(cols);
+    let x_max = curves.layers.iter().map(|l| l.max_sparsity()).fold(0.0f64, f64::max).max(0.1) * 1.05;
+    let (mut lo, mut hi) = (curves.baseline, curves.baseline);
+    for l in &curves.layers {
+        for &(_, y) in &l.points {
+            lo = lo.min(y);
+            hi = hi.max(y);
+        }
+    }
+    let pad = (hi - lo).max(1e-3) * 0.08;
+    let y_range = (lo - pad, hi + pad);
+    let mut clicked = None;
+    ui.label(
+        RichText::new(format!(
+            "{} of {} layers analysed · {} vs sparsity · dashed: baseline {:.4} · orange: threshold",
+            n,
+            p.layers.len(),
+            curves.metric.label(),
+            curves.baseline
+        ))
+        .weak(),
+    );
+    ui.spacing_mut().item_spacing = Vec2::splat(spacing);
+    egui::ScrollArea::vertical().auto_shrink([false, false]).show_rows(ui, CELL.y, rows, |ui, range| {
+        for r in range {
+            ui.horizontal(|ui| {
+                for c in 0..cols {
+                    let i = r * cols + c;
+                    let Some(l) = curves.layers.get(i) else { break };
+                    let pct = p.row(l.block).map(|x| x.macs_percent).unwrap_or(0.0);
+                    let resp = SmallPlot {
+                        title: &l.layer,
+                        subtitle: format!("{pct:.1}% MACs"),
+                        points: &l.points,
+                        baseline: curves.baseline,
+                        threshold: p.sparsity(l.block),
+                        selected: i == app.selected,
+                        frozen: p.is_frozen(l.block),
+                        x_max,
+                        y_range,
+                    }
+                    .show(ui, CELL);
+                    if resp.clicked() {
+                        clicked = Some(i);
+                    }
+                }
+            });
+        }
+    });
+    app.grid_columns = cols;
+    if let Some(i) = clicked {
+        app.select(i);
+    }
+}
+
+fn detail(app: &mut App, ui: &mut egui::Ui) {
+    let Some(p) = &app.project else { return };
+    let Some(curves) = &p.curves else { return };
+    let Some(curve) = curves.layers.get(app.selected) else { return };
+    let block = curve.block;
+    let s = p.sparsity(block);
+    let frozen = p.is_frozen(block);
+    let row = p.row(block);
+    ui.horizontal(|ui| {
+        ui.heading(&curve.layer);
+        if let Some(r) = row {
+            ui.label(format!(
+                "{:?} · {} params · {} ({:.1}% of the model)",
+                r.shape,
+                super::count(r.params),
+                super::macs(r.macs),
+                r.macs_percent
+            ));
+        }
+    });
+    ui.horizontal(|ui| {
+        let drop = p.predicted_drop(block);
+        ui.label(RichText::new(format!("threshold {:.0} %", s * 100.0)).color(THRESHOLD).strong());
+        match drop {
+            Some(d) => ui.label(format!(
+                "predicted drop {d:.4} → {} {:.4}",
+                curves.metric.label(),
+                curves.baseline - d
+            )),
+            None => ui.label(RichText::new("past the measured range: no prediction").color(ui.visuals().warn_fg_color)),
+        };
+        if frozen {
+            ui.label(RichText::new("frozen (F to unfreeze)").color(ui.visuals().warn_fg_color));
+        }
+    });
+    let pts: Vec<[f64; 2]> = curve.points.iter().map(|&(x, y)| [x * 100.0, y]).collect();
+    let measured: Vec<f64> = curve.points.iter().map(|x| x.0).collect();
+    let baseline = curves.baseline;
+    let metric = curves.metric.label();
+    let height = (ui.available_height() * 0.55).max(180.0);
+    let resp = Plot::new(("detail-plot", block))
+        .height(height)
+        .allow_drag(false)
+        .allow_zoom(false)
+        .allow_scroll(false)
+        .allow_boxed_zoom(false)
+        .allow_double_click_reset(false)
+        .include_x(0.0)
+        .include_x(100.0)
+        .x_axis_label("sparsity (%)")
+        .y_axis_label(metric)
+        .legend(egui_plot::Legend::default())
+        .show(ui, |pu| {
+            pu.hline(HLine::new("baseline", baseline).style(LineStyle::dashed_loose()).color(egui::Color32::GRAY));
+            pu.line(Line::new(metric, PlotPoints::from(pts.clone())).color(CURVE).width(2.0));
+            pu.points(Points::new("measured", PlotPoints::from(pts)).color(CURVE).radius(4.0));
+            pu.vline(VLine::new("threshold", s * 100.0).color(THRESHOLD).width(2.5));
+        });
+    let r = &resp.response;
+    let pressed = r.is_pointer_button_down_on();
+    if pressed && !frozen {
+        if app.drag_before.is_none() {
+            app.drag_before = app.project.as_ref().map(|p| p.snapshot());
+        }
+        if let Some(pos) = r.interact_pointer_pos() {
+            let x = resp.transform.value_from_position(pos).x / 100.0;
+            let snap = ui.input(|i| i.modifiers.shift);
+            let target = if snap {
+                measured.iter().copied().min_by(|a, b| (a - x).abs().total_cmp(&(b - x).abs())).unwrap_or(x)
+            } else {
+                (x * 100.0).round() / 100.0
+            };
+            if let Some(p) = &mut app.project {
+                p.set_sparsity(block, target);
+            }
+        }
+    } else if let Some(before) = app.drag_before.take() {
+        if let Some(p) = &mut app.project {
+            p.commit(before);
+        }
+    }
+    resp.response.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Slider, true, "threshold plot"));
+    ui.label(RichText::new("drag to set the threshold (Shift snaps to measured points) · +/− keys · F freezes").weak());
+    ui.separator();
+    inspection(app, ui, block, s);
+}
+
+fn inspection(app: &mut App, ui: &mut egui::Ui, block: usize, s: f64) {
+    let Some(p) = &app.project else { return };
+    let method = p.plan.method;
+    ui.horizontal(|ui| {
+        ui.strong("Weights of this layer");
+        ui.label(RichText::new(format!("({} pruning)", method.name())).weak());
+    });
+    let Some(stats) = app.stats.as_ref().filter(|st| st.block == block) else {
+        ui.spinner();
+        return;
+    };
+    let n = stats.sorted_magnitudes.len();
+    let cut = stats.magnitude_cut(s);
+    let filters = stats.filter_l1.len();
+    let norms = if method == crate::prune::Method::L2Filter { &stats.filter_l2 } else { &stats.filter_l1 };
+    let mut sorted_norms = norms.clone();
+    sorted_norms.sort_by(|a, b| a.total_cmp(b));
+    let removed_filters = crate::prune::pruned_count(s, filters);
+    if method.is_structured() {
+        let norm_cut = if removed_filters > 0 { sorted_norms[removed_filters - 1] } else { 0.0 };
+        ui.label(format!(
+            "{:.0} % removes {removed_filters} of {filters} filters (norm ≤ {norm_cut:.4}), {:.1} % of the weights",
+            s * 100.0,
+            100.0 * removed_filters as f64 / filters.max(1) as f64
+        ));
+    } else {
+        let k = crate::prune::pruned_count(s, n);
+        ui.label(format!(
+            "{:.0} % removes {} of {} weights (|w| ≤ {cut:.5})",
+            s * 100.0,
+            super::count(k as u64),
+            super::count(n as u64)
+        ));
+    }
+    let h = ((ui.available_height() - 30.0) / 2.0).max(90.0);
+    ui.columns(2, |cols| {
+        let bars: Vec<Bar> = stats
+            .histogram
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| {
+                let x = (i as f64 + 0.5) * stats.bin_width;
+                let removed = !method.is_structured() && x <= cut;
+                Bar::new(x, c as f64).width(stats.bin_width).fill(if removed { THRESHOLD } else { CURVE })
+            })
+            .collect();
+        Plot::new(("hist", block))
+            .height(h)
+            .allow_drag(false)
+            .allow_zoom(false)
+            .allow_scroll(false)
+            .x_axis_label("|w|")
+            .y_axis_label("weights")
+            .show(&mut cols[0], |pu| {
+                pu.bar_chart(BarChart::new("|w| histogram", bars));
+                if !method.is_structured() && cut > 0.0 {
+                    pu.vline(VLine::new("cut", cut).color(THRESHOLD));
+                }
+            });
+        let fb: Vec<Bar> = sorted_norms
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| Bar::new(i as f64, v).width(0.9).fill(if i < removed_filters { THRESHOLD } else { CURVE }))
+            .collect();
+        Plot::new(("norms", block))
+            .height(h)
+            .allow_drag(false)
+            .allow_zoom(false)
+            .allow_scroll(false)
+            .x_axis_label("filter (sorted)")
+            .y_axis_label(if method == crate::prune::Method::L2Filter { "L2 norm" } else { "L1 norm" })
+            .show(&mut cols[1], |pu| pu.bar_chart(BarChart::new("filter norms", fb)));
+    });
+    // What each measured sparsity removes, for reading thresholds against the curve.
+    egui::CollapsingHeader::new("what each measured sparsity removes").show(ui, |ui| {
+        egui::Grid::new("cuts").striped(true).show(ui, |ui| {
+            ui.strong("sparsity");
+            ui.strong(if method.is_structured() { "filters" } else { "|w| cut" });
+            ui.end_row();
+            let sp: Vec<f64> = p
+                .curves
+                .as_ref()
+                .and_then(|c| c.layers.iter().find(|l| l.block == block))
+                .map(|l| l.points.iter().skip(1).map(|x| x.0).collect())
+                .unwrap_or_default();
+            for x in sp {
+                ui.label(format!("{:.0} %", x * 100.0));
+                if method.is_structured() {
+                    ui.label(format!("{} of {filters}", crate::prune::pruned_count(x, filters)));
+                } else {
+                    ui.label(format!("≤ {:.5}", stats.magnitude_cut(x)));
+                }
+                ui.end_row();
+            }
+        });
+    });
+}

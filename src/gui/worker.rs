@@ -1,0 +1,283 @@
+//! The bridge between the UI thread and the engine: every slow call runs on a worker thread
+//! and reports back over a crossbeam channel, waking the UI. Only plain data crosses.
+
+use super::state::{Project, ProjectPaths};
+use crate::model::effective::Cost;
+use crate::model::{Weights, WeightsFormat};
+use crate::prune::plan::PlanCoster;
+use crate::prune::{Curves, Method, Plan, PlanModel, Prediction, Rule};
+use crate::report::compare::{self, CompareConfig, Comparison};
+use crate::sensitivity::{self, AnalysisConfig, Event};
+use crossbeam_channel::{Receiver, Sender};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+/// What a worker reports.
+pub enum Msg {
+    Loaded(Result<Box<Project>, String>),
+    Analysis(Event),
+    /// The analysis thread ended (its errors arrive as `Event::Error` first).
+    AnalysisEnded,
+    Cost { generation: u64, prediction: Prediction, after: Vec<Cost> },
+    Suggested(Result<Plan, String>),
+    /// Stage, images done, images in all.
+    CompareProgress(String, usize, usize),
+    Compared(Result<Box<CompareOutcome>, String>),
+    LayerStats(Result<Box<LayerStats>, String>),
+    /// A path chosen in a file dialog.
+    Picked(super::app::Pick, PathBuf),
+    Notice(String),
+    /// A job failed outside the cases above (a panic, a lost thread).
+    Failed(String),
+}
+
+/// The result of a prune + compare job.
+pub struct CompareOutcome {
+    pub comparison: Comparison,
+    pub dir: PathBuf,
+    pub pruned: PathBuf,
+    pub plan_file: PathBuf,
+}
+
+/// Weight statistics of one layer for the inspection panel.
+pub struct LayerStats {
+    pub block: usize,
+    /// |w| of every conv weight, sorted ascending (the cut of sparsity s is at s·n).
+    pub sorted_magnitudes: Vec<f32>,
+    /// Histogram of |w|: bin edges start at 0 with width `bin_width`.
+    pub histogram: Vec<u64>,
+    pub bin_width: f64,
+    /// Per-output-filter L1 and L2 norms, in filter order.
+    pub filter_l1: Vec<f64>,
+    pub filter_l2: Vec<f64>,
+}
+
+impl LayerStats {
+    /// The magnitude below which `sparsity` of the weights fall.
+    pub fn magnitude_cut(&self, sparsity: f64) -> f64 {
+        let n = self.sorted_magnitudes.len();
+        let k = crate::prune::pruned_count(sparsity, n);
+        if k == 0 || n == 0 {
+            0.0
+        } else {
+            self.sorted_magnitudes[(k - 1).min(n - 1)] as f64
+        }
+    }
+}
+
+/// Spawns jobs and collects their messages.
+pub struct Bridge {
+    tx: Sender<Msg>,
+    pub rx: Receiver<Msg>,
+    repaint: Option<egui::Context>,
+    cost_tx: Option<Sender<CostRequest>>,
+}
+
+/// A sender that wakes the UI after each message.
+#[derive(Clone)]
+pub struct Notifier {
+    tx: Sender<Msg>,
+    repaint: Option<egui::Context>,
+}
+
+impl Notifier {
+    pub fn send(&self, m: Msg) {
+        let _ = self.tx.send(m);
+        if let Some(c) = &self.repaint {
+            c.request_repaint();
+        }
+    }
+}
+
+struct CostRequest {
+    generation: u64,
+    plan: Plan,
+    curves: Option<Curves>,
+}
+
+impl Bridge {
+    pub fn new(repaint: Option<egui::Context>) -> Self {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        Bridge { tx, rx, repaint, cost_tx: None }
+    }
+
+    pub fn notifier(&self) -> Notifier {
+        Notifier { tx: self.tx.clone(), repaint: self.repaint.clone() }
+    }
+
+    /// Runs `job` on a named thread; a panic becomes a `Failed` message instead of a silent end.
+    pub fn spawn(&self, name: &str, job: impl FnOnce(&Notifier) + Send + 'static) {
+        let n = self.notifier();
+        let label = name.to_string();
+        let spawned = std::thread::Builder::new().name(format!("prunescope-{name}")).spawn(move || {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&n)));
+            if let Err(e) = r {
+                let what = e
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "unknown panic".into());
+                n.send(Msg::Failed(format!("{label}: internal error: {what}")));
+            }
+        });
+        if let Err(e) = spawned {
+            self.notifier().send(Msg::Failed(format!("{name}: cannot start a thread: {e}")));
+        }
+    }
+
+    pub fn load(&self, paths: ProjectPaths) {
+        self.spawn("load", move |n| n.send(Msg::Loaded(Project::load(&paths).map(Box::new))));
+    }
+
+    /// Starts the cost worker of a newly opened project (the previous one ends with its channel).
+    pub fn start_cost_worker(&mut self, model: Arc<PlanModel>, method: Method) {
+        let (tx, rx) = crossbeam_channel::unbounded::<CostRequest>();
+        self.cost_tx = Some(tx);
+        self.spawn("plan-cost", move |n| {
+            let mut coster = PlanCoster::new(&model, method);
+            while let Ok(mut req) = rx.recv() {
+                // Only the newest plan matters: skip the ones a drag left behind.
+                while let Ok(newer) = rx.try_recv() {
+                    req = newer;
+                }
+                let (prediction, after) = coster.predict(&model, &req.plan, req.curves.as_ref());
+                n.send(Msg::Cost { generation: req.generation, prediction, after: after.blocks });
+            }
+        });
+    }
+
+    pub fn request_cost(&self, generation: u64, plan: &Plan, curves: Option<&Curves>) {
+        if let Some(tx) = &self.cost_tx {
+            let _ = tx.send(CostRequest { generation, plan: plan.clone(), curves: curves.cloned() });
+        }
+    }
+
+    /// Runs a sensitivity analysis; events stream back as they happen.
+    pub fn analyze(&self, config: AnalysisConfig, cancel: Arc<AtomicBool>) {
+        self.spawn("analysis", move |n| {
+            let (etx, erx) = crossbeam_channel::unbounded::<Event>();
+            let forward = n.clone();
+            let pump = std::thread::spawn(move || {
+                for e in erx {
+                    forward.send(Msg::Analysis(e));
+                }
+            });
+            let r = sensitivity::run(&config, &etx, &cancel);
+            if let Err(e) = r {
+                let _ = etx.send(Event::Error(e.to_string()));
+            }
+            drop(etx);
+            let _ = pump.join();
+            n.send(Msg::AnalysisEnded);
+        });
+    }
+
+    pub fn suggest(&self, project: &Project, rule: Rule) {
+        let Some(run) = project.run.clone() else {
+            self.notifier().send(Msg::Suggested(Err("Suggest needs a sensitivity run: open or start one".into())));
+            return;
+        };
+        let dir = project.paths.run.clone().unwrap_or_default();
+        let model = project.model.clone();
+        let metric = project.plan.metric;
+        let frozen = project.frozen();
+        self.spawn("suggest", move |n| {
+            let r = crate::prune::plan::suggest(&run, &dir, &model, &rule, metric, &frozen).map_err(|e| e.to_string());
+            n.send(Msg::Suggested(r));
+        });
+    }
+
+    /// Prunes with `plan` into `dir`, then compares the original and the pruned checkpoint.
+    pub fn prune_and_compare(&self, project: &Project, plan: Plan, job: CompareJob) {
+        let model = project.model.clone();
+        let paths = project.paths.clone();
+        self.spawn("prune-compare", move |n| {
+            let r = prune_and_compare(&model, &paths, &plan, &job, n).map(Box::new);
+            n.send(Msg::Compared(r));
+        });
+    }
+
+    pub fn layer_stats(&self, project: &Project, block: usize) {
+        let model = project.model.clone();
+        self.spawn("layer-stats", move |n| n.send(Msg::LayerStats(layer_stats(&model, block).map(Box::new))));
+    }
+}
+
+/// Settings of a prune + compare job.
+#[derive(Debug, Clone)]
+pub struct CompareJob {
+    pub data: PathBuf,
+    pub dir: PathBuf,
+    pub limit: Option<usize>,
+    pub latency_runs: usize,
+    pub device: String,
+}
+
+fn prune_and_compare(
+    model: &PlanModel,
+    paths: &ProjectPaths,
+    plan: &Plan,
+    job: &CompareJob,
+    n: &Notifier,
+) -> Result<CompareOutcome, String> {
+    std::fs::create_dir_all(&job.dir).map_err(|e| format!("{}: cannot create: {e}", job.dir.display()))?;
+    let plan_file = job.dir.join("plan.json");
+    plan.write(&plan_file).map_err(|e| e.to_string())?;
+    n.send(Msg::CompareProgress("pruning".into(), 0, 1));
+    let mut w: Weights = model.weights.clone();
+    plan.apply(&mut w, &model.layout);
+    let ext = paths.weights.extension().and_then(|e| e.to_str()).unwrap_or("safetensors");
+    let pruned = job.dir.join(format!("pruned.{ext}"));
+    WeightsFormat::from_path(&pruned).map_err(|e| e.to_string())?;
+    w.save(&pruned, &model.layout).map_err(|e| e.to_string())?;
+    drop(w);
+    let c = CompareConfig {
+        cfg: paths.cfg.clone(),
+        data: job.data.clone(),
+        img_size: Some(plan.img_size),
+        device: job.device.clone(),
+        limit: job.limit,
+        latency_runs: job.latency_runs,
+    };
+    let models = vec![("origin".to_string(), paths.weights.clone()), ("pruned".to_string(), pruned.clone())];
+    let comparison = compare::compare(&c, &models, &mut |m, done, total| {
+        n.send(Msg::CompareProgress(format!("evaluating {}", models[m].0), done, total));
+    })
+    .map_err(|e| e.to_string())?;
+    compare::write(&comparison, &job.dir)?;
+    Ok(CompareOutcome { comparison, dir: job.dir.clone(), pruned, plan_file })
+}
+
+fn layer_stats(model: &PlanModel, block: usize) -> Result<LayerStats, String> {
+    let keys = model
+        .layout
+        .convs
+        .iter()
+        .find(|k| k.block == block)
+        .ok_or_else(|| format!("conv_{block}: no convolution in the model"))?;
+    let w = model.weights.tensors.get(&keys.weight).ok_or_else(|| format!("{}: missing tensor", keys.weight))?;
+    let mut sorted: Vec<f32> = w.data.iter().map(|v| v.abs()).collect();
+    sorted.sort_by(|a, b| a.total_cmp(b));
+    let max = sorted.last().copied().unwrap_or(0.0) as f64;
+    let bins = 60;
+    let bin_width = if max > 0.0 { max / bins as f64 } else { 1.0 };
+    let mut histogram = vec![0u64; bins];
+    for v in &sorted {
+        let b = ((*v as f64 / bin_width) as usize).min(bins - 1);
+        histogram[b] += 1;
+    }
+    let filter_l1 = crate::prune::mask::filter_norms(w, false);
+    let filter_l2 = crate::prune::mask::filter_norms(w, true);
+    Ok(LayerStats { block, sorted_magnitudes: sorted, histogram, bin_width, filter_l1, filter_l2 })
+}
+
+/// A working folder for GUI jobs, under the user's cache.
+pub fn work_dir(kind: &str) -> PathBuf {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    let stamp = crate::sensitivity::store::now_rfc3339().replace([':', '-'], "");
+    base.join("prunescope").join("gui").join(format!("{kind}-{stamp}"))
+}
