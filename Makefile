@@ -5,13 +5,15 @@ SHELL := /bin/bash
 
 .PHONY: run test build bench
 
-## run: the main job (for now: inspect the bundled tiny cfg)
+## run: the main job: the explorer on the bundled sample experiment
 run:
+	scripts/gui-deps.sh
 	source scripts/env.sh && cargo build --release --locked --bin prunescope \
-	  && ./target/release/prunescope inspect --cfg sample_runs/shapes/yolov3-tiny-shapes.cfg
+	  && ./target/release/prunescope gui sample_runs/shapes
 
 ## test: the whole test suite
 test:
+	scripts/gui-deps.sh
 	source scripts/env.sh && cargo test --release --locked
 
 build:
@@ -19,4 +21,4 @@ build:
 
 ## bench: the benchmarks (figures printed, nothing asserted)
 bench:
-	source scripts/env.sh && cargo bench --locked --bench eval_overhead && cargo bench --locked --bench sensitivity_speed
+	source scripts/env.sh && cargo bench --locked --bench eval_overhead && cargo bench --locked --bench sensitivity_speed && cargo bench --locked --bench gui_frame

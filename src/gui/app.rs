@@ -172,6 +172,8 @@ impl SuggestForm {
 #[derive(Default)]
 pub struct CompareState {
     pub data: String,
+    /// Report folder; empty: a new folder under the user's cache.
+    pub out: String,
     pub limit: usize,
     pub latency_runs: usize,
     pub device: String,
@@ -180,8 +182,6 @@ pub struct CompareState {
     pub done: usize,
     pub total: usize,
     pub outcome: Option<CompareOutcome>,
-    /// The confusion cell under the pointer: (model, row, column).
-    pub hovered: Option<(usize, usize, usize)>,
 }
 
 /// Which column the layer table is sorted by.
@@ -426,7 +426,8 @@ impl App {
             Msg::Cost { generation, prediction, after } => {
                 if let Some(p) = &mut self.project {
                     if generation == p.generation {
-                        p.plan.predicted = prediction.clone();
+                        p.plan.predicted = prediction;
+                        p.costed_generation = generation;
                         p.prediction = Some((prediction, after));
                     } else if p.prediction.is_none() {
                         p.prediction = Some((prediction, after));
@@ -483,7 +484,8 @@ impl App {
         }
     }
 
-    fn loaded(&mut self, mut project: Project) {
+    /// Shows a loaded project (what a finished load job does).
+    pub fn loaded(&mut self, mut project: Project) {
         self.loading = None;
         self.notice = Some(format!("opened {}", project.paths.title()));
         if let Some(r) = self.pending_restore.take() {
@@ -580,8 +582,7 @@ impl App {
 
     /// Whether the totals shown are those of the current plan.
     pub fn totals_current(&self) -> bool {
-        self.project.as_ref().is_some_and(|p| p.plan.predicted.params_before > 0 && p.prediction.is_some())
-            && self.project.as_ref().map(|p| p.generation) == Some(self.requested_generation)
+        self.project.as_ref().is_some_and(|p| p.costed_generation == p.generation)
     }
 
     /// Moves the selected layer's threshold by `steps` percent (or to the next measured point).
@@ -742,7 +743,11 @@ impl App {
         }
         let job = CompareJob {
             data: PathBuf::from(self.compare.data.trim()),
-            dir: super::worker::work_dir("compare"),
+            dir: if self.compare.out.trim().is_empty() {
+                super::worker::work_dir("compare")
+            } else {
+                PathBuf::from(self.compare.out.trim())
+            },
             limit: (self.compare.limit > 0).then_some(self.compare.limit),
             latency_runs: self.compare.latency_runs,
             device: self.compare.device.clone(),

@@ -27,6 +27,18 @@ impl eframe::App for Shell {
     }
 }
 
+/// Installs what the explorer draws with: the bundled DejaVu Sans as the fallback for the
+/// arrows, math and shape symbols that egui's default font lacks.
+pub fn setup_context(ctx: &egui::Context) {
+    use egui::epaint::text::{FontInsert, FontPriority, InsertFontFamily};
+    let data = egui::FontData::from_static(include_bytes!("../../assets/fonts/DejaVuSans.ttf"));
+    let families = [egui::FontFamily::Proportional, egui::FontFamily::Monospace]
+        .into_iter()
+        .map(|family| InsertFontFamily { family, priority: FontPriority::Lowest })
+        .collect();
+    ctx.add_font(FontInsert::new("DejaVuSans", data, families));
+}
+
 /// Opens the explorer window; `start` opens those files instead of the last project.
 pub fn run(start: Option<ProjectPaths>) -> anyhow::Result<()> {
     let options = eframe::NativeOptions {
@@ -41,6 +53,7 @@ pub fn run(start: Option<ProjectPaths>) -> anyhow::Result<()> {
         "prunescope",
         options,
         Box::new(move |cc| {
+            setup_context(&cc.egui_ctx);
             let persisted: Option<Persisted> = cc.storage.and_then(|s| eframe::get_value(s, STORAGE_KEY));
             Ok(Box::new(Shell { app: App::new(Some(cc.egui_ctx.clone()), persisted, start) }))
         }),

@@ -115,6 +115,8 @@ pub struct Project {
     pub prediction: Option<(Prediction, Vec<Cost>)>,
     /// Bumped on every plan change; a prediction for an older generation is stale.
     pub generation: u64,
+    /// The generation `prediction` was computed for.
+    pub costed_generation: u64,
     pub saved_generation: u64,
     undo: Vec<Vec<PlanLayer>>,
     redo: Vec<Vec<PlanLayer>>,
@@ -143,7 +145,9 @@ impl Project {
         Ok(project)
     }
 
-    fn new(paths: ProjectPaths, model: Arc<PlanModel>, run: Option<StoredRun>) -> Result<Self, String> {
+    /// A project of a model already loaded and a run already read (not checked against
+    /// each other: [`Project::load`] does that).
+    pub fn new(paths: ProjectPaths, model: Arc<PlanModel>, run: Option<StoredRun>) -> Result<Self, String> {
         let total = model.graph.total_macs().max(1) as f64;
         let layers: Vec<LayerRow> = model
             .layout
@@ -191,6 +195,7 @@ impl Project {
             plan,
             prediction: None,
             generation: 1,
+            costed_generation: 0,
             saved_generation: 1,
             undo: Vec::new(),
             redo: Vec::new(),

@@ -19,7 +19,7 @@ pub fn show(app: &mut App, ui: &mut egui::Ui) {
             app.start_analysis(false);
         }
         if ui
-            .add_enabled(has && !running, egui::Button::new("⟳ Resume"))
+            .add_enabled(has && !running, egui::Button::new("↻ Resume"))
             .on_hover_text("continue the run in the run folder: finished points are kept")
             .clicked()
         {
@@ -52,14 +52,14 @@ fn form(app: &mut App, ui: &mut egui::Ui) {
     let mut pick = None;
     let f = &mut app.analysis_form;
     egui::Grid::new("analysis-form").num_columns(3).spacing([10.0, 6.0]).show(ui, |ui| {
-        ui.label("dataset");
-        ui.add(egui::TextEdit::singleline(&mut f.data).desired_width(360.0).hint_text("data.yaml or image folder"));
+        let l = ui.label("dataset");
+        ui.add_sized([360.0, 20.0], egui::TextEdit::singleline(&mut f.data).hint_text("data.yaml or image folder")).labelled_by(l.id);
         if ui.button("Browse…").clicked() {
             pick = Some(Pick::AnalysisData);
         }
         ui.end_row();
-        ui.label("run folder");
-        ui.add(egui::TextEdit::singleline(&mut f.out).desired_width(360.0));
+        let l = ui.label("run folder");
+        ui.add_sized([360.0, 20.0], egui::TextEdit::singleline(&mut f.out)).labelled_by(l.id);
         if ui.button("Browse…").clicked() {
             pick = Some(Pick::AnalysisOut);
         }
@@ -71,11 +71,11 @@ fn form(app: &mut App, ui: &mut egui::Ui) {
             }
         });
         ui.end_row();
-        ui.label("sparsities (%)");
-        ui.add(egui::TextEdit::singleline(&mut f.sparsities).desired_width(360.0));
+        let l = ui.label("sparsities (%)");
+        ui.add_sized([360.0, 20.0], egui::TextEdit::singleline(&mut f.sparsities)).labelled_by(l.id);
         ui.end_row();
-        ui.label("layers");
-        ui.add(egui::TextEdit::singleline(&mut f.layers).desired_width(360.0).hint_text("all prunable layers (e.g. conv_0, conv_1*)"));
+        let l = ui.label("layers");
+        ui.add_sized([360.0, 20.0], egui::TextEdit::singleline(&mut f.layers).hint_text("all prunable layers (e.g. conv_0, conv_1*)")).labelled_by(l.id);
         ui.checkbox(&mut f.include_heads, "include heads");
         ui.end_row();
         ui.label("metric");
@@ -85,21 +85,23 @@ fn form(app: &mut App, ui: &mut egui::Ui) {
             }
         });
         ui.end_row();
-        ui.label("workers");
+        let l = ui.label("workers");
         ui.add(egui::DragValue::new(&mut f.workers).range(0..=64).custom_formatter(|v, _| {
             if v == 0.0 { "all cores".into() } else { format!("{v}") }
-        }));
+        }))
+        .labelled_by(l.id);
         ui.end_row();
-        ui.label("device");
-        ui.add(egui::TextEdit::singleline(&mut f.device).desired_width(100.0).hint_text("cpu, cuda, auto"));
+        let l = ui.label("device");
+        ui.add_sized([100.0, 20.0], egui::TextEdit::singleline(&mut f.device).hint_text("cpu, cuda, auto")).labelled_by(l.id);
         ui.end_row();
-        ui.label("images");
+        let l = ui.label("images");
         ui.add(egui::DragValue::new(&mut f.limit).range(0..=1_000_000).custom_formatter(|v, _| {
             if v == 0.0 { "all".into() } else { format!("first {v}") }
-        }));
+        }))
+        .labelled_by(l.id);
         ui.end_row();
-        ui.label("batch");
-        ui.add(egui::DragValue::new(&mut f.batch).range(1..=256));
+        let l = ui.label("batch");
+        ui.add(egui::DragValue::new(&mut f.batch).range(1..=256)).labelled_by(l.id);
         ui.end_row();
     });
     if let Some(p) = pick {

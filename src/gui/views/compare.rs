@@ -16,26 +16,34 @@ pub fn show(app: &mut App, ui: &mut egui::Ui) {
     let mut pick = None;
     ui.add_enabled_ui(!running, |ui| {
         egui::Grid::new("compare-form").num_columns(3).show(ui, |ui| {
-            ui.label("dataset");
-            ui.add(egui::TextEdit::singleline(&mut app.compare.data).desired_width(360.0).hint_text("data.yaml"));
+            let l = ui.label("dataset");
+            ui.add_sized([360.0, 20.0], egui::TextEdit::singleline(&mut app.compare.data).hint_text("data.yaml")).labelled_by(l.id);
             if ui.button("Browse…").clicked() {
                 pick = Some(Pick::CompareData);
             }
             ui.end_row();
-            ui.label("images");
+            let l = ui.label("report folder");
+            ui.add_sized(
+                [360.0, 20.0],
+                egui::TextEdit::singleline(&mut app.compare.out).hint_text("a new folder in the cache"),
+            )
+            .labelled_by(l.id);
+            ui.end_row();
+            let l = ui.label("images");
             ui.add(egui::DragValue::new(&mut app.compare.limit).range(0..=1_000_000).custom_formatter(|v, _| {
                 if v == 0.0 {
                     "all".into()
                 } else {
                     format!("first {v}")
                 }
-            }));
+            }))
+            .labelled_by(l.id);
             ui.end_row();
-            ui.label("latency runs");
-            ui.add(egui::DragValue::new(&mut app.compare.latency_runs).range(1..=1000));
+            let l = ui.label("latency runs");
+            ui.add(egui::DragValue::new(&mut app.compare.latency_runs).range(1..=1000)).labelled_by(l.id);
             ui.end_row();
-            ui.label("device");
-            ui.add(egui::TextEdit::singleline(&mut app.compare.device).desired_width(100.0));
+            let l = ui.label("device");
+            ui.add_sized([100.0, 20.0], egui::TextEdit::singleline(&mut app.compare.device)).labelled_by(l.id);
             ui.end_row();
         });
     });
@@ -60,13 +68,13 @@ pub fn show(app: &mut App, ui: &mut egui::Ui) {
         return;
     };
     ui.horizontal(|ui| {
-        ui.label(RichText::new(format!("report in {}", o.dir.display())).weak());
         if ui.button("Export pruned checkpoint…").clicked() {
             pick = Some(Pick::ExportCheckpoint);
         }
         if ui.button("Export report…").clicked() {
             pick = Some(Pick::ExportReport);
         }
+        ui.label(RichText::new(format!("report in {}", o.dir.display())).weak());
     });
     if let Some(p) = pick {
         app.dialog(p);
@@ -85,7 +93,7 @@ pub fn show(app: &mut App, ui: &mut egui::Ui) {
         let n = names.len();
         let flat = |m: &ModelReport| -> Vec<f64> { m.confusion.counts.iter().flatten().map(|&x| x as f64).collect() };
         let mut hovered = None;
-        let side = ((ui.available_width() - 24.0) / 3.0).clamp(180.0, 420.0);
+        let side = ((ui.available_width() - 24.0) / 3.0).clamp(180.0, 330.0);
         ui.horizontal(|ui| {
             for (i, m) in c.models.iter().enumerate() {
                 let values = flat(m);
@@ -120,12 +128,11 @@ pub fn show(app: &mut App, ui: &mut egui::Ui) {
             ui.label(format!("predicted {} / true {} — {}", names[r], names[col], cells.join(", ")));
         }
     });
-    app.compare.hovered = None;
 }
 
 fn summary(ui: &mut egui::Ui, models: &[ModelReport]) {
     let Some(base) = models.first() else { return };
-    egui::Grid::new("compare-summary").striped(true).num_columns(models.len() * 2 + 1).show(ui, |ui| {
+    egui::Grid::new("compare-summary").striped(true).min_col_width(96.0).num_columns(models.len() * 2 + 1).show(ui, |ui| {
         ui.strong("");
         for (i, m) in models.iter().enumerate() {
             ui.strong(&m.label);

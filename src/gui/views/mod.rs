@@ -181,7 +181,7 @@ fn open_window(app: &mut App, ctx: &egui::Context) {
                 ("run folder", Pick::Run, 3),
                 ("plan", Pick::Plan, 4),
             ] {
-                ui.label(label);
+                let l = ui.label(label);
                 let text = match field {
                     0 => &mut app.open.cfg,
                     1 => &mut app.open.weights,
@@ -189,7 +189,7 @@ fn open_window(app: &mut App, ctx: &egui::Context) {
                     3 => &mut app.open.run,
                     _ => &mut app.open.plan,
                 };
-                ui.add(egui::TextEdit::singleline(text).desired_width(380.0).id_salt(("open", field)));
+                ui.add(egui::TextEdit::singleline(text).desired_width(380.0).id_salt(("open", field))).labelled_by(l.id);
                 if ui.button("Browse…").clicked() {
                     // The Plan pick loads into the open project; here it only fills the field.
                     if pick == Pick::Plan {

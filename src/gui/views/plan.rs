@@ -55,14 +55,14 @@ pub fn show(app: &mut App, ui: &mut egui::Ui) {
     ui.label(RichText::new(format!("{pruned} of {} layers pruned", p.plan.layers.len())).weak());
     ui.separator();
 
-    ui.strong("Suggest");
+    ui.strong("Suggest thresholds");
     let has_run = p.curves.is_some();
     let f = &mut app.suggest;
     ui.radio_value(&mut f.global, false, "per-layer budget");
     ui.add_enabled_ui(!f.global, |ui| {
         ui.horizontal(|ui| {
-            ui.label("drop ≤");
-            ui.add(egui::DragValue::new(&mut f.budget).range(0.0..=100.0).speed(0.05).max_decimals(2));
+            let l = ui.label("drop ≤");
+            ui.add(egui::DragValue::new(&mut f.budget).range(0.0..=100.0).speed(0.05).max_decimals(2)).labelled_by(l.id);
             ui.selectable_value(&mut f.budget_relative, false, "mAP points");
             ui.selectable_value(&mut f.budget_relative, true, "% of baseline");
         });
@@ -70,8 +70,8 @@ pub fn show(app: &mut App, ui: &mut egui::Ui) {
     ui.radio_value(&mut f.global, true, "global target");
     ui.add_enabled_ui(f.global, |ui| {
         ui.horizontal(|ui| {
-            ui.label("remove");
-            ui.add(egui::DragValue::new(&mut f.target).range(1.0..=95.0).speed(0.5).suffix(" %"));
+            let l = ui.label("remove");
+            ui.add(egui::DragValue::new(&mut f.target).range(1.0..=95.0).speed(0.5).suffix(" %")).labelled_by(l.id);
             ui.label("of the");
             ui.selectable_value(&mut f.resource, Resource::Macs, "MACs");
             ui.selectable_value(&mut f.resource, Resource::Params, "params");

@@ -41,8 +41,8 @@ impl Heatmap<'_> {
         let font = egui::FontId::proportional(11.0);
         painter.text(rect.center_top(), egui::Align2::CENTER_TOP, self.title, egui::FontId::proportional(13.0), v.strong_text_color());
         let label_w = 72.0;
-        let top = 40.0;
-        let side = ((rect.width() - label_w - 8.0).min(rect.height() - top - 8.0) / n as f32).max(4.0);
+        let top = 36.0;
+        let side = ((rect.width() - label_w - 8.0).min(rect.height() - top - 18.0) / n as f32).max(4.0);
         let origin = Pos2::new(rect.left() + label_w, rect.top() + top);
         let max = self.values.iter().fold(0.0f64, |m, x| m.max(x.abs())).max(1e-9);
         let mut hovered = None;
@@ -83,7 +83,7 @@ impl Heatmap<'_> {
             painter.text(p, egui::Align2::CENTER_BOTTOM, short.chars().take(5).collect::<String>(), font.clone(), v.text_color());
         }
         painter.text(
-            Pos2::new(origin.x, rect.top() + 18.0),
+            Pos2::new(origin.x, origin.y + n as f32 * side + 3.0),
             egui::Align2::LEFT_TOP,
             "rows: predicted · columns: true",
             egui::FontId::proportional(10.0),

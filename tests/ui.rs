@@ -1,0 +1,279 @@
+//! The explorer driven like a user drives it (egui_kittest): the sample opens, the grid has
+//! one plot per analysed layer, a threshold drag moves the totals, Suggest fills the plan,
+//! prune + compare finishes, a bad file shows an error. Figures are checked against the
+//! engine's own reference functions (`Plan::refresh_prediction`, `plan::suggest`), and the
+//! main views are compared with snapshot images rendered by wgpu on a software adapter.
+
+use egui_kittest::kittest::Queryable;
+use egui_kittest::Harness;
+use prunescope::gui::{App, ProjectPaths};
+use prunescope::prune::plan::{self, Rule};
+use prunescope::prune::{Curves, Plan, Resource};
+use prunescope::sensitivity::store;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const SAMPLE: &str = "sample_runs/shapes";
+const SIZE: egui::Vec2 = egui::Vec2::new(1600.0, 1000.0);
+
+fn harness(paths: ProjectPaths) -> Harness<'static, App> {
+    let app = App::new(None, None, Some(paths));
+    Harness::builder().with_size(SIZE).with_context_setup(prunescope::gui::setup_context).build_ui_state(|ui, app: &mut App| app.frame(ui), app)
+}
+
+/// Steps frames until `done` holds (workers report between frames).
+fn wait(h: &mut Harness<'static, App>, what: &str, done: impl Fn(&App) -> bool) {
+    let start = Instant::now();
+    loop {
+        h.step();
+        if done(h.state()) {
+            // A few more frames so that what arrived is also drawn.
+            h.run_steps(3);
+            return;
+        }
+        assert!(start.elapsed() < Duration::from_secs(120), "timed out waiting for {what}; errors: {:?}", h.state().errors);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn opened(h: &mut Harness<'static, App>) {
+    wait(h, "the project", |a| a.project.is_some() || !a.errors.is_empty());
+    assert!(h.state().errors.is_empty(), "{:?}", h.state().errors);
+    wait(h, "the totals", |a| a.totals_current());
+}
+
+fn sample() -> ProjectPaths {
+    ProjectPaths::discover(Path::new(SAMPLE)).unwrap()
+}
+
+#[test]
+fn sample_opens_with_one_plot_per_analysed_layer() {
+    let paths = sample();
+    let run = store::read(paths.run.as_ref().unwrap()).unwrap();
+    let mut h = harness(paths);
+    opened(&mut h);
+    let cells = h.query_all_by_label_contains("sensitivity plot ").count();
+    assert_eq!(cells, run.header.layers.len());
+    for name in &run.header.layers {
+        h.get_by_label(&format!("sensitivity plot {name}"));
+    }
+    h.snapshot("sensitivity");
+}
+
+#[test]
+fn dragging_a_threshold_changes_the_totals() {
+    let mut paths = sample();
+    paths.plan = None;
+    let mut h = harness(paths);
+    opened(&mut h);
+    let before = h.state().project.as_ref().unwrap().plan.predicted.clone();
+    assert_eq!(before.params_after, before.params_before, "an empty plan prunes nothing");
+    // Select conv_19 (the largest layer) and drag its threshold to the right.
+    h.get_by_label("sensitivity plot conv_19").click();
+    h.run_steps(2);
+    let rect = h.get_by_label("threshold plot").rect();
+    let y = rect.center().y;
+    let from = egui::pos2(rect.left() + rect.width() * 0.2, y);
+    let to = egui::pos2(rect.left() + rect.width() * 0.6, y);
+    h.hover_at(from);
+    h.step();
+    h.drag_at(from);
+    h.run_steps(2);
+    h.hover_at(to);
+    h.run_steps(2);
+    h.drop_at(to);
+    h.step();
+    let generation = h.state().project.as_ref().unwrap().generation;
+    wait(&mut h, "the new totals", |a| a.totals_current());
+    let app = h.state();
+    let p = app.project.as_ref().unwrap();
+    let s = p.plan.sparsity_of(19);
+    assert!(s > 0.3 && s < 0.9, "sparsity after the drag: {s}");
+    assert!(p.generation >= generation);
+    let after = p.plan.predicted.clone();
+    assert!(after.params_after < before.params_after && after.macs_after < before.macs_after);
+    // The reference: copy the checkpoint, prune it with the plan and recount.
+    let mut reference = p.plan.clone();
+    reference.refresh_prediction(&p.model, p.curves.as_ref());
+    assert_eq!(after, reference.predicted);
+    // One undo step for the whole drag.
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::Z);
+    h.step();
+    assert_eq!(h.state().project.as_ref().unwrap().plan.sparsity_of(19), 0.0);
+    wait(&mut h, "the totals after undo", |a| a.totals_current());
+    assert_eq!(h.state().project.as_ref().unwrap().plan.predicted.params_after, before.params_after);
+}
+
+#[test]
+fn keyboard_moves_selection_and_threshold() {
+    let mut paths = sample();
+    paths.plan = None;
+    let mut h = harness(paths);
+    opened(&mut h);
+    h.key_press(egui::Key::ArrowRight);
+    h.step();
+    assert_eq!(h.state().selected, 1);
+    let block = h.state().selected_block().unwrap();
+    for _ in 0..3 {
+        h.key_press(egui::Key::Plus);
+        h.step();
+    }
+    assert!((h.state().project.as_ref().unwrap().plan.sparsity_of(block) - 0.03).abs() < 1e-9);
+    h.key_press(egui::Key::Minus);
+    h.step();
+    assert!((h.state().project.as_ref().unwrap().plan.sparsity_of(block) - 0.02).abs() < 1e-9);
+    h.key_press(egui::Key::F);
+    h.step();
+    assert!(h.state().project.as_ref().unwrap().is_frozen(block));
+}
+
+#[test]
+fn suggest_fills_the_thresholds() {
+    let mut paths = sample();
+    paths.plan = None;
+    let run_dir = paths.run.clone().unwrap();
+    let mut h = harness(paths);
+    opened(&mut h);
+    {
+        let app = h.state_mut();
+        app.suggest.global = true;
+        app.suggest.target = 30.0;
+        app.suggest.resource = Resource::Macs;
+    }
+    h.step();
+    h.get_by_label("Suggest").click();
+    h.step();
+    wait(&mut h, "the suggestion", |a| !a.suggesting);
+    wait(&mut h, "the totals", |a| a.totals_current());
+    let app = h.state();
+    assert!(app.errors.is_empty(), "{:?}", app.errors);
+    let p = app.project.as_ref().unwrap();
+    // The reference: the engine's suggestion (what `prunescope suggest --target 30%` writes).
+    let run = store::read(&run_dir).unwrap();
+    let expected: Plan =
+        plan::suggest(&run, &run_dir, &p.model, &Rule::Global { resource: Resource::Macs, fraction: 0.3 }, run.header.metric, &[])
+            .unwrap();
+    let got: Vec<(String, f64)> = p.plan.layers.iter().map(|l| (l.layer.clone(), l.sparsity)).collect();
+    let want: Vec<(String, f64)> = expected.layers.iter().map(|l| (l.layer.clone(), l.sparsity)).collect();
+    assert_eq!(got, want);
+    assert!(got.iter().any(|(_, s)| *s > 0.0));
+    assert!(p.plan.predicted.macs_reduction() >= 0.3);
+    assert_eq!(p.plan.predicted, expected.predicted);
+    h.get_by_label("Layers").click();
+    h.run_steps(3);
+    h.snapshot("layers");
+}
+
+#[test]
+fn prune_and_compare_shows_the_table() {
+    let paths = sample();
+    let out = tempfile::tempdir().unwrap();
+    let mut h = harness(paths);
+    opened(&mut h);
+    {
+        let app = h.state_mut();
+        app.compare.limit = 60;
+        app.compare.latency_runs = 2;
+        app.compare.out = out.path().display().to_string();
+    }
+    h.get_by_label("Prune & compare").click();
+    h.step();
+    h.get_by_label("▶ Prune & compare").click();
+    h.step();
+    wait(&mut h, "the comparison", |a| !a.compare.running);
+    let app = h.state();
+    assert!(app.errors.is_empty(), "{:?}", app.errors);
+    let o = app.compare.outcome.as_ref().unwrap();
+    assert_eq!(o.comparison.models.len(), 2);
+    assert_eq!(o.comparison.images, 60);
+    // The pruned checkpoint holds what the plan predicts (effective parameters).
+    let p = app.project.as_ref().unwrap();
+    assert_eq!(o.comparison.models[1].effective_params, p.plan.predicted.params_after);
+    assert!(out.path().join("report.md").is_file() && out.path().join("confusion.png").is_file());
+    for label in ["non-zero parameters", "effective parameters", "mAP@0.5:0.95", "compressed size (bytes)"] {
+        h.get_by_label(label);
+    }
+    // Column heads and confusion matrix titles.
+    assert_eq!(h.query_all_by_label("origin").count(), 2);
+    assert_eq!(h.query_all_by_label("pruned").count(), 2);
+    h.get_by_label("pruned − origin");
+    // Latency and the (temporary) report folder differ from run to run: leave them out.
+    let rows = [
+        h.get_by_label("latency (ms, batch 1)").rect(),
+        h.get_by_label("report folder").rect(),
+        h.get_by_label_contains("report in ").rect(),
+        h.get_by_label_contains("pruned and compared into").rect(),
+    ];
+    for r in rows {
+        h.mask(egui::Rect::from_min_max(egui::pos2(0.0, r.top()), egui::pos2(SIZE.x, r.bottom())));
+    }
+    h.snapshot("compare");
+}
+
+#[test]
+fn a_bad_file_shows_an_error_and_the_app_keeps_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("broken.cfg");
+    std::fs::write(&cfg, "[net]\nwidth=64\nheight=64\nchannels=3\n\n[convolutional]\nfilters=eight\nsize=3\n").unwrap();
+    let paths = ProjectPaths {
+        cfg: cfg.clone(),
+        weights: Path::new(SAMPLE).join("yolov3-tiny-shapes.safetensors"),
+        ..Default::default()
+    };
+    let mut h = harness(paths);
+    wait(&mut h, "the error", |a| !a.errors.is_empty());
+    let err = h.state().errors[0].clone();
+    assert!(err.contains("broken.cfg"), "{err}");
+    assert!(err.contains("filters"), "{err}");
+    h.get_by_label_contains("broken.cfg");
+    // The app goes on: the error is dismissed and the sample opens afterwards.
+    h.get_by_label("✕").click();
+    h.step();
+    assert!(h.state().errors.is_empty());
+    h.state_mut().open_folder(Path::new(SAMPLE));
+    opened(&mut h);
+    assert!(h.state().project.is_some());
+    // A plan for other weights is refused with the file named, and the plan is kept.
+    let before = h.state().project.as_ref().unwrap().plan.layers.clone();
+    let plan_path = dir.path().join("other.json");
+    let mut other = h.state().project.as_ref().unwrap().plan.clone();
+    other.model.weights.sha256 = "0".repeat(64);
+    other.write(&plan_path).unwrap();
+    h.state_mut().load_plan(&plan_path);
+    h.step();
+    assert!(h.state().errors.last().unwrap().contains("other.json"));
+    assert_eq!(h.state().project.as_ref().unwrap().plan.layers, before);
+}
+
+#[test]
+fn analysis_streams_points_into_the_grid() {
+    let paths = sample();
+    let out = tempfile::tempdir().unwrap();
+    let mut h = harness(paths);
+    opened(&mut h);
+    {
+        let app = h.state_mut();
+        app.analysis_form.out = out.path().join("run").display().to_string();
+        app.analysis_form.layers = "conv_0, conv_2".into();
+        app.analysis_form.sparsities = "20, 50".into();
+        app.analysis_form.limit = 16;
+        app.analysis_form.workers = 1;
+    }
+    h.get_by_label("Analysis").click();
+    h.step();
+    h.get_by_label("▶ Start").click();
+    h.step();
+    wait(&mut h, "the analysis", |a| !a.analysis.running);
+    let app = h.state();
+    assert!(app.errors.is_empty(), "{:?}", app.errors);
+    let p = app.project.as_ref().unwrap();
+    let curves = p.curves.as_ref().unwrap();
+    // What streamed in equals what the run store holds.
+    let stored = Curves::of(&store::read(&out.path().join("run")).unwrap(), curves.metric).unwrap();
+    assert_eq!(curves.layers.len(), 2);
+    assert_eq!(curves.layers, stored.layers);
+    assert_eq!(curves.baseline, stored.baseline);
+    h.get_by_label("Sensitivity").click();
+    h.run_steps(3);
+    assert_eq!(h.query_all_by_label_contains("sensitivity plot ").count(), 2);
+}
