@@ -39,7 +39,8 @@ fn synthetic_project() -> Project {
         weights: FileRef { path: PathBuf::from("synthetic.safetensors"), sha256: "1".repeat(64) },
     };
     let model = PlanModel { cfg, graph, layout, weights, reference: reference.clone(), img_size: 416 };
-    let layers: Vec<(String, usize)> = model.layout.convs.iter().map(|k| (format!("conv_{}", k.block), k.block)).collect();
+    let layers: Vec<(String, usize)> =
+        model.layout.convs.iter().map(|k| (format!("conv_{}", k.block), k.block)).collect();
     assert_eq!(layers.len(), 75);
     let baseline = 0.55;
     let mut points = Vec::new();

@@ -138,3 +138,28 @@ fn effective_cost_of_a_filter_pruned_layer_by_hand() {
     assert_eq!(e.blocks[10], d[10]);
     assert_eq!(e.live_channels[6], 96);
 }
+
+/// The cached coster behind the GUI's live totals gives what copying the checkpoint,
+/// pruning it and recounting gives, for each method and for plans edited one layer at a time.
+#[test]
+fn plan_coster_agrees_with_refresh_prediction() {
+    use prunescope::prune::PlanCoster;
+    let m = model();
+    let run = store::read(&run_dir()).unwrap();
+    let curves = Curves::of(&run, Metric::Map50).unwrap();
+    let blocks: Vec<usize> = curves.layers.iter().map(|l| l.block).collect();
+    for method in [Method::L1, Method::L1Filter, Method::L2Filter] {
+        let mut coster = PlanCoster::new(&m, method);
+        let mut p = Plan::new(&m, method, Metric::Map50, &blocks);
+        // Edits as a user makes them: one layer after the other, some moved twice.
+        let edits = [(0, 0.3), (2, 0.5), (5, 0.2), (0, 0.6), (9, 0.88), (3, 0.1), (2, 0.0), (7, 0.45)];
+        for (i, s) in edits {
+            p.set(blocks[i], s, Some(&curves)).unwrap();
+            let (got, after) = coster.predict(&m, &p, Some(&curves));
+            let mut reference = p.clone();
+            reference.refresh_prediction(&m, Some(&curves));
+            assert_eq!(got, reference.predicted, "{method:?} after setting conv_{} to {s}", blocks[i]);
+            assert_eq!(after.total().params, got.params_after);
+        }
+    }
+}

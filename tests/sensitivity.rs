@@ -287,7 +287,7 @@ fn resume_refuses_changed_weights() {
     run(&c).unwrap();
     let before = std::fs::read(c.out.join("points.jsonl")).unwrap();
     let e = run(&c).unwrap_err();
-    assert!(e.contains("a run already exists here: pass --resume"), "{e}");
+    assert!(e.contains("a run already exists here: resume it (--resume"), "{e}");
     // Same tensors, another file: a re-saved checkpoint with one weight changed.
     let cfg = Cfg::from_file(&c.cfg).unwrap();
     let layout = Layout::of(&cfg, &Graph::build(&cfg, 1, 160, 160).unwrap());

@@ -18,7 +18,10 @@ const SIZE: egui::Vec2 = egui::Vec2::new(1600.0, 1000.0);
 
 fn harness(paths: ProjectPaths) -> Harness<'static, App> {
     let app = App::new(None, None, Some(paths));
-    Harness::builder().with_size(SIZE).with_context_setup(prunescope::gui::setup_context).build_ui_state(|ui, app: &mut App| app.frame(ui), app)
+    Harness::builder()
+        .with_size(SIZE)
+        .with_context_setup(prunescope::gui::setup_context)
+        .build_ui_state(|ui, app: &mut App| app.frame(ui), app)
 }
 
 /// Steps frames until `done` holds (workers report between frames).
@@ -31,13 +34,17 @@ fn wait(h: &mut Harness<'static, App>, what: &str, done: impl Fn(&App) -> bool) 
             h.run_steps(3);
             return;
         }
-        assert!(start.elapsed() < Duration::from_secs(120), "timed out waiting for {what}; errors: {:?}", h.state().errors);
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "timed out waiting for {what}; errors: {:?}",
+            h.state().errors
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
 }
 
 fn opened(h: &mut Harness<'static, App>) {
-    wait(h, "the project", |a| a.project.is_some() || !a.errors.is_empty());
+    wait(h, "the project", |a| a.loading.is_none() && (a.project.is_some() || !a.errors.is_empty()));
     assert!(h.state().errors.is_empty(), "{:?}", h.state().errors);
     wait(h, "the totals", |a| a.totals_current());
 }
@@ -66,7 +73,7 @@ fn dragging_a_threshold_changes_the_totals() {
     paths.plan = None;
     let mut h = harness(paths);
     opened(&mut h);
-    let before = h.state().project.as_ref().unwrap().plan.predicted.clone();
+    let before = h.state().project.as_ref().unwrap().plan.predicted;
     assert_eq!(before.params_after, before.params_before, "an empty plan prunes nothing");
     // Select conv_19 (the largest layer) and drag its threshold to the right.
     h.get_by_label("sensitivity plot conv_19").click();
@@ -90,7 +97,7 @@ fn dragging_a_threshold_changes_the_totals() {
     let s = p.plan.sparsity_of(19);
     assert!(s > 0.3 && s < 0.9, "sparsity after the drag: {s}");
     assert!(p.generation >= generation);
-    let after = p.plan.predicted.clone();
+    let after = p.plan.predicted;
     assert!(after.params_after < before.params_after && after.macs_after < before.macs_after);
     // The reference: copy the checkpoint, prune it with the plan and recount.
     let mut reference = p.plan.clone();
@@ -150,9 +157,15 @@ fn suggest_fills_the_thresholds() {
     let p = app.project.as_ref().unwrap();
     // The reference: the engine's suggestion (what `prunescope suggest --target 30%` writes).
     let run = store::read(&run_dir).unwrap();
-    let expected: Plan =
-        plan::suggest(&run, &run_dir, &p.model, &Rule::Global { resource: Resource::Macs, fraction: 0.3 }, run.header.metric, &[])
-            .unwrap();
+    let expected: Plan = plan::suggest(
+        &run,
+        &run_dir,
+        &p.model,
+        &Rule::Global { resource: Resource::Macs, fraction: 0.3 },
+        run.header.metric,
+        &[],
+    )
+    .unwrap();
     let got: Vec<(String, f64)> = p.plan.layers.iter().map(|l| (l.layer.clone(), l.sparsity)).collect();
     let want: Vec<(String, f64)> = expected.layers.iter().map(|l| (l.layer.clone(), l.sparsity)).collect();
     assert_eq!(got, want);
@@ -276,4 +289,115 @@ fn analysis_streams_points_into_the_grid() {
     h.get_by_label("Sensitivity").click();
     h.run_steps(3);
     assert_eq!(h.query_all_by_label_contains("sensitivity plot ").count(), 2);
+}
+
+#[test]
+fn thresholds_and_paths_persist_between_starts() {
+    let mut paths = sample();
+    paths.plan = None;
+    let mut h = harness(paths.clone());
+    opened(&mut h);
+    {
+        let p = h.state_mut().project.as_mut().unwrap();
+        p.edit_sparsity(10, 0.4);
+        p.edit_sparsity(19, 0.25);
+        p.toggle_freeze(2);
+    }
+    h.state_mut().select(3);
+    h.step();
+    // What eframe stores at exit, through serde as eframe's storage does.
+    let text = serde_json::to_string(&h.state().persisted()).unwrap();
+    let persisted: prunescope::gui::Persisted = serde_json::from_str(&text).unwrap();
+    assert_eq!(persisted.project.as_ref(), Some(&paths));
+    let app = App::new(None, Some(persisted), None);
+    let mut h2 = Harness::builder()
+        .with_size(SIZE)
+        .with_context_setup(prunescope::gui::setup_context)
+        .build_ui_state(|ui, app: &mut App| app.frame(ui), app);
+    opened(&mut h2);
+    let a = h2.state();
+    let p = a.project.as_ref().unwrap();
+    assert_eq!(p.paths, paths);
+    assert_eq!(p.plan.sparsity_of(10), 0.4);
+    assert_eq!(p.plan.sparsity_of(19), 0.25);
+    assert!(p.is_frozen(2));
+    assert_eq!(a.selected, 3);
+    assert!(!p.unsaved(), "restored thresholds are the starting point, not an edit");
+}
+
+#[test]
+fn plan_saves_loads_and_exports_from_the_plan_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(sample());
+    opened(&mut h);
+    let file = dir.path().join("plans/mine.json");
+    h.state_mut().plan_file = file.display().to_string();
+    h.state_mut().project.as_mut().unwrap().edit_sparsity(19, 0.3);
+    wait(&mut h, "the totals", |a| a.totals_current());
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::S);
+    h.step();
+    assert!(h.state().errors.is_empty(), "{:?}", h.state().errors);
+    let saved = Plan::read(&file).unwrap();
+    let app_plan = h.state().project.as_ref().unwrap().plan.clone();
+    assert_eq!(saved.layers, app_plan.layers);
+    assert_eq!(saved.predicted, app_plan.predicted);
+    assert!(!h.state().project.as_ref().unwrap().unsaved());
+    for kind in [
+        prunescope::gui::app::ExportKind::Csv,
+        prunescope::gui::app::ExportKind::TorchPruning,
+        prunescope::gui::app::ExportKind::Nni,
+    ] {
+        h.state_mut().export_beside_plan(kind);
+    }
+    // The exports are the engine's exports of the saved plan (what `export-plan` writes).
+    assert_eq!(std::fs::read_to_string(dir.path().join("plans/mine.csv")).unwrap(), saved.to_csv());
+    let tp: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("plans/mine.torch_pruning.json")).unwrap())
+            .unwrap();
+    assert_eq!(tp, saved.to_torch_pruning());
+    let nni: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("plans/mine.nni.json")).unwrap()).unwrap();
+    assert_eq!(nni, saved.to_nni());
+    // Edit, then load the saved file back: one undo step returns to the edit.
+    h.state_mut().project.as_mut().unwrap().edit_sparsity(19, 0.7);
+    h.state_mut().load_plan(&file);
+    assert_eq!(h.state().project.as_ref().unwrap().plan.sparsity_of(19), 0.3);
+    h.state_mut().undo();
+    assert_eq!(h.state().project.as_ref().unwrap().plan.sparsity_of(19), 0.7);
+}
+
+/// A file dropped on the window, as the windowing layer hands it to egui.
+#[derive(Debug)]
+struct Dropped(std::path::PathBuf);
+
+impl egui::DroppedFile for Dropped {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+    fn bytes(&self) -> Result<Vec<u8>, String> {
+        std::fs::read(&self.0).map_err(|e| e.to_string())
+    }
+}
+
+#[test]
+fn dropped_files_open_a_project_and_load_a_plan() {
+    let mut h = harness(ProjectPaths {
+        cfg: Path::new(SAMPLE).join("yolov3-tiny-shapes.cfg"),
+        weights: Path::new(SAMPLE).join("yolov3-tiny-shapes.safetensors"),
+        ..Default::default()
+    });
+    opened(&mut h);
+    assert!(h.state().project.as_ref().unwrap().curves.is_none());
+    h.state_mut().dropped(vec![Path::new(SAMPLE).to_path_buf()]);
+    opened(&mut h);
+    assert!(h.state().project.as_ref().unwrap().curves.is_some());
+    let plan = Path::new(SAMPLE).join("plans/l1-params50.json");
+    h.input_mut().dropped_files.push(std::sync::Arc::new(Dropped(plan.clone())));
+    h.step();
+    let expected = Plan::read(&plan).unwrap();
+    assert_eq!(h.state().project.as_ref().unwrap().plan.layers, expected.layers);
+    // Something prunescope does not open is named in an error.
+    h.input_mut().dropped_files.push(std::sync::Arc::new(Dropped("notes.txt".into())));
+    h.step();
+    assert!(h.state().errors.last().unwrap().contains("notes.txt"));
 }

@@ -58,7 +58,11 @@ impl Default for AnalysisForm {
             data: String::new(),
             out: String::new(),
             method: crate::prune::Method::L1,
-            sparsities: DEFAULT_SPARSITIES.iter().map(|s| format!("{}", (s * 100.0).round())).collect::<Vec<_>>().join(", "),
+            sparsities: DEFAULT_SPARSITIES
+                .iter()
+                .map(|s| format!("{}", (s * 100.0).round()))
+                .collect::<Vec<_>>()
+                .join(", "),
             layers: String::new(),
             include_heads: false,
             metric: Metric::Map50,
@@ -260,8 +264,8 @@ impl OpenForm {
     pub fn paths(&self) -> Result<ProjectPaths, String> {
         let opt = |s: &str| (!s.trim().is_empty()).then(|| PathBuf::from(s.trim()));
         let cfg = opt(&self.cfg).ok_or("Open: the cfg field is empty (a Darknet .cfg file is required)")?;
-        let weights =
-            opt(&self.weights).ok_or("Open: the weights field is empty (.weights, .pth or .safetensors is required)")?;
+        let weights = opt(&self.weights)
+            .ok_or("Open: the weights field is empty (.weights, .pth or .safetensors is required)")?;
         Ok(ProjectPaths { cfg, weights, data: opt(&self.data), run: opt(&self.run), plan: opt(&self.plan) })
     }
 
@@ -291,6 +295,8 @@ pub struct App {
     pub analysis: AnalysisStatus,
     pub suggest: SuggestForm,
     pub suggesting: bool,
+    /// Where Save writes the plan (and Load reads it); exports go beside it.
+    pub plan_file: String,
     pub compare: CompareState,
     pub table: TableState,
     pub stats: Option<LayerStats>,
@@ -329,6 +335,7 @@ impl App {
             analysis: AnalysisStatus::default(),
             suggest: SuggestForm::default(),
             suggesting: false,
+            plan_file: String::new(),
             compare: CompareState { latency_runs: 10, device: "cpu".into(), ..Default::default() },
             table: TableState::default(),
             stats: None,
@@ -510,6 +517,10 @@ impl App {
         self.recent.insert(0, project.paths.clone());
         self.recent.truncate(10);
         self.open.fill(&project.paths);
+        self.plan_file = match &project.paths.plan {
+            Some(p) => p.display().to_string(),
+            None => project.paths.cfg.parent().unwrap_or(Path::new(".")).join("plans/plan.json").display().to_string(),
+        };
         if let Some(d) = &project.paths.data {
             self.analysis_form.data = d.display().to_string();
             self.compare.data = d.display().to_string();
@@ -519,8 +530,13 @@ impl App {
         if let Some(r) = &project.run {
             self.analysis_form.method = r.header.method;
             self.analysis_form.metric = r.header.metric;
-            self.analysis_form.sparsities =
-                r.header.sparsities.iter().map(|s| format!("{}", (s * 100.0 * 10.0).round() / 10.0)).collect::<Vec<_>>().join(", ");
+            self.analysis_form.sparsities = r
+                .header
+                .sparsities
+                .iter()
+                .map(|s| format!("{}", (s * 100.0 * 10.0).round() / 10.0))
+                .collect::<Vec<_>>()
+                .join(", ");
             self.analysis_form.layers = r.header.layers.join(", ");
         }
         if let Some(r) = &project.paths.run {
@@ -686,6 +702,12 @@ impl App {
                                 self.requested_generation = 0;
                                 self.selected = 0;
                                 self.stats = None;
+                                self.stats_pending = None;
+                                let name = run_dir.file_name().map(|n| n.to_string_lossy().into_owned());
+                                let dir = p.paths.cfg.parent().unwrap_or(Path::new(".")).join("plans");
+                                self.plan_file =
+                                    dir.join(format!("{}.json", name.unwrap_or("plan".into()))).display().to_string();
+                                self.request_stats();
                             }
                             Err(e) => self.errors.push(e),
                         }
@@ -693,7 +715,10 @@ impl App {
                 }
             }
             Event::Baseline { metrics, seconds } => {
-                a.log.push(format!("baseline mAP@0.5 {:.4}, mAP@0.5:0.95 {:.4} ({seconds:.1} s)", metrics.map50, metrics.map));
+                a.log.push(format!(
+                    "baseline mAP@0.5 {:.4}, mAP@0.5:0.95 {:.4} ({seconds:.1} s)",
+                    metrics.map50, metrics.map
+                ));
                 if let Some(p) = &mut self.project {
                     p.set_baseline(metrics, seconds);
                 }
@@ -739,7 +764,7 @@ impl App {
         }
         let mut plan = p.plan.clone();
         if let Some((pr, _)) = &p.prediction {
-            plan.predicted = pr.clone();
+            plan.predicted = *pr;
         }
         let job = CompareJob {
             data: PathBuf::from(self.compare.data.trim()),
@@ -763,6 +788,7 @@ impl App {
     pub fn dialog(&self, pick: Pick) {
         let start = self.project.as_ref().and_then(|p| p.paths.cfg.parent().map(Path::to_path_buf));
         self.bridge.spawn("dialog", move |n| {
+            let opened = Instant::now();
             let mut d = rfd::FileDialog::new();
             if let Some(s) = &start {
                 d = d.set_directory(s);
@@ -784,8 +810,14 @@ impl App {
                     .set_file_name("pruned.safetensors")
                     .save_file(),
             };
-            if let Some(p) = chosen {
-                n.send(Msg::Picked(pick, p));
+            match chosen {
+                Some(p) => n.send(Msg::Picked(pick, p)),
+                // No dialog came up at all: no desktop portal (a bare X server, a container).
+                None if opened.elapsed() < std::time::Duration::from_millis(300) => n.send(Msg::Notice(
+                    "no file dialog is available here (xdg-desktop-portal): type the path, or drop the file on the window"
+                        .into(),
+                )),
+                None => {}
             }
         });
     }
@@ -813,26 +845,53 @@ impl App {
     pub fn load_plan(&mut self, path: &Path) {
         let Some(p) = &mut self.project else { return };
         match crate::prune::Plan::read(path).map_err(|e| e.to_string()).and_then(|plan| p.replace_plan(plan, path)) {
-            Ok(()) => self.notice = Some(format!("loaded plan {}", path.display())),
+            Ok(()) => {
+                self.notice = Some(format!("loaded plan {}", path.display()));
+                self.plan_file = path.display().to_string();
+            }
             Err(e) => self.errors.push(e),
         }
     }
 
     pub fn save_plan(&mut self, path: &Path) {
         let Some(p) = &mut self.project else { return };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if let Err(e) = std::fs::create_dir_all(dir) {
+                self.errors.push(format!("{}: cannot create: {e}", dir.display()));
+                return;
+            }
+        }
         match p.save_plan(path) {
-            Ok(()) => self.notice = Some(format!("saved plan to {}", path.display())),
+            Ok(()) => {
+                self.notice = Some(format!("saved plan to {}", path.display()));
+                self.plan_file = path.display().to_string();
+            }
             Err(e) => self.errors.push(e),
         }
     }
 
-    /// Saves to the plan's own file, or asks where.
+    /// Saves to the plan file field, or asks where when it is empty.
     pub fn save_plan_here_or_ask(&mut self) {
-        match self.project.as_ref().and_then(|p| p.paths.plan.clone()) {
-            Some(path) => self.save_plan(&path),
-            None if self.project.is_some() => self.dialog(Pick::SavePlan),
-            None => {}
+        let path = self.plan_file.trim().to_string();
+        if !path.is_empty() {
+            self.save_plan(Path::new(&path));
+        } else if self.project.is_some() {
+            self.dialog(Pick::SavePlan);
         }
+    }
+
+    /// The export file of `kind` beside the plan file (`plan.csv`, `plan.torch_pruning.json`,
+    /// `plan.nni.json`).
+    pub fn export_beside_plan(&mut self, kind: ExportKind) {
+        let base = PathBuf::from(self.plan_file.trim());
+        let stem = base.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "plan".into());
+        let name = match kind {
+            ExportKind::Csv => format!("{stem}.csv"),
+            ExportKind::TorchPruning => format!("{stem}.torch_pruning.json"),
+            ExportKind::Nni => format!("{stem}.nni.json"),
+        };
+        let path = base.with_file_name(name);
+        self.export_plan(kind, &path);
     }
 
     pub fn export_plan(&mut self, kind: ExportKind, path: &Path) {
@@ -843,9 +902,10 @@ impl App {
             ExportKind::TorchPruning => serde_json::to_string_pretty(&plan.to_torch_pruning()).map(|t| t + "\n"),
             ExportKind::Nni => serde_json::to_string_pretty(&plan.to_nni()).map(|t| t + "\n"),
         };
-        match text.map_err(|e| e.to_string()).and_then(|t| {
-            std::fs::write(path, t).map_err(|e| format!("{}: cannot write: {e}", path.display()))
-        }) {
+        match text
+            .map_err(|e| e.to_string())
+            .and_then(|t| std::fs::write(path, t).map_err(|e| format!("{}: cannot write: {e}", path.display())))
+        {
             Ok(()) => self.notice = Some(format!("exported plan to {}", path.display())),
             Err(e) => self.errors.push(e),
         }
@@ -875,7 +935,8 @@ impl App {
             let mut n = 0;
             for entry in std::fs::read_dir(&o.dir).map_err(|e| format!("{}: {e}", o.dir.display()))? {
                 let path = entry.map_err(|e| e.to_string())?.path();
-                let keep = path.extension().and_then(|e| e.to_str()).is_some_and(|e| ["md", "json", "png"].contains(&e));
+                let keep =
+                    path.extension().and_then(|e| e.to_str()).is_some_and(|e| ["md", "json", "png"].contains(&e));
                 if keep {
                     let to = dir.join(path.file_name().unwrap_or_default());
                     std::fs::copy(&path, &to).map_err(|e| format!("{}: cannot write: {e}", to.display()))?;

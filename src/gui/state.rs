@@ -28,9 +28,8 @@ impl ProjectPaths {
     /// folder or `plans/`) made from that run.
     pub fn discover(dir: &Path) -> Result<Self, String> {
         let list = |d: &Path| -> Vec<PathBuf> {
-            let mut v: Vec<PathBuf> = std::fs::read_dir(d)
-                .map(|r| r.filter_map(|e| e.ok().map(|e| e.path())).collect())
-                .unwrap_or_default();
+            let mut v: Vec<PathBuf> =
+                std::fs::read_dir(d).map(|r| r.filter_map(|e| e.ok().map(|e| e.path())).collect()).unwrap_or_default();
             v.sort();
             v
         };
@@ -51,7 +50,9 @@ impl ProjectPaths {
             .find(|p| p.file_stem() == cfg.file_stem())
             .or(ckpts.first())
             .map(|p| (*p).clone())
-            .ok_or_else(|| format!("{}: no checkpoint (.weights, .pth, .safetensors) in the folder", dir.display()))?;
+            .ok_or_else(|| {
+            format!("{}: no checkpoint (.weights, .pth, .safetensors) in the folder", dir.display())
+        })?;
         let data = [dir.join("data.yaml"), dir.join("data.yml")].into_iter().find(|p| p.is_file());
         let run = files.iter().find(|p| p.join(store::RUN_FILE).is_file()).cloned();
         let plan = run.as_ref().and_then(|r| {
@@ -360,7 +361,7 @@ impl Project {
     pub fn save_plan(&mut self, path: &Path) -> Result<(), String> {
         let mut plan = self.plan.clone();
         if let Some((p, _)) = &self.prediction {
-            plan.predicted = p.clone();
+            plan.predicted = *p;
         } else {
             plan.refresh_prediction(&self.model, self.curves.as_ref());
         }
@@ -389,12 +390,16 @@ impl Project {
     }
 
     /// Attaches the run an analysis just started (its header is on disk).
+    /// The plan starts empty for the new run; the previous plan stays one undo step away.
     pub fn attach_run(&mut self, dir: &Path) -> Result<(), String> {
         let run = store::read(dir).map_err(|e| e.to_string())?;
         crate::prune::plan::check_run(&run, &self.model, dir).map_err(|e| e.to_string())?;
-        let fresh = Project::new(ProjectPaths { run: Some(dir.to_path_buf()), plan: None, ..self.paths.clone() }, self.model.clone(), Some(run))?;
+        let paths = ProjectPaths { run: Some(dir.to_path_buf()), plan: None, ..self.paths.clone() };
+        let fresh = Project::new(paths, self.model.clone(), Some(run))?;
+        let mut undo = std::mem::take(&mut self.undo);
+        undo.push(self.plan.layers.clone());
         let generation = self.generation + 1;
-        *self = Project { generation, saved_generation: 0, ..fresh };
+        *self = Project { generation, saved_generation: 0, undo, ..fresh };
         Ok(())
     }
 

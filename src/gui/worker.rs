@@ -19,7 +19,11 @@ pub enum Msg {
     Analysis(Event),
     /// The analysis thread ended (its errors arrive as `Event::Error` first).
     AnalysisEnded,
-    Cost { generation: u64, prediction: Prediction, after: Vec<Cost> },
+    Cost {
+        generation: u64,
+        prediction: Prediction,
+        after: Vec<Cost>,
+    },
     Suggested(Result<Plan, String>),
     /// Stage, images done, images in all.
     CompareProgress(String, usize, usize),

@@ -554,12 +554,7 @@ impl PlanCoster {
     }
 
     /// The prediction for `plan` and the effective cost per block after it.
-    pub fn predict(
-        &mut self,
-        model: &PlanModel,
-        plan: &Plan,
-        curves: Option<&Curves>,
-    ) -> (Prediction, EffectiveCost) {
+    pub fn predict(&mut self, model: &PlanModel, plan: &Plan, curves: Option<&Curves>) -> (Prediction, EffectiveCost) {
         for l in plan.layers.iter().filter(|l| l.sparsity > 0.0) {
             let key = (l.block, l.sparsity.to_bits());
             if !self.pruned.contains_key(&key) {

@@ -230,7 +230,7 @@ impl RunWriter {
             return Err(err(
                 &hp,
                 None,
-                "a run already exists here: pass --resume to continue it, or choose another --out",
+                "a run already exists here: resume it (--resume, or Resume in the explorer) or choose another output folder",
             ));
         }
         std::fs::create_dir_all(dir).map_err(|e| err(dir, None, format!("cannot create: {e}")))?;

@@ -53,7 +53,8 @@ fn form(app: &mut App, ui: &mut egui::Ui) {
     let f = &mut app.analysis_form;
     egui::Grid::new("analysis-form").num_columns(3).spacing([10.0, 6.0]).show(ui, |ui| {
         let l = ui.label("dataset");
-        ui.add_sized([360.0, 20.0], egui::TextEdit::singleline(&mut f.data).hint_text("data.yaml or image folder")).labelled_by(l.id);
+        ui.add_sized([360.0, 20.0], egui::TextEdit::singleline(&mut f.data).hint_text("data.yaml or image folder"))
+            .labelled_by(l.id);
         if ui.button("Browse…").clicked() {
             pick = Some(Pick::AnalysisData);
         }
@@ -75,7 +76,11 @@ fn form(app: &mut App, ui: &mut egui::Ui) {
         ui.add_sized([360.0, 20.0], egui::TextEdit::singleline(&mut f.sparsities)).labelled_by(l.id);
         ui.end_row();
         let l = ui.label("layers");
-        ui.add_sized([360.0, 20.0], egui::TextEdit::singleline(&mut f.layers).hint_text("all prunable layers (e.g. conv_0, conv_1*)")).labelled_by(l.id);
+        ui.add_sized(
+            [360.0, 20.0],
+            egui::TextEdit::singleline(&mut f.layers).hint_text("all prunable layers (e.g. conv_0, conv_1*)"),
+        )
+        .labelled_by(l.id);
         ui.checkbox(&mut f.include_heads, "include heads");
         ui.end_row();
         ui.label("metric");
@@ -87,16 +92,25 @@ fn form(app: &mut App, ui: &mut egui::Ui) {
         ui.end_row();
         let l = ui.label("workers");
         ui.add(egui::DragValue::new(&mut f.workers).range(0..=64).custom_formatter(|v, _| {
-            if v == 0.0 { "all cores".into() } else { format!("{v}") }
+            if v == 0.0 {
+                "all cores".into()
+            } else {
+                format!("{v}")
+            }
         }))
         .labelled_by(l.id);
         ui.end_row();
         let l = ui.label("device");
-        ui.add_sized([100.0, 20.0], egui::TextEdit::singleline(&mut f.device).hint_text("cpu, cuda, auto")).labelled_by(l.id);
+        ui.add_sized([100.0, 20.0], egui::TextEdit::singleline(&mut f.device).hint_text("cpu, cuda, auto"))
+            .labelled_by(l.id);
         ui.end_row();
         let l = ui.label("images");
         ui.add(egui::DragValue::new(&mut f.limit).range(0..=1_000_000).custom_formatter(|v, _| {
-            if v == 0.0 { "all".into() } else { format!("first {v}") }
+            if v == 0.0 {
+                "all".into()
+            } else {
+                format!("first {v}")
+            }
         }))
         .labelled_by(l.id);
         ui.end_row();

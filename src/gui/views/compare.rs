@@ -9,15 +9,18 @@ use egui::{RichText, Vec2};
 pub fn show(app: &mut App, ui: &mut egui::Ui) {
     ui.heading("Prune & compare");
     ui.label(
-        RichText::new("Applies the plan to the checkpoint, then evaluates both on the dataset (as `prunescope prune --compare`).")
-            .weak(),
+        RichText::new(
+            "Applies the plan to the checkpoint, then evaluates both on the dataset (as `prunescope prune --compare`).",
+        )
+        .weak(),
     );
     let running = app.compare.running;
     let mut pick = None;
     ui.add_enabled_ui(!running, |ui| {
         egui::Grid::new("compare-form").num_columns(3).show(ui, |ui| {
             let l = ui.label("dataset");
-            ui.add_sized([360.0, 20.0], egui::TextEdit::singleline(&mut app.compare.data).hint_text("data.yaml")).labelled_by(l.id);
+            ui.add_sized([360.0, 20.0], egui::TextEdit::singleline(&mut app.compare.data).hint_text("data.yaml"))
+                .labelled_by(l.id);
             if ui.button("Browse…").clicked() {
                 pick = Some(Pick::CompareData);
             }
@@ -58,7 +61,9 @@ pub fn show(app: &mut App, ui: &mut egui::Ui) {
         if running {
             let c = &app.compare;
             let frac = if c.total > 0 { c.done as f32 / c.total as f32 } else { 0.0 };
-            ui.add(egui::ProgressBar::new(frac).text(format!("{} {}/{} images", c.stage, c.done, c.total)).animate(true));
+            ui.add(
+                egui::ProgressBar::new(frac).text(format!("{} {}/{} images", c.stage, c.done, c.total)).animate(true),
+            );
         }
     });
     let Some(o) = &app.compare.outcome else {
@@ -98,9 +103,10 @@ pub fn show(app: &mut App, ui: &mut egui::Ui) {
             for (i, m) in c.models.iter().enumerate() {
                 let values = flat(m);
                 if values.len() == n * n {
-                    let title = format!("{}", m.label);
-                    if let Some(h) = (Heatmap { id: &m.label, title: &title, values: &values, names: &names, diverging: false })
-                        .show(ui, Vec2::new(side, side + 40.0))
+                    let title = m.label.clone();
+                    if let Some(h) =
+                        (Heatmap { id: &m.label, title: &title, values: &values, names: &names, diverging: false })
+                            .show(ui, Vec2::new(side, side + 40.0))
                     {
                         hovered = Some((i, h.0, h.1));
                     }
@@ -111,8 +117,9 @@ pub fn show(app: &mut App, ui: &mut egui::Ui) {
                 if a.len() == n * n && b.len() == n * n {
                     let d: Vec<f64> = b.iter().zip(&a).map(|(x, y)| x - y).collect();
                     let title = format!("{} − {}", c.models[1].label, c.models[0].label);
-                    if let Some(h) = (Heatmap { id: "difference", title: &title, values: &d, names: &names, diverging: true })
-                        .show(ui, Vec2::new(side, side + 40.0))
+                    if let Some(h) =
+                        (Heatmap { id: "difference", title: &title, values: &d, names: &names, diverging: true })
+                            .show(ui, Vec2::new(side, side + 40.0))
                     {
                         hovered = Some((2, h.0, h.1));
                     }
@@ -123,7 +130,9 @@ pub fn show(app: &mut App, ui: &mut egui::Ui) {
             let cells: Vec<String> = c
                 .models
                 .iter()
-                .map(|m| format!("{}: {}", m.label, m.confusion.counts.get(r).and_then(|x| x.get(col)).copied().unwrap_or(0)))
+                .map(|m| {
+                    format!("{}: {}", m.label, m.confusion.counts.get(r).and_then(|x| x.get(col)).copied().unwrap_or(0))
+                })
                 .collect();
             ui.label(format!("predicted {} / true {} — {}", names[r], names[col], cells.join(", ")));
         }
@@ -132,48 +141,51 @@ pub fn show(app: &mut App, ui: &mut egui::Ui) {
 
 fn summary(ui: &mut egui::Ui, models: &[ModelReport]) {
     let Some(base) = models.first() else { return };
-    egui::Grid::new("compare-summary").striped(true).min_col_width(96.0).num_columns(models.len() * 2 + 1).show(ui, |ui| {
-        ui.strong("");
-        for (i, m) in models.iter().enumerate() {
-            ui.strong(&m.label);
-            if i > 0 {
-                ui.strong("Δ");
-            }
-        }
-        ui.end_row();
-        type Get = fn(&ModelReport) -> f64;
-        let rows: [(&str, Get, bool); 11] = [
-            ("parameters", |m| m.params as f64, true),
-            ("non-zero parameters", |m| m.nonzero_params as f64, true),
-            ("effective parameters", |m| m.effective_params as f64, true),
-            ("MACs (effective, ptflops)", |m| m.effective_macs as f64, true),
-            ("file size (bytes)", |m| m.file_bytes as f64, true),
-            ("compressed size (bytes)", |m| m.compressed_bytes as f64, true),
-            ("mAP@0.5", |m| m.map50, false),
-            ("mAP@0.5:0.95", |m| m.map, false),
-            ("precision", |m| m.precision, false),
-            ("recall", |m| m.recall, false),
-            ("latency (ms, batch 1)", |m| m.latency_ms, false),
-        ];
-        for (label, get, integer) in rows {
-            ui.label(label);
-            let b = get(base);
+    egui::Grid::new("compare-summary").striped(true).min_col_width(96.0).num_columns(models.len() * 2 + 1).show(
+        ui,
+        |ui| {
+            ui.strong("");
             for (i, m) in models.iter().enumerate() {
-                let v = get(m);
-                if integer {
-                    ui.label(super::count(v as u64));
-                } else {
-                    ui.label(format!("{v:.4}"));
-                }
+                ui.strong(&m.label);
                 if i > 0 {
-                    let rel = if b != 0.0 { 100.0 * (v - b) / b } else { 0.0 };
-                    let text = if integer { format!("{rel:+.1} %") } else { format!("{:+.4}", v - b) };
-                    ui.label(RichText::new(text).strong());
+                    ui.strong("Δ");
                 }
             }
             ui.end_row();
-        }
-    });
+            type Get = fn(&ModelReport) -> f64;
+            let rows: [(&str, Get, bool); 11] = [
+                ("parameters", |m| m.params as f64, true),
+                ("non-zero parameters", |m| m.nonzero_params as f64, true),
+                ("effective parameters", |m| m.effective_params as f64, true),
+                ("MACs (effective, ptflops)", |m| m.effective_macs as f64, true),
+                ("file size (bytes)", |m| m.file_bytes as f64, true),
+                ("compressed size (bytes)", |m| m.compressed_bytes as f64, true),
+                ("mAP@0.5", |m| m.map50, false),
+                ("mAP@0.5:0.95", |m| m.map, false),
+                ("precision", |m| m.precision, false),
+                ("recall", |m| m.recall, false),
+                ("latency (ms, batch 1)", |m| m.latency_ms, false),
+            ];
+            for (label, get, integer) in rows {
+                ui.label(label);
+                let b = get(base);
+                for (i, m) in models.iter().enumerate() {
+                    let v = get(m);
+                    if integer {
+                        ui.label(super::count(v as u64));
+                    } else {
+                        ui.label(format!("{v:.4}"));
+                    }
+                    if i > 0 {
+                        let rel = if b != 0.0 { 100.0 * (v - b) / b } else { 0.0 };
+                        let text = if integer { format!("{rel:+.1} %") } else { format!("{:+.4}", v - b) };
+                        ui.label(RichText::new(text).strong());
+                    }
+                }
+                ui.end_row();
+            }
+        },
+    );
 }
 
 fn layers(ui: &mut egui::Ui, models: &[ModelReport]) {

@@ -16,16 +16,21 @@ pub fn show(app: &mut App, ui: &mut egui::Ui) {
     };
     ui.horizontal(|ui| {
         let l = ui.label("filter");
-        ui.add(egui::TextEdit::singleline(&mut app.table.filter).hint_text("conv_1, 3x3 …").desired_width(160.0)).labelled_by(l.id);
+        ui.add(egui::TextEdit::singleline(&mut app.table.filter).hint_text("conv_1, 3x3 …").desired_width(160.0))
+            .labelled_by(l.id);
         ui.separator();
         ui.label("chart");
         ui.selectable_value(&mut app.table.params_chart, false, "MACs");
         ui.selectable_value(&mut app.table.params_chart, true, "parameters");
-        ui.label(RichText::new("MACs: ptflops convention; after the plan: effective (dead channels and zeros left out)").weak());
+        ui.label(
+            RichText::new("MACs: ptflops convention; after the plan: effective (dead channels and zeros left out)")
+                .weak(),
+        );
     });
     let after = p.prediction.as_ref().map(|(_, a)| a.clone());
     let filter = app.table.filter.to_lowercase();
-    let analysed: Vec<usize> = p.curves.as_ref().map(|c| c.layers.iter().map(|l| l.block).collect()).unwrap_or_default();
+    let analysed: Vec<usize> =
+        p.curves.as_ref().map(|c| c.layers.iter().map(|l| l.block).collect()).unwrap_or_default();
     let mut rows: Vec<&super::super::state::LayerRow> = p
         .layers
         .iter()
@@ -64,7 +69,9 @@ pub fn show(app: &mut App, ui: &mut egui::Ui) {
                 .min(dense);
             let scale = if params { 1e6 } else { 1e9 };
             kept.push(Bar::new(i as f64, left / scale).width(0.8).name(&r.name).fill(CURVE));
-            removed.push(Bar::new(i as f64, (dense - left) / scale).width(0.8).name(&r.name).fill(THRESHOLD.gamma_multiply(0.6)));
+            removed.push(
+                Bar::new(i as f64, (dense - left) / scale).width(0.8).name(&r.name).fill(THRESHOLD.gamma_multiply(0.6)),
+            );
         }
         let kept = BarChart::new("kept", kept).color(CURVE);
         let removed = BarChart::new("removed by the plan", removed).color(THRESHOLD).stack_on(&[&kept]);
@@ -80,7 +87,15 @@ pub fn show(app: &mut App, ui: &mut egui::Ui) {
     });
     egui::CentralPanel::default().show(ui, |ui| {
         let header = |ui: &mut egui::Ui, app_sort: &mut SortBy, desc: &mut bool, label: &str, s: SortBy| {
-            let arrow = if *app_sort == s { if *desc { " ▼" } else { " ▲" } } else { "" };
+            let arrow = if *app_sort == s {
+                if *desc {
+                    " ▼"
+                } else {
+                    " ▲"
+                }
+            } else {
+                ""
+            };
             if ui.button(RichText::new(format!("{label}{arrow}")).strong()).clicked() {
                 if *app_sort == s {
                     *desc = !*desc;
@@ -128,7 +143,11 @@ pub fn show(app: &mut App, ui: &mut egui::Ui) {
     app.table.sort = sort;
     app.table.descending = desc;
     if let Some(b) = clicked_block {
-        let i = app.project.as_ref().and_then(|p| p.curves.as_ref()).and_then(|c| c.layers.iter().position(|l| l.block == b));
+        let i = app
+            .project
+            .as_ref()
+            .and_then(|p| p.curves.as_ref())
+            .and_then(|c| c.layers.iter().position(|l| l.block == b));
         if let Some(i) = i {
             app.select(i);
         }

@@ -123,14 +123,25 @@ fn menu(app: &mut App, ui: &mut egui::Ui) {
 
 pub(super) fn export_buttons(app: &mut App, ui: &mut egui::Ui) {
     let has = app.project.is_some();
-    for (k, label) in [
-        (ExportKind::Csv, "CSV (spreadsheet)…"),
-        (ExportKind::TorchPruning, "Torch-Pruning pruning_ratio_dict…"),
-        (ExportKind::Nni, "NNI config_list…"),
+    for (k, label, suffix) in [
+        (ExportKind::Csv, "CSV (spreadsheet)", ".csv"),
+        (ExportKind::TorchPruning, "Torch-Pruning pruning_ratio_dict", ".torch_pruning.json"),
+        (ExportKind::Nni, "NNI config_list", ".nni.json"),
     ] {
-        if ui.add_enabled(has, egui::Button::new(label)).clicked() {
-            app.dialog(Pick::Export(k));
-        }
+        ui.horizontal(|ui| {
+            if ui
+                .add_enabled(has, egui::Button::new(label))
+                .on_hover_text(format!("beside the plan file, as …{suffix}"))
+                .clicked()
+            {
+                app.export_beside_plan(k);
+                ui.close();
+            }
+            if ui.add_enabled(has, egui::Button::new("…")).on_hover_text("choose the file").clicked() {
+                app.dialog(Pick::Export(k));
+                ui.close();
+            }
+        });
     }
 }
 
@@ -189,7 +200,8 @@ fn open_window(app: &mut App, ctx: &egui::Context) {
                     3 => &mut app.open.run,
                     _ => &mut app.open.plan,
                 };
-                ui.add(egui::TextEdit::singleline(text).desired_width(380.0).id_salt(("open", field))).labelled_by(l.id);
+                ui.add(egui::TextEdit::singleline(text).desired_width(380.0).id_salt(("open", field)))
+                    .labelled_by(l.id);
                 if ui.button("Browse…").clicked() {
                     // The Plan pick loads into the open project; here it only fills the field.
                     if pick == Pick::Plan {
@@ -223,7 +235,8 @@ fn open_window(app: &mut App, ctx: &egui::Context) {
 fn drop_hint(ctx: &egui::Context) {
     let hovering = ctx.input(|i| !i.raw.hovered_files.is_empty());
     if hovering {
-        let painter = ctx.layer_painter(egui::LayerId::new(egui::Order::Foreground, egui::Id::unique("prunescope-drop")));
+        let painter =
+            ctx.layer_painter(egui::LayerId::new(egui::Order::Foreground, egui::Id::unique("prunescope-drop")));
         let rect = ctx.content_rect();
         painter.rect_filled(rect, 0.0, egui::Color32::from_black_alpha(160));
         painter.text(
@@ -241,7 +254,7 @@ pub fn count(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push('\u{202f}');
         }
         out.push(c);

@@ -14,12 +14,15 @@ pub fn show(app: &mut App, ui: &mut egui::Ui) {
         }
     });
     let file = p.paths.plan.as_ref().and_then(|f| f.file_name()).map(|f| f.to_string_lossy().into_owned());
-    ui.label(RichText::new(format!(
-        "{} · {} pruning · {}",
-        file.unwrap_or("not saved yet".into()),
-        p.plan.method.name(),
-        p.plan.rule.clone().unwrap_or("set by hand".into())
-    )).weak());
+    ui.label(
+        RichText::new(format!(
+            "{} · {} pruning · {}",
+            file.unwrap_or("not saved yet".into()),
+            p.plan.method.name(),
+            p.plan.rule.clone().unwrap_or("set by hand".into())
+        ))
+        .weak(),
+    );
     ui.separator();
     let pr = &p.plan.predicted;
     egui::Grid::new("totals").num_columns(3).show(ui, |ui| {
@@ -31,7 +34,11 @@ pub fn show(app: &mut App, ui: &mut egui::Ui) {
         }
         let pct = |b: u64, a: u64| if b > 0 { 100.0 * (b as f64 - a as f64) / b as f64 } else { 0.0 };
         ui.label("parameters");
-        ui.label(format!("{} → {}", super::count(pr.params_before), RichText::new(super::count(pr.params_after)).text()));
+        ui.label(format!(
+            "{} → {}",
+            super::count(pr.params_before),
+            RichText::new(super::count(pr.params_after)).text()
+        ));
         ui.label(RichText::new(format!("−{:.1} %", pct(pr.params_before, pr.params_after))).strong());
         ui.end_row();
         ui.label("MACs").on_hover_text("ptflops convention; effective: dead channels and zero weights left out");
@@ -39,7 +46,8 @@ pub fn show(app: &mut App, ui: &mut egui::Ui) {
         ui.label(RichText::new(format!("−{:.1} %", pct(pr.macs_before, pr.macs_after))).strong());
         ui.end_row();
         if let (Some(b), Some(m)) = (pr.baseline, pr.metric) {
-            ui.label(p.plan.metric.label()).on_hover_text("estimate: baseline minus the sum of the layers' measured drops");
+            ui.label(p.plan.metric.label())
+                .on_hover_text("estimate: baseline minus the sum of the layers' measured drops");
             ui.label(format!("{b:.4} → {m:.4}"));
             ui.label(RichText::new(format!("−{:.4}", pr.drop)).strong());
             ui.end_row();
@@ -62,7 +70,8 @@ pub fn show(app: &mut App, ui: &mut egui::Ui) {
     ui.add_enabled_ui(!f.global, |ui| {
         ui.horizontal(|ui| {
             let l = ui.label("drop ≤");
-            ui.add(egui::DragValue::new(&mut f.budget).range(0.0..=100.0).speed(0.05).max_decimals(2)).labelled_by(l.id);
+            ui.add(egui::DragValue::new(&mut f.budget).range(0.0..=100.0).speed(0.05).max_decimals(2))
+                .labelled_by(l.id);
             ui.selectable_value(&mut f.budget_relative, false, "mAP points");
             ui.selectable_value(&mut f.budget_relative, true, "% of baseline");
         });
@@ -124,13 +133,21 @@ pub fn show(app: &mut App, ui: &mut egui::Ui) {
         }
     });
     ui.horizontal(|ui| {
-        if ui.button("Save").on_hover_text("Ctrl+S").clicked() {
+        let l = ui.label("plan file");
+        ui.add(egui::TextEdit::singleline(&mut app.plan_file).desired_width(f32::INFINITY)).labelled_by(l.id);
+    });
+    ui.horizontal(|ui| {
+        if ui.button("Save").on_hover_text("to the plan file (Ctrl+S)").clicked() {
             app.save_plan_here_or_ask();
+        }
+        if ui.button("Load").on_hover_text("from the plan file").clicked() {
+            let path = std::path::PathBuf::from(app.plan_file.trim());
+            app.load_plan(&path);
         }
         if ui.button("Save as…").clicked() {
             app.dialog(Pick::SavePlan);
         }
-        if ui.button("Load…").clicked() {
+        if ui.button("Open…").clicked() {
             app.dialog(Pick::Plan);
         }
         ui.menu_button("Export", |ui| super::export_buttons(app, ui));

@@ -113,11 +113,9 @@ fn detail(app: &mut App, ui: &mut egui::Ui) {
         let drop = p.predicted_drop(block);
         ui.label(RichText::new(format!("threshold {:.0} %", s * 100.0)).color(THRESHOLD).strong());
         match drop {
-            Some(d) => ui.label(format!(
-                "predicted drop {d:.4} → {} {:.4}",
-                curves.metric.label(),
-                curves.baseline - d
-            )),
+            Some(d) => {
+                ui.label(format!("predicted drop {d:.4} → {} {:.4}", curves.metric.label(), curves.baseline - d))
+            }
             None => ui.label(RichText::new("past the measured range: no prediction").color(ui.visuals().warn_fg_color)),
         };
         if frozen {
@@ -129,6 +127,9 @@ fn detail(app: &mut App, ui: &mut egui::Ui) {
     let baseline = curves.baseline;
     let metric = curves.metric.label();
     let height = (ui.available_height() * 0.55).max(180.0);
+    // Until points arrive only the baseline is known: keep a sensible vertical range.
+    let lowest = curve.points.iter().map(|p| p.1).fold(baseline, f64::min);
+    let pad = (baseline.abs() * 0.02).max(0.005);
     let resp = Plot::new(("detail-plot", block))
         .height(height)
         .allow_drag(false)
@@ -138,6 +139,8 @@ fn detail(app: &mut App, ui: &mut egui::Ui) {
         .allow_double_click_reset(false)
         .include_x(0.0)
         .include_x(100.0)
+        .include_y(lowest - pad)
+        .include_y(baseline + pad)
         .x_axis_label("sparsity (%)")
         .y_axis_label(metric)
         .legend(egui_plot::Legend::default())
@@ -238,7 +241,10 @@ fn inspection(app: &mut App, ui: &mut egui::Ui, block: usize, s: f64) {
         let fb: Vec<Bar> = sorted_norms
             .iter()
             .enumerate()
-            .map(|(i, &v)| Bar::new(i as f64, v).width(0.9).fill(if i < removed_filters { THRESHOLD } else { CURVE }))
+            .map(|(i, &v)| {
+                let removed = method.is_structured() && i < removed_filters;
+                Bar::new(i as f64, v).width(0.9).fill(if removed { THRESHOLD } else { CURVE })
+            })
             .collect();
         Plot::new(("norms", block))
             .height(h)

@@ -39,7 +39,13 @@ impl Heatmap<'_> {
         let v = ui.visuals();
         let painter = ui.painter_at(rect);
         let font = egui::FontId::proportional(11.0);
-        painter.text(rect.center_top(), egui::Align2::CENTER_TOP, self.title, egui::FontId::proportional(13.0), v.strong_text_color());
+        painter.text(
+            rect.center_top(),
+            egui::Align2::CENTER_TOP,
+            self.title,
+            egui::FontId::proportional(13.0),
+            v.strong_text_color(),
+        );
         let label_w = 72.0;
         let top = 36.0;
         let side = ((rect.width() - label_w - 8.0).min(rect.height() - top - 18.0) / n as f32).max(4.0);
@@ -80,7 +86,13 @@ impl Heatmap<'_> {
                 v.text_color(),
             );
             let p = Pos2::new(origin.x + (i as f32 + 0.5) * side, origin.y - 3.0);
-            painter.text(p, egui::Align2::CENTER_BOTTOM, short.chars().take(5).collect::<String>(), font.clone(), v.text_color());
+            painter.text(
+                p,
+                egui::Align2::CENTER_BOTTOM,
+                short.chars().take(5).collect::<String>(),
+                font.clone(),
+                v.text_color(),
+            );
         }
         painter.text(
             Pos2::new(origin.x, origin.y + n as f32 * side + 3.0),

@@ -42,7 +42,13 @@ impl SmallPlot<'_> {
         };
         painter.rect_stroke(rect, 4.0, border, egui::StrokeKind::Inside);
         let font = egui::FontId::proportional(12.0);
-        painter.text(rect.left_top() + Vec2::new(6.0, 3.0), egui::Align2::LEFT_TOP, self.title, font.clone(), v.strong_text_color());
+        painter.text(
+            rect.left_top() + Vec2::new(6.0, 3.0),
+            egui::Align2::LEFT_TOP,
+            self.title,
+            font.clone(),
+            v.strong_text_color(),
+        );
         painter.text(
             rect.right_top() + Vec2::new(-6.0, 3.0),
             egui::Align2::RIGHT_TOP,
@@ -50,7 +56,8 @@ impl SmallPlot<'_> {
             egui::FontId::proportional(11.0),
             v.weak_text_color(),
         );
-        let plot = Rect::from_min_max(rect.left_top() + Vec2::new(8.0, 20.0), rect.right_bottom() - Vec2::new(8.0, 8.0));
+        let plot =
+            Rect::from_min_max(rect.left_top() + Vec2::new(8.0, 20.0), rect.right_bottom() - Vec2::new(8.0, 8.0));
         let (y0, y1) = self.y_range;
         let span = (y1 - y0).max(1e-9);
         let to_screen = |x: f64, y: f64| -> Pos2 {
