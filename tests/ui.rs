@@ -401,3 +401,41 @@ fn dropped_files_open_a_project_and_load_a_plan() {
     h.step();
     assert!(h.state().errors.last().unwrap().contains("notes.txt"));
 }
+
+#[test]
+fn analysis_cancels_and_resumes() {
+    let paths = sample();
+    let out = tempfile::tempdir().unwrap();
+    let run = out.path().join("run");
+    let mut h = harness(paths);
+    opened(&mut h);
+    {
+        let app = h.state_mut();
+        app.analysis_form.out = run.display().to_string();
+        app.analysis_form.layers = "conv_8, conv_12, conv_19".into();
+        app.analysis_form.sparsities = "30, 60".into();
+        app.analysis_form.limit = 24;
+        app.analysis_form.batch = 4;
+    }
+    h.get_by_label("Analysis").click();
+    h.step();
+    h.get_by_label("▶ Start").click();
+    h.step();
+    wait(&mut h, "the first point", |a| {
+        a.project.as_ref().and_then(|p| p.run.as_ref()).is_some_and(|r| !r.points.is_empty()) || !a.analysis.running
+    });
+    h.get_by_label("■ Cancel").click();
+    wait(&mut h, "the cancellation", |a| !a.analysis.running);
+    assert!(h.state().errors.is_empty(), "{:?}", h.state().errors);
+    let kept = store::read(&run).unwrap().points.len();
+    assert!(kept < 6, "cancelled before the end: {kept} of 6 points");
+    h.get_by_label("↻ Resume").click();
+    h.step();
+    wait(&mut h, "the resumed analysis", |a| !a.analysis.running);
+    assert!(h.state().errors.is_empty(), "{:?}", h.state().errors);
+    let stored = store::read(&run).unwrap();
+    assert_eq!(stored.points.len(), 6);
+    let p = h.state().project.as_ref().unwrap();
+    let curves = p.curves.as_ref().unwrap();
+    assert_eq!(curves.layers, Curves::of(&stored, curves.metric).unwrap().layers);
+}

@@ -308,6 +308,7 @@ pub struct App {
     pending_restore: Option<Persisted>,
     /// Grid columns of the last frame (for up/down keys).
     pub grid_columns: usize,
+    window_title: String,
 }
 
 /// The bundled sample experiment, when this build can find it.
@@ -344,6 +345,7 @@ impl App {
             requested_generation: 0,
             pending_restore: None,
             grid_columns: 1,
+            window_title: String::new(),
         };
         if let Some(p) = &persisted {
             app.recent = p.recent.clone();
@@ -418,6 +420,8 @@ impl App {
             self.handle(m);
         }
         self.request_cost_if_stale();
+        // The selected layer can change under the UI (a run attached, curves arriving).
+        self.request_stats();
     }
 
     fn handle(&mut self, m: Msg) {
@@ -994,6 +998,16 @@ impl App {
             self.dropped(dropped);
         }
         self.keys(&ctx);
+        let title = match &self.project {
+            Some(p) => {
+                format!("prunescope — {}{}", p.paths.title(), if p.unsaved() { " (plan not saved)" } else { "" })
+            }
+            None => "prunescope".into(),
+        };
+        if title != self.window_title {
+            ctx.send_viewport_cmd(egui::ViewportCommand::Title(title.clone()));
+            self.window_title = title;
+        }
         views::show(self, ui);
         if self.busy() {
             // Keep the spinners moving while a job runs (messages also wake the UI).

@@ -167,9 +167,12 @@ impl Bridge {
                     forward.send(Msg::Analysis(e));
                 }
             });
-            let r = sensitivity::run(&config, &etx, &cancel);
-            if let Err(e) = r {
-                let _ = etx.send(Event::Error(e.to_string()));
+            match sensitivity::run(&config, &etx, &cancel) {
+                // Already reported as `Event::Cancelled`: not an error.
+                Ok(_) | Err(sensitivity::SensitivityError::Cancelled) => {}
+                Err(e) => {
+                    let _ = etx.send(Event::Error(e.to_string()));
+                }
             }
             drop(etx);
             let _ = pump.join();

@@ -75,11 +75,20 @@ pub fn show(app: &mut App, ui: &mut egui::Ui) {
         }
         let kept = BarChart::new("kept", kept).color(CURVE);
         let removed = BarChart::new("removed by the plan", removed).color(THRESHOLD).stack_on(&[&kept]);
+        let names: Vec<String> = p.layers.iter().map(|r| r.name.clone()).collect();
         Plot::new("layer-bars")
             .legend(Legend::default())
+            .x_axis_formatter(move |mark, _| {
+                let i = mark.value.round();
+                if (mark.value - i).abs() < 1e-6 && i >= 0.0 {
+                    names.get(i as usize).cloned().unwrap_or_default()
+                } else {
+                    String::new()
+                }
+            })
             .allow_scroll(false)
             .y_axis_label(if params { "parameters (M)" } else { "GMac" })
-            .x_axis_label("convolution (cfg order)")
+            .x_axis_label("convolution")
             .show(ui, |pu| {
                 pu.bar_chart(kept);
                 pu.bar_chart(removed);
