@@ -1,6 +1,7 @@
 //! `prunescope inspect`: the per-layer cost table of a cfg.
 
 use crate::model::{parse_device, Cfg, Darknet, Graph, Layout, Source, Weights};
+use crate::report::thousands;
 use anyhow::Context;
 use serde::Serialize;
 use std::path::PathBuf;
@@ -172,31 +173,32 @@ fn table(r: &Report) -> String {
             l.kind,
             l.inputs.join(","),
             shape(&l.output_shape),
-            thousands(l.params),
+            thousands(l.params, ','),
             l.macs as f64 / 1e9,
             l.macs_percent
         );
         if let Some(nz) = l.nonzero_params {
             if l.params > 0 {
-                let _ = write!(s, " {:>12} {:>8.2}%", thousands(nz), 100.0 * (1.0 - nz as f64 / l.params as f64));
+                let _ = write!(s, " {:>12} {:>8.2}%", thousands(nz, ','), 100.0 * (1.0 - nz as f64 / l.params as f64));
             }
         }
         s.push('\n');
     }
-    let _ = writeln!(s, "total params      {:>16}", thousands(r.total_params));
+    let _ = writeln!(s, "total params      {:>16}", thousands(r.total_params, ','));
     if let Some(nz) = r.total_nonzero_params {
         let _ = writeln!(
             s,
             "non-zero params   {:>16}  (sparsity {:.2}%)",
-            thousands(nz),
+            thousands(nz, ','),
             100.0 * (1.0 - nz as f64 / r.total_params.max(1) as f64)
         );
     }
-    let _ = writeln!(s, "total MACs        {:>16}  ({:.3} GMac)", thousands(r.total_macs), r.total_macs as f64 / 1e9);
+    let _ =
+        writeln!(s, "total MACs        {:>16}  ({:.3} GMac)", thousands(r.total_macs, ','), r.total_macs as f64 / 1e9);
     let _ = writeln!(
         s,
         "convolution MACs  {:>16}  ({:.3} GMac)",
-        thousands(r.total_conv_macs),
+        thousands(r.total_conv_macs, ','),
         r.total_conv_macs as f64 / 1e9
     );
     if let Some(l) = &r.latency {
@@ -244,17 +246,4 @@ fn measure_latency(
         mean_ms: ms.iter().sum::<f64>() / runs as f64,
         min_ms: sorted[0],
     })
-}
-
-/// 61949149 -> "61,949,149".
-pub fn thousands(v: u64) -> String {
-    let digits = v.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }

@@ -52,15 +52,12 @@ fn form(app: &mut App, ui: &mut egui::Ui) {
     let mut pick = None;
     let f = &mut app.analysis_form;
     egui::Grid::new("analysis-form").num_columns(3).spacing([10.0, 6.0]).show(ui, |ui| {
-        let l = ui.label("dataset");
-        ui.add_sized([360.0, 20.0], egui::TextEdit::singleline(&mut f.data).hint_text("data.yaml or image folder"))
-            .labelled_by(l.id);
+        super::text_field(ui, "dataset", &mut f.data, "data.yaml or image folder", 360.0);
         if ui.button("Browse…").clicked() {
             pick = Some(Pick::AnalysisData);
         }
         ui.end_row();
-        let l = ui.label("run folder");
-        ui.add_sized([360.0, 20.0], egui::TextEdit::singleline(&mut f.out)).labelled_by(l.id);
+        super::text_field(ui, "run folder", &mut f.out, "", 360.0);
         if ui.button("Browse…").clicked() {
             pick = Some(Pick::AnalysisOut);
         }
@@ -72,15 +69,9 @@ fn form(app: &mut App, ui: &mut egui::Ui) {
             }
         });
         ui.end_row();
-        let l = ui.label("sparsities (%)");
-        ui.add_sized([360.0, 20.0], egui::TextEdit::singleline(&mut f.sparsities)).labelled_by(l.id);
+        super::text_field(ui, "sparsities (%)", &mut f.sparsities, "", 360.0);
         ui.end_row();
-        let l = ui.label("layers");
-        ui.add_sized(
-            [360.0, 20.0],
-            egui::TextEdit::singleline(&mut f.layers).hint_text("all prunable layers (e.g. conv_0, conv_1*)"),
-        )
-        .labelled_by(l.id);
+        super::text_field(ui, "layers", &mut f.layers, "all prunable layers (e.g. conv_0, conv_1*)", 360.0);
         ui.checkbox(&mut f.include_heads, "include heads");
         ui.end_row();
         ui.label("metric");
@@ -90,32 +81,23 @@ fn form(app: &mut App, ui: &mut egui::Ui) {
             }
         });
         ui.end_row();
-        let l = ui.label("workers");
-        ui.add(egui::DragValue::new(&mut f.workers).range(0..=64).custom_formatter(|v, _| {
-            if v == 0.0 {
-                "all cores".into()
-            } else {
-                format!("{v}")
-            }
-        }))
-        .labelled_by(l.id);
+        super::field(
+            ui,
+            "workers",
+            egui::DragValue::new(&mut f.workers).range(0..=64).custom_formatter(|v, _| {
+                if v == 0.0 {
+                    "all cores".into()
+                } else {
+                    format!("{v}")
+                }
+            }),
+        );
         ui.end_row();
-        let l = ui.label("device");
-        ui.add_sized([100.0, 20.0], egui::TextEdit::singleline(&mut f.device).hint_text("cpu, cuda, auto"))
-            .labelled_by(l.id);
+        super::text_field(ui, "device", &mut f.device, "cpu, cuda, auto", 100.0);
         ui.end_row();
-        let l = ui.label("images");
-        ui.add(egui::DragValue::new(&mut f.limit).range(0..=1_000_000).custom_formatter(|v, _| {
-            if v == 0.0 {
-                "all".into()
-            } else {
-                format!("first {v}")
-            }
-        }))
-        .labelled_by(l.id);
+        super::image_limit(ui, &mut f.limit);
         ui.end_row();
-        let l = ui.label("batch");
-        ui.add(egui::DragValue::new(&mut f.batch).range(1..=256)).labelled_by(l.id);
+        super::field(ui, "batch", egui::DragValue::new(&mut f.batch).range(1..=256));
         ui.end_row();
     });
     if let Some(p) = pick {

@@ -18,35 +18,18 @@ pub fn show(app: &mut App, ui: &mut egui::Ui) {
     let mut pick = None;
     ui.add_enabled_ui(!running, |ui| {
         egui::Grid::new("compare-form").num_columns(3).show(ui, |ui| {
-            let l = ui.label("dataset");
-            ui.add_sized([360.0, 20.0], egui::TextEdit::singleline(&mut app.compare.data).hint_text("data.yaml"))
-                .labelled_by(l.id);
+            super::text_field(ui, "dataset", &mut app.compare.data, "data.yaml", 360.0);
             if ui.button("Browse…").clicked() {
                 pick = Some(Pick::CompareData);
             }
             ui.end_row();
-            let l = ui.label("report folder");
-            ui.add_sized(
-                [360.0, 20.0],
-                egui::TextEdit::singleline(&mut app.compare.out).hint_text("a new folder in the cache"),
-            )
-            .labelled_by(l.id);
+            super::text_field(ui, "report folder", &mut app.compare.out, "a new folder in the cache", 360.0);
             ui.end_row();
-            let l = ui.label("images");
-            ui.add(egui::DragValue::new(&mut app.compare.limit).range(0..=1_000_000).custom_formatter(|v, _| {
-                if v == 0.0 {
-                    "all".into()
-                } else {
-                    format!("first {v}")
-                }
-            }))
-            .labelled_by(l.id);
+            super::image_limit(ui, &mut app.compare.limit);
             ui.end_row();
-            let l = ui.label("latency runs");
-            ui.add(egui::DragValue::new(&mut app.compare.latency_runs).range(1..=1000)).labelled_by(l.id);
+            super::field(ui, "latency runs", egui::DragValue::new(&mut app.compare.latency_runs).range(1..=1000));
             ui.end_row();
-            let l = ui.label("device");
-            ui.add_sized([100.0, 20.0], egui::TextEdit::singleline(&mut app.compare.device)).labelled_by(l.id);
+            super::text_field(ui, "device", &mut app.compare.device, "", 100.0);
             ui.end_row();
         });
     });

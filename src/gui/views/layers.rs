@@ -15,9 +15,7 @@ pub fn show(app: &mut App, ui: &mut egui::Ui) {
         return;
     };
     ui.horizontal(|ui| {
-        let l = ui.label("filter");
-        ui.add(egui::TextEdit::singleline(&mut app.table.filter).hint_text("conv_1, 3x3 …").desired_width(160.0))
-            .labelled_by(l.id);
+        super::text_field(ui, "filter", &mut app.table.filter, "conv_1, 3x3 …", 160.0);
         ui.separator();
         ui.label("chart");
         ui.selectable_value(&mut app.table.params_chart, false, "MACs");

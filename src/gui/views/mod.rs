@@ -249,17 +249,33 @@ fn drop_hint(ctx: &egui::Context) {
     }
 }
 
-/// Thousands separated by thin spaces, for counts.
+/// Thousands separated by narrow spaces, for counts.
 pub fn count(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push('\u{202f}');
+    crate::report::thousands(n, '\u{202f}')
+}
+
+/// A form field named by its label (for screen readers and the UI tests).
+pub(super) fn field(ui: &mut egui::Ui, label: &str, widget: impl egui::Widget) -> egui::Response {
+    let l = ui.label(label);
+    ui.add(widget).labelled_by(l.id)
+}
+
+/// A one-line text field named by its label.
+pub(super) fn text_field(ui: &mut egui::Ui, label: &str, text: &mut String, hint: &str, width: f32) -> egui::Response {
+    let l = ui.label(label);
+    ui.add_sized([width, 20.0], egui::TextEdit::singleline(text).hint_text(hint)).labelled_by(l.id)
+}
+
+/// How many validation images to use; 0 means all.
+pub(super) fn image_limit(ui: &mut egui::Ui, limit: &mut usize) {
+    let drag = egui::DragValue::new(limit).range(0..=1_000_000).custom_formatter(|v, _| {
+        if v == 0.0 {
+            "all".into()
+        } else {
+            format!("first {v}")
         }
-        out.push(c);
-    }
-    out
+    });
+    field(ui, "images", drag);
 }
 
 /// MACs as GMac (or MMac for small models).

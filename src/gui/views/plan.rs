@@ -69,9 +69,11 @@ pub fn show(app: &mut App, ui: &mut egui::Ui) {
     ui.radio_value(&mut f.global, false, "per-layer budget");
     ui.add_enabled_ui(!f.global, |ui| {
         ui.horizontal(|ui| {
-            let l = ui.label("drop ≤");
-            ui.add(egui::DragValue::new(&mut f.budget).range(0.0..=100.0).speed(0.05).max_decimals(2))
-                .labelled_by(l.id);
+            super::field(
+                ui,
+                "drop ≤",
+                egui::DragValue::new(&mut f.budget).range(0.0..=100.0).speed(0.05).max_decimals(2),
+            );
             ui.selectable_value(&mut f.budget_relative, false, "mAP points");
             ui.selectable_value(&mut f.budget_relative, true, "% of baseline");
         });
@@ -79,8 +81,7 @@ pub fn show(app: &mut App, ui: &mut egui::Ui) {
     ui.radio_value(&mut f.global, true, "global target");
     ui.add_enabled_ui(f.global, |ui| {
         ui.horizontal(|ui| {
-            let l = ui.label("remove");
-            ui.add(egui::DragValue::new(&mut f.target).range(1.0..=95.0).speed(0.5).suffix(" %")).labelled_by(l.id);
+            super::field(ui, "remove", egui::DragValue::new(&mut f.target).range(1.0..=95.0).speed(0.5).suffix(" %"));
             ui.label("of the");
             ui.selectable_value(&mut f.resource, Resource::Macs, "MACs");
             ui.selectable_value(&mut f.resource, Resource::Params, "params");
@@ -133,8 +134,7 @@ pub fn show(app: &mut App, ui: &mut egui::Ui) {
         }
     });
     ui.horizontal(|ui| {
-        let l = ui.label("plan file");
-        ui.add(egui::TextEdit::singleline(&mut app.plan_file).desired_width(f32::INFINITY)).labelled_by(l.id);
+        super::field(ui, "plan file", egui::TextEdit::singleline(&mut app.plan_file).desired_width(f32::INFINITY));
     });
     ui.horizontal(|ui| {
         if ui.button("Save").on_hover_text("to the plan file (Ctrl+S)").clicked() {
