@@ -128,3 +128,27 @@ fn eval_of_the_bundled_model_prints_the_stated_metrics() {
     assert!(readme.contains(&stated), "README does not state `{stated}`");
     assert_eq!(v["images"], 300);
 }
+
+#[test]
+fn inspect_layer_weights() {
+    let cfg = "sample_runs/shapes/yolov3-tiny-shapes.cfg";
+    let w = "sample_runs/shapes/yolov3-tiny-shapes.safetensors";
+    let (ok, out, err) = prunescope(&["inspect", "--cfg", cfg, "--weights", w, "--layer", "conv_19", "--json"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let l = &v["layer_weights"][0];
+    assert_eq!(l["layer"], "conv_19");
+    // conv_19 of the sample: 128 filters of 192×3×3.
+    assert_eq!(l["weights"], 128 * 192 * 9);
+    let methods: Vec<&str> = l["cuts"].as_array().unwrap().iter().map(|c| c["method"].as_str().unwrap()).collect();
+    assert_eq!(methods, ["l1", "l1-filter", "l2-filter"]);
+    // 50 % of 221,184 weights; 64 of 128 filters.
+    assert_eq!(l["cuts"][0]["cuts"][5]["weights"], 110_592);
+    assert_eq!(l["cuts"][1]["cuts"][5]["filters"], 64);
+    let (ok, out, err) = prunescope(&["inspect", "--cfg", cfg, "--weights", w, "--layer", "conv_19"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("conv_19: 221,184 weights in 128 filters"), "{out}");
+    let (ok, _, err) = prunescope(&["inspect", "--cfg", cfg, "--weights", w, "--layer", "conv_3"]);
+    assert!(!ok);
+    assert!(err.contains("--layer conv_3") && err.contains("yolov3-tiny-shapes.cfg"), "{err}");
+}

@@ -163,3 +163,39 @@ fn plan_coster_agrees_with_refresh_prediction() {
         }
     }
 }
+
+/// What the layer statistics say a sparsity removes is what pruning the layer removes:
+/// the same count, and the cut is the largest removed |w| or filter norm.
+#[test]
+fn layer_stats_cut_what_pruning_removes() {
+    use prunescope::prune::mask::filter_norms;
+    use prunescope::prune::prune_layer;
+    use prunescope::prune::stats::LayerStats;
+    let m = model();
+    for keys in m.layout.convs.iter().filter(|k| [0, 8, 19].contains(&k.block)) {
+        let st = LayerStats::of(&m.weights, keys, 30).unwrap();
+        let original = m.weights.get(&keys.weight).clone();
+        assert_eq!(st.histogram.iter().sum::<u64>() as usize, original.data.len());
+        for method in [Method::L1, Method::L1Filter, Method::L2Filter] {
+            for s in [0.05, 0.3, 0.5, 0.88] {
+                let cut = st.cut(method, s);
+                let mut w = m.weights.of_layer(keys).unwrap();
+                let count = prune_layer(&mut w, keys, method, s);
+                let pruned = w.get(&keys.weight);
+                if method == Method::L1 {
+                    assert_eq!(cut.weights, count.weights_zeroed);
+                    let removed = original.data.iter().zip(&pruned.data).filter(|(o, p)| **p == 0.0 && **o != 0.0);
+                    let largest = removed.map(|(o, _)| o.abs() as f64).fold(0.0, f64::max);
+                    assert_eq!(cut.threshold, largest, "conv_{} l1 {s}", keys.block);
+                } else {
+                    assert_eq!(cut.filters, count.filters_zeroed);
+                    let norms = filter_norms(&original, method == Method::L2Filter);
+                    let after = filter_norms(pruned, false);
+                    let largest =
+                        norms.iter().zip(&after).filter(|(_, a)| **a == 0.0).map(|(n, _)| *n).fold(0.0, f64::max);
+                    assert_eq!(cut.threshold, largest, "conv_{} {method:?} {s}", keys.block);
+                }
+            }
+        }
+    }
+}

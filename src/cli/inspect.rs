@@ -1,7 +1,10 @@
 //! `prunescope inspect`: the per-layer cost table of a cfg.
 
 use crate::model::{parse_device, Cfg, Darknet, Graph, Layout, Source, Weights};
+use crate::prune::stats::{Cut, LayerStats};
+use crate::prune::Method;
 use crate::report::thousands;
+use crate::sensitivity::DEFAULT_SPARSITIES;
 use anyhow::Context;
 use serde::Serialize;
 use std::path::PathBuf;
@@ -30,6 +33,24 @@ pub struct Args {
     /// Device for --latency: cpu, cuda, cuda:N or auto.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Weight statistics of these convolutions (comma-separated, needs --weights): the |w|
+    /// histogram, filter norms and what each sparsity removes under each method.
+    #[arg(long, value_delimiter = ',', requires = "weights")]
+    pub layer: Vec<String>,
+}
+
+/// One layer's statistics with what the default sparsities remove under each method.
+#[derive(Serialize)]
+struct LayerWeights {
+    #[serde(flatten)]
+    stats: LayerStats,
+    cuts: Vec<MethodCuts>,
+}
+
+#[derive(Serialize)]
+struct MethodCuts {
+    method: Method,
+    cuts: Vec<Cut>,
 }
 
 /// Forward-pass timing of one batch.
@@ -72,6 +93,8 @@ struct Report {
     total_nonzero_params: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     latency: Option<Latency>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    layer_weights: Vec<LayerWeights>,
 }
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
@@ -86,6 +109,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     }
     let device = parse_device(&args.device).map_err(anyhow::Error::msg)?;
     let mut latency = None;
+    let mut layer_weights = Vec::new();
     let nonzero = match &args.weights {
         Some(path) => {
             let layout = Layout::of(&cfg, &graph);
@@ -93,6 +117,26 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                 Weights::load(path, &layout).with_context(|| format!("loading weights for {}", args.cfg.display()))?;
             if args.latency > 0 {
                 latency = Some(measure_latency(&cfg, &graph, &weights, device, args.latency)?);
+            }
+            for name in &args.layer {
+                let keys = crate::prune::suggest::block_of(name)
+                    .and_then(|b| layout.convs.iter().find(|k| k.block == b))
+                    .ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "--layer {name}: {} has no convolution of that name (they are conv_{{block}}: {})",
+                            args.cfg.display(),
+                            layout.convs.iter().map(|k| format!("conv_{}", k.block)).collect::<Vec<_>>().join(", ")
+                        )
+                    })?;
+                let stats = LayerStats::of(&weights, keys, 20).map_err(anyhow::Error::msg)?;
+                let cuts = [Method::L1, Method::L1Filter, Method::L2Filter]
+                    .into_iter()
+                    .map(|m| MethodCuts {
+                        method: m,
+                        cuts: DEFAULT_SPARSITIES.iter().map(|&s| stats.cut(m, s)).collect(),
+                    })
+                    .collect();
+                layer_weights.push(LayerWeights { stats, cuts });
             }
             let mut per_block = vec![0u64; graph.nodes.len()];
             for c in &layout.convs {
@@ -140,13 +184,51 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         total_conv_macs: graph.total_conv_macs(),
         total_nonzero_params: nonzero.as_ref().map(|v| v.iter().sum()),
         latency,
+        layer_weights,
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{}", table(&report));
+        for l in &report.layer_weights {
+            print!("{}", layer_table(l));
+        }
     }
     Ok(())
+}
+
+/// A layer's |w| histogram as text bars and what each sparsity removes per method.
+fn layer_table(l: &LayerWeights) -> String {
+    use std::fmt::Write;
+    let st = &l.stats;
+    let mut s = String::new();
+    let _ = writeln!(s, "\n{}: {} weights in {} filters", st.layer, thousands(st.weights as u64, ','), st.filters());
+    let most = st.histogram.iter().copied().max().unwrap_or(0).max(1);
+    for (i, &c) in st.histogram.iter().enumerate() {
+        let bar = "#".repeat(((c as f64 / most as f64) * 50.0).round() as usize);
+        let (lo, hi) = (i as f64 * st.bin_width, (i + 1) as f64 * st.bin_width);
+        let _ = writeln!(s, "  |w| {lo:>9.5} – {hi:<9.5} {c:>10} {bar}");
+    }
+    let _ = writeln!(
+        s,
+        "  {:>8}  {:>12} {:>10}  {:>16} {:>10}  {:>16} {:>10}",
+        "sparsity", "l1: weights", "|w| ≤", "l1-filter: filt.", "L1 ≤", "l2-filter: filt.", "L2 ≤"
+    );
+    for (i, sp) in DEFAULT_SPARSITIES.iter().enumerate() {
+        let [a, b, c] = [&l.cuts[0].cuts[i], &l.cuts[1].cuts[i], &l.cuts[2].cuts[i]];
+        let _ = writeln!(
+            s,
+            "  {:>7.0}%  {:>12} {:>10.5}  {:>16} {:>10.4}  {:>16} {:>10.4}",
+            sp * 100.0,
+            thousands(a.weights as u64, ','),
+            a.threshold,
+            b.filters,
+            b.threshold,
+            c.filters,
+            c.threshold
+        );
+    }
+    s
 }
 
 fn table(r: &Report) -> String {

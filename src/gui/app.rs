@@ -3,7 +3,8 @@
 
 use super::state::{Project, ProjectPaths};
 use super::views;
-use super::worker::{Bridge, CompareJob, CompareOutcome, LayerStats, Msg};
+use super::worker::{Bridge, CompareJob, CompareOutcome, Msg};
+use crate::prune::stats::LayerStats;
 use crate::prune::{Budget, Resource, Rule};
 use crate::sensitivity::{AnalysisConfig, Event, Metric, DEFAULT_SPARSITIES};
 use serde::{Deserialize, Serialize};

@@ -5,6 +5,7 @@ use super::state::{Project, ProjectPaths};
 use crate::model::effective::Cost;
 use crate::model::{Weights, WeightsFormat};
 use crate::prune::plan::PlanCoster;
+use crate::prune::stats::LayerStats;
 use crate::prune::{Curves, Method, Plan, PlanModel, Prediction, Rule};
 use crate::report::compare::{self, CompareConfig, Comparison};
 use crate::sensitivity::{self, AnalysisConfig, Event};
@@ -42,32 +43,6 @@ pub struct CompareOutcome {
     pub dir: PathBuf,
     pub pruned: PathBuf,
     pub plan_file: PathBuf,
-}
-
-/// Weight statistics of one layer for the inspection panel.
-pub struct LayerStats {
-    pub block: usize,
-    /// |w| of every conv weight, sorted ascending (the cut of sparsity s is at s·n).
-    pub sorted_magnitudes: Vec<f32>,
-    /// Histogram of |w|: bin edges start at 0 with width `bin_width`.
-    pub histogram: Vec<u64>,
-    pub bin_width: f64,
-    /// Per-output-filter L1 and L2 norms, in filter order.
-    pub filter_l1: Vec<f64>,
-    pub filter_l2: Vec<f64>,
-}
-
-impl LayerStats {
-    /// The magnitude below which `sparsity` of the weights fall.
-    pub fn magnitude_cut(&self, sparsity: f64) -> f64 {
-        let n = self.sorted_magnitudes.len();
-        let k = crate::prune::pruned_count(sparsity, n);
-        if k == 0 || n == 0 {
-            0.0
-        } else {
-            self.sorted_magnitudes[(k - 1).min(n - 1)] as f64
-        }
-    }
 }
 
 /// Spawns jobs and collects their messages.
@@ -263,20 +238,7 @@ fn layer_stats(model: &PlanModel, block: usize) -> Result<LayerStats, String> {
         .iter()
         .find(|k| k.block == block)
         .ok_or_else(|| format!("conv_{block}: no convolution in the model"))?;
-    let w = model.weights.tensors.get(&keys.weight).ok_or_else(|| format!("{}: missing tensor", keys.weight))?;
-    let mut sorted: Vec<f32> = w.data.iter().map(|v| v.abs()).collect();
-    sorted.sort_by(|a, b| a.total_cmp(b));
-    let max = sorted.last().copied().unwrap_or(0.0) as f64;
-    let bins = 60;
-    let bin_width = if max > 0.0 { max / bins as f64 } else { 1.0 };
-    let mut histogram = vec![0u64; bins];
-    for v in &sorted {
-        let b = ((*v as f64 / bin_width) as usize).min(bins - 1);
-        histogram[b] += 1;
-    }
-    let filter_l1 = crate::prune::mask::filter_norms(w, false);
-    let filter_l2 = crate::prune::mask::filter_norms(w, true);
-    Ok(LayerStats { block, sorted_magnitudes: sorted, histogram, bin_width, filter_l1, filter_l2 })
+    LayerStats::of(&model.weights, keys, 60)
 }
 
 /// A working folder for GUI jobs, under the user's cache.

@@ -3,6 +3,7 @@
 
 pub mod mask;
 pub mod plan;
+pub mod stats;
 pub mod suggest;
 
 pub use mask::{prune_layer, pruned_count, Method, PruneCount};

@@ -190,29 +190,30 @@ fn inspection(app: &mut App, ui: &mut egui::Ui, block: usize, s: f64) {
         ui.spinner();
         return;
     };
-    let n = stats.sorted_magnitudes.len();
-    let cut = stats.magnitude_cut(s);
-    let filters = stats.filter_l1.len();
-    let norms = if method == crate::prune::Method::L2Filter { &stats.filter_l2 } else { &stats.filter_l1 };
-    let mut sorted_norms = norms.clone();
+    let c = stats.cut(method, s);
+    let filters = stats.filters();
+    let l2 = method == crate::prune::Method::L2Filter;
+    let mut sorted_norms = if l2 { stats.filter_l2.clone() } else { stats.filter_l1.clone() };
     sorted_norms.sort_by(|a, b| a.total_cmp(b));
-    let removed_filters = crate::prune::pruned_count(s, filters);
     if method.is_structured() {
-        let norm_cut = if removed_filters > 0 { sorted_norms[removed_filters - 1] } else { 0.0 };
         ui.label(format!(
-            "{:.0} % removes {removed_filters} of {filters} filters (norm ≤ {norm_cut:.4}), {:.1} % of the weights",
+            "{:.0} % removes {} of {filters} filters (norm ≤ {:.4}), {} of {} weights",
             s * 100.0,
-            100.0 * removed_filters as f64 / filters.max(1) as f64
+            c.filters,
+            c.threshold,
+            super::count(c.weights as u64),
+            super::count(stats.weights as u64)
         ));
     } else {
-        let k = crate::prune::pruned_count(s, n);
         ui.label(format!(
-            "{:.0} % removes {} of {} weights (|w| ≤ {cut:.5})",
+            "{:.0} % removes {} of {} weights (|w| ≤ {:.5})",
             s * 100.0,
-            super::count(k as u64),
-            super::count(n as u64)
+            super::count(c.weights as u64),
+            super::count(stats.weights as u64),
+            c.threshold
         ));
     }
+    let cut = if method.is_structured() { 0.0 } else { c.threshold };
     let h = ((ui.available_height() - 30.0) / 2.0).max(90.0);
     ui.columns(2, |cols| {
         let bars: Vec<Bar> = stats
@@ -242,7 +243,7 @@ fn inspection(app: &mut App, ui: &mut egui::Ui, block: usize, s: f64) {
             .iter()
             .enumerate()
             .map(|(i, &v)| {
-                let removed = method.is_structured() && i < removed_filters;
+                let removed = method.is_structured() && i < c.filters;
                 Bar::new(i as f64, v).width(0.9).fill(if removed { THRESHOLD } else { CURVE })
             })
             .collect();
@@ -252,14 +253,15 @@ fn inspection(app: &mut App, ui: &mut egui::Ui, block: usize, s: f64) {
             .allow_zoom(false)
             .allow_scroll(false)
             .x_axis_label("filter (sorted)")
-            .y_axis_label(if method == crate::prune::Method::L2Filter { "L2 norm" } else { "L1 norm" })
+            .y_axis_label(if l2 { "L2 norm" } else { "L1 norm" })
             .show(&mut cols[1], |pu| pu.bar_chart(BarChart::new("filter norms", fb)));
     });
     // What each measured sparsity removes, for reading thresholds against the curve.
     egui::CollapsingHeader::new("what each measured sparsity removes").show(ui, |ui| {
         egui::Grid::new("cuts").striped(true).show(ui, |ui| {
             ui.strong("sparsity");
-            ui.strong(if method.is_structured() { "filters" } else { "|w| cut" });
+            ui.strong("removes");
+            ui.strong(if method.is_structured() { "norm ≤" } else { "|w| ≤" });
             ui.end_row();
             let sp: Vec<f64> = p
                 .curves
@@ -268,12 +270,14 @@ fn inspection(app: &mut App, ui: &mut egui::Ui, block: usize, s: f64) {
                 .map(|l| l.points.iter().skip(1).map(|x| x.0).collect())
                 .unwrap_or_default();
             for x in sp {
+                let c = stats.cut(method, x);
                 ui.label(format!("{:.0} %", x * 100.0));
                 if method.is_structured() {
-                    ui.label(format!("{} of {filters}", crate::prune::pruned_count(x, filters)));
+                    ui.label(format!("{} of {filters} filters", c.filters));
                 } else {
-                    ui.label(format!("≤ {:.5}", stats.magnitude_cut(x)));
+                    ui.label(format!("{} weights", super::count(c.weights as u64)));
                 }
+                ui.label(format!("{:.5}", c.threshold));
                 ui.end_row();
             }
         });
