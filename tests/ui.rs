@@ -47,6 +47,8 @@ fn opened(h: &mut Harness<'static, App>) {
     wait(h, "the project", |a| a.loading.is_none() && (a.project.is_some() || !a.errors.is_empty()));
     assert!(h.state().errors.is_empty(), "{:?}", h.state().errors);
     wait(h, "the totals", |a| a.totals_current());
+    // The selected layer's weight statistics (a spinner until they arrive).
+    wait(h, "the layer statistics", |a| a.layer_count() == 0 || a.stats.is_some());
 }
 
 fn sample() -> ProjectPaths {
@@ -132,6 +134,17 @@ fn keyboard_moves_selection_and_threshold() {
     h.key_press(egui::Key::F);
     h.step();
     assert!(h.state().project.as_ref().unwrap().is_frozen(block));
+    // Clear: every layer at 0 % in one undo step.
+    h.state_mut().project.as_mut().unwrap().edit_sparsity(19, 0.5);
+    wait(&mut h, "the totals", |a| a.totals_current());
+    h.get_by_label("Clear").click();
+    h.step();
+    let left: Vec<(String, f64)> =
+        h.state().project.as_ref().unwrap().plan.layers.iter().map(|l| (l.layer.clone(), l.sparsity)).collect();
+    assert!(left.iter().all(|l| l.1 == 0.0), "{left:?}");
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::Z);
+    h.step();
+    assert_eq!(h.state().project.as_ref().unwrap().plan.sparsity_of(19), 0.5);
 }
 
 #[test]

@@ -644,6 +644,18 @@ impl App {
         }
     }
 
+    /// Every layer back to 0 % (frozen layers stay frozen); one undo step.
+    pub fn clear_plan(&mut self) {
+        if let Some(p) = &mut self.project {
+            let before = p.snapshot();
+            let blocks: Vec<usize> = p.plan.layers.iter().map(|l| l.block).collect();
+            for b in blocks {
+                p.set_sparsity(b, 0.0);
+            }
+            p.commit(before);
+        }
+    }
+
     pub fn toggle_freeze_selected(&mut self) {
         if let (Some(b), Some(p)) = (self.selected_block(), &mut self.project) {
             p.toggle_freeze(b);

@@ -53,14 +53,15 @@ pub fn show(app: &mut App, ui: &mut egui::Ui) {
             ui.end_row();
         }
     });
-    if !current {
-        ui.horizontal(|ui| {
-            ui.spinner();
-            ui.label(RichText::new("updating totals").weak());
-        });
-    }
+    // One line whatever the state, so that nothing below moves while the totals update.
     let pruned = p.plan.layers.iter().filter(|l| l.sparsity > 0.0).count();
-    ui.label(RichText::new(format!("{pruned} of {} layers pruned", p.plan.layers.len())).weak());
+    ui.horizontal(|ui| {
+        ui.label(RichText::new(format!("{pruned} of {} layers pruned", p.plan.layers.len())).weak());
+        if !current {
+            ui.spinner();
+            ui.label(RichText::new("updating").weak());
+        }
+    });
     ui.separator();
 
     ui.strong("Suggest thresholds");
@@ -131,6 +132,9 @@ pub fn show(app: &mut App, ui: &mut egui::Ui) {
         }
         if ui.add_enabled(can_redo, egui::Button::new("↷ Redo")).on_hover_text("Ctrl+Shift+Z").clicked() {
             app.redo();
+        }
+        if ui.button("Clear").on_hover_text("every layer back to 0 % (undo restores)").clicked() {
+            app.clear_plan();
         }
     });
     ui.horizontal(|ui| {

@@ -76,6 +76,15 @@ pub fn grid_only(app: &mut App, ui: &mut egui::Ui) {
                         y_range,
                     }
                     .show(ui, CELL);
+                    let drop = p
+                        .predicted_drop(l.block)
+                        .map(|d| format!("{d:.4}"))
+                        .unwrap_or("past the measured range".into());
+                    let resp = resp.on_hover_text(format!(
+                        "{}: threshold {:.0} %, predicted drop {drop}\nclick to select",
+                        l.layer,
+                        p.sparsity(l.block) * 100.0
+                    ));
                     if resp.clicked() {
                         clicked = Some(i);
                     }
@@ -126,6 +135,11 @@ fn detail(app: &mut App, ui: &mut egui::Ui) {
     let measured: Vec<f64> = curve.points.iter().map(|x| x.0).collect();
     let baseline = curves.baseline;
     let metric = curves.metric.label();
+    // The per-layer budget of the Suggest form, as the line a threshold should stay above.
+    let budget_line = (!app.suggest.global).then(|| match app.suggest.rule() {
+        crate::prune::Rule::PerLayer(b) => baseline - b.allowed(baseline),
+        crate::prune::Rule::Global { .. } => baseline,
+    });
     let height = (ui.available_height() * 0.55).max(180.0);
     // Until points arrive only the baseline is known: keep a sensible vertical range.
     let lowest = curve.points.iter().map(|p| p.1).fold(baseline, f64::min);
@@ -146,6 +160,13 @@ fn detail(app: &mut App, ui: &mut egui::Ui) {
         .legend(egui_plot::Legend::default())
         .show(ui, |pu| {
             pu.hline(HLine::new("baseline", baseline).style(LineStyle::dashed_loose()).color(egui::Color32::GRAY));
+            if let Some(y) = budget_line {
+                pu.hline(
+                    HLine::new("per-layer budget", y)
+                        .style(LineStyle::dotted_dense())
+                        .color(egui::Color32::from_rgb(231, 76, 60)),
+                );
+            }
             pu.line(Line::new(metric, PlotPoints::from(pts.clone())).color(CURVE).width(2.0));
             pu.points(Points::new("measured", PlotPoints::from(pts)).color(CURVE).radius(4.0));
             pu.vline(VLine::new("threshold", s * 100.0).color(THRESHOLD).width(2.5));
