@@ -321,21 +321,26 @@ fn thresholds_and_paths_persist_between_starts() {
     // What eframe stores at exit, through serde as eframe's storage does.
     let text = serde_json::to_string(&h.state().persisted()).unwrap();
     let persisted: prunescope::gui::Persisted = serde_json::from_str(&text).unwrap();
-    assert_eq!(persisted.project.as_ref(), Some(&paths));
-    let app = App::new(None, Some(persisted), None);
-    let mut h2 = Harness::builder()
-        .with_size(SIZE)
-        .with_context_setup(prunescope::gui::setup_context)
-        .build_ui_state(|ui, app: &mut App| app.frame(ui), app);
-    opened(&mut h2);
-    let a = h2.state();
-    let p = a.project.as_ref().unwrap();
-    assert_eq!(p.paths, paths);
-    assert_eq!(p.plan.sparsity_of(10), 0.4);
-    assert_eq!(p.plan.sparsity_of(19), 0.25);
-    assert!(p.is_frozen(2));
-    assert_eq!(a.selected, 3);
-    assert!(!p.unsaved(), "restored thresholds are the starting point, not an edit");
+    // Stored absolute, so that a start from another folder finds the files.
+    assert_eq!(persisted.project.as_ref(), Some(&paths.absolute()));
+    assert!(persisted.project.as_ref().unwrap().cfg.is_absolute());
+    // A plain restart, and `make run`'s start on the sample folder (relative paths).
+    for start in [None, Some(paths.clone())] {
+        let app = App::new(None, Some(persisted.clone()), start);
+        let mut h2 = Harness::builder()
+            .with_size(SIZE)
+            .with_context_setup(prunescope::gui::setup_context)
+            .build_ui_state(|ui, app: &mut App| app.frame(ui), app);
+        opened(&mut h2);
+        let a = h2.state();
+        let p = a.project.as_ref().unwrap();
+        assert!(p.paths.same_files(&paths));
+        assert_eq!(p.plan.sparsity_of(10), 0.4);
+        assert_eq!(p.plan.sparsity_of(19), 0.25);
+        assert!(p.is_frozen(2));
+        assert_eq!(a.selected, 3);
+        assert!(!p.unsaved(), "restored thresholds are the starting point, not an edit");
+    }
 }
 
 #[test]

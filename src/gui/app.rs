@@ -369,7 +369,7 @@ impl App {
             })
         });
         if let Some(paths) = target {
-            if persisted.as_ref().and_then(|p| p.project.as_ref()) == Some(&paths) {
+            if persisted.as_ref().and_then(|p| p.project.as_ref()).is_some_and(|p| p.same_files(&paths)) {
                 app.pending_restore = persisted;
             }
             app.open_project(paths);
@@ -386,8 +386,9 @@ impl App {
             None => (Vec::new(), Vec::new()),
         };
         Persisted {
-            project: self.project.as_ref().map(|p| p.paths.clone()).or_else(|| self.loading.clone()),
-            recent: self.recent.clone(),
+            // Absolute, so that a start from another folder finds the files again.
+            project: self.project.as_ref().map(|p| &p.paths).or(self.loading.as_ref()).map(ProjectPaths::absolute),
+            recent: self.recent.iter().map(ProjectPaths::absolute).collect(),
             tab: self.tab,
             thresholds,
             frozen,
@@ -501,7 +502,7 @@ impl App {
         self.loading = None;
         self.notice = Some(format!("opened {}", project.paths.title()));
         if let Some(r) = self.pending_restore.take() {
-            if r.project.as_ref() == Some(&project.paths) && !r.thresholds.is_empty() {
+            if r.project.as_ref().is_some_and(|p| p.same_files(&project.paths)) && !r.thresholds.is_empty() {
                 for (name, s) in &r.thresholds {
                     if let Some(b) = crate::prune::suggest::block_of(name) {
                         project.set_sparsity(b, *s);
@@ -518,7 +519,7 @@ impl App {
                 self.selected = r.selected;
             }
         }
-        self.recent.retain(|p| p != &project.paths);
+        self.recent.retain(|p| !p.same_files(&project.paths));
         self.recent.insert(0, project.paths.clone());
         self.recent.truncate(10);
         self.open.fill(&project.paths);

@@ -63,6 +63,23 @@ impl ProjectPaths {
         Ok(ProjectPaths { cfg, weights, data, run, plan })
     }
 
+    /// The same paths made absolute (those that exist).
+    pub fn absolute(&self) -> ProjectPaths {
+        let abs = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
+        ProjectPaths {
+            cfg: abs(&self.cfg),
+            weights: abs(&self.weights),
+            data: self.data.as_deref().map(abs),
+            run: self.run.as_deref().map(abs),
+            plan: self.plan.as_deref().map(abs),
+        }
+    }
+
+    /// Whether both name the same files, however the paths are written.
+    pub fn same_files(&self, other: &ProjectPaths) -> bool {
+        self.absolute() == other.absolute()
+    }
+
     /// A short name: the cfg's file name and, when there is one, the run's folder name.
     pub fn title(&self) -> String {
         let name = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
