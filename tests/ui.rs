@@ -145,6 +145,9 @@ fn keyboard_moves_selection_and_threshold() {
     h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::Z);
     h.step();
     assert_eq!(h.state().project.as_ref().unwrap().plan.sparsity_of(19), 0.5);
+    h.key_press_modifiers(egui::Modifiers::COMMAND | egui::Modifiers::SHIFT, egui::Key::Z);
+    h.step();
+    assert_eq!(h.state().project.as_ref().unwrap().plan.sparsity_of(19), 0.0, "Ctrl+Shift+Z redoes the Clear");
 }
 
 #[test]

@@ -1032,15 +1032,20 @@ impl App {
     fn keys(&mut self, ctx: &egui::Context) {
         use egui::{Key, KeyboardShortcut, Modifiers};
         let sc = |m, k| KeyboardShortcut::new(m, k);
-        let (undo, redo, redo2, save, open) = ctx.input_mut(|i| {
+        // Ctrl+Shift+Z before Ctrl+Z: egui matches shortcuts ignoring an extra Shift.
+        let (redo, undo, redo2, save, open, quit) = ctx.input_mut(|i| {
             (
-                i.consume_shortcut(&sc(Modifiers::COMMAND, Key::Z)),
                 i.consume_shortcut(&sc(Modifiers::COMMAND | Modifiers::SHIFT, Key::Z)),
+                i.consume_shortcut(&sc(Modifiers::COMMAND, Key::Z)),
                 i.consume_shortcut(&sc(Modifiers::COMMAND, Key::Y)),
                 i.consume_shortcut(&sc(Modifiers::COMMAND, Key::S)),
                 i.consume_shortcut(&sc(Modifiers::COMMAND, Key::O)),
+                i.consume_shortcut(&sc(Modifiers::COMMAND, Key::Q)),
             )
         });
+        if quit {
+            ctx.send_viewport_cmd(egui::ViewportCommand::Close);
+        }
         if redo || redo2 {
             self.redo();
         } else if undo {

@@ -92,7 +92,7 @@ fn menu(app: &mut App, ui: &mut egui::Ui) {
         }
         ui.menu_button("Export plan", |ui| export_buttons(app, ui));
         ui.separator();
-        if ui.button("Quit").clicked() {
+        if ui.button("Quit  (Ctrl+Q)").clicked() {
             ui.ctx().send_viewport_cmd(egui::ViewportCommand::Close);
         }
     });
@@ -115,7 +115,7 @@ fn menu(app: &mut App, ui: &mut egui::Ui) {
         ui.label("drag on the large plot  set the threshold (Shift snaps)");
         ui.label("F  freeze the layer (Suggest keeps it at 0 %)");
         ui.label("Ctrl+Z / Ctrl+Shift+Z  undo / redo");
-        ui.label("Ctrl+S  save the plan;  Ctrl+O  open files");
+        ui.label("Ctrl+S  save the plan;  Ctrl+O  open files;  Ctrl+Q  quit");
         ui.separator();
         ui.label("MACs follow the ptflops convention; effective counts leave out dead channels and zero weights.");
     });
