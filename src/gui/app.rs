@@ -141,6 +141,10 @@ pub struct AnalysisStatus {
     pub eta_s: Option<f64>,
     pub log: Vec<String>,
     pub started: Option<Instant>,
+    /// The checkpoint analysed and the run folder it writes: events apply to the open
+    /// project only while it is that project.
+    pub weights: PathBuf,
+    pub run_dir: Option<PathBuf>,
 }
 
 /// Suggest settings.
@@ -450,7 +454,8 @@ impl App {
             Msg::Suggested(r) => {
                 self.suggesting = false;
                 match (r, &mut self.project) {
-                    (Ok(plan), Some(p)) => {
+                    // A suggestion for the project that was open when it was asked for.
+                    (Ok(plan), Some(p)) if plan.model == p.model.reference => {
                         p.take_layers(&plan);
                         self.notice = Some(format!("suggested: {}", plan.rule.unwrap_or_default()));
                     }
@@ -473,7 +478,9 @@ impl App {
                     Err(e) => self.errors.push(e),
                 }
             }
-            Msg::LayerStats(r) => match r {
+            Msg::LayerStats(weights, r) => match r {
+                // Statistics of a project closed meanwhile are dropped.
+                _ if self.project.as_ref().is_none_or(|p| p.paths.weights != weights) => {}
                 Ok(s) => {
                     if self.stats_pending == Some(s.block) {
                         self.stats_pending = None;
@@ -691,12 +698,19 @@ impl App {
                         c.data.display(),
                         c.workers
                     )],
+                    weights: c.weights.clone(),
                     ..Default::default()
                 };
                 self.bridge.analyze(c, cancel);
             }
             Err(e) => self.errors.push(e),
         }
+    }
+
+    /// The open project, when it is the one the running analysis writes.
+    fn analysed_project(&mut self) -> Option<&mut Project> {
+        let dir = self.analysis.run_dir.clone()?;
+        self.project.as_mut().filter(|p| p.paths.run.as_ref().is_some_and(|r| super::state::same_path(r, &dir)))
     }
 
     pub fn cancel_analysis(&mut self) {
@@ -711,7 +725,10 @@ impl App {
                 a.total = total;
                 a.done = already_done;
                 a.log.push(format!("{} layers, {total} points ({already_done} already done)", layers.len()));
-                if let Some(p) = &mut self.project {
+                a.run_dir = Some(run_dir.clone());
+                let weights = a.weights.clone();
+                let ours = |p: &Project| super::state::same_path(&p.paths.weights, &weights);
+                if let Some(p) = self.project.as_mut().filter(|p| ours(p)) {
                     let same = p.paths.run.as_ref().is_some_and(|r| super::state::same_path(r, &run_dir));
                     if !same || p.run.is_none() {
                         match p.attach_run(&run_dir) {
@@ -737,12 +754,12 @@ impl App {
                     "baseline mAP@0.5 {:.4}, mAP@0.5:0.95 {:.4} ({seconds:.1} s)",
                     metrics.map50, metrics.map
                 ));
-                if let Some(p) = &mut self.project {
+                if let Some(p) = self.analysed_project() {
                     p.set_baseline(metrics, seconds);
                 }
             }
             Event::Point(pt) => {
-                if let Some(p) = &mut self.project {
+                if let Some(p) = self.analysed_project() {
                     p.add_point(pt);
                 }
             }

@@ -29,7 +29,8 @@ pub enum Msg {
     /// Stage, images done, images in all.
     CompareProgress(String, usize, usize),
     Compared(Result<Box<CompareOutcome>, String>),
-    LayerStats(Result<Box<LayerStats>, String>),
+    /// The statistics of one layer of the checkpoint at the path.
+    LayerStats(PathBuf, Result<Box<LayerStats>, String>),
     /// A path chosen in a file dialog.
     Picked(super::app::Pick, PathBuf),
     Notice(String),
@@ -182,7 +183,8 @@ impl Bridge {
 
     pub fn layer_stats(&self, project: &Project, block: usize) {
         let model = project.model.clone();
-        self.spawn("layer-stats", move |n| n.send(Msg::LayerStats(layer_stats(&model, block).map(Box::new))));
+        let weights = project.paths.weights.clone();
+        self.spawn("layer-stats", move |n| n.send(Msg::LayerStats(weights, layer_stats(&model, block).map(Box::new))));
     }
 }
 
