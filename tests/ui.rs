@@ -119,6 +119,12 @@ fn keyboard_moves_selection_and_threshold() {
     paths.plan = None;
     let mut h = harness(paths);
     opened(&mut h);
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::Num2);
+    h.step();
+    assert_eq!(h.state().tab, prunescope::gui::app::Tab::Layers);
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::Num1);
+    h.step();
+    assert_eq!(h.state().tab, prunescope::gui::app::Tab::Sensitivity);
     h.key_press(egui::Key::ArrowRight);
     h.step();
     assert_eq!(h.state().selected, 1);

@@ -1063,6 +1063,12 @@ impl App {
         if quit {
             ctx.send_viewport_cmd(egui::ViewportCommand::Close);
         }
+        let tab_keys = [Key::Num1, Key::Num2, Key::Num3, Key::Num4];
+        for (k, t) in tab_keys.into_iter().zip(Tab::ALL) {
+            if ctx.input_mut(|i| i.consume_shortcut(&sc(Modifiers::COMMAND, k))) {
+                self.tab = t;
+            }
+        }
         if redo || redo2 {
             self.redo();
         } else if undo {

@@ -17,7 +17,9 @@ pub fn show(app: &mut App, ui: &mut egui::Ui) {
         egui::MenuBar::new().ui(ui, |ui| menu(app, ui));
         ui.horizontal(|ui| {
             for t in Tab::ALL {
-                ui.selectable_value(&mut app.tab, t, RichText::new(t.label()).size(15.0));
+                let i = Tab::ALL.iter().position(|x| *x == t).unwrap_or(0) + 1;
+                ui.selectable_value(&mut app.tab, t, RichText::new(t.label()).size(15.0))
+                    .on_hover_text(format!("Ctrl+{i}"));
             }
             ui.separator();
             match (&app.project, &app.loading) {
@@ -116,6 +118,7 @@ fn menu(app: &mut App, ui: &mut egui::Ui) {
         ui.label("F  freeze the layer (Suggest keeps it at 0 %)");
         ui.label("Ctrl+Z / Ctrl+Shift+Z  undo / redo");
         ui.label("Ctrl+S  save the plan;  Ctrl+O  open files;  Ctrl+Q  quit");
+        ui.label("Ctrl+1 … Ctrl+4  Sensitivity, Layers, Analysis, Prune & compare");
         ui.separator();
         ui.label("MACs follow the ptflops convention; effective counts leave out dead channels and zero weights.");
     });
