@@ -17,7 +17,10 @@ const SAMPLE: &str = "sample_runs/shapes";
 const SIZE: egui::Vec2 = egui::Vec2::new(1600.0, 1000.0);
 
 fn harness(paths: ProjectPaths) -> Harness<'static, App> {
-    let app = App::new(None, None, Some(paths));
+    harness_of(App::new(None, None, Some(paths)))
+}
+
+fn harness_of(app: App) -> Harness<'static, App> {
     Harness::builder()
         .with_size(SIZE)
         .with_context_setup(prunescope::gui::setup_context)
@@ -49,6 +52,22 @@ fn opened(h: &mut Harness<'static, App>) {
     wait(h, "the totals", |a| a.totals_current());
     // The selected layer's weight statistics (a spinner until they arrive).
     wait(h, "the layer statistics", |a| a.layer_count() == 0 || a.stats.is_some());
+}
+
+/// Fills the analysis form as a user types it and presses Start.
+fn start_analysis(h: &mut Harness<'static, App>, out: &Path, layers: &str, sparsities: &str, images: usize) {
+    {
+        let app = h.state_mut();
+        app.analysis_form.out = out.display().to_string();
+        app.analysis_form.layers = layers.into();
+        app.analysis_form.sparsities = sparsities.into();
+        app.analysis_form.limit = images;
+        app.analysis_form.batch = 4;
+    }
+    h.get_by_label("Analysis").click();
+    h.step();
+    h.get_by_label("▶ Start").click();
+    h.step();
 }
 
 fn sample() -> ProjectPaths {
@@ -286,18 +305,7 @@ fn analysis_streams_points_into_the_grid() {
     let out = tempfile::tempdir().unwrap();
     let mut h = harness(paths);
     opened(&mut h);
-    {
-        let app = h.state_mut();
-        app.analysis_form.out = out.path().join("run").display().to_string();
-        app.analysis_form.layers = "conv_0, conv_2".into();
-        app.analysis_form.sparsities = "20, 50".into();
-        app.analysis_form.limit = 16;
-        app.analysis_form.workers = 1;
-    }
-    h.get_by_label("Analysis").click();
-    h.step();
-    h.get_by_label("▶ Start").click();
-    h.step();
+    start_analysis(&mut h, &out.path().join("run"), "conv_0, conv_2", "20, 50", 16);
     wait(&mut h, "the analysis", |a| !a.analysis.running);
     let app = h.state();
     assert!(app.errors.is_empty(), "{:?}", app.errors);
@@ -335,11 +343,7 @@ fn thresholds_and_paths_persist_between_starts() {
     assert!(persisted.project.as_ref().unwrap().cfg.is_absolute());
     // A plain restart, and `make run`'s start on the sample folder (relative paths).
     for start in [None, Some(paths.clone())] {
-        let app = App::new(None, Some(persisted.clone()), start);
-        let mut h2 = Harness::builder()
-            .with_size(SIZE)
-            .with_context_setup(prunescope::gui::setup_context)
-            .build_ui_state(|ui, app: &mut App| app.frame(ui), app);
+        let mut h2 = harness_of(App::new(None, Some(persisted.clone()), start));
         opened(&mut h2);
         let a = h2.state();
         let p = a.project.as_ref().unwrap();
@@ -436,18 +440,7 @@ fn analysis_cancels_and_resumes() {
     let run = out.path().join("run");
     let mut h = harness(paths);
     opened(&mut h);
-    {
-        let app = h.state_mut();
-        app.analysis_form.out = run.display().to_string();
-        app.analysis_form.layers = "conv_8, conv_12, conv_19".into();
-        app.analysis_form.sparsities = "30, 60".into();
-        app.analysis_form.limit = 24;
-        app.analysis_form.batch = 4;
-    }
-    h.get_by_label("Analysis").click();
-    h.step();
-    h.get_by_label("▶ Start").click();
-    h.step();
+    start_analysis(&mut h, &run, "conv_8, conv_12, conv_19", "30, 60", 24);
     wait(&mut h, "the first point", |a| {
         a.project.as_ref().and_then(|p| p.run.as_ref()).is_some_and(|r| !r.points.is_empty()) || !a.analysis.running
     });
