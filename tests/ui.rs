@@ -363,15 +363,22 @@ fn plan_saves_loads_and_exports_from_the_plan_file() {
     opened(&mut h);
     let file = dir.path().join("plans/mine.json");
     h.state_mut().plan_file = file.display().to_string();
+    // Saved right after the edit: the save waits for the totals of the edited plan.
     h.state_mut().project.as_mut().unwrap().edit_sparsity(19, 0.3);
-    wait(&mut h, "the totals", |a| a.totals_current());
     h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::S);
     h.step();
+    wait(&mut h, "the save", |a| a.project.as_ref().is_some_and(|p| !p.unsaved()));
     assert!(h.state().errors.is_empty(), "{:?}", h.state().errors);
     let saved = Plan::read(&file).unwrap();
     let app_plan = h.state().project.as_ref().unwrap().plan.clone();
     assert_eq!(saved.layers, app_plan.layers);
     assert_eq!(saved.predicted, app_plan.predicted);
+    let mut reference = saved.clone();
+    reference.refresh_prediction(
+        &h.state().project.as_ref().unwrap().model,
+        h.state().project.as_ref().unwrap().curves.as_ref(),
+    );
+    assert_eq!(saved.predicted, reference.predicted);
     assert!(!h.state().project.as_ref().unwrap().unsaved());
     for kind in [
         prunescope::gui::app::ExportKind::Csv,

@@ -313,6 +313,8 @@ pub struct App {
     pending_restore: Option<Persisted>,
     /// Grid columns of the last frame (for up/down keys).
     pub grid_columns: usize,
+    /// A plan save waiting for the totals of the current plan.
+    pending_save: Option<PathBuf>,
     window_title: String,
 }
 
@@ -350,6 +352,7 @@ impl App {
             requested_generation: 0,
             pending_restore: None,
             grid_columns: 1,
+            pending_save: None,
             window_title: String::new(),
         };
         if let Some(p) = &persisted {
@@ -441,13 +444,20 @@ impl App {
             Msg::Analysis(e) => self.analysis_event(e),
             Msg::AnalysisEnded => self.analysis.running = false,
             Msg::Cost { generation, prediction, after } => {
+                let mut current = false;
                 if let Some(p) = &mut self.project {
                     if generation == p.generation {
                         p.plan.predicted = prediction;
                         p.costed_generation = generation;
                         p.prediction = Some((prediction, after));
+                        current = true;
                     } else if p.prediction.is_none() {
                         p.prediction = Some((prediction, after));
+                    }
+                }
+                if current {
+                    if let Some(path) = self.pending_save.take() {
+                        self.save_plan(&path);
                     }
                 }
             }
@@ -561,6 +571,7 @@ impl App {
         self.bridge.start_cost_worker(project.model.clone(), project.plan.method);
         self.requested_generation = 0;
         self.compare.outcome = None;
+        self.pending_save = None;
         self.stats = None;
         self.project = Some(project);
         let n = self.layer_count();
@@ -888,7 +899,14 @@ impl App {
         }
     }
 
+    /// Saves the plan with its totals; while the cost worker is still computing them the
+    /// save waits for its answer instead of computing them here.
     pub fn save_plan(&mut self, path: &Path) {
+        if !self.totals_current() {
+            self.pending_save = Some(path.to_path_buf());
+            self.notice = Some(format!("saving to {} once the totals are computed…", path.display()));
+            return;
+        }
         let Some(p) = &mut self.project else { return };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             if let Err(e) = std::fs::create_dir_all(dir) {

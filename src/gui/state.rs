@@ -374,14 +374,13 @@ impl Project {
         self.generation += 1;
     }
 
-    /// Writes the plan with its latest prediction.
+    /// Writes the plan with its prediction, which must be that of this generation (the
+    /// caller waits for the cost worker: see `App::save_plan`).
     pub fn save_plan(&mut self, path: &Path) -> Result<(), String> {
-        let mut plan = self.plan.clone();
-        if let Some((p, _)) = &self.prediction {
-            plan.predicted = *p;
-        } else {
-            plan.refresh_prediction(&self.model, self.curves.as_ref());
+        if self.costed_generation != self.generation {
+            return Err("the plan's totals are still being computed".into());
         }
+        let mut plan = self.plan.clone();
         plan.created_at = store::now_rfc3339();
         plan.write(path).map_err(|e| e.to_string())?;
         self.paths.plan = Some(path.to_path_buf());
