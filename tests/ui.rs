@@ -466,3 +466,32 @@ fn analysis_cancels_and_resumes() {
     let curves = p.curves.as_ref().unwrap();
     assert_eq!(curves.layers, Curves::of(&stored, curves.metric).unwrap().layers);
 }
+
+#[test]
+fn compare_takes_a_third_checkpoint() {
+    let paths = sample();
+    let out = tempfile::tempdir().unwrap();
+    let mut h = harness(paths.clone());
+    opened(&mut h);
+    {
+        let app = h.state_mut();
+        app.compare.limit = 20;
+        app.compare.latency_runs = 1;
+        app.compare.out = out.path().display().to_string();
+        // The original once more: its row must equal the origin's.
+        app.compare.also = paths.weights.display().to_string();
+        app.tab = prunescope::gui::app::Tab::Compare;
+    }
+    h.step();
+    h.get_by_label("▶ Prune & compare").click();
+    h.step();
+    wait(&mut h, "the comparison", |a| !a.compare.running);
+    let app = h.state();
+    assert!(app.errors.is_empty(), "{:?}", app.errors);
+    let m = &app.compare.outcome.as_ref().unwrap().comparison.models;
+    assert_eq!(m.len(), 3);
+    assert_eq!(m[2].label, "yolov3-tiny-shapes");
+    assert_eq!((m[2].map50, m[2].map, m[2].nonzero_params), (m[0].map50, m[0].map, m[0].nonzero_params));
+    assert_eq!(m[2].confusion.counts, m[0].confusion.counts);
+    assert_eq!(h.query_all_by_label("yolov3-tiny-shapes").count(), 2, "its column and its confusion matrix");
+}

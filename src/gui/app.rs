@@ -183,6 +183,8 @@ pub struct CompareState {
     pub data: String,
     /// Report folder; empty: a new folder under the user's cache.
     pub out: String,
+    /// A further checkpoint to compare (e.g. the pruned one after fine-tuning); optional.
+    pub also: String,
     pub limit: usize,
     pub latency_runs: usize,
     pub device: String,
@@ -229,6 +231,7 @@ pub enum Pick {
     AnalysisData,
     AnalysisOut,
     CompareData,
+    CompareAlso,
     ExportCheckpoint,
     ExportReport,
 }
@@ -822,6 +825,7 @@ impl App {
             limit: (self.compare.limit > 0).then_some(self.compare.limit),
             latency_runs: self.compare.latency_runs,
             device: self.compare.device.clone(),
+            also: (!self.compare.also.trim().is_empty()).then(|| PathBuf::from(self.compare.also.trim())),
         };
         self.compare.running = true;
         self.compare.stage = "starting".into();
@@ -842,7 +846,9 @@ impl App {
             let chosen = match pick {
                 Pick::Folder | Pick::Run | Pick::DataFolder | Pick::AnalysisOut | Pick::ExportReport => d.pick_folder(),
                 Pick::Cfg => d.add_filter("Darknet cfg", &["cfg"]).pick_file(),
-                Pick::Weights => d.add_filter("checkpoint", &["weights", "pth", "safetensors"]).pick_file(),
+                Pick::Weights | Pick::CompareAlso => {
+                    d.add_filter("checkpoint", &["weights", "pth", "safetensors"]).pick_file()
+                }
                 Pick::Data | Pick::AnalysisData | Pick::CompareData => d.add_filter("data.yaml", &["yaml", "yml"]).pick_file(),
                 Pick::Plan => d.add_filter("plan", &["json"]).pick_file(),
                 Pick::SavePlan => d.add_filter("plan", &["json"]).set_file_name("plan.json").save_file(),
@@ -883,6 +889,7 @@ impl App {
             Pick::AnalysisData => self.analysis_form.data = s,
             Pick::AnalysisOut => self.analysis_form.out = s,
             Pick::CompareData => self.compare.data = s,
+            Pick::CompareAlso => self.compare.also = s,
             Pick::ExportCheckpoint => self.export_checkpoint(path),
             Pick::ExportReport => self.export_report(&path),
         }

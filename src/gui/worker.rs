@@ -196,6 +196,8 @@ pub struct CompareJob {
     pub limit: Option<usize>,
     pub latency_runs: usize,
     pub device: String,
+    /// Another checkpoint of the same cfg to compare too (a fine-tuned one, say).
+    pub also: Option<PathBuf>,
 }
 
 fn prune_and_compare(
@@ -224,7 +226,11 @@ fn prune_and_compare(
         limit: job.limit,
         latency_runs: job.latency_runs,
     };
-    let models = vec![("origin".to_string(), paths.weights.clone()), ("pruned".to_string(), pruned.clone())];
+    let mut models = vec![("origin".to_string(), paths.weights.clone()), ("pruned".to_string(), pruned.clone())];
+    if let Some(p) = &job.also {
+        let label = p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "third".into());
+        models.push((label, p.clone()));
+    }
     let comparison = compare::compare(&c, &models, &mut |m, done, total| {
         n.send(Msg::CompareProgress(format!("evaluating {}", models[m].0), done, total));
     })

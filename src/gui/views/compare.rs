@@ -25,6 +25,17 @@ pub fn show(app: &mut App, ui: &mut egui::Ui) {
             ui.end_row();
             super::text_field(ui, "report folder", &mut app.compare.out, "a new folder in the cache", 360.0);
             ui.end_row();
+            super::text_field(
+                ui,
+                "also compare",
+                &mut app.compare.also,
+                "optional: e.g. the fine-tuned checkpoint",
+                360.0,
+            );
+            if ui.button("Browse…").clicked() {
+                pick = Some(Pick::CompareAlso);
+            }
+            ui.end_row();
             super::image_limit(ui, &mut app.compare.limit);
             ui.end_row();
             super::field(ui, "latency runs", egui::DragValue::new(&mut app.compare.latency_runs).range(1..=1000));
@@ -81,7 +92,8 @@ pub fn show(app: &mut App, ui: &mut egui::Ui) {
         let n = names.len();
         let flat = |m: &ModelReport| -> Vec<f64> { m.confusion.counts.iter().flatten().map(|&x| x as f64).collect() };
         let mut hovered = None;
-        let side = ((ui.available_width() - 24.0) / 3.0).clamp(180.0, 330.0);
+        let panels = c.models.len() + usize::from(c.models.len() >= 2);
+        let side = ((ui.available_width() - 24.0) / panels as f32).clamp(160.0, 330.0);
         ui.horizontal(|ui| {
             for (i, m) in c.models.iter().enumerate() {
                 let values = flat(m);
