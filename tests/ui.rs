@@ -280,12 +280,19 @@ fn a_bad_file_shows_an_error_and_the_app_keeps_running() {
     assert!(err.contains("broken.cfg"), "{err}");
     assert!(err.contains("filters"), "{err}");
     h.get_by_label_contains("broken.cfg");
-    // The app goes on: the error is dismissed and the sample opens afterwards.
+    // The app goes on: the paths wait in the Open window, the user corrects the cfg, the
+    // error is dismissed and the project opens.
+    assert!(h.state().open.visible);
+    assert_eq!(Path::new(&h.state().open.cfg), cfg.as_path());
     h.get_by_label("✕").click();
     h.step();
     assert!(h.state().errors.is_empty());
-    h.state_mut().open_folder(Path::new(SAMPLE));
+    h.state_mut().open.cfg = Path::new(SAMPLE).join("yolov3-tiny-shapes.cfg").display().to_string();
+    h.step();
+    h.get_by_label("Open").click();
+    h.step();
     opened(&mut h);
+    assert!(!h.state().open.visible);
     assert!(h.state().project.is_some());
     // A plan for other weights is refused with the file named, and the plan is kept.
     let before = h.state().project.as_ref().unwrap().plan.layers.clone();

@@ -226,6 +226,8 @@ pub enum Pick {
     DataFolder,
     Run,
     Plan,
+    /// A plan for the Open window's field.
+    OpenPlan,
     SavePlan,
     Export(ExportKind),
     AnalysisData,
@@ -440,7 +442,11 @@ impl App {
         match m {
             Msg::Loaded(Ok(project)) => self.loaded(*project),
             Msg::Loaded(Err(e)) => {
-                self.loading = None;
+                // The paths go back into the Open window, to be corrected there.
+                if let Some(failed) = self.loading.take() {
+                    self.open.fill(&failed);
+                    self.open.visible = true;
+                }
                 self.notice = None;
                 self.errors.push(e);
             }
@@ -850,7 +856,7 @@ impl App {
                     d.add_filter("checkpoint", &["weights", "pth", "safetensors"]).pick_file()
                 }
                 Pick::Data | Pick::AnalysisData | Pick::CompareData => d.add_filter("data.yaml", &["yaml", "yml"]).pick_file(),
-                Pick::Plan => d.add_filter("plan", &["json"]).pick_file(),
+                Pick::Plan | Pick::OpenPlan => d.add_filter("plan", &["json"]).pick_file(),
                 Pick::SavePlan => d.add_filter("plan", &["json"]).set_file_name("plan.json").save_file(),
                 Pick::Export(ExportKind::Csv) => d.add_filter("CSV", &["csv"]).set_file_name("plan.csv").save_file(),
                 Pick::Export(ExportKind::TorchPruning) => {
@@ -884,6 +890,7 @@ impl App {
             Pick::Data | Pick::DataFolder => self.open.data = s,
             Pick::Run => self.open.run = s,
             Pick::Plan => self.load_plan(&path),
+            Pick::OpenPlan => self.open.plan = s,
             Pick::SavePlan => self.save_plan(&path),
             Pick::Export(k) => self.export_plan(k, &path),
             Pick::AnalysisData => self.analysis_form.data = s,

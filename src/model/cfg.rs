@@ -12,11 +12,20 @@ use std::path::Path;
 
 /// A cfg error: the file, the 1-based line and what was expected there.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{file}:{line}: {message}")]
+#[error("{file}{}: {message}", line_suffix(*.line))]
 pub struct CfgError {
     pub file: String,
     pub line: usize,
     pub message: String,
+}
+
+/// ":line" for errors at a line; nothing for errors about the whole file (line 0).
+fn line_suffix(line: usize) -> String {
+    if line > 0 {
+        format!(":{line}")
+    } else {
+        String::new()
+    }
 }
 
 /// Activation applied after a convolution (and its batch norm).

@@ -193,7 +193,7 @@ fn open_window(app: &mut App, ctx: &egui::Context) {
                 ("weights", Pick::Weights, 1),
                 ("data.yaml", Pick::Data, 2),
                 ("run folder", Pick::Run, 3),
-                ("plan", Pick::Plan, 4),
+                ("plan", Pick::OpenPlan, 4),
             ] {
                 let l = ui.label(label);
                 let text = match field {
@@ -203,13 +203,9 @@ fn open_window(app: &mut App, ctx: &egui::Context) {
                     3 => &mut app.open.run,
                     _ => &mut app.open.plan,
                 };
-                ui.add(egui::TextEdit::singleline(text).desired_width(380.0).id_salt(("open", field)))
+                ui.add_sized([380.0, 20.0], egui::TextEdit::singleline(text).id_salt(("open", field)))
                     .labelled_by(l.id);
                 if ui.button("Browse…").clicked() {
-                    // The Plan pick loads into the open project; here it only fills the field.
-                    if pick == Pick::Plan {
-                        app.open.plan.clear();
-                    }
                     app.dialog(pick);
                 }
                 ui.end_row();
