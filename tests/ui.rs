@@ -70,6 +70,15 @@ fn start_analysis(h: &mut Harness<'static, App>, out: &Path, layers: &str, spars
     h.step();
 }
 
+/// The sample opened with an empty plan (every layer at 0 %).
+fn sample_without_plan() -> Harness<'static, App> {
+    let mut paths = sample();
+    paths.plan = None;
+    let mut h = harness(paths);
+    opened(&mut h);
+    h
+}
+
 fn sample() -> ProjectPaths {
     ProjectPaths::discover(Path::new(SAMPLE)).unwrap()
 }
@@ -90,10 +99,7 @@ fn sample_opens_with_one_plot_per_analysed_layer() {
 
 #[test]
 fn dragging_a_threshold_changes_the_totals() {
-    let mut paths = sample();
-    paths.plan = None;
-    let mut h = harness(paths);
-    opened(&mut h);
+    let mut h = sample_without_plan();
     let before = h.state().project.as_ref().unwrap().plan.predicted;
     assert_eq!(before.params_after, before.params_before, "an empty plan prunes nothing");
     // Select conv_19 (the largest layer) and drag its threshold to the right.
@@ -134,10 +140,7 @@ fn dragging_a_threshold_changes_the_totals() {
 
 #[test]
 fn keyboard_moves_selection_and_threshold() {
-    let mut paths = sample();
-    paths.plan = None;
-    let mut h = harness(paths);
-    opened(&mut h);
+    let mut h = sample_without_plan();
     h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::Num2);
     h.step();
     assert_eq!(h.state().tab, prunescope::gui::app::Tab::Layers);
