@@ -223,7 +223,6 @@ pub enum Pick {
     Cfg,
     Weights,
     Data,
-    DataFolder,
     Run,
     Plan,
     /// A plan for the Open window's field.
@@ -850,7 +849,7 @@ impl App {
                 d = d.set_directory(s);
             }
             let chosen = match pick {
-                Pick::Folder | Pick::Run | Pick::DataFolder | Pick::AnalysisOut | Pick::ExportReport => d.pick_folder(),
+                Pick::Folder | Pick::Run | Pick::AnalysisOut | Pick::ExportReport => d.pick_folder(),
                 Pick::Cfg => d.add_filter("Darknet cfg", &["cfg"]).pick_file(),
                 Pick::Weights | Pick::CompareAlso => {
                     d.add_filter("checkpoint", &["weights", "pth", "safetensors"]).pick_file()
@@ -887,7 +886,7 @@ impl App {
             Pick::Folder => self.open_folder(&path),
             Pick::Cfg => self.open.cfg = s,
             Pick::Weights => self.open.weights = s,
-            Pick::Data | Pick::DataFolder => self.open.data = s,
+            Pick::Data => self.open.data = s,
             Pick::Run => self.open.run = s,
             Pick::Plan => self.load_plan(&path),
             Pick::OpenPlan => self.open.plan = s,
