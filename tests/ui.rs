@@ -74,6 +74,11 @@ fn start_analysis(h: &mut Harness<'static, App>, out: &Path, layers: &str, spars
 fn sample_without_plan() -> Harness<'static, App> {
     let mut paths = sample();
     paths.plan = None;
+    opened_harness(paths)
+}
+
+/// A harness on `paths`, after the project, its totals and the layer statistics arrived.
+fn opened_harness(paths: ProjectPaths) -> Harness<'static, App> {
     let mut h = harness(paths);
     opened(&mut h);
     h
@@ -87,8 +92,7 @@ fn sample() -> ProjectPaths {
 fn sample_opens_with_one_plot_per_analysed_layer() {
     let paths = sample();
     let run = store::read(paths.run.as_ref().unwrap()).unwrap();
-    let mut h = harness(paths);
-    opened(&mut h);
+    let mut h = opened_harness(paths);
     let cells = h.query_all_by_label_contains("sensitivity plot ").count();
     assert_eq!(cells, run.header.layers.len());
     for name in &run.header.layers {
@@ -183,8 +187,7 @@ fn suggest_fills_the_thresholds() {
     let mut paths = sample();
     paths.plan = None;
     let run_dir = paths.run.clone().unwrap();
-    let mut h = harness(paths);
-    opened(&mut h);
+    let mut h = opened_harness(paths);
     {
         let app = h.state_mut();
         app.suggest.global = true;
@@ -223,10 +226,8 @@ fn suggest_fills_the_thresholds() {
 
 #[test]
 fn prune_and_compare_shows_the_table() {
-    let paths = sample();
     let out = tempfile::tempdir().unwrap();
-    let mut h = harness(paths);
-    opened(&mut h);
+    let mut h = opened_harness(sample());
     {
         let app = h.state_mut();
         app.compare.limit = 60;
@@ -311,10 +312,8 @@ fn a_bad_file_shows_an_error_and_the_app_keeps_running() {
 
 #[test]
 fn analysis_streams_points_into_the_grid() {
-    let paths = sample();
     let out = tempfile::tempdir().unwrap();
-    let mut h = harness(paths);
-    opened(&mut h);
+    let mut h = opened_harness(sample());
     start_analysis(&mut h, &out.path().join("run"), "conv_0, conv_2", "20, 50", 16);
     wait(&mut h, "the analysis", |a| !a.analysis.running);
     let app = h.state();
@@ -335,8 +334,7 @@ fn analysis_streams_points_into_the_grid() {
 fn thresholds_and_paths_persist_between_starts() {
     let mut paths = sample();
     paths.plan = None;
-    let mut h = harness(paths.clone());
-    opened(&mut h);
+    let mut h = opened_harness(paths.clone());
     {
         let p = h.state_mut().project.as_mut().unwrap();
         p.edit_sparsity(10, 0.4);
@@ -369,8 +367,7 @@ fn thresholds_and_paths_persist_between_starts() {
 #[test]
 fn plan_saves_loads_and_exports_from_the_plan_file() {
     let dir = tempfile::tempdir().unwrap();
-    let mut h = harness(sample());
-    opened(&mut h);
+    let mut h = opened_harness(sample());
     let file = dir.path().join("plans/mine.json");
     h.state_mut().plan_file = file.display().to_string();
     // Saved right after the edit: the save waits for the totals of the edited plan.
@@ -391,9 +388,9 @@ fn plan_saves_loads_and_exports_from_the_plan_file() {
     assert_eq!(saved.predicted, reference.predicted);
     assert!(!h.state().project.as_ref().unwrap().unsaved());
     for kind in [
-        prunescope::gui::app::ExportKind::Csv,
-        prunescope::gui::app::ExportKind::TorchPruning,
-        prunescope::gui::app::ExportKind::Nni,
+        prunescope::prune::plan::ExportFormat::Csv,
+        prunescope::prune::plan::ExportFormat::TorchPruning,
+        prunescope::prune::plan::ExportFormat::Nni,
     ] {
         h.state_mut().export_beside_plan(kind);
     }
@@ -429,12 +426,11 @@ impl egui::DroppedFile for Dropped {
 
 #[test]
 fn dropped_files_open_a_project_and_load_a_plan() {
-    let mut h = harness(ProjectPaths {
+    let mut h = opened_harness(ProjectPaths {
         cfg: Path::new(SAMPLE).join("yolov3-tiny-shapes.cfg"),
         weights: Path::new(SAMPLE).join("yolov3-tiny-shapes.safetensors"),
         ..Default::default()
     });
-    opened(&mut h);
     assert!(h.state().project.as_ref().unwrap().curves.is_none());
     h.state_mut().dropped(vec![Path::new(SAMPLE).to_path_buf()]);
     opened(&mut h);
@@ -452,11 +448,9 @@ fn dropped_files_open_a_project_and_load_a_plan() {
 
 #[test]
 fn analysis_cancels_and_resumes() {
-    let paths = sample();
     let out = tempfile::tempdir().unwrap();
     let run = out.path().join("run");
-    let mut h = harness(paths);
-    opened(&mut h);
+    let mut h = opened_harness(sample());
     start_analysis(&mut h, &run, "conv_8, conv_12, conv_19", "30, 60", 24);
     wait(&mut h, "the first point", |a| {
         a.project.as_ref().and_then(|p| p.run.as_ref()).is_some_and(|r| !r.points.is_empty()) || !a.analysis.running
@@ -481,8 +475,7 @@ fn analysis_cancels_and_resumes() {
 fn compare_takes_a_third_checkpoint() {
     let paths = sample();
     let out = tempfile::tempdir().unwrap();
-    let mut h = harness(paths.clone());
-    opened(&mut h);
+    let mut h = opened_harness(paths.clone());
     {
         let app = h.state_mut();
         app.compare.limit = 20;

@@ -119,15 +119,13 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                 latency = Some(measure_latency(&cfg, &graph, &weights, device, args.latency)?);
             }
             for name in &args.layer {
-                let keys = crate::prune::suggest::block_of(name)
-                    .and_then(|b| layout.convs.iter().find(|k| k.block == b))
-                    .ok_or_else(|| {
-                        anyhow::anyhow!(
-                            "--layer {name}: {} has no convolution of that name (they are conv_{{block}}: {})",
-                            args.cfg.display(),
-                            layout.convs.iter().map(|k| format!("conv_{}", k.block)).collect::<Vec<_>>().join(", ")
-                        )
-                    })?;
+                let keys = crate::prune::suggest::block_of(name).and_then(|b| layout.conv(b)).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--layer {name}: {} has no convolution of that name (they are conv_{{block}}: {})",
+                        args.cfg.display(),
+                        layout.convs.iter().map(|k| format!("conv_{}", k.block)).collect::<Vec<_>>().join(", ")
+                    )
+                })?;
                 let stats = LayerStats::of(&weights, keys, 20).map_err(anyhow::Error::msg)?;
                 let cuts = [Method::L1, Method::L1Filter, Method::L2Filter]
                     .into_iter()

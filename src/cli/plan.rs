@@ -1,8 +1,7 @@
 //! `prunescope suggest` (a plan from a finished run), `prunescope export-plan` (CSV,
 //! Torch-Pruning, NNI) and `prunescope prune` (apply a plan to a checkpoint).
 
-use crate::model::{Weights, WeightsFormat};
-use crate::prune::plan::{self, Plan, PlanModel, Rule};
+use crate::prune::plan::{self, ExportFormat, Plan, PlanModel, Rule};
 use crate::prune::{Budget, Resource};
 use crate::sensitivity::{store, Metric};
 use anyhow::Context;
@@ -93,13 +92,6 @@ pub fn print_plan(p: &Plan) {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ExportFormat {
-    Csv,
-    TorchPruning,
-    Nni,
-}
-
 #[derive(Debug, clap::Args)]
 pub struct ExportArgs {
     #[arg(long)]
@@ -112,12 +104,7 @@ pub struct ExportArgs {
 
 pub fn run_export(a: &ExportArgs) -> anyhow::Result<()> {
     let p = Plan::read(&a.plan)?;
-    let text = match a.format {
-        ExportFormat::Csv => p.to_csv(),
-        ExportFormat::TorchPruning => serde_json::to_string_pretty(&p.to_torch_pruning())? + "\n",
-        ExportFormat::Nni => serde_json::to_string_pretty(&p.to_nni())? + "\n",
-    };
-    std::fs::write(&a.out, text).with_context(|| format!("{}: cannot write", a.out.display()))?;
+    std::fs::write(&a.out, p.export(a.format)).with_context(|| format!("{}: cannot write", a.out.display()))?;
     println!("wrote {}", a.out.display());
     Ok(())
 }
@@ -145,19 +132,11 @@ pub fn run_prune(a: &PruneArgs) -> anyhow::Result<()> {
     let p = Plan::read(&a.plan)?;
     let model = PlanModel::load(&a.cfg, &a.weights, Some(p.img_size))?;
     p.check(&model).map_err(|m| anyhow::anyhow!("{}: {m}", a.plan.display()))?;
-    WeightsFormat::from_path(&a.out)?;
-    let mut w: Weights = model.weights.clone();
-    let counts = p.apply(&mut w, &model.layout);
-    w.save(&a.out, &model.layout)?;
+    let (counts, nonzero) = p.prune_into(&model, &a.out)?;
     for (layer, c) in &counts {
         println!("{layer:<10} {:>9} weights zeroed {:>5} filters", c.weights_zeroed, c.filters_zeroed);
     }
-    println!(
-        "non-zero parameters {} -> {}; wrote {}",
-        model.weights.count_nonzero(),
-        w.count_nonzero(),
-        a.out.display()
-    );
+    println!("non-zero parameters {} -> {nonzero}; wrote {}", model.weights.count_nonzero(), a.out.display());
     if let (Some(data), Some(dir)) = (&a.data, &a.compare) {
         let args = super::compare::Args {
             weights: vec![a.weights.clone(), a.out.clone()],

@@ -4,6 +4,7 @@
 use super::state::{Project, ProjectPaths};
 use super::views;
 use super::worker::{Bridge, CompareJob, CompareOutcome, Msg};
+use crate::prune::plan::ExportFormat;
 use crate::prune::stats::LayerStats;
 use crate::prune::{Budget, Resource, Rule};
 use crate::sensitivity::{AnalysisConfig, Event, Metric, DEFAULT_SPARSITIES};
@@ -118,14 +119,9 @@ impl AnalysisForm {
             workers,
             device: self.device.clone(),
             limit: (self.limit > 0).then_some(self.limit),
-            img_size: None,
             batch: self.batch.max(1),
-            cache_mem: 2 << 30,
             resume,
-            shard: None,
-            conf: 0.001,
-            iou: 0.6,
-            max_det: 300,
+            ..Default::default()
         })
     }
 }
@@ -228,20 +224,13 @@ pub enum Pick {
     /// A plan for the Open window's field.
     OpenPlan,
     SavePlan,
-    Export(ExportKind),
+    Export(ExportFormat),
     AnalysisData,
     AnalysisOut,
     CompareData,
     CompareAlso,
     ExportCheckpoint,
     ExportReport,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExportKind {
-    Csv,
-    TorchPruning,
-    Nni,
 }
 
 /// What survives a restart (eframe storage).
@@ -457,10 +446,10 @@ impl App {
                     if generation == p.generation {
                         p.plan.predicted = prediction;
                         p.costed_generation = generation;
-                        p.prediction = Some((prediction, after));
+                        p.costs_after = Some(after);
                         current = true;
-                    } else if p.prediction.is_none() {
-                        p.prediction = Some((prediction, after));
+                    } else if p.costs_after.is_none() {
+                        p.costs_after = Some(after);
                     }
                 }
                 if current {
@@ -816,10 +805,7 @@ impl App {
             self.errors.push("Prune & compare: choose the dataset to evaluate on".into());
             return;
         }
-        let mut plan = p.plan.clone();
-        if let Some((pr, _)) = &p.prediction {
-            plan.predicted = *pr;
-        }
+        let plan = p.plan.clone();
         let job = CompareJob {
             data: PathBuf::from(self.compare.data.trim()),
             dir: if self.compare.out.trim().is_empty() {
@@ -857,11 +843,11 @@ impl App {
                 Pick::Data | Pick::AnalysisData | Pick::CompareData => d.add_filter("data.yaml", &["yaml", "yml"]).pick_file(),
                 Pick::Plan | Pick::OpenPlan => d.add_filter("plan", &["json"]).pick_file(),
                 Pick::SavePlan => d.add_filter("plan", &["json"]).set_file_name("plan.json").save_file(),
-                Pick::Export(ExportKind::Csv) => d.add_filter("CSV", &["csv"]).set_file_name("plan.csv").save_file(),
-                Pick::Export(ExportKind::TorchPruning) => {
+                Pick::Export(ExportFormat::Csv) => d.add_filter("CSV", &["csv"]).set_file_name("plan.csv").save_file(),
+                Pick::Export(ExportFormat::TorchPruning) => {
                     d.add_filter("JSON", &["json"]).set_file_name("pruning_ratio_dict.json").save_file()
                 }
-                Pick::Export(ExportKind::Nni) => d.add_filter("JSON", &["json"]).set_file_name("config_list.json").save_file(),
+                Pick::Export(ExportFormat::Nni) => d.add_filter("JSON", &["json"]).set_file_name("config_list.json").save_file(),
                 Pick::ExportCheckpoint => d
                     .add_filter("checkpoint", &["safetensors", "pth", "weights"])
                     .set_file_name("pruned.safetensors")
@@ -948,32 +934,23 @@ impl App {
 
     /// The export file of `kind` beside the plan file (`plan.csv`, `plan.torch_pruning.json`,
     /// `plan.nni.json`).
-    pub fn export_beside_plan(&mut self, kind: ExportKind) {
+    pub fn export_beside_plan(&mut self, kind: ExportFormat) {
         let base = PathBuf::from(self.plan_file.trim());
         let stem = base.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "plan".into());
         let name = match kind {
-            ExportKind::Csv => format!("{stem}.csv"),
-            ExportKind::TorchPruning => format!("{stem}.torch_pruning.json"),
-            ExportKind::Nni => format!("{stem}.nni.json"),
+            ExportFormat::Csv => format!("{stem}.csv"),
+            ExportFormat::TorchPruning => format!("{stem}.torch_pruning.json"),
+            ExportFormat::Nni => format!("{stem}.nni.json"),
         };
         let path = base.with_file_name(name);
         self.export_plan(kind, &path);
     }
 
-    pub fn export_plan(&mut self, kind: ExportKind, path: &Path) {
+    pub fn export_plan(&mut self, kind: ExportFormat, path: &Path) {
         let Some(p) = &self.project else { return };
-        let plan = &p.plan;
-        let text = match kind {
-            ExportKind::Csv => Ok(plan.to_csv()),
-            ExportKind::TorchPruning => serde_json::to_string_pretty(&plan.to_torch_pruning()).map(|t| t + "\n"),
-            ExportKind::Nni => serde_json::to_string_pretty(&plan.to_nni()).map(|t| t + "\n"),
-        };
-        match text
-            .map_err(|e| e.to_string())
-            .and_then(|t| std::fs::write(path, t).map_err(|e| format!("{}: cannot write: {e}", path.display())))
-        {
+        match std::fs::write(path, p.plan.export(kind)) {
             Ok(()) => self.notice = Some(format!("exported plan to {}", path.display())),
-            Err(e) => self.errors.push(e),
+            Err(e) => self.errors.push(format!("{}: cannot write: {e}", path.display())),
         }
     }
 

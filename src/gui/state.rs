@@ -2,8 +2,8 @@
 //! here: this is the logic the views draw and the tests drive.
 
 use crate::model::effective::Cost;
-use crate::prune::plan::{RunRef, PLAN_FORMAT};
-use crate::prune::{Curves, Origin, Plan, PlanLayer, PlanModel, Prediction};
+use crate::prune::plan::{drop_of, RunRef, PLAN_FORMAT};
+use crate::prune::{Curves, Origin, Plan, PlanLayer, PlanModel};
 use crate::sensitivity::{store, Metric, StoredRun};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -129,8 +129,9 @@ pub struct Project {
     pub run: Option<StoredRun>,
     pub curves: Option<Curves>,
     pub plan: Plan,
-    /// The last figures of the plan (from the cost worker) and the cost per block after it.
-    pub prediction: Option<(Prediction, Vec<Cost>)>,
+    /// The effective cost per block after the plan, as the cost worker last gave it (the
+    /// totals are in `plan.predicted`, current when `costed_generation` is).
+    pub costs_after: Option<Vec<Cost>>,
     /// Bumped on every plan change; a prediction for an older generation is stale.
     pub generation: u64,
     /// The generation `prediction` was computed for.
@@ -211,7 +212,7 @@ impl Project {
             run,
             curves,
             plan,
-            prediction: None,
+            costs_after: None,
             generation: 1,
             costed_generation: 0,
             saved_generation: 1,
@@ -255,11 +256,7 @@ impl Project {
     /// Records the edit that started at `before` as one undo step, if it changed anything.
     pub fn commit(&mut self, before: Vec<PlanLayer>) {
         if before != self.plan.layers {
-            self.undo.push(before);
-            if self.undo.len() > 200 {
-                self.undo.remove(0);
-            }
-            self.redo.clear();
+            self.push_undo(before);
         }
     }
 
@@ -271,12 +268,17 @@ impl Project {
         changed
     }
 
-    fn checkpoint(&mut self) {
-        self.undo.push(self.plan.layers.clone());
+    /// One undo step back to `before`; a new edit forgets what was undone.
+    fn push_undo(&mut self, before: Vec<PlanLayer>) {
+        self.undo.push(before);
         if self.undo.len() > 200 {
             self.undo.remove(0);
         }
         self.redo.clear();
+    }
+
+    fn checkpoint(&mut self) {
+        self.push_undo(self.plan.layers.clone());
     }
 
     /// Sets one layer's sparsity (clamped to [0, 0.99]) without an undo step; frozen layers
@@ -369,7 +371,7 @@ impl Project {
     fn changed(&mut self) {
         let curves = self.curves.as_ref();
         for l in &mut self.plan.layers {
-            l.predicted_drop = drop_of(curves, l);
+            l.predicted_drop = drop_of(curves, &l.layer, l.sparsity);
         }
         self.generation += 1;
     }
@@ -428,14 +430,5 @@ impl Project {
             self.curves = Some(c);
             self.changed();
         }
-    }
-}
-
-fn drop_of(curves: Option<&Curves>, l: &PlanLayer) -> Option<f64> {
-    let c = curves?;
-    match c.index_of(&l.layer) {
-        Some(i) => c.drop_at(i, l.sparsity),
-        None if l.sparsity == 0.0 => Some(0.0),
-        None => None,
     }
 }

@@ -3,7 +3,6 @@
 
 use super::state::{Project, ProjectPaths};
 use crate::model::effective::Cost;
-use crate::model::{Weights, WeightsFormat};
 use crate::prune::plan::PlanCoster;
 use crate::prune::stats::LayerStats;
 use crate::prune::{Curves, Method, Plan, PlanModel, Prediction, Rule};
@@ -43,7 +42,6 @@ pub struct CompareOutcome {
     pub comparison: Comparison,
     pub dir: PathBuf,
     pub pruned: PathBuf,
-    pub plan_file: PathBuf,
 }
 
 /// Spawns jobs and collects their messages.
@@ -208,16 +206,11 @@ fn prune_and_compare(
     n: &Notifier,
 ) -> Result<CompareOutcome, String> {
     std::fs::create_dir_all(&job.dir).map_err(|e| format!("{}: cannot create: {e}", job.dir.display()))?;
-    let plan_file = job.dir.join("plan.json");
-    plan.write(&plan_file).map_err(|e| e.to_string())?;
+    plan.write(&job.dir.join("plan.json")).map_err(|e| e.to_string())?;
     n.send(Msg::CompareProgress("pruning".into(), 0, 1));
-    let mut w: Weights = model.weights.clone();
-    plan.apply(&mut w, &model.layout);
     let ext = paths.weights.extension().and_then(|e| e.to_str()).unwrap_or("safetensors");
     let pruned = job.dir.join(format!("pruned.{ext}"));
-    WeightsFormat::from_path(&pruned).map_err(|e| e.to_string())?;
-    w.save(&pruned, &model.layout).map_err(|e| e.to_string())?;
-    drop(w);
+    plan.prune_into(model, &pruned).map_err(|e| e.to_string())?;
     let c = CompareConfig {
         cfg: paths.cfg.clone(),
         data: job.data.clone(),
@@ -236,16 +229,11 @@ fn prune_and_compare(
     })
     .map_err(|e| e.to_string())?;
     compare::write(&comparison, &job.dir)?;
-    Ok(CompareOutcome { comparison, dir: job.dir.clone(), pruned, plan_file })
+    Ok(CompareOutcome { comparison, dir: job.dir.clone(), pruned })
 }
 
 fn layer_stats(model: &PlanModel, block: usize) -> Result<LayerStats, String> {
-    let keys = model
-        .layout
-        .convs
-        .iter()
-        .find(|k| k.block == block)
-        .ok_or_else(|| format!("conv_{block}: no convolution in the model"))?;
+    let keys = model.layout.conv(block).ok_or_else(|| format!("conv_{block}: no convolution in the model"))?;
     LayerStats::of(&model.weights, keys, 60)
 }
 

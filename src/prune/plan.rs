@@ -6,7 +6,7 @@
 use super::mask::{prune_layer, Method, PruneCount};
 use super::suggest::{self, block_of, Budget, Curves, Level, Resource};
 use crate::model::effective::{ConvCounts, EffectiveCost, ModelCounts};
-use crate::model::{Cfg, Graph, Layout, Weights};
+use crate::model::{Cfg, Graph, Layout, Weights, WeightsFormat};
 use crate::sensitivity::store::{self, DatasetRef, FileRef, ModelRef};
 use crate::sensitivity::{Metric, StoredRun};
 use serde::{Deserialize, Serialize};
@@ -127,7 +127,7 @@ impl PlanModel {
     }
 
     fn conv_keys(&self, block: usize) -> Option<&crate::model::weights::ConvKeys> {
-        self.layout.convs.iter().find(|k| k.block == block)
+        self.layout.conv(block)
     }
 
     /// Counts of convolution `block` pruned alone at `sparsity`.
@@ -286,11 +286,32 @@ impl Plan {
             if l.sparsity <= 0.0 {
                 continue;
             }
-            if let Some(keys) = layout.convs.iter().find(|k| k.block == l.block) {
+            if let Some(keys) = layout.conv(l.block) {
                 out.push((l.layer.clone(), prune_layer(weights, keys, self.method, l.sparsity)));
             }
         }
         out
+    }
+
+    /// The plan in one of the export formats, as the file holds it.
+    pub fn export(&self, format: ExportFormat) -> String {
+        let json = |v: serde_json::Value| serde_json::to_string_pretty(&v).unwrap_or_default() + "\n";
+        match format {
+            ExportFormat::Csv => self.to_csv(),
+            ExportFormat::TorchPruning => json(self.to_torch_pruning()),
+            ExportFormat::Nni => json(self.to_nni()),
+        }
+    }
+
+    /// Prunes a copy of `model`'s checkpoint with the plan and saves it to `out` (format by
+    /// extension, refused before any work); returns what each layer lost and the non-zero
+    /// parameters left.
+    pub fn prune_into(&self, model: &PlanModel, out: &Path) -> Result<(Vec<(String, PruneCount)>, usize), PlanError> {
+        WeightsFormat::from_path(out).map_err(|e| perr(None, e.to_string()))?;
+        let mut w = model.weights.clone();
+        let counts = self.apply(&mut w, &model.layout);
+        w.save(out, &model.layout).map_err(|e| perr(None, e.to_string()))?;
+        Ok((counts, w.count_nonzero()))
     }
 
     /// The plan as CSV: `layer,module,sparsity,origin,predicted_drop`.
@@ -344,12 +365,24 @@ impl Plan {
     }
 }
 
+/// The files a plan exports to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// A spreadsheet: layer, module, sparsity, origin, predicted drop.
+    Csv,
+    /// Torch-Pruning's `pruning_ratio_dict`.
+    TorchPruning,
+    /// NNI's `config_list`.
+    Nni,
+}
+
 /// PyTorch-YOLOv3's module name of convolution `block`.
 pub fn module_name(block: usize) -> String {
     format!("module_list.{block}.conv_{block}")
 }
 
-fn drop_of(curves: Option<&Curves>, layer: &str, s: f64) -> Option<f64> {
+/// The drop `curves` predict for `layer` at `s` (0 for an unpruned layer they do not cover).
+pub(crate) fn drop_of(curves: Option<&Curves>, layer: &str, s: f64) -> Option<f64> {
     let c = curves?;
     match c.index_of(layer) {
         Some(i) => c.drop_at(i, s),
@@ -546,11 +579,6 @@ impl PlanCoster {
         let counts = ModelCounts::of(&model.cfg, &model.layout, &model.weights);
         let before = counts.effective(&model.cfg, &model.graph, &[]);
         PlanCoster { method, counts, before, pruned: Default::default() }
-    }
-
-    /// The effective cost per block of the unpruned model.
-    pub fn before(&self) -> &EffectiveCost {
-        &self.before
     }
 
     /// The prediction for `plan` and the effective cost per block after it.

@@ -25,7 +25,7 @@ pub fn show(app: &mut App, ui: &mut egui::Ui) {
                 .weak(),
         );
     });
-    let after = p.prediction.as_ref().map(|(_, a)| a.clone());
+    let after = p.costs_after.as_deref();
     let filter = app.table.filter.to_lowercase();
     let analysed: Vec<usize> =
         p.curves.as_ref().map(|c| c.layers.iter().map(|l| l.block).collect()).unwrap_or_default();

@@ -7,7 +7,8 @@ mod layers;
 mod plan;
 mod sensitivity;
 
-use super::app::{App, ExportKind, Pick, Tab};
+use super::app::{App, Pick, Tab};
+use crate::prune::plan::ExportFormat;
 use egui::RichText;
 
 pub use sensitivity::grid_only;
@@ -127,9 +128,9 @@ fn menu(app: &mut App, ui: &mut egui::Ui) {
 pub(super) fn export_buttons(app: &mut App, ui: &mut egui::Ui) {
     let has = app.project.is_some();
     for (k, label, suffix) in [
-        (ExportKind::Csv, "CSV (spreadsheet)", ".csv"),
-        (ExportKind::TorchPruning, "Torch-Pruning pruning_ratio_dict", ".torch_pruning.json"),
-        (ExportKind::Nni, "NNI config_list", ".nni.json"),
+        (ExportFormat::Csv, "CSV (spreadsheet)", ".csv"),
+        (ExportFormat::TorchPruning, "Torch-Pruning pruning_ratio_dict", ".torch_pruning.json"),
+        (ExportFormat::Nni, "NNI config_list", ".nni.json"),
     ] {
         ui.horizontal(|ui| {
             if ui

@@ -114,6 +114,11 @@ pub struct Layout {
 }
 
 impl Layout {
+    /// The keys of the convolution of cfg block `block`, if it is one.
+    pub fn conv(&self, block: usize) -> Option<&ConvKeys> {
+        self.convs.iter().find(|k| k.block == block)
+    }
+
     /// The layout of `cfg`; input channels come from the graph.
     pub fn of(cfg: &Cfg, graph: &Graph) -> Self {
         let mut convs = Vec::new();
