@@ -361,6 +361,7 @@ fn thresholds_and_paths_persist_between_starts() {
         assert!(p.is_frozen(2));
         assert_eq!(a.selected, 3);
         assert!(!p.unsaved(), "restored thresholds are the starting point, not an edit");
+        assert!(!p.can_undo(), "nor an undo step");
     }
 }
 

@@ -517,19 +517,7 @@ impl App {
         self.notice = Some(format!("opened {}", project.paths.title()));
         if let Some(r) = self.pending_restore.take() {
             if r.project.as_ref().is_some_and(|p| p.same_files(&project.paths)) && !r.thresholds.is_empty() {
-                for (name, s) in &r.thresholds {
-                    if let Some(b) = crate::prune::suggest::block_of(name) {
-                        project.set_sparsity(b, *s);
-                    }
-                }
-                for name in &r.frozen {
-                    if let Some(b) = crate::prune::suggest::block_of(name) {
-                        if !project.is_frozen(b) {
-                            project.toggle_freeze(b);
-                        }
-                    }
-                }
-                project.saved_generation = project.generation;
+                project.restore(&r.thresholds, &r.frozen);
                 self.selected = r.selected;
             }
         }

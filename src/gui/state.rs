@@ -324,6 +324,22 @@ impl Project {
         self.changed();
     }
 
+    /// Puts back the thresholds and frozen layers of the last session: the starting point,
+    /// so neither an undo step nor an unsaved change.
+    pub fn restore(&mut self, thresholds: &[(String, f64)], frozen: &[String]) {
+        for (name, s) in thresholds {
+            if let Some(b) = crate::prune::suggest::block_of(name) {
+                self.set_sparsity(b, *s);
+            }
+        }
+        for l in self.plan.layers.iter_mut().filter(|l| frozen.contains(&l.layer)) {
+            l.origin = Origin::Frozen;
+            l.sparsity = 0.0;
+        }
+        self.changed();
+        self.saved_generation = self.generation;
+    }
+
     /// Takes a suggested or loaded plan's layers; one undo step.
     pub fn take_layers(&mut self, plan: &Plan) {
         self.checkpoint();
