@@ -144,7 +144,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
                 Event::Point(p) => bar.set_message(format!("last: {} @ {:.0}%", p.layer, p.sparsity * 100.0)),
                 Event::Progress { done, images_per_s, eta_s, .. } => {
                     bar.set_position(done as u64);
-                    let eta = eta_s.map(|e| format!("ETA {}", fmt_secs(e))).unwrap_or_default();
+                    let eta = eta_s.map(|e| format!("ETA {}", crate::report::duration(e))).unwrap_or_default();
                     bar.set_prefix(format!("analyze {images_per_s:.0} img/s {eta}"));
                 }
                 Event::Warning(w) => bar.println(format!("warning: {w}")),
@@ -165,7 +165,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         summary.computed_points,
         summary.resumed_points,
         summary.images,
-        fmt_secs(t.wall_s),
+        crate::report::duration(t.wall_s),
         t.forward_s,
         t.nms_s,
         t.metrics_s,
@@ -192,17 +192,6 @@ fn peak_rss_mib() -> Option<f64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
-}
-
-fn fmt_secs(s: f64) -> String {
-    let s = s.max(0.0).round() as u64;
-    if s >= 3600 {
-        format!("{}h{:02}m", s / 3600, s % 3600 / 60)
-    } else if s >= 60 {
-        format!("{}m{:02}s", s / 60, s % 60)
-    } else {
-        format!("{s}s")
-    }
 }
 
 /// Layers × sparsities of the run's metric, as text.

@@ -16,3 +16,15 @@ pub fn thousands(v: u64, sep: char) -> String {
     }
     out
 }
+
+/// Seconds as `42s`, `3m05s` or `1h02m`, for progress lines and ETAs.
+pub fn duration(s: f64) -> String {
+    let s = s.max(0.0).round() as u64;
+    if s >= 3600 {
+        format!("{}h{:02}m", s / 3600, s % 3600 / 60)
+    } else if s >= 60 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{s}s")
+    }
+}

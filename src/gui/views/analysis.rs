@@ -32,8 +32,11 @@ pub fn show(app: &mut App, ui: &mut egui::Ui) {
     let a = &app.analysis;
     if a.total > 0 || running {
         let frac = if a.total > 0 { a.done as f32 / a.total as f32 } else { 0.0 };
-        let eta = a.eta_s.map(|s| format!(" · ETA {}", hms(s))).unwrap_or_default();
-        let elapsed = a.started.map(|t| format!(" · {} elapsed", hms(t.elapsed().as_secs_f64()))).unwrap_or_default();
+        let eta = a.eta_s.map(|s| format!(" · ETA {}", crate::report::duration(s))).unwrap_or_default();
+        let elapsed = a
+            .started
+            .map(|t| format!(" · {} elapsed", crate::report::duration(t.elapsed().as_secs_f64())))
+            .unwrap_or_default();
         ui.add(
             egui::ProgressBar::new(frac)
                 .text(format!("{}/{} points · {:.1} images/s{eta}{elapsed}", a.done, a.total, a.images_per_s))
@@ -102,16 +105,5 @@ fn form(app: &mut App, ui: &mut egui::Ui) {
     });
     if let Some(p) = pick {
         app.dialog(p);
-    }
-}
-
-fn hms(s: f64) -> String {
-    let s = s.max(0.0).round() as u64;
-    if s >= 3600 {
-        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
-    } else if s >= 60 {
-        format!("{}m{:02}s", s / 60, s % 60)
-    } else {
-        format!("{s}s")
     }
 }
