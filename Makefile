@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := run
 
-.PHONY: run test build bench
+.PHONY: run test build lint bench
 
 ## run: the main job: the explorer on the bundled sample experiment
 run:
@@ -18,6 +18,11 @@ test:
 
 build:
 	source scripts/env.sh && cargo build --release --locked
+
+## lint: formatting and clippy, as CI checks them
+lint:
+	cargo fmt --check
+	source scripts/env.sh && cargo clippy --locked --all-targets -- -D warnings
 
 ## bench: the benchmarks (figures printed, nothing asserted)
 bench:

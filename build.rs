@@ -5,8 +5,11 @@ use std::path::Path;
 fn main() {
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
     let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") else {
+        println!("cargo:rustc-env=PRUNESCOPE_LIBTORCH_LIB=");
         return;
     };
+    // Tests find the torch venv's Python from here (tests/weights.rs).
+    println!("cargo:rustc-env=PRUNESCOPE_LIBTORCH_LIB={lib}");
     println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");
     // The linker drops libtorch_cuda under --as-needed because no symbol of it is used
     // directly; without it libtorch sees no CUDA device at run time.

@@ -138,7 +138,7 @@ fn main() {
         },
         Case {
             name: "yolov3-tiny 416, 80 classes",
-            cfg: root.join("../shared/fixtures/darknet/yolov3-tiny.cfg"),
+            cfg: root.join("tests/fixtures/darknet/yolov3-tiny.cfg"),
             size: 416,
             images: 64,
             dims: &[(640, 480), (480, 640), (640, 427)],

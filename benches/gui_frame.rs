@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-const CFG: &str = "../shared/fixtures/darknet/yolov3.cfg";
+const CFG: &str = "tests/fixtures/darknet/yolov3.cfg";
 
 fn thread_cpu_seconds() -> f64 {
     // /proc/thread-self/stat: utime and stime (fields 14 and 15) in clock ticks; too coarse
@@ -30,7 +30,7 @@ fn thread_cpu_seconds() -> f64 {
 }
 
 fn synthetic_project() -> Project {
-    let cfg = Cfg::from_file(Path::new(CFG)).expect("YOLOv3 cfg from the shared fixtures");
+    let cfg = Cfg::from_file(Path::new(CFG)).expect("YOLOv3 cfg from tests/fixtures");
     let graph = Graph::build(&cfg, 1, 416, 416).unwrap();
     let layout = Layout::of(&cfg, &graph);
     let weights = Weights::initialize(&layout, 7);

@@ -6,10 +6,15 @@
 pub mod cli;
 pub mod data;
 pub mod eval;
+pub mod fsio;
+#[cfg(feature = "gui")]
 pub mod gui;
 pub mod metrics;
 pub mod model;
+pub mod project;
+pub mod provenance;
 pub mod prune;
+pub mod quantity;
 pub mod report;
 pub mod sensitivity;
 pub mod train;

@@ -62,7 +62,7 @@ fn bad_inputs_exit_with_a_clear_message() {
 
     let (ok, _, err) = prunescope(&["inspect", "--cfg", cfg.to_str().unwrap(), "--img-size", "100"]);
     assert!(!ok);
-    assert!(err.contains("expected positive multiples of 32"), "{err}");
+    assert!(err.contains("image size 100: expected a multiple of the model stride 32"), "{err}");
 
     let (ok, _, err) = prunescope(&["inspect", "--cfg", cfg.to_str().unwrap(), "--latency", "2"]);
     assert!(!ok);
@@ -71,6 +71,47 @@ fn bad_inputs_exit_with_a_clear_message() {
     let (ok, _, err) = prunescope(&["inspect", "--cfg", cfg.to_str().unwrap(), "--device", "tpu"]);
     assert!(!ok);
     assert!(err.contains("device `tpu`: expected cpu, cuda, cuda:N or auto"), "{err}");
+}
+
+/// Numeric options outside their range are refused by name before any work, by the same
+/// parsers the explorer's forms use (prunescope::quantity).
+#[test]
+fn numeric_options_are_checked() {
+    let s = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sample_runs/shapes");
+    let (cfg, w, data) = (s.join("yolov3-tiny-shapes.cfg"), s.join("yolov3-tiny-shapes.safetensors"), s.join("data.yaml"));
+    let (cfg, w, data) = (cfg.to_str().unwrap(), w.to_str().unwrap(), data.to_str().unwrap());
+    let eval = ["eval", "--cfg", cfg, "--weights", w, "--data", data];
+    let cases: &[(&[&str], &str)] = &[
+        (&["--iou", "5"], "invalid value '5' for '--iou <IOU>': `5`: expected a value between 0 and 1"),
+        (&["--conf", "2"], "'--conf <CONF>': `2`: expected a value between 0 and 1"),
+        (&["--conf", "NaN"], "value `NaN`: expected a number"),
+        (&["--max-det", "0"], "max-det `0`: expected a whole number from 1 to 100000"),
+        (&["--batch", "1000000000"], "batch `1000000000`: expected a whole number from 1 to 1024"),
+        (&["--img-size", "65536"], "image size 65536: expected a multiple of the model stride 32 from 32 to 4096"),
+        (&["--limit", "0"], "limit `0`: expected a whole number from 1"),
+    ];
+    for (extra, expected) in cases {
+        let args: Vec<&str> = eval.iter().chain(extra.iter()).copied().collect();
+        let (ok, _, err) = prunescope(&args);
+        assert!(!ok && err.contains(expected), "{extra:?}: {err}");
+    }
+    let (ok, _, err) = prunescope(&["inspect", "--cfg", cfg, "--weights", w, "--latency", "1000000000"]);
+    assert!(!ok && err.contains("runs `1000000000`: expected a whole number from 0 to 100000"), "{err}");
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("run");
+    let (ok, _, err) = prunescope(&[
+        "analyze", "--cfg", cfg, "--weights", w, "--data", data, "--out", out.to_str().unwrap(), "--sparsities", "5,0.5",
+    ]);
+    assert!(!ok && err.contains("ambiguous"), "{err}");
+    assert!(!out.exists(), "a refused analysis created its folder");
+    let run = s.join("sensitivity-l1");
+    let plan = d.path().join("plan.json");
+    for (budget, expected) in [("200%", "from 0% to 100%"), ("-1", "outside 0…1"), ("5", "outside 0…1")] {
+        let (ok, _, err) =
+            prunescope(&["suggest", "--run", run.to_str().unwrap(), "--budget", budget, "--out", plan.to_str().unwrap()]);
+        assert!(!ok && err.contains(&format!("budget `{budget}`")) && err.contains(expected), "{budget}: {err}");
+    }
+    assert!(!plan.exists());
 }
 
 /// `cocoeval --json` on the reference fixture: every stat and per-class AP50 within 1e-6 of

@@ -35,7 +35,7 @@ fn compare_counts_what_the_pruned_file_holds() {
     };
     let models = vec![("origin".to_string(), weights.clone()), ("pruned".to_string(), pruned_path.clone())];
     let r = compare::compare(&c, &models, &mut |_, _, _| {}).unwrap();
-    compare::write(&r, d.path()).unwrap();
+    compare::write_files(&r, d.path()).unwrap();
 
     // Independent recount: read the saved file with the safetensors crate and count the
     // non-zero parameter values (running statistics are buffers, not parameters).

@@ -82,7 +82,23 @@ fn plans_round_trip_and_bad_plans_are_refused() {
     let d = tempfile::tempdir().unwrap();
     let path = d.path().join("plan.json");
     p.write(&path).unwrap();
-    assert_eq!(Plan::read(&path).unwrap(), p);
+    // Paths are stored relative to the plan's folder and read back naming the same files.
+    let mut back = Plan::read(&path).unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(!text.contains(&d.path().display().to_string()), "absolute paths stored: {text}");
+    {
+        let (a, b) = (back.run.as_mut().unwrap(), p.run.as_ref().unwrap());
+        for (x, y) in [
+            (&mut back.model.cfg.path, &p.model.cfg.path),
+            (&mut back.model.weights.path, &p.model.weights.path),
+            (&mut a.path, &b.path),
+            (&mut a.dataset.path, &b.dataset.path),
+        ] {
+            assert!(prunescope::fsio::same_path(x, y), "{} is not {}", x.display(), y.display());
+            *x = y.clone();
+        }
+    }
+    assert_eq!(back, p);
     p.check(&m).unwrap();
 
     let edit = |f: &dyn Fn(&mut serde_json::Value)| -> String {

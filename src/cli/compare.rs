@@ -18,16 +18,16 @@ pub struct Args {
     /// Names of the checkpoints, comma-separated (default: their file names).
     #[arg(long, value_delimiter = ',')]
     pub labels: Vec<String>,
-    #[arg(long)]
+    #[arg(long, value_parser = crate::quantity::img_size)]
     pub img_size: Option<u32>,
     /// cpu, cuda, cuda:N or auto.
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Only the first N validation images.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::quantity::limit)]
     pub limit: Option<usize>,
     /// Timed batch-1 forward passes per checkpoint (after 3 warm-up passes).
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 30, value_parser = crate::quantity::runs)]
     pub latency_runs: usize,
     /// A plan: its run's curves are drawn with the plan's thresholds (curves.png).
     #[arg(long)]
@@ -35,6 +35,9 @@ pub struct Args {
 }
 
 pub fn run(a: &Args) -> anyhow::Result<()> {
+    let inputs: Vec<&std::path::Path> =
+        a.weights.iter().chain([&a.cfg, &a.data]).chain(a.plan.iter()).map(|p| p.as_path()).collect();
+    compare::check_report_dir(&a.out, &inputs).map_err(|m| anyhow::anyhow!("--out {m}"))?;
     if !a.labels.is_empty() && a.labels.len() != a.weights.len() {
         anyhow::bail!("--labels names {} checkpoints, but {} are given", a.labels.len(), a.weights.len());
     }
@@ -69,10 +72,13 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         bar.set_position(done as u64);
     })?;
     bar.finish_and_clear();
-    compare::write(&report, &a.out).map_err(anyhow::Error::msg)?;
-    if let Some(p) = &a.plan {
-        curves_with_thresholds(p, &a.out.join("curves.png"))?;
-    }
+    crate::fsio::write_dir_via(&a.out, |dir| -> anyhow::Result<()> {
+        compare::write_files(&report, dir)?;
+        if let Some(p) = &a.plan {
+            curves_with_thresholds(p, &dir.join("curves.png"))?;
+        }
+        Ok(())
+    })?;
     print!("{}", compare::markdown(&report).split("\n## ").next().unwrap_or_default());
     println!("\nwrote {}/{{report.md, report.json, confusion.png, layers.png}}", a.out.display());
     Ok(())

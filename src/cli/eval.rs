@@ -3,8 +3,8 @@
 use crate::data::{DetectionDataset, OnBad};
 use crate::eval::{self, EvalConfig, EvalReport};
 use crate::metrics::NmsConfig;
+use crate::quantity;
 use crate::model::{parse_device, Cfg, Darknet, Graph, Layout, Weights};
-use anyhow::Context;
 use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
@@ -20,28 +20,28 @@ pub struct Args {
     #[arg(long)]
     pub data: PathBuf,
     /// Square model input size (a multiple of 32); default: the cfg's width.
-    #[arg(long)]
+    #[arg(long, value_parser = quantity::img_size)]
     pub img_size: Option<u32>,
     /// Images per forward pass.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = quantity::batch)]
     pub batch: usize,
     /// cpu, cuda, cuda:N or auto.
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Evaluate only the first N images (in sorted order).
-    #[arg(long)]
+    #[arg(long, value_parser = quantity::limit)]
     pub limit: Option<usize>,
     /// Confidence threshold before NMS.
-    #[arg(long, default_value_t = 0.001)]
+    #[arg(long, default_value_t = 0.001, value_parser = quantity::unit_interval)]
     pub conf: f32,
     /// NMS IoU threshold.
-    #[arg(long, default_value_t = 0.6)]
+    #[arg(long, default_value_t = 0.6, value_parser = quantity::unit_interval)]
     pub iou: f32,
     /// Detections kept per image.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 300, value_parser = quantity::max_det)]
     pub max_det: usize,
     /// Confidence at which precision, recall and the confusion matrix are reported.
-    #[arg(long, default_value_t = 0.25)]
+    #[arg(long, default_value_t = 0.25, value_parser = quantity::probability)]
     pub report_conf: f64,
     /// Stop at the first bad label or unreadable image instead of skipping and counting it.
     #[arg(long)]
@@ -77,7 +77,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let net = Darknet::new(&cfg, &graph, &weights, device)?;
     let ecfg = EvalConfig {
         img_size: size,
-        batch: args.batch.max(1),
+        batch: args.batch,
         nms: NmsConfig { conf: args.conf, iou: args.iou, max_det: args.max_det, ..Default::default() },
         on_bad,
         cm_conf: args.report_conf,
@@ -98,7 +98,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     bar.finish_and_clear();
     if let Some(path) = &args.save_dets {
         let json = serde_json::to_string(&report.detections)?;
-        std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
+        crate::fsio::write_atomic(path, json)?;
     }
     if !report.skipped.is_empty() {
         eprintln!("warning: {}", report.skipped.summary(5));

@@ -1,6 +1,6 @@
 //! `prunescope gui` (also what `prunescope` with no subcommand runs): the desktop explorer.
 
-use crate::gui::ProjectPaths;
+use crate::project::ProjectPaths;
 use std::path::PathBuf;
 
 #[derive(Debug, Default, clap::Args)]
@@ -41,5 +41,17 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         }),
         _ => None,
     };
+    open(start)
+}
+
+#[cfg(feature = "gui")]
+fn open(start: Option<ProjectPaths>) -> anyhow::Result<()> {
     crate::gui::run(start)
+}
+
+#[cfg(not(feature = "gui"))]
+fn open(_: Option<ProjectPaths>) -> anyhow::Result<()> {
+    anyhow::bail!(
+        "this prunescope was built without the explorer (cargo build --no-default-features): use the subcommands (prunescope --help), or build with the default features for the GUI"
+    )
 }

@@ -19,16 +19,16 @@ pub struct Args {
     #[arg(long)]
     pub weights: Option<PathBuf>,
     /// Square input size (a multiple of 32); default: the cfg's width and height.
-    #[arg(long)]
-    pub img_size: Option<usize>,
+    #[arg(long, value_parser = crate::quantity::img_size)]
+    pub img_size: Option<u32>,
     /// Batch size the MACs are counted for.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = crate::quantity::batch)]
     pub batch: usize,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
     /// Time N forward passes of a random batch (needs --weights); 0 skips the measurement.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = crate::quantity::runs)]
     pub latency: usize,
     /// Device for --latency: cpu, cuda, cuda:N or auto.
     #[arg(long, default_value = "cpu")]
@@ -100,7 +100,7 @@ struct Report {
 pub fn run(args: &Args) -> anyhow::Result<()> {
     let cfg = Cfg::from_file(&args.cfg)?;
     let (h, w) = match args.img_size {
-        Some(s) => (s, s),
+        Some(s) => (s as usize, s as usize),
         None => (cfg.height, cfg.width),
     };
     let graph = Graph::build(&cfg, args.batch, h, w)?;

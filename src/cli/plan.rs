@@ -4,7 +4,6 @@
 use crate::prune::plan::{self, ExportFormat, Plan, PlanModel, Rule};
 use crate::prune::{Budget, Resource};
 use crate::sensitivity::{store, Metric};
-use anyhow::Context;
 use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
@@ -14,10 +13,10 @@ pub struct SuggestArgs {
     pub run: PathBuf,
     /// Per-layer budget: the largest drop each layer may cause, as a metric value (0.01)
     /// or a percentage of the baseline (2%).
-    #[arg(long, conflicts_with = "target")]
+    #[arg(long, conflicts_with = "target", allow_negative_numbers = true)]
     pub budget: Option<Budget>,
     /// Global target: the reduction to reach, e.g. 30% (of `--resource`).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub target: Option<String>,
     /// What `--target` counts.
     #[arg(long, value_enum, default_value = "macs")]
@@ -48,6 +47,12 @@ fn percent(s: &str) -> anyhow::Result<f64> {
 }
 
 pub fn run_suggest(a: &SuggestArgs) -> anyhow::Result<()> {
+    let run_file = a.run.join(store::RUN_FILE);
+    let points_file = a.run.join(store::POINTS_FILE);
+    let mut inputs = vec![("run.json", run_file.as_path()), ("points.jsonl", points_file.as_path())];
+    inputs.extend(a.cfg.as_deref().map(|p| ("--cfg", p)));
+    inputs.extend(a.weights.as_deref().map(|p| ("--weights", p)));
+    crate::fsio::refuse_input_as_output(&a.out, &inputs).map_err(anyhow::Error::msg)?;
     let run = store::read(&a.run)?;
     let cfg = a.cfg.clone().unwrap_or_else(|| run.header.model.cfg.path.clone());
     let weights = a.weights.clone().unwrap_or_else(|| run.header.model.weights.path.clone());
@@ -103,8 +108,9 @@ pub struct ExportArgs {
 }
 
 pub fn run_export(a: &ExportArgs) -> anyhow::Result<()> {
+    crate::fsio::refuse_input_as_output(&a.out, &[("--plan", &a.plan)]).map_err(anyhow::Error::msg)?;
     let p = Plan::read(&a.plan)?;
-    std::fs::write(&a.out, p.export(a.format)).with_context(|| format!("{}: cannot write", a.out.display()))?;
+    crate::fsio::write_atomic(&a.out, p.export(a.format))?;
     println!("wrote {}", a.out.display());
     Ok(())
 }
@@ -129,6 +135,11 @@ pub struct PruneArgs {
 }
 
 pub fn run_prune(a: &PruneArgs) -> anyhow::Result<()> {
+    crate::fsio::refuse_input_as_output(
+        &a.out,
+        &[("--weights", &a.weights), ("--cfg", &a.cfg), ("--plan", &a.plan)],
+    )
+    .map_err(anyhow::Error::msg)?;
     let p = Plan::read(&a.plan)?;
     let model = PlanModel::load(&a.cfg, &a.weights, Some(p.img_size))?;
     p.check(&model).map_err(|m| anyhow::anyhow!("{}: {m}", a.plan.display()))?;

@@ -23,10 +23,10 @@ pub struct Common {
     /// Output folder: last and best checkpoints and train_log.jsonl.
     #[arg(long)]
     pub out: PathBuf,
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, value_parser = crate::quantity::batch)]
     pub batch: usize,
     /// Square input size; default: the cfg's width.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::quantity::img_size)]
     pub img_size: Option<u32>,
     /// Update rule (momentum / β1 0.937).
     #[arg(long, value_enum, default_value = "sgd")]

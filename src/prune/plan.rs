@@ -95,6 +95,13 @@ pub struct PlanError {
     pub message: String,
 }
 
+fn parent_dir(file: &Path) -> &Path {
+    match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
 fn perr(file: Option<&Path>, message: impl Into<String>) -> PlanError {
     PlanError { file: file.map(Path::to_path_buf), message: message.into() }
 }
@@ -168,7 +175,8 @@ impl Plan {
     /// Reads and checks a plan file (format, values); the model is checked by [`Plan::check`].
     pub fn read(path: &Path) -> Result<Self, PlanError> {
         let f = Some(path);
-        let text = std::fs::read_to_string(path).map_err(|e| perr(f, format!("cannot read: {e}")))?;
+        let bytes = std::fs::read(path).map_err(|e| perr(f, format!("cannot read: {e}")))?;
+        let text = crate::fsio::utf8_text(&bytes).map_err(|m| perr(f, m))?;
         let value: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| perr(f, format!("line {}: not JSON: {e}", e.line())))?;
         match value.get("format").and_then(|v| v.as_str()) {
@@ -176,14 +184,28 @@ impl Plan {
             Some(other) => return Err(perr(f, format!("format `{other}` is not supported: expected `{PLAN_FORMAT}`"))),
             None => return Err(perr(f, format!("no `format` field: expected \"format\": \"{PLAN_FORMAT}\""))),
         }
-        let plan: Plan = serde_json::from_value(value).map_err(|e| perr(f, format!("unexpected content: {e}")))?;
+        let mut plan: Plan = serde_json::from_value(value).map_err(|e| perr(f, format!("unexpected content: {e}")))?;
         plan.check_values().map_err(|m| perr(f, m))?;
+        plan.map_paths(|p| crate::provenance::resolve(parent_dir(path), p));
         Ok(plan)
     }
 
+    /// Writes the plan; the paths it names are stored relative to the plan's folder, so a
+    /// plan moved together with its model and run still finds them.
     pub fn write(&self, path: &Path) -> Result<(), PlanError> {
-        let text = serde_json::to_string_pretty(self).map_err(|e| perr(Some(path), e.to_string()))?;
-        std::fs::write(path, text + "\n").map_err(|e| perr(Some(path), format!("cannot write: {e}")))
+        let mut stored = self.clone();
+        stored.map_paths(|p| crate::provenance::relative_to(parent_dir(path), p));
+        let text = serde_json::to_string_pretty(&stored).map_err(|e| perr(Some(path), e.to_string()))?;
+        crate::fsio::write_atomic(path, text + "\n").map_err(|e| perr(Some(path), format!("cannot write: {}", e.source)))
+    }
+
+    fn map_paths(&mut self, f: impl Fn(&Path) -> PathBuf) {
+        self.model.cfg.path = f(&self.model.cfg.path);
+        self.model.weights.path = f(&self.model.weights.path);
+        if let Some(r) = &mut self.run {
+            r.path = f(&r.path);
+            r.dataset.path = f(&r.dataset.path);
+        }
     }
 
     /// Sparsities in [0, 1), names of the form `conv_{block}`, no layer twice.
@@ -308,6 +330,11 @@ impl Plan {
     /// parameters left.
     pub fn prune_into(&self, model: &PlanModel, out: &Path) -> Result<(Vec<(String, PruneCount)>, usize), PlanError> {
         WeightsFormat::from_path(out).map_err(|e| perr(None, e.to_string()))?;
+        crate::fsio::refuse_input_as_output(
+            out,
+            &[("checkpoint", &model.reference.weights.path), ("cfg", &model.reference.cfg.path)],
+        )
+        .map_err(|m| perr(None, m))?;
         let mut w = model.weights.clone();
         let counts = self.apply(&mut w, &model.layout);
         w.save(out, &model.layout).map_err(|e| perr(None, e.to_string()))?;

@@ -59,6 +59,24 @@ impl Curves {
     pub fn of(run: &StoredRun, metric: Metric) -> Result<Self, String> {
         let baseline =
             run.baseline.map(|(m, _)| m.get(metric)).ok_or("the run has no baseline yet: it has not started")?;
+        // A metric outside 0…1 (COCOeval's −1 for "no ground truth") is no measurement: curves
+        // made from it would turn into a plan "with no drop".
+        let measured = |v: f64| (0.0..=1.0).contains(&v);
+        if !measured(baseline) {
+            return Err(format!(
+                "the run's baseline {} is {baseline}: no valid measurement (no image or no labelled object was evaluated); run the analysis again on a labelled validation set",
+                metric.label()
+            ));
+        }
+        if let Some(p) = run.points.iter().find(|p| !measured(p.metrics.get(metric))) {
+            return Err(format!(
+                "the run's point {} at {:.0}% has {} = {}: no valid measurement; run the analysis again",
+                p.layer,
+                p.sparsity * 100.0,
+                metric.label(),
+                p.metrics.get(metric)
+            ));
+        }
         let mut layers = Vec::new();
         for name in &run.header.layers {
             let mut pts: Vec<(f64, f64)> =
@@ -120,8 +138,13 @@ impl std::str::FromStr for Budget {
             Budget::Absolute(t.parse::<f64>().map_err(|_| bad())?)
         };
         match b {
-            Budget::Absolute(v) | Budget::Relative(v) if v.is_finite() && v >= 0.0 => Ok(b),
-            _ => Err(bad()),
+            Budget::Absolute(v) if !(v.is_finite() && (0.0..=1.0).contains(&v)) => Err(format!(
+                "budget `{s}`: a drop of {v} is outside 0…1 (metrics are fractions: 0.01 is one mAP point); a percentage of the baseline is written 2%"
+            )),
+            Budget::Relative(v) if !(v.is_finite() && (0.0..=1.0).contains(&v)) => {
+                Err(format!("budget `{s}`: expected a percentage of the baseline from 0% to 100%"))
+            }
+            _ => Ok(b),
         }
     }
 }

@@ -353,15 +353,44 @@ pub fn layers_png(c: &Comparison, path: &Path) -> Result<(), String> {
     root.present().map_err(e)
 }
 
-/// Writes report.json, report.md, confusion.png and layers.png into `dir`.
-pub fn write(c: &Comparison, dir: &Path) -> Result<(), String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: cannot create: {e}", dir.display()))?;
+/// A report folder replaces an earlier report whole (`fsio::write_dir_via`), so it must be new,
+/// empty or an earlier report (it holds report.json), and hold none of the `inputs`.
+pub fn check_report_dir(out: &Path, inputs: &[&Path]) -> Result<(), String> {
+    if out.is_file() {
+        return Err(format!("{}: this is a file; the report is a folder", out.display()));
+    }
+    let non_empty = std::fs::read_dir(out).map(|mut d| d.next().is_some()).unwrap_or(false);
+    if non_empty && !out.join("report.json").is_file() {
+        return Err(format!(
+            "{}: the folder exists and holds no earlier report (report.json); the report replaces its folder whole, so choose a new or empty folder",
+            out.display()
+        ));
+    }
+    if let Ok(o) = std::fs::canonicalize(out) {
+        for p in inputs {
+            if std::fs::canonicalize(p).is_ok_and(|p| p.starts_with(&o)) {
+                return Err(format!(
+                    "{}: the input {} is inside this folder, which the report replaces",
+                    out.display(),
+                    p.display()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes report.json, report.md, confusion.png and layers.png into the folder `dir`. Callers
+/// build a report in a temporary folder (`fsio::write_dir_via`), so the report folder is
+/// complete or absent, never a mix of two runs.
+pub fn write_files(c: &Comparison, dir: &Path) -> Result<(), crate::fsio::WriteError> {
     let w = |name: &str, text: String| {
         let p = dir.join(name);
-        std::fs::write(&p, text).map_err(|e| format!("{}: cannot write: {e}", p.display()))
+        std::fs::write(&p, text).map_err(|e| crate::fsio::IoError::new(&p, "cannot write", e))
     };
     w("report.json", serde_json::to_string_pretty(c).map_err(|e| e.to_string())? + "\n")?;
     w("report.md", markdown(c))?;
     confusion_png(c, &dir.join("confusion.png"))?;
-    layers_png(c, &dir.join("layers.png"))
+    layers_png(c, &dir.join("layers.png"))?;
+    Ok(())
 }

@@ -106,6 +106,8 @@ pub fn png(run: &StoredRun, metric: Metric, path: &Path, thresholds: &[(String, 
 /// Writes sensitivity.csv and sensitivity.png into `dir`.
 pub fn write(run: &StoredRun, dir: &Path) -> Result<(), String> {
     let p = dir.join("sensitivity.csv");
-    std::fs::write(&p, csv(run)).map_err(|e| format!("{}: cannot write: {e}", p.display()))?;
-    png(run, run.header.metric, &dir.join("sensitivity.png"), &[])
+    crate::fsio::write_atomic(&p, csv(run)).map_err(|e| e.to_string())?;
+    let png_path = dir.join("sensitivity.png");
+    crate::fsio::write_via(&png_path, |tmp| png(run, run.header.metric, tmp, &[]).map_err(Into::into))
+        .map_err(|e: crate::fsio::WriteError| e.to_string())
 }

@@ -3,10 +3,10 @@
 
 use std::path::PathBuf;
 
-/// `../shared/fixtures` beside the project root: reference files made by PyTorch-YOLOv3,
-/// pycocotools and PyTorch (read in place, never copied).
+/// `tests/fixtures`: reference files made by PyTorch-YOLOv3, pycocotools and PyTorch, copied
+/// byte for byte with their provenance (tests/fixtures/README.md).
 pub fn fixtures() -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures");
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     assert!(p.is_dir(), "reference fixtures not found at {}", p.display());
     p
 }
