@@ -2,6 +2,13 @@
 //! counts, sizes. One parser each for the CLI (clap value parsers) and the GUI's forms, so
 //! both accept and refuse the same things with the same words.
 
+/// A closed set of choices with the names users type (`--method l1-filter`); the CLI builds
+/// its value parsers from this, so engine enums carry no CLI derive.
+pub trait Named: Copy + Send + Sync + 'static {
+    const ALL: &'static [Self];
+    fn name(self) -> &'static str;
+}
+
 /// A finite number, with `what` and the text in the message when it is not one.
 fn number(s: &str, what: &str) -> Result<f64, String> {
     let t = s.trim();

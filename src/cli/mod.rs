@@ -10,7 +10,15 @@ pub mod plan;
 pub mod synth;
 pub mod train;
 
+use crate::quantity::Named;
+use clap::builder::TypedValueParser;
 use clap::{Parser, Subcommand};
+
+/// The clap value parser of an engine enum: its names as the possible values.
+pub fn choice<T: Named>() -> impl TypedValueParser<Value = T> {
+    clap::builder::PossibleValuesParser::new(T::ALL.iter().map(|v| v.name()))
+        .map(|s| T::ALL.iter().copied().find(|v| v.name() == s).unwrap_or(T::ALL[0]))
+}
 
 /// Layer-wise pruning explorer for YOLO detectors.
 #[derive(Debug, Parser)]

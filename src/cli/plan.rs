@@ -19,7 +19,7 @@ pub struct SuggestArgs {
     #[arg(long, allow_negative_numbers = true)]
     pub target: Option<String>,
     /// What `--target` counts.
-    #[arg(long, value_enum, default_value = "macs")]
+    #[arg(long, default_value = "macs", value_parser = super::choice::<Resource>())]
     pub resource: Resource,
     /// Metric the drops are read from; default: the run's.
     #[arg(long, value_enum)]
@@ -101,7 +101,9 @@ pub fn print_plan(p: &Plan) {
 pub struct ExportArgs {
     #[arg(long)]
     pub plan: PathBuf,
-    #[arg(long, value_enum)]
+    /// csv (layer, module, sparsity, origin, predicted drop), torch-pruning
+    /// (`pruning_ratio_dict`) or nni (`config_list`).
+    #[arg(long, value_parser = super::choice::<ExportFormat>())]
     pub format: ExportFormat,
     #[arg(long)]
     pub out: PathBuf,

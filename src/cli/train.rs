@@ -29,7 +29,7 @@ pub struct Common {
     #[arg(long, value_parser = crate::quantity::img_size)]
     pub img_size: Option<u32>,
     /// Update rule (momentum / β1 0.937).
-    #[arg(long, value_enum, default_value = "sgd")]
+    #[arg(long, default_value = "sgd", value_parser = super::choice::<OptimizerKind>())]
     pub optimizer: OptimizerKind,
     /// Initial learning rate (after a linear warm-up, a cosine decays it to 1 % of this);
     /// default: 0.01 for SGD, 0.001 for Adam.

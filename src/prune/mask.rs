@@ -9,20 +9,24 @@ use crate::model::{TensorF32, Weights};
 use serde::{Deserialize, Serialize};
 
 /// How a layer is pruned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Method {
     /// Unstructured: zero the smallest-magnitude weights.
     #[serde(rename = "l1")]
-    #[value(name = "l1")]
     L1,
     /// Structured: zero the output filters with the smallest L1 norm.
     #[serde(rename = "l1-filter")]
-    #[value(name = "l1-filter")]
     L1Filter,
     /// Structured: zero the output filters with the smallest L2 norm.
     #[serde(rename = "l2-filter")]
-    #[value(name = "l2-filter")]
     L2Filter,
+}
+
+impl crate::quantity::Named for Method {
+    const ALL: &'static [Self] = &[Method::L1, Method::L1Filter, Method::L2Filter];
+    fn name(self) -> &'static str {
+        Method::name(self)
+    }
 }
 
 impl Method {

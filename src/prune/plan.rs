@@ -393,7 +393,7 @@ impl Plan {
 }
 
 /// The files a plan exports to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExportFormat {
     /// A spreadsheet: layer, module, sparsity, origin, predicted drop.
     Csv,
@@ -401,6 +401,17 @@ pub enum ExportFormat {
     TorchPruning,
     /// NNI's `config_list`.
     Nni,
+}
+
+impl crate::quantity::Named for ExportFormat {
+    const ALL: &'static [Self] = &[ExportFormat::Csv, ExportFormat::TorchPruning, ExportFormat::Nni];
+    fn name(self) -> &'static str {
+        match self {
+            ExportFormat::Csv => "csv",
+            ExportFormat::TorchPruning => "torch-pruning",
+            ExportFormat::Nni => "nni",
+        }
+    }
 }
 
 /// PyTorch-YOLOv3's module name of convolution `block`.

@@ -172,11 +172,21 @@ pub fn within_budget(curves: &Curves, i: usize, allowed: f64) -> f64 {
 }
 
 /// What a reduction target counts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Resource {
     Macs,
     Params,
+}
+
+impl crate::quantity::Named for Resource {
+    const ALL: &'static [Self] = &[Resource::Macs, Resource::Params];
+    fn name(self) -> &'static str {
+        match self {
+            Resource::Macs => "macs",
+            Resource::Params => "params",
+        }
+    }
 }
 
 impl Resource {

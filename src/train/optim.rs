@@ -6,12 +6,22 @@
 use tch::Tensor;
 
 /// Which update rule to train with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OptimizerKind {
     /// SGD with heavy-ball momentum.
     Sgd,
     /// Adam (β1 = momentum, β2 = 0.999) with L2 decay added to the gradient.
     Adam,
+}
+
+impl crate::quantity::Named for OptimizerKind {
+    const ALL: &'static [Self] = &[OptimizerKind::Sgd, OptimizerKind::Adam];
+    fn name(self) -> &'static str {
+        match self {
+            OptimizerKind::Sgd => "sgd",
+            OptimizerKind::Adam => "adam",
+        }
+    }
 }
 
 fn decayed(key: &str, p: &Tensor, g: Tensor, decay: f64) -> Tensor {
