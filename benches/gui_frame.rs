@@ -9,7 +9,8 @@
 
 use prunescope::gui::{App, Project, ProjectPaths};
 use prunescope::model::{Cfg, Graph, Layout, Weights};
-use prunescope::prune::{Method, PlanModel};
+use prunescope::prune::Method;
+use prunescope::plan::PlanModel;
 use prunescope::sensitivity::store::{DatasetRef, EvalSettings, FileRef, ModelRef, RunHeader, RUN_FORMAT};
 use prunescope::sensitivity::{AnalysisConfig, Metric, Metrics, PointRecord, StoredRun, DEFAULT_SPARSITIES};
 use std::path::{Path, PathBuf};

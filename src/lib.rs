@@ -11,6 +11,7 @@ pub mod fsio;
 pub mod gui;
 pub mod metrics;
 pub mod model;
+pub mod plan;
 pub mod project;
 pub mod provenance;
 pub mod prune;

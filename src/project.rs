@@ -1,7 +1,7 @@
 //! An experiment folder: which files make a project (model, checkpoint, dataset, run, plan).
 //! The explorer and `prunescope gui FOLDER` open projects through it.
 
-use crate::prune::plan::PLAN_FORMAT;
+use crate::plan::PLAN_FORMAT;
 use crate::sensitivity::store;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};

@@ -1,8 +1,8 @@
 //! `compare` on the bundled model and a pruned copy: counts recounted independently from the
 //! saved file, compressed size against a direct deflate, report files written.
 
-use prunescope::prune::plan::{self, PlanModel, Rule};
-use prunescope::prune::Budget;
+use prunescope::plan::{self, PlanModel, Rule};
+use prunescope::plan::Budget;
 use prunescope::report::compare::{self, CompareConfig};
 use prunescope::sensitivity::{store, Metric};
 use std::path::{Path, PathBuf};

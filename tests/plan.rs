@@ -3,8 +3,9 @@
 //! layer recounted by hand from the pruned tensors.
 
 use prunescope::model::effective::{self, dense};
-use prunescope::prune::plan::{self, Plan, PlanModel, Rule};
-use prunescope::prune::{Budget, Curves, Method, Resource};
+use prunescope::plan::{self, Plan, PlanModel, Rule};
+use prunescope::prune::Method;
+use prunescope::plan::{Budget, Curves, Resource};
 use prunescope::sensitivity::{store, Metric};
 use std::path::{Path, PathBuf};
 
@@ -159,7 +160,7 @@ fn effective_cost_of_a_filter_pruned_layer_by_hand() {
 /// pruning it and recounting gives, for each method and for plans edited one layer at a time.
 #[test]
 fn plan_coster_agrees_with_refresh_prediction() {
-    use prunescope::prune::PlanCoster;
+    use prunescope::plan::PlanCoster;
     let m = model();
     let run = store::read(&run_dir()).unwrap();
     let curves = Curves::of(&run, Metric::Map50).unwrap();

@@ -86,7 +86,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
 
 /// The curves of the run `plan` was made from, with its thresholds.
 pub fn curves_with_thresholds(plan: &std::path::Path, out: &std::path::Path) -> anyhow::Result<()> {
-    let p = crate::prune::Plan::read(plan)?;
+    let p = crate::plan::Plan::read(plan)?;
     let run_ref = p.run.as_ref().ok_or_else(|| anyhow::anyhow!("{}: the plan names no run", plan.display()))?;
     let run = crate::sensitivity::store::read(&run_ref.path)?;
     let t: Vec<(String, f64)> = p.layers.iter().map(|l| (l.layer.clone(), l.sparsity)).collect();

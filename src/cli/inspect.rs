@@ -119,7 +119,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                 latency = Some(measure_latency(&cfg, &graph, &weights, device, args.latency)?);
             }
             for name in &args.layer {
-                let keys = crate::prune::suggest::block_of(name).and_then(|b| layout.conv(b)).ok_or_else(|| {
+                let keys = crate::plan::suggest::block_of(name).and_then(|b| layout.conv(b)).ok_or_else(|| {
                     anyhow::anyhow!(
                         "--layer {name}: {} has no convolution of that name (they are conv_{{block}}: {})",
                         args.cfg.display(),

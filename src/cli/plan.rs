@@ -1,8 +1,8 @@
 //! `prunescope suggest` (a plan from a finished run), `prunescope export-plan` (CSV,
 //! Torch-Pruning, NNI) and `prunescope prune` (apply a plan to a checkpoint).
 
-use crate::prune::plan::{self, ExportFormat, Plan, PlanModel, Rule};
-use crate::prune::{Budget, Resource};
+use crate::plan::{self, ExportFormat, Plan, PlanModel, Rule};
+use crate::plan::{Budget, Resource};
 use crate::sensitivity::{store, Metric};
 use std::path::PathBuf;
 

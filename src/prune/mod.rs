@@ -1,11 +1,7 @@
-//! Pruning: masks for one layer (unstructured and filter), threshold suggestion from a
-//! sensitivity run, and plans applied to whole checkpoints.
+//! Pruning one layer: masks (unstructured and filter) and the layer's weight statistics. Plans
+//! that prune whole checkpoints are in `plan`, above the sensitivity engine.
 
 pub mod mask;
-pub mod plan;
 pub mod stats;
-pub mod suggest;
 
 pub use mask::{prune_layer, pruned_count, Method, PruneCount};
-pub use plan::{Origin, Plan, PlanCoster, PlanError, PlanLayer, PlanModel, Prediction, Rule};
-pub use suggest::{Budget, Curves, LayerCurve, Resource};

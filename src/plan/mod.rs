@@ -3,8 +3,12 @@
 //! predicted to cost and save. Plans are suggested from runs, edited by hand, applied to
 //! checkpoints, and exported for Torch-Pruning, NNI or a spreadsheet.
 
-use super::mask::{prune_layer, Method, PruneCount};
-use super::suggest::{self, block_of, Budget, Curves, Level, Resource};
+pub mod suggest;
+
+pub use suggest::{Budget, Curves, LayerCurve, Resource};
+
+use crate::prune::{prune_layer, Method, PruneCount};
+use suggest::{block_of, Level};
 use crate::model::effective::{ConvCounts, EffectiveCost, ModelCounts};
 use crate::model::{Cfg, Graph, Layout, Weights, WeightsFormat};
 use crate::sensitivity::store::{self, DatasetRef, FileRef, ModelRef};
