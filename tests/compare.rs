@@ -3,7 +3,7 @@
 
 use prunescope::plan::{self, PlanModel, Rule};
 use prunescope::plan::Budget;
-use prunescope::report::compare::{self, CompareConfig};
+use prunescope::eval::compare::{self, CompareConfig};
 use prunescope::sensitivity::{store, Metric};
 use std::path::{Path, PathBuf};
 
@@ -35,7 +35,7 @@ fn compare_counts_what_the_pruned_file_holds() {
     };
     let models = vec![("origin".to_string(), weights.clone()), ("pruned".to_string(), pruned_path.clone())];
     let r = compare::compare(&c, &models, &mut |_, _, _| {}).unwrap();
-    compare::write_files(&r, d.path()).unwrap();
+    prunescope::report::compare::write_files(&r, d.path()).unwrap();
 
     // Independent recount: read the saved file with the safetensors crate and count the
     // non-zero parameter values (running statistics are buffers, not parameters).

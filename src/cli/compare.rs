@@ -1,6 +1,7 @@
 //! `prunescope compare A B [C ...]`: checkpoints of one cfg side by side on one validation set.
 
-use crate::report::compare::{self, CompareConfig};
+use crate::eval::compare::{self, CompareConfig};
+use crate::report::compare as report;
 use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
@@ -37,7 +38,7 @@ pub struct Args {
 pub fn run(a: &Args) -> anyhow::Result<()> {
     let inputs: Vec<&std::path::Path> =
         a.weights.iter().chain([&a.cfg, &a.data]).chain(a.plan.iter()).map(|p| p.as_path()).collect();
-    compare::check_report_dir(&a.out, &inputs).map_err(|m| anyhow::anyhow!("--out {m}"))?;
+    report::check_report_dir(&a.out, &inputs).map_err(|m| anyhow::anyhow!("--out {m}"))?;
     if !a.labels.is_empty() && a.labels.len() != a.weights.len() {
         anyhow::bail!("--labels names {} checkpoints, but {} are given", a.labels.len(), a.weights.len());
     }
@@ -73,13 +74,13 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     })?;
     bar.finish_and_clear();
     crate::fsio::write_dir_via(&a.out, |dir| -> anyhow::Result<()> {
-        compare::write_files(&report, dir)?;
+        report::write_files(&report, dir)?;
         if let Some(p) = &a.plan {
             curves_with_thresholds(p, &dir.join("curves.png"))?;
         }
         Ok(())
     })?;
-    print!("{}", compare::markdown(&report).split("\n## ").next().unwrap_or_default());
+    print!("{}", report::markdown(&report).split("\n## ").next().unwrap_or_default());
     println!("\nwrote {}/{{report.md, report.json, confusion.png, layers.png}}", a.out.display());
     Ok(())
 }

@@ -1,0 +1,199 @@
+//! Comparison of two or more checkpoints of one cfg on one validation set: parameters
+//! (total, non-zero, effective), MACs (dense and effective, ptflops convention), file size and
+//! deflate-compressed size, mAP, P/R, per-class AP, confusion matrices, latency, and the
+//! per-layer parameter table. `report::compare` writes it as report.json, report.md and PNGs.
+
+use crate::data::{DetectionDataset, OnBad};
+use super::{self as eval, ClassReport, EvalConfig};
+use crate::metrics::confusion::ConfusionMatrix;
+use crate::model::effective;
+use crate::model::{parse_device, Cfg, Darknet, Graph, Layout, Weights};
+use serde::Serialize;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// What to compare and how.
+#[derive(Debug, Clone)]
+pub struct CompareConfig {
+    pub cfg: PathBuf,
+    pub data: PathBuf,
+    pub img_size: Option<u32>,
+    pub device: String,
+    pub limit: Option<usize>,
+    /// Timed forward passes per model (batch 1), after 3 warm-up passes.
+    pub latency_runs: usize,
+}
+
+/// One layer of one model.
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerRow {
+    pub layer: String,
+    pub params: u64,
+    pub nonzero: u64,
+    /// Parameters left with dead channels and zero weights removed.
+    pub effective_params: u64,
+    pub effective_macs: u64,
+}
+
+/// Everything measured of one checkpoint.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelReport {
+    pub label: String,
+    pub weights: PathBuf,
+    pub file_bytes: u64,
+    /// The weights file in a deflate zip (default level).
+    pub compressed_bytes: u64,
+    pub compression_ratio: f64,
+    pub params: u64,
+    pub nonzero_params: u64,
+    pub effective_params: u64,
+    pub macs: u64,
+    pub effective_macs: u64,
+    pub map50: f64,
+    pub map: f64,
+    pub precision: f64,
+    pub recall: f64,
+    pub classes: Vec<ClassReport>,
+    pub confusion: ConfusionMatrix,
+    /// Median of the timed passes, batch 1, on `device`.
+    pub latency_ms: f64,
+    pub device: String,
+    pub layers: Vec<LayerRow>,
+}
+
+/// A comparison: the reports and the class names.
+#[derive(Debug, Clone, Serialize)]
+pub struct Comparison {
+    pub format: &'static str,
+    pub cfg: PathBuf,
+    pub data: PathBuf,
+    pub images: usize,
+    pub img_size: u32,
+    pub names: Vec<String>,
+    pub models: Vec<ModelReport>,
+}
+
+/// Size of `bytes` as one deflated zip entry.
+pub fn compressed_size(name: &str, bytes: &[u8]) -> Result<u64, String> {
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+    zip.start_file(name, opts).map_err(|e| e.to_string())?;
+    zip.write_all(bytes).map_err(|e| e.to_string())?;
+    let out = zip.finish().map_err(|e| e.to_string())?;
+    Ok(out.into_inner().len() as u64)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// Measures every `(label, weights)` checkpoint. `progress(model, done, total)` follows the
+/// evaluations.
+pub fn compare(
+    c: &CompareConfig,
+    models: &[(String, PathBuf)],
+    progress: &mut dyn FnMut(usize, usize, usize),
+) -> anyhow::Result<Comparison> {
+    if models.is_empty() {
+        anyhow::bail!("nothing to compare: give at least one checkpoint");
+    }
+    let cfg = Cfg::from_file(&c.cfg)?;
+    let size = c.img_size.unwrap_or(cfg.width as u32);
+    let graph = Graph::build(&cfg, 1, size as usize, size as usize)?;
+    let layout = Layout::of(&cfg, &graph);
+    let device = parse_device(&c.device).map_err(anyhow::Error::msg)?;
+    let mut ds = DetectionDataset::open(&c.data, Some(cfg.classes()), OnBad::Skip)?;
+    if let Some(n) = c.limit {
+        ds.limit(n);
+    }
+    let ecfg = EvalConfig { img_size: size, ..Default::default() };
+    let dense = effective::dense(&graph);
+    let mut out = Vec::new();
+    for (m, (label, path)) in models.iter().enumerate() {
+        let weights = Weights::load(path, &layout)?;
+        let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", path.display()))?;
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let compressed = compressed_size(&name, &bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let eff = effective::effective(&cfg, &graph, &layout, &weights);
+        let mut layers = Vec::new();
+        for keys in &layout.convs {
+            let nz = weights.of_layer(keys).map_err(anyhow::Error::msg)?.count_nonzero() as u64;
+            layers.push(LayerRow {
+                layer: format!("conv_{}", keys.block),
+                params: dense[keys.block].params,
+                nonzero: nz,
+                effective_params: eff.blocks[keys.block].params,
+                effective_macs: eff.blocks[keys.block].macs,
+            });
+        }
+        let net = Darknet::new(&cfg, &graph, &weights, device)?;
+        let report = eval::evaluate(&net, &ds, &ecfg, &mut |d, t| {
+            progress(m, d, t);
+            true
+        })?;
+        let latency_ms = latency(&net, size, device, c.latency_runs)?;
+        let total = eff.total();
+        out.push(ModelReport {
+            label: label.clone(),
+            weights: path.clone(),
+            file_bytes: bytes.len() as u64,
+            compressed_bytes: compressed,
+            compression_ratio: bytes.len() as f64 / compressed.max(1) as f64,
+            params: graph.total_params(),
+            nonzero_params: weights.count_nonzero() as u64,
+            effective_params: total.params,
+            macs: graph.total_macs(),
+            effective_macs: total.macs,
+            map50: report.map50,
+            map: report.map,
+            precision: report.precision,
+            recall: report.recall,
+            classes: report.classes.clone(),
+            confusion: report.confusion.clone(),
+            latency_ms,
+            device: c.device.clone(),
+            layers,
+        });
+    }
+    Ok(Comparison {
+        format: "prunescope.compare/1",
+        cfg: c.cfg.clone(),
+        data: c.data.clone(),
+        images: ds.samples.len(),
+        img_size: size,
+        names: ds.names.clone(),
+        models: out,
+    })
+}
+
+fn latency(net: &Darknet, size: u32, device: tch::Device, runs: usize) -> anyhow::Result<f64> {
+    let x = tch::Tensor::zeros([1, 3, size as i64, size as i64], (tch::Kind::Float, device));
+    let sync = || {
+        if let tch::Device::Cuda(i) = device {
+            tch::Cuda::synchronize(i as i64);
+        }
+    };
+    let _guard = tch::no_grad_guard();
+    for _ in 0..3 {
+        let _ = net.forward(&x)?;
+    }
+    sync();
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs.max(1) {
+        let t = Instant::now();
+        let _ = net.forward(&x)?;
+        sync();
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    Ok(median(times))
+}
