@@ -7,7 +7,7 @@
 //! `cargo bench --bench sensitivity_speed` (inside the libtorch env; `make bench` runs it).
 //! Arguments: `--images N` (default: all 300), `--method l1|l1-filter|l2-filter`.
 
-use prunescope::data::{DetectionDataset, OnBad};
+use prunescope::data::{DetectionDataset, OnBad, OpenOptions};
 use prunescope::eval::{self, EvalConfig};
 use prunescope::model::{Cfg, Darknet, Graph, Layout, Source, Weights};
 use prunescope::prune::{self, Method};
@@ -48,10 +48,8 @@ fn main() {
     let graph = Graph::build(&cfg, 1, size as usize, size as usize).unwrap();
     let layout = Layout::of(&cfg, &graph);
     let weights = Weights::load(&config.weights, &layout).unwrap();
-    let mut ds = DetectionDataset::open(&config.data, None, OnBad::Error).unwrap();
-    if let Some(n) = images {
-        ds.limit(n);
-    }
+    let opts = OpenOptions { on_bad: OnBad::Error, limit: images, ..Default::default() };
+    let ds = DetectionDataset::open_with(&config.data, opts).unwrap();
     let layers = sensitivity::select_layers(&cfg, &[], false).unwrap();
     let n_points = layers.len() * config.sparsities.len();
     println!(

@@ -170,3 +170,41 @@ fn a_killed_prune_leaves_the_old_or_the_new_checkpoint() {
         assert!(name.starts_with('.') || ["experiment", "full.weights", "target.weights"].contains(&name.as_str()), "{name}");
     }
 }
+
+/// Killing `compare` while it replaces an earlier report leaves a complete report (the old one
+/// or the new one), never a folder mixing two runs.
+#[test]
+fn a_killed_compare_leaves_a_complete_report() {
+    let d = tempfile::tempdir().unwrap();
+    let e = experiment(d.path());
+    let (cfg, w, data) = (e.join("yolov3-tiny-shapes.cfg"), e.join("yolov3-tiny-shapes.safetensors"), e.join("data.yaml"));
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let report = d.path().join("report");
+    let args = |labels: &str| {
+        vec!["compare".to_string(), s(&w), s(&w), "--cfg".into(), s(&cfg), "--data".into(), s(&data), "--out".into(),
+            s(&report), "--latency-runs".into(), "0".into(), "--labels".into(), labels.into()]
+    };
+    let out = Command::new(env!("CARGO_BIN_EXE_prunescope")).args(args("old-a,old-b")).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let files = ["confusion.png", "layers.png", "report.json", "report.md"];
+    for delay_ms in [50u64, 150, 300, 500, 800, 1200] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_prunescope"))
+            .args(args(&format!("new{delay_ms}-a,new{delay_ms}-b")))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+        let mut names: Vec<String> =
+            std::fs::read_dir(&report).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        assert_eq!(names, files, "killed after {delay_ms} ms");
+        // report.json and report.md come from the same run.
+        let json: serde_json::Value = serde_json::from_slice(&std::fs::read(report.join("report.json")).unwrap()).unwrap();
+        let label = json["models"][0]["label"].as_str().unwrap().to_string();
+        let md = std::fs::read_to_string(report.join("report.md")).unwrap();
+        assert!(md.contains(&label), "killed after {delay_ms} ms: report.md is not from the run of report.json ({label})");
+    }
+}

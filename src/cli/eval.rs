@@ -1,6 +1,6 @@
 //! `prunescope eval`: a model over a validation set with mAP, P/R and a confusion matrix.
 
-use crate::data::{DetectionDataset, OnBad};
+use crate::data::{DetectionDataset, OnBad, OpenOptions};
 use crate::eval::{self, EvalConfig, EvalReport};
 use crate::metrics::NmsConfig;
 use crate::quantity;
@@ -61,7 +61,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let weights = Weights::load(&args.weights, &Layout::of(&cfg, &graph))?;
     let device = parse_device(&args.device).map_err(anyhow::Error::msg)?;
     let on_bad = if args.strict { OnBad::Error } else { OnBad::Skip };
-    let mut dataset = DetectionDataset::open(&args.data, Some(cfg.classes()), on_bad)?;
+    let opts = OpenOptions { classes: Some(cfg.classes()), on_bad, limit: args.limit, ..Default::default() };
+    let dataset = DetectionDataset::open_with(&args.data, opts)?;
     if dataset.num_classes() != cfg.classes() {
         anyhow::bail!(
             "{} names {} classes but {} predicts {}: expected the same class list",
@@ -70,9 +71,6 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             args.cfg.display(),
             cfg.classes()
         );
-    }
-    if let Some(n) = args.limit {
-        dataset.limit(n);
     }
     let net = Darknet::new(&cfg, &graph, &weights, device)?;
     let ecfg = EvalConfig {

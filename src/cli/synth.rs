@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Output folder (created; existing files of the same names are overwritten).
+    /// Output folder: created; it must not exist or be empty (old and new files are never mixed).
     #[arg(long)]
     pub out: PathBuf,
     /// Training images.

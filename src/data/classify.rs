@@ -34,7 +34,7 @@ impl ClassificationDataset {
             samples.extend(imgs.into_iter().map(|p| (p, i)));
         }
         if samples.is_empty() {
-            return Err(DataError::new(root, None, "the class folders hold no .jpg/.png/.bmp images"));
+            return Err(DataError::new(root, None, "the class folders hold no .jpg/.png/.bmp/.webp/.tif images"));
         }
         Ok(Self { root: root.to_path_buf(), names, samples })
     }

@@ -33,11 +33,30 @@ impl Letterboxed {
 /// Grey of the padding, 114/255 as in Ultralytics.
 pub const PAD_VALUE: u8 = 114;
 
+/// Largest letterbox side: a 16384² input is already 3 GiB of floats per image.
+pub const MAX_SIZE: u32 = 16384;
+
 /// Resizes `img` into a `size × size` square, centred, padded with grey. The resize is
 /// bilinear with half-pixel centres and no antialiasing, as OpenCV's `INTER_LINEAR` that
 /// Ultralytics uses, written straight into the CHW float buffer in one pass.
+///
+/// # Panics
+/// When `size` is 0 or above [`MAX_SIZE`] or the image is empty; [`try_letterbox`] returns
+/// an error instead (the prefetch pool uses it).
 pub fn letterbox(img: &RgbImage, size: u32) -> Letterboxed {
+    try_letterbox(img, size).unwrap_or_else(|e| panic!("letterbox: {e}"))
+}
+
+/// [`letterbox`], with an error for a size of 0 or above [`MAX_SIZE`], an empty image, or a
+/// buffer that cannot be allocated.
+pub fn try_letterbox(img: &RgbImage, size: u32) -> Result<Letterboxed, String> {
     let (w, h) = img.dimensions();
+    if size == 0 || size > MAX_SIZE {
+        return Err(format!("image size {size}: expected 1..={MAX_SIZE} pixels"));
+    }
+    if w == 0 || h == 0 {
+        return Err(format!("the image is {w}x{h} pixels: expected a non-empty image"));
+    }
     let ratio = (size as f64 / w as f64).min(size as f64 / h as f64);
     let nw = ((w as f64 * ratio).round() as u32).clamp(1, size);
     let nh = ((h as f64 * ratio).round() as u32).clamp(1, size);
@@ -45,8 +64,12 @@ pub fn letterbox(img: &RgbImage, size: u32) -> Letterboxed {
     let dh = (size - nh) as f64 / 2.0;
     let left = (dw - 0.1).round().max(0.0) as u32;
     let top = (dh - 0.1).round().max(0.0) as u32;
-    let plane = (size * size) as usize;
-    let mut data = vec![PAD_VALUE as f32 / 255.0; 3 * plane];
+    let too_big = || format!("image size {size}: the letterboxed image does not fit in memory");
+    let plane = (size as usize).checked_mul(size as usize).ok_or_else(too_big)?;
+    let len = plane.checked_mul(3).ok_or_else(too_big)?;
+    let mut data: Vec<f32> = Vec::new();
+    data.try_reserve_exact(len).map_err(|_| too_big())?;
+    data.resize(len, PAD_VALUE as f32 / 255.0);
     // Source coordinate of each output column/row: lower index and weight of the upper one.
     let taps = |n_out: u32, n_in: u32| -> Vec<(usize, usize, f32)> {
         let scale = n_in as f64 / n_out as f64;
@@ -77,12 +100,23 @@ pub fn letterbox(img: &RgbImage, size: u32) -> Letterboxed {
             }
         }
     }
-    Letterboxed { data, size, original: (w, h), ratio, pad: (left, top) }
+    Ok(Letterboxed { data, size, original: (w, h), ratio, pad: (left, top) })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_out_of_range_are_errors_not_panics() {
+        let img = RgbImage::from_pixel(7, 5, image::Rgb([1, 2, 3]));
+        for size in [0, MAX_SIZE + 1, 65536, u32::MAX] {
+            let e = try_letterbox(&img, size).unwrap_err();
+            assert!(e.contains(&format!("image size {size}")), "{e}");
+        }
+        assert!(try_letterbox(&RgbImage::new(0, 3), 32).is_err());
+        assert_eq!(try_letterbox(&img, 1).unwrap().data.len(), 3);
+    }
 
     #[test]
     fn bilinear_resize_matches_half_pixel_centres() {

@@ -10,7 +10,7 @@ pub mod synth;
 pub mod yolo;
 
 pub use classify::ClassificationDataset;
-pub use letterbox::{letterbox, Letterboxed};
+pub use letterbox::{letterbox, try_letterbox, Letterboxed};
 pub use prefetch::Prefetcher;
 
 use std::fmt;
@@ -22,6 +22,9 @@ pub struct DataError {
     pub file: PathBuf,
     pub line: Option<usize>,
     pub message: String,
+    /// Not a bad image but a failure of the reader itself (a decoder that panicked, an image
+    /// stream that ended early): never skipped, whatever [`OnBad`] says.
+    pub fatal: bool,
 }
 
 impl fmt::Display for DataError {
@@ -35,7 +38,18 @@ impl fmt::Display for DataError {
 
 impl DataError {
     pub fn new(file: &Path, line: Option<usize>, message: impl Into<String>) -> Self {
-        Self { file: file.to_path_buf(), line, message: message.into() }
+        Self { file: file.to_path_buf(), line, message: message.into(), fatal: false }
+    }
+
+    /// An error that stops the run under every [`OnBad`] (see [`DataError::fatal`]).
+    pub fn fatal(file: &Path, message: impl Into<String>) -> Self {
+        Self { fatal: true, ..Self::new(file, None, message) }
+    }
+}
+
+impl From<crate::fsio::IoError> for DataError {
+    fn from(e: crate::fsio::IoError) -> Self {
+        DataError::new(&e.path, None, format!("{}: {}", e.what, e.source))
     }
 }
 
@@ -71,8 +85,12 @@ impl SkipReport {
         self.skipped.is_empty()
     }
 
-    /// Records `err` under `Skip`, or returns it under `Error`.
+    /// Records `err` under `Skip`, or returns it under `Error`. A fatal error is always
+    /// returned.
     pub fn handle(&mut self, on_bad: OnBad, err: DataError) -> Result<(), DataError> {
+        if err.fatal {
+            return Err(err);
+        }
         match on_bad {
             OnBad::Skip => {
                 self.skipped.push(err);
@@ -142,17 +160,43 @@ pub struct DetectionDataset {
     pub coco: Option<(crate::metrics::coco::CocoGt, Vec<i64>)>,
 }
 
-impl DetectionDataset {
-    /// Opens a dataset from a Darknet `.data`, an Ultralytics `.yaml`, a COCO `.json`, a
-    /// `.txt` list of images or a folder. `classes` names the classes when the source does
-    /// not (list files, folders); labels with class ids ≥ the class count are bad labels.
-    pub fn open(path: &Path, classes: Option<usize>, on_bad: OnBad) -> Result<Self, DataError> {
-        Self::open_split(path, Split::Val, classes, on_bad)
-    }
+/// How to open a detection dataset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenOptions {
+    /// Which split of a `.data` or `.yaml` file; other sources are a split by themselves.
+    pub split: Split,
+    /// The class count when the source names no classes (list files, folders).
+    pub classes: Option<usize>,
+    pub on_bad: OnBad,
+    /// Keep only the first `n` usable images: the scan stops there (a dataset rooted at `/`
+    /// does not walk the whole disk first).
+    pub limit: Option<usize>,
+}
 
-    /// Like [`open`](Self::open) for a given split of a `.data` or `.yaml` file (`train` /
-    /// `val`); other sources are a split by themselves.
-    pub fn open_split(path: &Path, split: Split, classes: Option<usize>, on_bad: OnBad) -> Result<Self, DataError> {
+impl Default for OpenOptions {
+    fn default() -> Self {
+        Self { split: Split::Val, classes: None, on_bad: OnBad::Skip, limit: None }
+    }
+}
+
+/// What a dataset path names; decided once, by [`SourceKind::of`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceKind {
+    /// A folder of images (its `images/` sub-folder when it has one).
+    Folder,
+    /// A Darknet `.data` file.
+    DarknetData,
+    /// An Ultralytics `data.yaml`.
+    UltralyticsYaml,
+    /// A COCO annotation `.json`.
+    CocoJson,
+    /// A `.txt` list of image paths.
+    ImageList,
+}
+
+impl SourceKind {
+    /// The one place that decides what the user gave.
+    pub fn of(path: &Path) -> Result<Self, DataError> {
         if !path.exists() {
             return Err(DataError::new(
                 path,
@@ -160,18 +204,49 @@ impl DetectionDataset {
                 "not found: expected a .data, .yaml, .json or .txt file, or a folder of images",
             ));
         }
+        if path.is_dir() {
+            return Ok(Self::Folder);
+        }
         let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
         match ext.as_str() {
-            _ if path.is_dir() => yolo::open_folder(path, classes, on_bad),
-            "data" => yolo::open_darknet_data(path, split, classes, on_bad),
-            "yaml" | "yml" => yolo::open_ultralytics_yaml(path, split, classes, on_bad),
-            "json" => coco_json::open(path, None),
-            "txt" => yolo::open_list(path, classes, on_bad),
+            "data" => Ok(Self::DarknetData),
+            "yaml" | "yml" => Ok(Self::UltralyticsYaml),
+            "json" => Ok(Self::CocoJson),
+            "txt" => Ok(Self::ImageList),
             _ => Err(DataError::new(
                 path,
                 None,
                 format!("unknown dataset file `.{ext}`: expected .data (Darknet), .yaml (Ultralytics), .json (COCO), .txt (image list) or a folder"),
             )),
+        }
+    }
+}
+
+impl DetectionDataset {
+    /// Opens a dataset from a Darknet `.data`, an Ultralytics `.yaml`, a COCO `.json`, a
+    /// `.txt` list of images or a folder. `classes` names the classes when the source does
+    /// not (list files, folders); labels with class ids ≥ the class count are bad labels.
+    pub fn open(path: &Path, classes: Option<usize>, on_bad: OnBad) -> Result<Self, DataError> {
+        Self::open_with(path, OpenOptions { classes, on_bad, ..Default::default() })
+    }
+
+    /// Like [`open`](Self::open) for a given split of a `.data` or `.yaml` file (`train` /
+    /// `val`); other sources are a split by themselves.
+    pub fn open_split(path: &Path, split: Split, classes: Option<usize>, on_bad: OnBad) -> Result<Self, DataError> {
+        Self::open_with(path, OpenOptions { split, classes, on_bad, limit: None })
+    }
+
+    /// Opens a dataset with every option, the limit applied while scanning.
+    pub fn open_with(path: &Path, opts: OpenOptions) -> Result<Self, DataError> {
+        match SourceKind::of(path)? {
+            SourceKind::CocoJson => {
+                let mut ds = coco_json::open(path, None)?;
+                if let Some(n) = opts.limit {
+                    ds.limit(n);
+                }
+                Ok(ds)
+            }
+            kind => yolo::open(path, kind, &opts),
         }
     }
 
@@ -185,16 +260,33 @@ impl DetectionDataset {
     }
 }
 
-/// Image file extensions the decoder reads.
-pub const IMAGE_EXTENSIONS: [&str; 4] = ["jpg", "jpeg", "png", "bmp"];
+/// Image file extensions the decoder reads (`mpo` is a JPEG with extra frames).
+pub const IMAGE_EXTENSIONS: [&str; 8] = ["jpg", "jpeg", "png", "bmp", "webp", "tif", "tiff", "mpo"];
 
-pub fn is_image(path: &Path) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+/// Image formats Ultralytics reads that prunescope cannot decode: such files are counted and
+/// named as skipped, never silently ignored.
+pub const UNREADABLE_IMAGE_EXTENSIONS: [&str; 5] = ["dng", "pfm", "heic", "heif", "avif"];
+
+fn lower_ext(path: &Path) -> Option<String> {
+    path.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase())
 }
 
-/// Decodes an image file (jpg/png/bmp, detected from content) to RGB8.
+pub fn is_image(path: &Path) -> bool {
+    lower_ext(path).is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.as_str()))
+}
+
+/// An image file prunescope cannot decode (see [`UNREADABLE_IMAGE_EXTENSIONS`]).
+pub fn is_unreadable_image(path: &Path) -> bool {
+    lower_ext(path).is_some_and(|e| UNREADABLE_IMAGE_EXTENSIONS.contains(&e.as_str()))
+}
+
+/// The skip entry of an image in a format prunescope cannot decode.
+pub(crate) fn unreadable_format(path: &Path) -> DataError {
+    let ext = lower_ext(path).unwrap_or_default();
+    DataError::new(path, None, format!("`.{ext}` images cannot be read: convert them to .jpg or .png"))
+}
+
+/// Decodes an image file (jpg/png/bmp/webp/tiff, detected from content) to RGB8.
 pub fn load_rgb(path: &Path) -> Result<image::RgbImage, DataError> {
     let reader = image::ImageReader::open(path)
         .map_err(|e| DataError::new(path, None, format!("cannot open the image: {e}")))?
@@ -204,19 +296,53 @@ pub fn load_rgb(path: &Path) -> Result<image::RgbImage, DataError> {
     Ok(img.to_rgb8())
 }
 
-/// Resolves `p` written inside `base_file`: absolute as is; relative to the file's folder
-/// when that exists, else to the working directory.
-pub(crate) fn resolve(base_file: &Path, p: &str) -> PathBuf {
-    let pb = PathBuf::from(p.trim());
-    if pb.is_absolute() {
-        return pb;
+/// Largest dataset description (`data.yaml`, `.data`, a names file).
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+/// Largest image list file.
+pub const MAX_LIST_BYTES: u64 = 256 << 20;
+/// Largest YOLO label file.
+pub const MAX_LABEL_BYTES: u64 = 16 << 20;
+/// Largest COCO json.
+pub const MAX_JSON_BYTES: u64 = 2 << 30;
+/// Most classes a dataset may declare (`nc`, `classes=`, a class count).
+pub const MAX_CLASSES: usize = 100_000;
+
+/// Reads a text file of at most `max` bytes: a UTF-8 byte-order mark is dropped, invalid
+/// UTF-8 is an error naming the file and the line.
+pub fn read_text(path: &Path, max: u64) -> Result<String, DataError> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| DataError::new(path, None, format!("cannot read: {e}")))?;
+    let mut bytes = Vec::new();
+    file.take(max + 1).read_to_end(&mut bytes).map_err(|e| DataError::new(path, None, format!("cannot read: {e}")))?;
+    if bytes.len() as u64 > max {
+        return Err(DataError::new(path, None, format!("larger than {} bytes: is this the right file?", max)));
     }
-    let beside = base_file.parent().unwrap_or(Path::new(".")).join(&pb);
-    // Drop `.` components so messages show clean paths.
-    let clean = |p: PathBuf| -> PathBuf { p.components().collect() };
-    if beside.exists() {
-        clean(beside)
-    } else {
-        clean(pb)
+    decode_text(path, bytes)
+}
+
+/// `bytes` as text: a UTF-8 byte-order mark is dropped; invalid UTF-8 is an error with the
+/// line and column of the first bad byte.
+pub fn decode_text(path: &Path, mut bytes: Vec<u8>) -> Result<String, DataError> {
+    if bytes.starts_with(&[0xEF, 0xBB, 0xBF]) {
+        bytes.drain(..3);
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        let bytes = e.as_bytes();
+        let at = e.utf8_error().valid_up_to();
+        let line = bytes[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+        let column = at - bytes[..at].iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1) + 1;
+        DataError::new(
+            path,
+            Some(line),
+            format!("not UTF-8 (byte 0x{:02X} at column {column}): save the file as UTF-8", bytes[at]),
+        )
+    })
+}
+
+/// At most `max` characters of `s` for an error message.
+pub(crate) fn clip(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
     }
 }

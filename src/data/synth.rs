@@ -285,7 +285,34 @@ pub fn label_text(objects: &[Object], w: u32, h: u32) -> String {
 
 /// Writes the dataset: `images/{train,val}/NNNNNN.jpg`, `labels/{train,val}/NNNNNN.txt` and
 /// `data.yaml`. `progress(done, total)` is called as images are written.
+///
+/// `out` must not exist or be an empty folder: old and new files are never mixed. The
+/// dataset is built in a temporary folder beside `out` and renamed into place, so `out` is
+/// complete or absent.
 pub fn generate(
+    out: &Path,
+    cfg: &SynthConfig,
+    threads: usize,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<(), DataError> {
+    if out.exists() || out.is_symlink() {
+        if !out.is_dir() {
+            return Err(DataError::new(out, None, "exists and is not a folder: choose a new output folder"));
+        }
+        let mut entries =
+            std::fs::read_dir(out).map_err(|e| DataError::new(out, None, format!("cannot list the folder: {e}")))?;
+        if entries.next().is_some() {
+            return Err(DataError::new(
+                out,
+                None,
+                "the output folder is not empty: choose a new folder or remove this one (synth never mixes old and new files)",
+            ));
+        }
+    }
+    crate::fsio::write_dir_via(out, |tmp| write_dataset(tmp, cfg, threads, progress))
+}
+
+fn write_dataset(
     out: &Path,
     cfg: &SynthConfig,
     threads: usize,
@@ -333,8 +360,10 @@ pub fn generate(
         return Err(e);
     }
     let names: String = CLASSES.iter().enumerate().map(|(i, n)| format!("  {i}: {n}\n")).collect();
+    // No `path:`: Ultralytics resolves `path: .` against its own datasets folder; without it
+    // both tools read the paths relative to this file.
     let yaml = format!(
-        "# Made by: prunescope synth --train {} --val {} --seed {}\npath: .\ntrain: images/train\nval: images/val\nnames:\n{names}",
+        "# Made by: prunescope synth --train {} --val {} --seed {}\ntrain: images/train\nval: images/val\nnames:\n{names}",
         cfg.train, cfg.val, cfg.seed
     );
     let yp = out.join("data.yaml");

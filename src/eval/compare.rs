@@ -3,7 +3,7 @@
 //! deflate-compressed size, mAP, P/R, per-class AP, confusion matrices, latency, and the
 //! per-layer parameter table. `report::compare` writes it as report.json, report.md and PNGs.
 
-use crate::data::{DetectionDataset, OnBad};
+use crate::data::{DetectionDataset, OnBad, OpenOptions};
 use super::{self as eval, ClassReport, EvalConfig};
 use crate::metrics::confusion::ConfusionMatrix;
 use crate::model::effective;
@@ -112,10 +112,8 @@ pub fn compare(
     let graph = Graph::build(&cfg, 1, size as usize, size as usize)?;
     let layout = Layout::of(&cfg, &graph);
     let device = parse_device(&c.device).map_err(anyhow::Error::msg)?;
-    let mut ds = DetectionDataset::open(&c.data, Some(cfg.classes()), OnBad::Skip)?;
-    if let Some(n) = c.limit {
-        ds.limit(n);
-    }
+    let opts = OpenOptions { classes: Some(cfg.classes()), on_bad: OnBad::Skip, limit: c.limit, ..Default::default() };
+    let ds = DetectionDataset::open_with(&c.data, opts)?;
     let ecfg = EvalConfig { img_size: size, ..Default::default() };
     let dense = effective::dense(&graph);
     let mut out = Vec::new();

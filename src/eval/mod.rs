@@ -1,6 +1,9 @@
 //! Detection evaluation: decode and letterbox a dataset on a prefetch pool, run a predictor
 //! in batches, post-process (NMS), map boxes back to original pixels, and score with COCO
-//! mAP, VOC AP, precision/recall and a confusion matrix.
+//! mAP, VOC AP, precision/recall and a confusion matrix. `compare` measures several
+//! checkpoints side by side.
+
+pub mod compare;
 
 use crate::data::{DataError, DetectionDataset, Letterboxed, OnBad, Prefetcher, SkipReport};
 use crate::metrics::coco::{self, Category, CocoGt, Detection, GtAnnotation, ImageInfo};
@@ -198,6 +201,7 @@ pub fn predict_all(
             match item {
                 Ok(lb) => batch.push((i, lb)),
                 Err(e) => {
+                    // A fatal error (a decoder that panicked) stops the run under every OnBad.
                     if let Err(e) = skipped.handle(cfg.on_bad, e) {
                         result = Err(e.into());
                         break;
@@ -225,6 +229,14 @@ pub fn predict_all(
             }
         }
         if finished {
+            // The prefetcher yields every image or a fatal error; never accept a short stream.
+            if done < total {
+                let e = DataError::fatal(
+                    &dataset.samples[done].image,
+                    format!("the image stream ended before this image ({done} of {total} read)"),
+                );
+                result = Err(e.into());
+            }
             break;
         }
     }
@@ -283,7 +295,25 @@ fn xywh_to_xyxy(b: [f64; 4]) -> [f64; 4] {
 }
 
 /// Scores predictions against the dataset's ground truth (only the images predicted).
+/// Refuses to score nothing: no image evaluated, or no labelled object among them, would give
+/// an undefined mAP that reads like a result (−1, or a plan "with no drop").
 pub fn score(dataset: &DetectionDataset, preds: &[ImagePrediction], cfg: &EvalConfig) -> Result<EvalReport, EvalError> {
+    if preds.is_empty() {
+        return Err(EvalError::Mismatch(format!(
+            "{}: no image was evaluated ({} listed, {} could not be used): metrics of no images are undefined",
+            dataset.source.display(),
+            dataset.samples.len() + dataset.skipped.skipped.len(),
+            dataset.skipped.skipped.len()
+        )));
+    }
+    let labelled: usize = preds.iter().map(|p| dataset.samples[p.sample].boxes.len()).sum();
+    if labelled == 0 {
+        return Err(EvalError::Mismatch(format!(
+            "{}: the {} evaluated images hold no labelled object: mAP is undefined (are the label files beside the images, in labels/ for images/?)",
+            dataset.source.display(),
+            preds.len()
+        )));
+    }
     let nc = dataset.num_classes();
     if let Some(bad) = preds.iter().flat_map(|p| &p.dets).find(|d| d.2 >= nc) {
         return Err(EvalError::Mismatch(format!(
