@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod data;
+pub mod error;
 pub mod eval;
 pub mod fsio;
 #[cfg(feature = "gui")]

@@ -5,7 +5,8 @@ fn main() -> std::process::ExitCode {
     match prunescope::cli::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            let text = prunescope::error::chain(e.chain().map(|e| e as &(dyn std::error::Error + 'static)));
+            eprintln!("error: {text}");
             std::process::ExitCode::FAILURE
         }
     }

@@ -91,12 +91,50 @@ pub struct Plan {
     pub created_at: String,
 }
 
-/// A plan error names the file (when there is one) and what was expected.
+/// Why a plan could not be read, made, checked or applied. Each message names the file (or
+/// the option) and what was expected; the cause is kept as the source.
 #[derive(Debug, thiserror::Error)]
-#[error("{}{message}", file.as_ref().map(|f| format!("{}: ", f.display())).unwrap_or_default())]
-pub struct PlanError {
-    pub file: Option<PathBuf>,
-    pub message: String,
+pub enum PlanError {
+    #[error(transparent)]
+    Cfg(#[from] crate::model::CfgError),
+    #[error(transparent)]
+    Weights(#[from] crate::model::WeightsError),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error(transparent)]
+    Write(#[from] crate::fsio::IoError),
+    #[error("{}: cannot read: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: line {}: not JSON: {source}", path.display(), source.line())]
+    Json {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{}: {}", path.display(), match found {
+        Some(f) => format!("format `{f}` is not supported: expected `{PLAN_FORMAT}`"),
+        None => format!("no `format` field: expected \"format\": \"{PLAN_FORMAT}\""),
+    })]
+    Format { path: PathBuf, found: Option<String> },
+    #[error("{}: unexpected content: {source}", path.display())]
+    Content {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A field of the plan or the run holds a value outside its range.
+    #[error("{}: {message}", path.display())]
+    Invalid { path: PathBuf, message: String },
+    /// The plan, run and model do not belong together.
+    #[error("{}: {message}", path.display())]
+    Mismatch { path: PathBuf, message: String },
+    /// What the user asked for (a target, a frozen layer, an output) cannot be done.
+    #[error("{0}")]
+    Request(String),
 }
 
 fn parent_dir(file: &Path) -> &Path {
@@ -106,8 +144,8 @@ fn parent_dir(file: &Path) -> &Path {
     }
 }
 
-fn perr(file: Option<&Path>, message: impl Into<String>) -> PlanError {
-    PlanError { file: file.map(Path::to_path_buf), message: message.into() }
+fn request(message: impl Into<String>) -> PlanError {
+    PlanError::Request(message.into())
 }
 
 /// A model loaded for planning: cfg, graph at the plan's size, layout, weights and hashes.
@@ -124,12 +162,12 @@ pub struct PlanModel {
 impl PlanModel {
     /// Loads cfg and weights; `img_size` defaults to the cfg's width.
     pub fn load(cfg_path: &Path, weights_path: &Path, img_size: Option<u32>) -> Result<Self, PlanError> {
-        let cfg = Cfg::from_file(cfg_path).map_err(|e| perr(None, e.to_string()))?;
+        let cfg = Cfg::from_file(cfg_path)?;
         let size = img_size.unwrap_or(cfg.width as u32) as usize;
-        let graph = Graph::build(&cfg, 1, size, size).map_err(|e| perr(None, e.to_string()))?;
+        let graph = Graph::build(&cfg, 1, size, size)?;
         let layout = Layout::of(&cfg, &graph);
-        let weights = Weights::load(weights_path, &layout).map_err(|e| perr(None, e.to_string()))?;
-        let hash = |p: &Path| store::file_sha256(p).map_err(|e| perr(None, e.to_string()));
+        let weights = Weights::load(weights_path, &layout)?;
+        let hash = |p: &Path| store::file_sha256(p);
         let reference = ModelRef {
             cfg: FileRef { path: cfg_path.to_path_buf(), sha256: hash(cfg_path)? },
             weights: FileRef { path: weights_path.to_path_buf(), sha256: hash(weights_path)? },
@@ -178,18 +216,19 @@ impl Plan {
 
     /// Reads and checks a plan file (format, values); the model is checked by [`Plan::check`].
     pub fn read(path: &Path) -> Result<Self, PlanError> {
-        let f = Some(path);
-        let bytes = std::fs::read(path).map_err(|e| perr(f, format!("cannot read: {e}")))?;
-        let text = crate::fsio::utf8_text(&bytes).map_err(|m| perr(f, m))?;
+        let p = || path.to_path_buf();
+        let bytes = std::fs::read(path).map_err(|source| PlanError::Read { path: p(), source })?;
+        let text =
+            crate::fsio::utf8_text(&bytes).map_err(|message| PlanError::Invalid { path: p(), message })?;
         let value: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| perr(f, format!("line {}: not JSON: {e}", e.line())))?;
+            serde_json::from_str(text).map_err(|source| PlanError::Json { path: p(), source })?;
         match value.get("format").and_then(|v| v.as_str()) {
             Some(PLAN_FORMAT) => {}
-            Some(other) => return Err(perr(f, format!("format `{other}` is not supported: expected `{PLAN_FORMAT}`"))),
-            None => return Err(perr(f, format!("no `format` field: expected \"format\": \"{PLAN_FORMAT}\""))),
+            found => return Err(PlanError::Format { path: p(), found: found.map(String::from) }),
         }
-        let mut plan: Plan = serde_json::from_value(value).map_err(|e| perr(f, format!("unexpected content: {e}")))?;
-        plan.check_values().map_err(|m| perr(f, m))?;
+        let mut plan: Plan =
+            serde_json::from_value(value).map_err(|source| PlanError::Content { path: p(), source })?;
+        plan.check_values().map_err(|message| PlanError::Invalid { path: p(), message })?;
         plan.map_paths(|p| crate::provenance::resolve(parent_dir(path), p));
         Ok(plan)
     }
@@ -199,8 +238,9 @@ impl Plan {
     pub fn write(&self, path: &Path) -> Result<(), PlanError> {
         let mut stored = self.clone();
         stored.map_paths(|p| crate::provenance::relative_to(parent_dir(path), p));
-        let text = serde_json::to_string_pretty(&stored).map_err(|e| perr(Some(path), e.to_string()))?;
-        crate::fsio::write_atomic(path, text + "\n").map_err(|e| perr(Some(path), format!("cannot write: {}", e.source)))
+        let text = serde_json::to_string_pretty(&stored)
+            .map_err(|source| PlanError::Content { path: path.to_path_buf(), source })?;
+        Ok(crate::fsio::write_atomic(path, text + "\n")?)
     }
 
     fn map_paths(&mut self, f: impl Fn(&Path) -> PathBuf) {
@@ -333,15 +373,15 @@ impl Plan {
     /// extension, refused before any work); returns what each layer lost and the non-zero
     /// parameters left.
     pub fn prune_into(&self, model: &PlanModel, out: &Path) -> Result<(Vec<(String, PruneCount)>, usize), PlanError> {
-        WeightsFormat::from_path(out).map_err(|e| perr(None, e.to_string()))?;
+        WeightsFormat::from_path(out)?;
         crate::fsio::refuse_input_as_output(
             out,
             &[("checkpoint", &model.reference.weights.path), ("cfg", &model.reference.cfg.path)],
         )
-        .map_err(|m| perr(None, m))?;
+        .map_err(request)?;
         let mut w = model.weights.clone();
         let counts = self.apply(&mut w, &model.layout);
-        w.save(out, &model.layout).map_err(|e| perr(None, e.to_string()))?;
+        w.save(out, &model.layout)?;
         Ok((counts, w.count_nonzero()))
     }
 
@@ -464,16 +504,16 @@ impl std::fmt::Display for Rule {
 pub fn check_run(run: &StoredRun, model: &PlanModel, run_dir: &Path) -> Result<(), PlanError> {
     let h = &run.header.model;
     if h.cfg.sha256 != model.reference.cfg.sha256 || h.weights.sha256 != model.reference.weights.sha256 {
-        return Err(perr(
-            Some(&run_dir.join(store::RUN_FILE)),
-            format!(
+        return Err(PlanError::Mismatch {
+            path: run_dir.join(store::RUN_FILE),
+            message: format!(
                 "the run analysed {} + {}, whose content differs from {} + {}",
                 h.cfg.path.display(),
                 h.weights.path.display(),
                 model.reference.cfg.path.display(),
                 model.reference.weights.path.display()
             ),
-        ));
+        });
     }
     Ok(())
 }
@@ -488,13 +528,14 @@ pub fn suggest(
     frozen: &[String],
 ) -> Result<Plan, PlanError> {
     check_run(run, model, run_dir)?;
-    let curves = Curves::of(run, metric).map_err(|m| perr(Some(run_dir), m))?;
+    let curves =
+        Curves::of(run, metric).map_err(|message| PlanError::Invalid { path: run_dir.to_path_buf(), message })?;
     for f in frozen {
         if curves.index_of(f).is_none() {
-            return Err(perr(
-                None,
-                format!("--freeze {f}: not a layer of the run (it has {})", run.header.layers.join(", ")),
-            ));
+            return Err(request(format!(
+                "--freeze {f}: not a layer of the run (it has {})",
+                run.header.layers.join(", ")
+            )));
         }
     }
     let is_frozen = |name: &str| frozen.iter().any(|f| f == name);
@@ -542,7 +583,7 @@ fn global(
     is_frozen: &dyn Fn(&str) -> bool,
 ) -> Result<Vec<f64>, PlanError> {
     if !(fraction > 0.0 && fraction < 1.0) {
-        return Err(perr(None, format!("target {}: expected a reduction between 0 and 100 %", fraction * 100.0)));
+        return Err(request(format!("target {}: expected a reduction between 0 and 100 %", fraction * 100.0)));
     }
     let counts = ModelCounts::of(&model.cfg, &model.layout, &model.weights);
     let pick = |c: crate::model::effective::Cost| match resource {
@@ -557,7 +598,7 @@ fn global(
             for &(s, _) in layer.points.iter().skip(1) {
                 let pruned = model
                     .pruned_counts(layer.block, method, s)
-                    .ok_or_else(|| perr(None, format!("{}: no convolution in the model", layer.layer)))?;
+                    .ok_or_else(|| request(format!("{}: no convolution in the model", layer.layer)))?;
                 let after = pick(counts.effective(&model.cfg, &model.graph, &[(layer.block, &pruned)]).total());
                 let loss = curves.drop_at(i, s).unwrap_or(f64::INFINITY);
                 levels.push(Level { sparsity: s, removed: base.saturating_sub(after), loss });
@@ -573,16 +614,13 @@ fn global(
     for _ in 0..8 {
         let (choice, _) = suggest::knapsack(&items, need, 20_000).ok_or_else(|| {
             let max: u64 = items.iter().map(|l| l.iter().map(|x| x.removed).max().unwrap_or(0)).sum();
-            perr(
-                None,
-                format!(
+            request(format!(
                     "a {:.1}% {} reduction cannot be reached by the analysed layers at their measured sparsities \
                      (at most {:.1}%); analyse more layers or higher sparsities",
                     fraction * 100.0,
                     resource.label(),
                     100.0 * max as f64 / base.max(1) as f64
-                ),
-            )
+            ))
         })?;
         let sparsities: Vec<f64> = choice.iter().zip(&items).map(|(&k, l)| l[k].sparsity).collect();
         let mut w = model.weights.clone();
@@ -601,7 +639,7 @@ fn global(
         }
         need += goal - removed;
     }
-    Err(perr(None, format!("could not reach a {:.1}% {} reduction", fraction * 100.0, resource.label())))
+    Err(request(format!("could not reach a {:.1}% {} reduction", fraction * 100.0, resource.label())))
 }
 
 /// Fast plan predictions for interactive editing: the counts of each (layer, sparsity) are

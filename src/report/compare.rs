@@ -1,6 +1,7 @@
 //! The comparison report (`eval::compare`) as files: report.json, report.md, confusion.png and
 //! layers.png.
 
+use super::ReportError;
 use crate::eval::compare::Comparison;
 use plotters::prelude::*;
 use std::fmt::Write as _;
@@ -63,7 +64,7 @@ pub fn markdown(c: &Comparison) -> String {
 }
 
 /// The confusion matrices side by side, counts in the cells (rows predicted, columns true).
-pub fn confusion_png(c: &Comparison, path: &Path) -> Result<(), String> {
+pub fn confusion_png(c: &Comparison, path: &Path) -> Result<(), super::ReportError> {
     let n = c.names.len() + 1;
     let cell = 46u32;
     let (left, top) = (90u32, 70u32);
@@ -71,7 +72,7 @@ pub fn confusion_png(c: &Comparison, path: &Path) -> Result<(), String> {
     let size = (panel * c.models.len() as u32, top + cell * n as u32 + 40);
     let family = super::plot::font();
     let root = BitMapBackend::new(path, size).into_drawing_area();
-    let e = |e: DrawingAreaErrorKind<_>| format!("{}: cannot draw: {e}", path.display());
+    let e = |e: DrawingAreaErrorKind<_>| super::ReportError::draw(path, e);
     root.fill(&WHITE).map_err(e)?;
     let mut labels: Vec<String> = c.names.clone();
     labels.push("background".into());
@@ -112,11 +113,11 @@ pub fn confusion_png(c: &Comparison, path: &Path) -> Result<(), String> {
 }
 
 /// Non-zero parameters per layer, one bar per model.
-pub fn layers_png(c: &Comparison, path: &Path) -> Result<(), String> {
+pub fn layers_png(c: &Comparison, path: &Path) -> Result<(), ReportError> {
     let family = super::plot::font();
     let layers = &c.models[0].layers;
     let root = BitMapBackend::new(path, (120 + 70 * layers.len() as u32, 420)).into_drawing_area();
-    let e = |e: DrawingAreaErrorKind<_>| format!("{}: cannot draw: {e}", path.display());
+    let e = |e: DrawingAreaErrorKind<_>| super::ReportError::draw(path, e);
     root.fill(&WHITE).map_err(e)?;
     let top = layers.iter().map(|l| l.params).max().unwrap_or(1) as f64 * 1.1;
     let mut chart = ChartBuilder::on(&root)
@@ -161,25 +162,21 @@ pub fn layers_png(c: &Comparison, path: &Path) -> Result<(), String> {
 
 /// A report folder replaces an earlier report whole (`fsio::write_dir_via`), so it must be new,
 /// empty or an earlier report (it holds report.json), and hold none of the `inputs`.
-pub fn check_report_dir(out: &Path, inputs: &[&Path]) -> Result<(), String> {
+pub fn check_report_dir(out: &Path, inputs: &[&Path]) -> Result<(), ReportError> {
+    let folder = |message: String| ReportError::Folder { path: out.to_path_buf(), message };
     if out.is_file() {
-        return Err(format!("{}: this is a file; the report is a folder", out.display()));
+        return Err(folder("this is a file; the report is a folder".into()));
     }
     let non_empty = std::fs::read_dir(out).map(|mut d| d.next().is_some()).unwrap_or(false);
     if non_empty && !out.join("report.json").is_file() {
-        return Err(format!(
-            "{}: the folder exists and holds no earlier report (report.json); the report replaces its folder whole, so choose a new or empty folder",
-            out.display()
+        return Err(folder(
+            "the folder exists and holds no earlier report (report.json); the report replaces its folder whole, so choose a new or empty folder".into(),
         ));
     }
     if let Ok(o) = std::fs::canonicalize(out) {
         for p in inputs {
             if std::fs::canonicalize(p).is_ok_and(|p| p.starts_with(&o)) {
-                return Err(format!(
-                    "{}: the input {} is inside this folder, which the report replaces",
-                    out.display(),
-                    p.display()
-                ));
+                return Err(folder(format!("the input {} is inside this folder, which the report replaces", p.display())));
             }
         }
     }
@@ -189,12 +186,14 @@ pub fn check_report_dir(out: &Path, inputs: &[&Path]) -> Result<(), String> {
 /// Writes report.json, report.md, confusion.png and layers.png into the folder `dir`. Callers
 /// build a report in a temporary folder (`fsio::write_dir_via`), so the report folder is
 /// complete or absent, never a mix of two runs.
-pub fn write_files(c: &Comparison, dir: &Path) -> Result<(), crate::fsio::WriteError> {
+pub fn write_files(c: &Comparison, dir: &Path) -> Result<(), ReportError> {
     let w = |name: &str, text: String| {
         let p = dir.join(name);
         std::fs::write(&p, text).map_err(|e| crate::fsio::IoError::new(&p, "cannot write", e))
     };
-    w("report.json", serde_json::to_string_pretty(c).map_err(|e| e.to_string())? + "\n")?;
+    let json = serde_json::to_string_pretty(c)
+        .map_err(|source| ReportError::Json { path: dir.join("report.json"), source })?;
+    w("report.json", json + "\n")?;
     w("report.md", markdown(c))?;
     confusion_png(c, &dir.join("confusion.png"))?;
     layers_png(c, &dir.join("layers.png"))?;

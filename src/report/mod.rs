@@ -4,6 +4,33 @@ pub mod compare;
 pub mod plot;
 pub mod sensitivity;
 
+use std::path::PathBuf;
+
+/// Why a report could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error(transparent)]
+    Io(#[from] crate::fsio::IoError),
+    /// plotters failed (its errors are generic over the backend, so kept as text).
+    #[error("{}: cannot draw: {message}", path.display())]
+    Draw { path: PathBuf, message: String },
+    #[error("{}: cannot serialise the report: {source}", path.display())]
+    Json {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The report folder cannot take the report (a file, another folder, holds an input).
+    #[error("{}: {message}", path.display())]
+    Folder { path: PathBuf, message: String },
+}
+
+impl ReportError {
+    fn draw(path: &std::path::Path, e: impl std::fmt::Display) -> Self {
+        ReportError::Draw { path: path.to_path_buf(), message: e.to_string() }
+    }
+}
+
 /// 61949149 -> "61,949,149" (with `sep` between groups of three digits).
 pub fn thousands(v: u64, sep: char) -> String {
     let digits = v.to_string();

@@ -43,7 +43,12 @@ pub fn curve(run: &StoredRun, layer: &str, metric: Metric) -> Vec<(f64, f64)> {
 
 /// Draws the grid of per-layer plots into a PNG at `path`; `thresholds` (layer, sparsity)
 /// adds each layer's chosen sparsity as a vertical line.
-pub fn png(run: &StoredRun, metric: Metric, path: &Path, thresholds: &[(String, f64)]) -> Result<(), String> {
+pub fn png(
+    run: &StoredRun,
+    metric: Metric,
+    path: &Path,
+    thresholds: &[(String, f64)],
+) -> Result<(), super::ReportError> {
     let layers = &run.header.layers;
     let n = layers.len().max(1);
     let cols = (n as f64).sqrt().ceil().max(1.0) as usize;
@@ -53,7 +58,7 @@ pub fn png(run: &StoredRun, metric: Metric, path: &Path, thresholds: &[(String, 
     let size = (cols as u32 * cell_w, rows as u32 * cell_h + title_h);
     let family = super::plot::font();
     let root = BitMapBackend::new(path, size).into_drawing_area();
-    let e = |e: DrawingAreaErrorKind<_>| format!("{}: cannot draw: {e}", path.display());
+    let e = |e: DrawingAreaErrorKind<_>| super::ReportError::draw(path, e);
     root.fill(&WHITE).map_err(e)?;
     let (title, body) = root.split_vertically(title_h);
     let baseline = run.baseline.map(|(m, _)| m.get(metric));
@@ -104,10 +109,7 @@ pub fn png(run: &StoredRun, metric: Metric, path: &Path, thresholds: &[(String, 
 }
 
 /// Writes sensitivity.csv and sensitivity.png into `dir`.
-pub fn write(run: &StoredRun, dir: &Path) -> Result<(), String> {
-    let p = dir.join("sensitivity.csv");
-    crate::fsio::write_atomic(&p, csv(run)).map_err(|e| e.to_string())?;
-    let png_path = dir.join("sensitivity.png");
-    crate::fsio::write_via(&png_path, |tmp| png(run, run.header.metric, tmp, &[]).map_err(Into::into))
-        .map_err(|e: crate::fsio::WriteError| e.to_string())
+pub fn write(run: &StoredRun, dir: &Path) -> Result<(), super::ReportError> {
+    crate::fsio::write_atomic(&dir.join("sensitivity.csv"), csv(run))?;
+    crate::fsio::write_via(&dir.join("sensitivity.png"), |tmp| png(run, run.header.metric, tmp, &[]))
 }
