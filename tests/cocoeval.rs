@@ -3,13 +3,14 @@
 
 mod common;
 
-use prunescope::metrics::coco::{self, Category, CocoGt, Detection, GtAnnotation, ImageInfo};
+use prunescope::data::coco_json;
+use prunescope::metrics::coco::{self, Category, CocoError, CocoGt, Detection, GtAnnotation, ImageInfo};
 
 #[test]
 fn matches_pycocotools_on_the_fixture() {
     let dir = common::fixtures().join("coco");
-    let gt = CocoGt::from_file(&dir.join("gt.json")).unwrap();
-    let dets = coco::read_detections(&dir.join("dets.json")).unwrap();
+    let gt = coco_json::read_gt(&dir.join("gt.json")).unwrap();
+    let dets = coco_json::read_detections(&dir.join("dets.json")).unwrap();
     let r = coco::evaluate(&gt, &dets).unwrap();
     let expected: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
@@ -186,17 +187,30 @@ fn bad_files_are_refused_with_the_field() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("gt.json");
     std::fs::write(&p, r#"{"images":[{"id":1}],"categories":[{"id":1}],"annotations":[{"id":1,"image_id":2,"category_id":1,"bbox":[0,0,1,1]}]}"#).unwrap();
-    let e = CocoGt::from_file(&p).unwrap_err().to_string();
-    assert!(e.contains("annotations[0] (id 1): image_id 2 is not in `images`"), "{e}");
+    let e = coco_json::read_gt(&p).unwrap_err();
+    assert!(matches!(&e, prunescope::data::DataError::Coco { source: CocoError::AnnotationImage { .. }, .. }), "{e:?}");
+    let e = e.to_string();
+    assert!(e.contains("gt.json: annotations[0] (id 1): image_id 2 is not in `images`"), "{e}");
     std::fs::write(&p, "{\"images\": [}").unwrap();
-    let e = CocoGt::from_file(&p).unwrap_err().to_string();
+    let e = coco_json::read_gt(&p).unwrap_err();
+    // The parser's message is in the error's own, and kept as its source.
+    let cause = std::error::Error::source(&e).expect("the json error").to_string();
+    let e = e.to_string();
     assert!(e.contains("gt.json: line 1 column 13: not a valid COCO ground-truth file"), "{e}");
+    assert!(e.ends_with(&cause), "{e} / {cause}");
     let d = dir.path().join("dets.json");
     std::fs::write(&d, r#"[{"image_id":1,"category_id":1,"bbox":[0,0,1],"score":0.5}]"#).unwrap();
-    let e = coco::read_detections(&d).unwrap_err().to_string();
+    let e = coco_json::read_detections(&d).unwrap_err().to_string();
     assert!(e.contains("dets.json: line 1 column"), "{e}");
+    let e = coco_json::read_detections(&dir.path().join("absent.json")).unwrap_err().to_string();
+    assert!(e.contains("absent.json: cannot read the COCO results file: "), "{e}");
+    // Values that are not finite: the json parser reads no NaN, the check is for callers
+    // building detections themselves.
+    let e = coco::check_detections(&dets(&[(1, 1, [0.0, 0.0, f64::NAN, 1.0], 0.5)]), "mine").unwrap_err().to_string();
+    assert!(e.starts_with("mine: [0]: bbox [0.0, 0.0, NaN, 1.0] and score 0.5 must be finite numbers"), "{e}");
     // Results for an image the ground truth does not have.
     let g = gt(&[1], &[1], &[]);
     let e = coco::evaluate(&g, &dets(&[(7, 1, BOX, 0.5)])).unwrap_err();
-    assert!(e.contains("image_id 7 which is not in the ground truth images"), "{e}");
+    assert_eq!(e, CocoError::UnknownImage { index: 0, image_id: 7 });
+    assert!(e.to_string().contains("image_id 7 which is not in the ground truth images"), "{e}");
 }

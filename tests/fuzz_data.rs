@@ -519,7 +519,7 @@ fn fuzz_coco_results() {
     let seeds = vec![fixture("dets.json"), small.to_vec(), b"[]".to_vec()];
     fuzz("COCO results", 2000, &seeds, Flavour::Json, &shown, &mut |input| {
         std::fs::write(&path, input).unwrap();
-        prunescope::metrics::coco::read_detections(&path).err().map(|e| e.to_string())
+        coco_json::read_detections(&path).err().map(|e| e.to_string())
     });
 }
 

@@ -1,6 +1,8 @@
 //! `prunescope cocoeval`: pycocotools' bbox evaluation of a COCO results file, without Python.
 
-use crate::metrics::coco::{self, CocoGt};
+use crate::data::coco_json;
+use crate::metrics::coco;
+use anyhow::Context;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -26,9 +28,9 @@ struct Output {
 }
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
-    let gt = CocoGt::from_file(&args.gt)?;
-    let dets = coco::read_detections(&args.dets)?;
-    let result = coco::evaluate(&gt, &dets).map_err(|e| anyhow::anyhow!("{}: {e}", args.dets.display()))?;
+    let gt = coco_json::read_gt(&args.gt)?;
+    let dets = coco_json::read_detections(&args.dets)?;
+    let result = coco::evaluate(&gt, &dets).with_context(|| args.dets.display().to_string())?;
     if args.json {
         let out = Output {
             bbox: result.stats,

@@ -13,8 +13,7 @@ pub struct ClassificationDataset {
 
 impl ClassificationDataset {
     pub fn open(root: &Path) -> Result<Self, DataError> {
-        let entries =
-            std::fs::read_dir(root).map_err(|e| DataError::new(root, None, format!("cannot list the folder: {e}")))?;
+        let entries = std::fs::read_dir(root).map_err(|e| DataError::io(root, "cannot list the folder", e))?;
         let mut classes: Vec<PathBuf> = entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect();
         classes.sort();
         if classes.is_empty() {
@@ -25,7 +24,7 @@ impl ClassificationDataset {
         for (i, dir) in classes.iter().enumerate() {
             names.push(dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
             let mut imgs: Vec<PathBuf> = std::fs::read_dir(dir)
-                .map_err(|e| DataError::new(dir, None, format!("cannot list the folder: {e}")))?
+                .map_err(|e| DataError::io(dir, "cannot list the folder", e))?
                 .flatten()
                 .map(|e| e.path())
                 .filter(|p| is_image(p))

@@ -1,7 +1,10 @@
 //! COCO json detection datasets (`images`, `annotations`, `categories`, `iscrowd`).
+//!
+//! Reading and parsing the json is here; the checks of the values and the evaluation are
+//! [`crate::metrics::coco`]'s.
 
-use super::{read_text, DataError, DetectionDataset, DetectionSample, GtBox, SkipReport, MAX_JSON_BYTES};
-use crate::metrics::coco::CocoGt;
+use super::{read_text_as, DataError, DetectionDataset, DetectionSample, GtBox, SkipReport, MAX_JSON_BYTES};
+use crate::metrics::coco::{check_detections, CocoGt, Detection};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -53,21 +56,42 @@ pub fn from_gt(json: &Path, gt: CocoGt, images_dir: Option<&Path>) -> Result<Det
     })
 }
 
+/// What a COCO ground-truth file holds, for messages.
+const GT_WHAT: &str = "COCO ground-truth file (images, annotations, categories)";
+/// What a COCO results file holds, for messages.
+const RESULTS_WHAT: &str = "COCO results file (a list of {image_id, category_id, bbox, score})";
+
 /// Reads and checks a COCO ground-truth file: a UTF-8 byte-order mark is accepted, invalid
-/// UTF-8 and malformed json are errors naming the file and the line.
+/// UTF-8 and malformed json are errors naming the file, the line and the column.
 pub fn read_gt(json: &Path) -> Result<CocoGt, DataError> {
-    parse_gt(json, &read_text(json, MAX_JSON_BYTES)?)
+    parse_gt(json, &read_text_as(json, MAX_JSON_BYTES, "cannot read the COCO ground-truth file")?)
 }
 
 /// Parses and checks the text of a COCO ground-truth file named `json`.
 pub fn parse_gt(json: &Path, text: &str) -> Result<CocoGt, DataError> {
-    let gt: CocoGt = serde_json::from_str(text).map_err(|e| {
-        DataError::new(
-            json,
-            Some(e.line()).filter(|l| *l > 0),
-            format!("not a valid COCO ground-truth file (images, annotations, categories): {e}"),
-        )
-    })?;
-    gt.check(&json.display().to_string()).map_err(|e| DataError::new(json, None, e.message))?;
+    let gt: CocoGt = parse_json(json, text, GT_WHAT)?;
+    gt.check(&json.display().to_string()).map_err(|source| DataError::Coco { file: json.to_path_buf(), source })?;
     Ok(gt)
+}
+
+/// Reads and checks a COCO results file (a json list of detections), as [`read_gt`] does.
+pub fn read_detections(json: &Path) -> Result<Vec<Detection>, DataError> {
+    parse_detections(json, &read_text_as(json, MAX_JSON_BYTES, "cannot read the COCO results file")?)
+}
+
+/// Parses and checks the text of a COCO results file named `json`: boxes and scores must be
+/// finite numbers.
+pub fn parse_detections(json: &Path, text: &str) -> Result<Vec<Detection>, DataError> {
+    let dets: Vec<Detection> = parse_json(json, text, RESULTS_WHAT)?;
+    check_detections(&dets, &json.display().to_string())
+        .map_err(|source| DataError::Coco { file: json.to_path_buf(), source })?;
+    Ok(dets)
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(json: &Path, text: &str, what: &'static str) -> Result<T, DataError> {
+    serde_json::from_str(text).map_err(|e| DataError::Json {
+        file: json.to_path_buf(),
+        what,
+        source: std::sync::Arc::new(e),
+    })
 }

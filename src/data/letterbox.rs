@@ -47,15 +47,29 @@ pub fn letterbox(img: &RgbImage, size: u32) -> Letterboxed {
     try_letterbox(img, size).unwrap_or_else(|e| panic!("letterbox: {e}"))
 }
 
+/// Why an image cannot be letterboxed (the caller names the image).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LetterboxError {
+    /// A model size no image can be letterboxed to.
+    #[error("image size {size}: expected 1..={MAX_SIZE} pixels")]
+    Size { size: u32 },
+    /// An image without pixels.
+    #[error("the image is {width}x{height} pixels: expected a non-empty image")]
+    EmptyImage { width: u32, height: u32 },
+    /// A buffer that cannot be allocated.
+    #[error("image size {size}: the letterboxed image does not fit in memory")]
+    OutOfMemory { size: u32 },
+}
+
 /// [`letterbox`], with an error for a size of 0 or above [`MAX_SIZE`], an empty image, or a
 /// buffer that cannot be allocated.
-pub fn try_letterbox(img: &RgbImage, size: u32) -> Result<Letterboxed, String> {
+pub fn try_letterbox(img: &RgbImage, size: u32) -> Result<Letterboxed, LetterboxError> {
     let (w, h) = img.dimensions();
     if size == 0 || size > MAX_SIZE {
-        return Err(format!("image size {size}: expected 1..={MAX_SIZE} pixels"));
+        return Err(LetterboxError::Size { size });
     }
     if w == 0 || h == 0 {
-        return Err(format!("the image is {w}x{h} pixels: expected a non-empty image"));
+        return Err(LetterboxError::EmptyImage { width: w, height: h });
     }
     let ratio = (size as f64 / w as f64).min(size as f64 / h as f64);
     let nw = ((w as f64 * ratio).round() as u32).clamp(1, size);
@@ -64,7 +78,7 @@ pub fn try_letterbox(img: &RgbImage, size: u32) -> Result<Letterboxed, String> {
     let dh = (size - nh) as f64 / 2.0;
     let left = (dw - 0.1).round().max(0.0) as u32;
     let top = (dh - 0.1).round().max(0.0) as u32;
-    let too_big = || format!("image size {size}: the letterboxed image does not fit in memory");
+    let too_big = || LetterboxError::OutOfMemory { size };
     let plane = (size as usize).checked_mul(size as usize).ok_or_else(too_big)?;
     let len = plane.checked_mul(3).ok_or_else(too_big)?;
     let mut data: Vec<f32> = Vec::new();
@@ -112,9 +126,13 @@ mod tests {
         let img = RgbImage::from_pixel(7, 5, image::Rgb([1, 2, 3]));
         for size in [0, MAX_SIZE + 1, 65536, u32::MAX] {
             let e = try_letterbox(&img, size).unwrap_err();
-            assert!(e.contains(&format!("image size {size}")), "{e}");
+            assert_eq!(e, LetterboxError::Size { size });
+            assert!(e.to_string().contains(&format!("image size {size}")), "{e}");
         }
-        assert!(try_letterbox(&RgbImage::new(0, 3), 32).is_err());
+        assert_eq!(
+            try_letterbox(&RgbImage::new(0, 3), 32).unwrap_err(),
+            LetterboxError::EmptyImage { width: 0, height: 3 }
+        );
         assert_eq!(try_letterbox(&img, 1).unwrap().data.len(), 3);
     }
 

@@ -10,46 +10,152 @@ pub mod synth;
 pub mod yolo;
 
 pub use classify::ClassificationDataset;
-pub use letterbox::{letterbox, try_letterbox, Letterboxed};
+pub use letterbox::{letterbox, try_letterbox, LetterboxError, Letterboxed};
 pub use prefetch::Prefetcher;
 
-use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-/// A dataset error: the file, the line where there is one, and what was expected.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub struct DataError {
-    pub file: PathBuf,
-    pub line: Option<usize>,
-    pub message: String,
+/// A dataset error. Every message names the file (and the line where there is one) and what
+/// was expected; the underlying failure is spelled out in the message and kept as the
+/// [`source`](std::error::Error::source).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DataError {
+    /// A value in a file that is not what was expected (a bad label, a missing key, …).
+    #[error("{}{}: {message}", file.display(), at_line(*line))]
+    Invalid { file: PathBuf, line: Option<usize>, message: String },
+    /// A file or folder that cannot be read, listed or written.
+    #[error("{}: {what}: {source}", file.display())]
+    Io {
+        file: PathBuf,
+        /// What was being done: "cannot read", "cannot list the folder", …
+        what: &'static str,
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+    /// A file larger than a file of its kind may be.
+    #[error("{}: larger than {max} bytes: is this the right file?", file.display())]
+    TooLarge { file: PathBuf, max: u64 },
+    /// A text file that is not UTF-8: the line and column of the first bad byte.
+    #[error("{}:{line}: not UTF-8 (byte 0x{byte:02X} at column {column}): save the file as UTF-8", file.display())]
+    NotUtf8 { file: PathBuf, line: usize, column: usize, byte: u8 },
+    /// An image that cannot be decoded or encoded.
+    #[error("{}: {what}: {source}", file.display())]
+    Image {
+        file: PathBuf,
+        /// "cannot decode the image", "cannot encode"
+        what: &'static str,
+        #[source]
+        source: Arc<image::ImageError>,
+    },
+    /// A json file that does not parse as what it should be.
+    #[error("{}: line {} column {}: not a valid {what}: {source}", file.display(), source.line(), source.column())]
+    Json {
+        file: PathBuf,
+        /// What the file should be, e.g. "COCO ground-truth file (images, annotations, categories)".
+        what: &'static str,
+        #[source]
+        source: Arc<serde_json::Error>,
+    },
+    /// A YAML file that does not parse.
+    #[error("{}:{line}: not valid YAML: {source}", file.display())]
+    Yaml {
+        file: PathBuf,
+        line: usize,
+        #[source]
+        source: yaml_rust2::ScanError,
+    },
+    /// COCO json whose values fail the checks of [`crate::metrics::coco`] (its message names
+    /// the file).
+    #[error("{source}")]
+    Coco {
+        file: PathBuf,
+        #[source]
+        source: crate::metrics::coco::CocoError,
+    },
+    /// An image that cannot be letterboxed. A model size that no image fits is fatal (see
+    /// [`DataError::is_fatal`]).
+    #[error("{}: {source}", file.display())]
+    Letterbox {
+        file: PathBuf,
+        #[source]
+        source: LetterboxError,
+    },
+    /// An output that cannot be written in place (see [`crate::fsio`]).
+    #[error("{source}")]
+    Write {
+        #[source]
+        source: Arc<crate::fsio::IoError>,
+    },
     /// Not a bad image but a failure of the reader itself (a decoder that panicked, an image
     /// stream that ended early): never skipped, whatever [`OnBad`] says.
-    pub fatal: bool,
+    #[error("{}: {message}", file.display())]
+    Fatal { file: PathBuf, message: String },
 }
 
-impl fmt::Display for DataError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.line {
-            Some(l) => write!(f, "{}:{l}: {}", self.file.display(), self.message),
-            None => write!(f, "{}: {}", self.file.display(), self.message),
-        }
-    }
+/// `:line` where there is a line.
+fn at_line(line: Option<usize>) -> String {
+    line.map(|l| format!(":{l}")).unwrap_or_default()
 }
 
 impl DataError {
+    /// A value that is not what was expected, in `file` (at `line`).
     pub fn new(file: &Path, line: Option<usize>, message: impl Into<String>) -> Self {
-        Self { file: file.to_path_buf(), line, message: message.into(), fatal: false }
+        Self::Invalid { file: file.to_path_buf(), line, message: message.into() }
     }
 
-    /// An error that stops the run under every [`OnBad`] (see [`DataError::fatal`]).
+    /// An error that stops the run under every [`OnBad`] (see [`DataError::Fatal`]).
     pub fn fatal(file: &Path, message: impl Into<String>) -> Self {
-        Self { fatal: true, ..Self::new(file, None, message) }
+        Self::Fatal { file: file.to_path_buf(), message: message.into() }
+    }
+
+    /// A failure of the system on `file` while doing `what` ("cannot read", …).
+    pub fn io(file: &Path, what: &'static str, source: std::io::Error) -> Self {
+        Self::Io { file: file.to_path_buf(), what, source: Arc::new(source) }
+    }
+
+    /// An image codec failure on `file` while doing `what`.
+    pub fn image(file: &Path, what: &'static str, source: image::ImageError) -> Self {
+        Self::Image { file: file.to_path_buf(), what, source: Arc::new(source) }
+    }
+
+    /// Whether the error stops the run whatever [`OnBad`] says: a failure of the reader
+    /// itself, or a model size no image can be letterboxed to.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, Self::Fatal { .. } | Self::Letterbox { source: LetterboxError::Size { .. }, .. })
+    }
+
+    /// The file the error is about.
+    pub fn file(&self) -> &Path {
+        match self {
+            Self::Invalid { file, .. }
+            | Self::Io { file, .. }
+            | Self::TooLarge { file, .. }
+            | Self::NotUtf8 { file, .. }
+            | Self::Image { file, .. }
+            | Self::Json { file, .. }
+            | Self::Yaml { file, .. }
+            | Self::Coco { file, .. }
+            | Self::Letterbox { file, .. }
+            | Self::Fatal { file, .. } => file,
+            Self::Write { source } => &source.path,
+        }
+    }
+
+    /// The line of the file the error is about, where there is one.
+    pub fn line(&self) -> Option<usize> {
+        match self {
+            Self::Invalid { line, .. } => *line,
+            Self::NotUtf8 { line, .. } | Self::Yaml { line, .. } => Some(*line),
+            Self::Json { source, .. } => Some(source.line()).filter(|l| *l > 0),
+            _ => None,
+        }
     }
 }
 
 impl From<crate::fsio::IoError> for DataError {
     fn from(e: crate::fsio::IoError) -> Self {
-        DataError::new(&e.path, None, format!("{}: {}", e.what, e.source))
+        DataError::Write { source: Arc::new(e) }
     }
 }
 
@@ -71,7 +177,7 @@ pub enum OnBad {
 }
 
 /// Images left out, with the reason for each.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default)]
 pub struct SkipReport {
     pub skipped: Vec<DataError>,
 }
@@ -88,7 +194,7 @@ impl SkipReport {
     /// Records `err` under `Skip`, or returns it under `Error`. A fatal error is always
     /// returned.
     pub fn handle(&mut self, on_bad: OnBad, err: DataError) -> Result<(), DataError> {
-        if err.fatal {
+        if err.is_fatal() {
             return Err(err);
         }
         match on_bad {
@@ -289,10 +395,10 @@ pub(crate) fn unreadable_format(path: &Path) -> DataError {
 /// Decodes an image file (jpg/png/bmp/webp/tiff, detected from content) to RGB8.
 pub fn load_rgb(path: &Path) -> Result<image::RgbImage, DataError> {
     let reader = image::ImageReader::open(path)
-        .map_err(|e| DataError::new(path, None, format!("cannot open the image: {e}")))?
+        .map_err(|e| DataError::io(path, "cannot open the image", e))?
         .with_guessed_format()
-        .map_err(|e| DataError::new(path, None, format!("cannot read the image: {e}")))?;
-    let img = reader.decode().map_err(|e| DataError::new(path, None, format!("cannot decode the image: {e}")))?;
+        .map_err(|e| DataError::io(path, "cannot read the image", e))?;
+    let img = reader.decode().map_err(|e| DataError::image(path, "cannot decode the image", e))?;
     Ok(img.to_rgb8())
 }
 
@@ -310,12 +416,17 @@ pub const MAX_CLASSES: usize = 100_000;
 /// Reads a text file of at most `max` bytes: a UTF-8 byte-order mark is dropped, invalid
 /// UTF-8 is an error naming the file and the line.
 pub fn read_text(path: &Path, max: u64) -> Result<String, DataError> {
+    read_text_as(path, max, "cannot read")
+}
+
+/// [`read_text`] with what an I/O error says was being done ("cannot read the …").
+pub(crate) fn read_text_as(path: &Path, max: u64, what: &'static str) -> Result<String, DataError> {
     use std::io::Read;
-    let file = std::fs::File::open(path).map_err(|e| DataError::new(path, None, format!("cannot read: {e}")))?;
+    let file = std::fs::File::open(path).map_err(|e| DataError::io(path, what, e))?;
     let mut bytes = Vec::new();
-    file.take(max + 1).read_to_end(&mut bytes).map_err(|e| DataError::new(path, None, format!("cannot read: {e}")))?;
+    file.take(max + 1).read_to_end(&mut bytes).map_err(|e| DataError::io(path, what, e))?;
     if bytes.len() as u64 > max {
-        return Err(DataError::new(path, None, format!("larger than {} bytes: is this the right file?", max)));
+        return Err(DataError::TooLarge { file: path.to_path_buf(), max });
     }
     decode_text(path, bytes)
 }
@@ -331,11 +442,7 @@ pub fn decode_text(path: &Path, mut bytes: Vec<u8>) -> Result<String, DataError>
         let at = e.utf8_error().valid_up_to();
         let line = bytes[..at].iter().filter(|&&b| b == b'\n').count() + 1;
         let column = at - bytes[..at].iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1) + 1;
-        DataError::new(
-            path,
-            Some(line),
-            format!("not UTF-8 (byte 0x{:02X} at column {column}): save the file as UTF-8", bytes[at]),
-        )
+        DataError::NotUtf8 { file: path.to_path_buf(), line, column, byte: bytes[at] }
     })
 }
 
@@ -344,5 +451,70 @@ pub(crate) fn clip(s: &str, max: usize) -> String {
     match s.char_indices().nth(max) {
         Some((i, _)) => format!("{}…", &s[..i]),
         None => s.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the front ends print: the error and the causes not already in its message.
+    fn printed(e: &DataError) -> String {
+        crate::error::text(e)
+    }
+
+    #[test]
+    fn causes_are_in_the_message_once_and_kept_as_sources() {
+        let dir = tempfile::tempdir().unwrap();
+        let absent = dir.path().join("absent.yaml");
+        let e = read_text(&absent, 10).unwrap_err();
+        assert!(matches!(&e, DataError::Io { what: "cannot read", .. }), "{e:?}");
+        let cause = std::error::Error::source(&e).expect("the io error");
+        assert!(cause.downcast_ref::<Arc<std::io::Error>>().is_some());
+        assert!(e.to_string().starts_with(&format!("{}: cannot read: ", absent.display())), "{e}");
+        assert!(e.to_string().ends_with(&cause.to_string()), "{e}");
+        assert_eq!(printed(&e), e.to_string());
+        assert_eq!(e.file(), absent);
+        assert!(!e.is_fatal());
+
+        let yaml = Path::new("data.yaml");
+        let e = yolo::load_yaml(yaml, "names: [a\nval: x\n").unwrap_err();
+        assert!(matches!(&e, DataError::Yaml { .. }), "{e:?}");
+        assert!(e.to_string().starts_with("data.yaml:"), "{e}");
+        assert!(e.to_string().contains(": not valid YAML: "), "{e}");
+        assert_eq!(printed(&e), e.to_string());
+
+        let img = dir.path().join("bad.png");
+        std::fs::write(&img, b"\x89PNG\r\n\x1a\nnot a png").unwrap();
+        let e = load_rgb(&img).unwrap_err();
+        assert!(matches!(&e, DataError::Image { what: "cannot decode the image", .. }), "{e:?}");
+        assert!(e.to_string().starts_with(&format!("{}: cannot decode the image: ", img.display())), "{e}");
+        assert_eq!(printed(&e), e.to_string());
+
+        let json = Path::new("gt.json");
+        let e = coco_json::parse_gt(json, r#"{"images": [], "categories": [], "annotations": [{"id": 3, "image_id": 1, "category_id": 1, "bbox": [0, 0, 1, 1]}]}"#).unwrap_err();
+        assert!(matches!(&e, DataError::Coco { .. }), "{e:?}");
+        assert_eq!(e.to_string(), "gt.json: annotations[0] (id 3): image_id 1 is not in `images`");
+        assert_eq!(printed(&e), e.to_string());
+        assert_eq!(e.file(), json);
+    }
+
+    #[test]
+    fn fatal_errors_are_never_skipped() {
+        let mut skipped = SkipReport::default();
+        let bad = DataError::new(Path::new("a.txt"), Some(2), "unknown class id 7");
+        assert_eq!(bad.to_string(), "a.txt:2: unknown class id 7");
+        assert_eq!(bad.line(), Some(2));
+        assert!(skipped.handle(OnBad::Skip, bad.clone()).is_ok());
+        assert!(skipped.handle(OnBad::Error, bad).is_err());
+        let size = DataError::Letterbox { file: "b.png".into(), source: LetterboxError::Size { size: 0 } };
+        let empty =
+            DataError::Letterbox { file: "b.png".into(), source: LetterboxError::EmptyImage { width: 0, height: 1 } };
+        let fatal = DataError::fatal(Path::new("c.png"), "the image decoder panicked: boom");
+        assert!(size.is_fatal() && fatal.is_fatal() && !empty.is_fatal());
+        assert!(skipped.handle(OnBad::Skip, size).is_err());
+        assert!(skipped.handle(OnBad::Skip, fatal).is_err());
+        assert!(skipped.handle(OnBad::Skip, empty).is_ok());
+        assert_eq!(skipped.len(), 2);
     }
 }

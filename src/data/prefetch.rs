@@ -6,7 +6,7 @@
 //! for any other reason, the first missing image is yielded as a fatal error (see
 //! [`DataError::fatal`]), after which the stream ends.
 
-use super::letterbox::{try_letterbox, MAX_SIZE};
+use super::letterbox::{try_letterbox, LetterboxError, MAX_SIZE};
 use super::{load_rgb, DataError, Letterboxed};
 use crossbeam_channel::{bounded, Receiver};
 use std::collections::BTreeMap;
@@ -30,10 +30,10 @@ pub struct Prefetcher {
 /// would do); an image that cannot be read or is empty is a bad image.
 pub fn decode(path: &Path, size: u32) -> Result<Letterboxed, DataError> {
     if size == 0 || size > MAX_SIZE {
-        return Err(DataError::fatal(path, format!("image size {size}: expected 1..={MAX_SIZE} pixels")));
+        return Err(DataError::Letterbox { file: path.to_path_buf(), source: LetterboxError::Size { size } });
     }
     let img = load_rgb(path)?;
-    try_letterbox(&img, size).map_err(|e| DataError::new(path, None, e))
+    try_letterbox(&img, size).map_err(|source| DataError::Letterbox { file: path.to_path_buf(), source })
 }
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
@@ -161,7 +161,7 @@ mod tests {
                 match item {
                     Err(e) => {
                         assert_eq!(n, 3);
-                        assert!(e.fatal);
+                        assert!(e.is_fatal());
                         assert!(e.to_string().starts_with("img3.png: the image decoder panicked: boom"), "{e}");
                     }
                     Ok(_) => assert_ne!(n, 3),
@@ -183,7 +183,7 @@ mod tests {
             assert_eq!(items.len(), 2, "size {size}");
             for (_, r) in items {
                 let e = r.unwrap_err();
-                assert!(e.fatal && e.to_string().contains("a.png") && e.to_string().contains("image size"), "{e}");
+                assert!(e.is_fatal() && e.to_string().contains("a.png") && e.to_string().contains("image size"), "{e}");
             }
         }
     }
@@ -207,7 +207,7 @@ mod tests {
         p.pending.clear();
         let (i, r) = p.next().unwrap();
         let e = r.unwrap_err();
-        assert!(e.fatal && e.to_string().starts_with(&format!("img{i}.png: the image decoders stopped")), "{e}");
+        assert!(e.is_fatal() && e.to_string().starts_with(&format!("img{i}.png: the image decoders stopped")), "{e}");
         assert!(p.next().is_none());
     }
 }

@@ -299,8 +299,7 @@ pub fn generate(
         if !out.is_dir() {
             return Err(DataError::new(out, None, "exists and is not a folder: choose a new output folder"));
         }
-        let mut entries =
-            std::fs::read_dir(out).map_err(|e| DataError::new(out, None, format!("cannot list the folder: {e}")))?;
+        let mut entries = std::fs::read_dir(out).map_err(|e| DataError::io(out, "cannot list the folder", e))?;
         if entries.next().is_some() {
             return Err(DataError::new(
                 out,
@@ -318,11 +317,11 @@ fn write_dataset(
     threads: usize,
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<(), DataError> {
-    let err = |p: &Path, e: &dyn std::fmt::Display| DataError::new(p, None, format!("cannot write: {e}"));
+    let err = |p: &Path, e: std::io::Error| DataError::io(p, "cannot write", e);
     for split in ["train", "val"] {
         for kind in ["images", "labels"] {
             let d = out.join(kind).join(split);
-            std::fs::create_dir_all(&d).map_err(|e| err(&d, &e))?;
+            std::fs::create_dir_all(&d).map_err(|e| err(&d, e))?;
         }
     }
     let jobs: Vec<(&str, usize)> =
@@ -344,7 +343,7 @@ fn write_dataset(
                 let ip = out.join("images").join(split).join(format!("{name}.jpg"));
                 let lp = out.join("labels").join(split).join(format!("{name}.txt"));
                 let result = write_jpeg(&ip, &img, cfg.jpeg_quality).and_then(|_| {
-                    std::fs::write(&lp, label_text(&objects, img.width(), img.height())).map_err(|e| err(&lp, &e))
+                    std::fs::write(&lp, label_text(&objects, img.width(), img.height())).map_err(|e| err(&lp, e))
                 });
                 if let Err(e) = result {
                     if let Ok(mut slot) = first_error.lock() {
@@ -367,13 +366,13 @@ fn write_dataset(
         cfg.train, cfg.val, cfg.seed
     );
     let yp = out.join("data.yaml");
-    std::fs::write(&yp, yaml).map_err(|e| err(&yp, &e))
+    std::fs::write(&yp, yaml).map_err(|e| err(&yp, e))
 }
 
 fn write_jpeg(path: &Path, img: &RgbImage, quality: u8) -> Result<(), DataError> {
-    let file = std::fs::File::create(path).map_err(|e| DataError::new(path, None, format!("cannot write: {e}")))?;
+    let file = std::fs::File::create(path).map_err(|e| DataError::io(path, "cannot write", e))?;
     let mut enc = image::codecs::jpeg::JpegEncoder::new_with_quality(std::io::BufWriter::new(file), quality);
-    enc.encode_image(img).map_err(|e| DataError::new(path, None, format!("cannot encode: {e}")))
+    enc.encode_image(img).map_err(|e| DataError::image(path, "cannot encode", e))
 }
 
 #[cfg(test)]

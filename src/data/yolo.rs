@@ -14,7 +14,7 @@ use super::{
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
-use yaml_rust2::scanner::{Marker, Scanner, TokenType};
+use yaml_rust2::scanner::{Marker, ScanError, Scanner, TokenType};
 use yaml_rust2::{Yaml, YamlLoader};
 
 /// Where a split's images come from: a folder (scanned) or a list file.
@@ -225,7 +225,7 @@ const YAML_NODE_COST: u64 = 64;
 /// Loads the first YAML document of `text` after checking that its nesting and its size
 /// with aliases expanded stay within bounds (yaml-rust2 copies an aliased node per use).
 pub fn load_yaml(path: &Path, text: &str) -> Result<Yaml, DataError> {
-    let not_yaml = |m: &Marker, info: &str| DataError::new(path, Some(m.line()), format!("not valid YAML: {info}"));
+    let not_yaml = |e: ScanError| DataError::Yaml { file: path.to_path_buf(), line: e.marker().line(), source: e };
     let checked = std::panic::catch_unwind(|| -> Result<Yaml, DataError> {
         // Nesting, from the tokens (the scanner does not recurse).
         let mut depth = 0usize;
@@ -252,11 +252,11 @@ pub fn load_yaml(path: &Path, text: &str) -> Result<Yaml, DataError> {
             }
         }
         if let Some(e) = scanner.get_error() {
-            return Err(not_yaml(e.marker(), e.info()));
+            return Err(not_yaml(e));
         }
         // Size with aliases expanded, from the events.
         let mut budget = YamlBudget::default();
-        Parser::new_from_str(text).load(&mut budget, true).map_err(|e| not_yaml(e.marker(), e.info()))?;
+        Parser::new_from_str(text).load(&mut budget, true).map_err(not_yaml)?;
         if let Some(line) = budget.over {
             return Err(DataError::new(
                 path,
@@ -264,7 +264,7 @@ pub fn load_yaml(path: &Path, text: &str) -> Result<Yaml, DataError> {
                 "too large once its aliases (`*name`) are expanded: refusing a YAML alias bomb",
             ));
         }
-        let docs = YamlLoader::load_from_str(text).map_err(|e| not_yaml(e.marker(), e.info()))?;
+        let docs = YamlLoader::load_from_str(text).map_err(not_yaml)?;
         Ok(docs.into_iter().next().unwrap_or(Yaml::Null))
     });
     checked.unwrap_or_else(|_| Err(DataError::new(path, None, "not valid YAML (the YAML parser failed on it)")))
@@ -437,8 +437,7 @@ pub const MAX_SCAN_ENTRIES: usize = 10_000_000;
 /// folder inside `root` not visited yet: never out of the dataset, never in a loop.
 /// Files in formats that cannot be decoded are visited too (the caller reports them).
 pub fn walk_images(root: &Path, visit: &mut dyn FnMut(PathBuf) -> Result<bool, DataError>) -> Result<(), DataError> {
-    let canon_root =
-        std::fs::canonicalize(root).map_err(|e| DataError::new(root, None, format!("cannot list the folder: {e}")))?;
+    let canon_root = std::fs::canonicalize(root).map_err(|e| DataError::io(root, "cannot list the folder", e))?;
     let mut visited: HashSet<PathBuf> = HashSet::from([canon_root.clone()]);
     let mut seen = 0usize;
     let first = list_dir(root, &canon_root, &canon_root, &mut visited, &mut seen)?;
@@ -471,8 +470,7 @@ fn list_dir(
     visited: &mut HashSet<PathBuf>,
     seen: &mut usize,
 ) -> Result<Vec<(PathBuf, Option<PathBuf>)>, DataError> {
-    let entries =
-        std::fs::read_dir(dir).map_err(|e| DataError::new(dir, None, format!("cannot list the folder: {e}")))?;
+    let entries = std::fs::read_dir(dir).map_err(|e| DataError::io(dir, "cannot list the folder", e))?;
     let mut out = Vec::new();
     for entry in entries.flatten() {
         *seen += 1;

@@ -74,13 +74,46 @@ pub struct Comparison {
     pub models: Vec<ModelReport>,
 }
 
+/// Why a comparison could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum CompareError {
+    #[error("nothing to compare: give at least one checkpoint")]
+    Nothing,
+    #[error(transparent)]
+    Cfg(#[from] crate::model::CfgError),
+    #[error(transparent)]
+    Weights(#[from] crate::model::WeightsError),
+    #[error(transparent)]
+    Forward(#[from] crate::model::ForwardError),
+    #[error(transparent)]
+    Data(#[from] crate::data::DataError),
+    #[error(transparent)]
+    Eval(#[from] eval::EvalError),
+    #[error("{0}")]
+    Device(String),
+    #[error("{}: cannot read: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: cannot measure the compressed size: {source}", path.display())]
+    Compress {
+        path: PathBuf,
+        #[source]
+        source: zip::result::ZipError,
+    },
+    #[error("{}: {message}", path.display())]
+    Layer { path: PathBuf, message: String },
+}
+
 /// Size of `bytes` as one deflated zip entry.
-pub fn compressed_size(name: &str, bytes: &[u8]) -> Result<u64, String> {
+pub fn compressed_size(name: &str, bytes: &[u8]) -> Result<u64, zip::result::ZipError> {
     let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
     let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
-    zip.start_file(name, opts).map_err(|e| e.to_string())?;
-    zip.write_all(bytes).map_err(|e| e.to_string())?;
-    let out = zip.finish().map_err(|e| e.to_string())?;
+    zip.start_file(name, opts)?;
+    zip.write_all(bytes)?;
+    let out = zip.finish()?;
     Ok(out.into_inner().len() as u64)
 }
 
@@ -103,15 +136,15 @@ pub fn compare(
     c: &CompareConfig,
     models: &[(String, PathBuf)],
     progress: &mut dyn FnMut(usize, usize, usize),
-) -> anyhow::Result<Comparison> {
+) -> Result<Comparison, CompareError> {
     if models.is_empty() {
-        anyhow::bail!("nothing to compare: give at least one checkpoint");
+        return Err(CompareError::Nothing);
     }
     let cfg = Cfg::from_file(&c.cfg)?;
     let size = c.img_size.unwrap_or(cfg.width as u32);
     let graph = Graph::build(&cfg, 1, size as usize, size as usize)?;
     let layout = Layout::of(&cfg, &graph);
-    let device = parse_device(&c.device).map_err(anyhow::Error::msg)?;
+    let device = parse_device(&c.device).map_err(CompareError::Device)?;
     let opts = OpenOptions { classes: Some(cfg.classes()), on_bad: OnBad::Skip, limit: c.limit, ..Default::default() };
     let ds = DetectionDataset::open_with(&c.data, opts)?;
     let ecfg = EvalConfig { img_size: size, ..Default::default() };
@@ -119,13 +152,17 @@ pub fn compare(
     let mut out = Vec::new();
     for (m, (label, path)) in models.iter().enumerate() {
         let weights = Weights::load(path, &layout)?;
-        let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", path.display()))?;
+        let bytes = std::fs::read(path).map_err(|source| CompareError::Read { path: path.clone(), source })?;
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let compressed = compressed_size(&name, &bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let compressed =
+            compressed_size(&name, &bytes).map_err(|source| CompareError::Compress { path: path.clone(), source })?;
         let eff = effective::effective(&cfg, &graph, &layout, &weights);
         let mut layers = Vec::new();
         for keys in &layout.convs {
-            let nz = weights.of_layer(keys).map_err(anyhow::Error::msg)?.count_nonzero() as u64;
+            let nz = weights
+                .of_layer(keys)
+                .map_err(|message| CompareError::Layer { path: path.clone(), message })?
+                .count_nonzero() as u64;
             layers.push(LayerRow {
                 layer: format!("conv_{}", keys.block),
                 params: dense[keys.block].params,
@@ -174,7 +211,7 @@ pub fn compare(
     })
 }
 
-fn latency(net: &Darknet, size: u32, device: tch::Device, runs: usize) -> anyhow::Result<f64> {
+fn latency(net: &Darknet, size: u32, device: tch::Device, runs: usize) -> Result<f64, CompareError> {
     let x = tch::Tensor::zeros([1, 3, size as i64, size as i64], (tch::Kind::Float, device));
     let sync = || {
         if let tch::Device::Cuda(i) = device {

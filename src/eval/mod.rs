@@ -74,6 +74,8 @@ pub enum EvalError {
     Forward(#[from] ForwardError),
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
+    #[error(transparent)]
+    Coco(#[from] crate::metrics::coco::CocoError),
     #[error("{0}")]
     Mismatch(String),
     #[error("cancelled")]
@@ -348,7 +350,7 @@ pub fn score(dataset: &DetectionDataset, preds: &[ImagePrediction], cfg: &EvalCo
             })
         })
         .collect();
-    let coco = coco::evaluate(&gt, &detections).map_err(EvalError::Mismatch)?;
+    let coco = coco::evaluate(&gt, &detections)?;
     let k_of_cat: std::collections::HashMap<i64, usize> =
         coco.category_ids.iter().enumerate().map(|(k, &id)| (id, k)).collect();
     let all_t: Vec<usize> = (0..10).collect();

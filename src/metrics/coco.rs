@@ -9,14 +9,26 @@
 
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
 
-/// An error reading or checking COCO files; names the file and the field.
-#[derive(Debug, thiserror::Error)]
-#[error("{file}: {message}")]
-pub struct CocoError {
-    pub file: String,
-    pub message: String,
+/// A COCO value that fails a check: names the file (the label the caller gave), the entry
+/// and what was expected. Reading and parsing the files is `data::coco_json`'s.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CocoError {
+    /// A ground-truth annotation whose image is not in `images`.
+    #[error("{file}: annotations[{index}] (id {id}): image_id {image_id} is not in `images`")]
+    AnnotationImage { file: String, index: usize, id: i64, image_id: i64 },
+    /// A ground-truth annotation whose category is not in `categories`.
+    #[error("{file}: annotations[{index}] (id {id}): category_id {category_id} is not in `categories`")]
+    AnnotationCategory { file: String, index: usize, id: i64, category_id: i64 },
+    /// A ground-truth box with a negative size or a value that is not finite.
+    #[error("{file}: annotations[{index}] (id {id}): bbox {bbox:?}: expected finite [x, y, w, h] with w, h >= 0")]
+    AnnotationBox { file: String, index: usize, id: i64, bbox: [f64; 4] },
+    /// A detection whose box or score is not a finite number.
+    #[error("{file}: [{index}]: bbox {bbox:?} and score {score} must be finite numbers")]
+    DetectionNotFinite { file: String, index: usize, bbox: [f64; 4], score: f64 },
+    /// A detection for an image the ground truth does not have (pycocotools asserts).
+    #[error("detection [{index}] for image_id {image_id} which is not in the ground truth images")]
+    UnknownImage { index: usize, image_id: i64 },
 }
 
 /// A ground-truth annotation.
@@ -77,56 +89,38 @@ pub struct Detection {
     pub score: f64,
 }
 
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Result<T, CocoError> {
-    let file = path.display().to_string();
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| CocoError { file: file.clone(), message: format!("cannot read the {what}: {e}") })?;
-    serde_json::from_str(&text).map_err(|e| CocoError {
-        file,
-        message: format!("line {} column {}: not a valid COCO {what}: {e}", e.line(), e.column()),
-    })
-}
-
 impl CocoGt {
-    pub fn from_file(path: &Path) -> Result<Self, CocoError> {
-        let gt: CocoGt = read_json(path, "ground-truth file (images, annotations, categories)")?;
-        gt.check(&path.display().to_string())?;
-        Ok(gt)
-    }
-
-    /// Refuses annotations that point at unknown images or categories, and negative sizes.
+    /// Refuses annotations that point at unknown images or categories, and negative sizes;
+    /// `file` names the ground truth in the messages.
     pub fn check(&self, file: &str) -> Result<(), CocoError> {
         let images: std::collections::HashSet<i64> = self.images.iter().map(|i| i.id).collect();
         let cats: std::collections::HashSet<i64> = self.categories.iter().map(|c| c.id).collect();
-        for (n, a) in self.annotations.iter().enumerate() {
-            let err =
-                |m: String| CocoError { file: file.into(), message: format!("annotations[{n}] (id {}): {m}", a.id) };
+        for (index, a) in self.annotations.iter().enumerate() {
+            // The label is copied only for an error.
+            let (file, id) = (|| file.to_string(), a.id);
             if !images.contains(&a.image_id) {
-                return Err(err(format!("image_id {} is not in `images`", a.image_id)));
+                return Err(CocoError::AnnotationImage { file: file(), index, id, image_id: a.image_id });
             }
             if !cats.contains(&a.category_id) {
-                return Err(err(format!("category_id {} is not in `categories`", a.category_id)));
+                return Err(CocoError::AnnotationCategory { file: file(), index, id, category_id: a.category_id });
             }
             if a.bbox[2] < 0.0 || a.bbox[3] < 0.0 || a.bbox.iter().any(|v| !v.is_finite()) {
-                return Err(err(format!("bbox {:?}: expected finite [x, y, w, h] with w, h >= 0", a.bbox)));
+                return Err(CocoError::AnnotationBox { file: file(), index, id, bbox: a.bbox });
             }
         }
         Ok(())
     }
 }
 
-/// Reads a COCO results file (a JSON list of detections).
-pub fn read_detections(path: &Path) -> Result<Vec<Detection>, CocoError> {
-    let dets: Vec<Detection> = read_json(path, "results file (a list of {image_id, category_id, bbox, score})")?;
-    for (n, d) in dets.iter().enumerate() {
-        if d.bbox.iter().any(|v| !v.is_finite()) || !d.score.is_finite() {
-            return Err(CocoError {
-                file: path.display().to_string(),
-                message: format!("[{n}]: bbox {:?} and score {} must be finite numbers", d.bbox, d.score),
-            });
+/// Refuses detections whose box or score is not a finite number; `file` names the results in
+/// the messages.
+pub fn check_detections(dets: &[Detection], file: &str) -> Result<(), CocoError> {
+    match dets.iter().enumerate().find(|(_, d)| d.bbox.iter().any(|v| !v.is_finite()) || !d.score.is_finite()) {
+        Some((index, d)) => {
+            Err(CocoError::DetectionNotFinite { file: file.to_string(), index, bbox: d.bbox, score: d.score })
         }
+        None => Ok(()),
     }
-    Ok(dets)
 }
 
 /// IoU thresholds .50:.05:.95 exactly as `np.linspace(.5, .95, 10)` computes them.
@@ -278,7 +272,7 @@ fn iou(d: &[f64; 4], g: &[f64; 4], crowd: bool) -> f64 {
 /// `evaluate()`, `accumulate()` and `summarize()`.
 ///
 /// Detections whose image is not in the ground truth are refused (pycocotools asserts).
-pub fn evaluate(gt: &CocoGt, dets: &[Detection]) -> Result<CocoEvalResult, String> {
+pub fn evaluate(gt: &CocoGt, dets: &[Detection]) -> Result<CocoEvalResult, CocoError> {
     let mut img_ids: Vec<i64> = gt.images.iter().map(|i| i.id).collect();
     img_ids.sort_unstable();
     img_ids.dedup();
@@ -287,8 +281,8 @@ pub fn evaluate(gt: &CocoGt, dets: &[Detection]) -> Result<CocoEvalResult, Strin
     cat_ids.dedup();
     let img_index: HashMap<i64, usize> = img_ids.iter().enumerate().map(|(i, &id)| (id, i)).collect();
     let cat_index: HashMap<i64, usize> = cat_ids.iter().enumerate().map(|(i, &id)| (id, i)).collect();
-    if let Some(d) = dets.iter().find(|d| !img_index.contains_key(&d.image_id)) {
-        return Err(format!("detection for image_id {} which is not in the ground truth images", d.image_id));
+    if let Some((index, d)) = dets.iter().enumerate().find(|(_, d)| !img_index.contains_key(&d.image_id)) {
+        return Err(CocoError::UnknownImage { index, image_id: d.image_id });
     }
     let (ni, nk) = (img_ids.len(), cat_ids.len());
     // Group by (image, category); keep file order inside each group.
