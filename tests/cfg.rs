@@ -252,3 +252,477 @@ fn garbage_never_panics() {
         }
     }
 }
+
+/// A UTF-8 byte order mark (what Notepad writes) is skipped, in text and in files.
+#[test]
+fn byte_order_mark_is_skipped() {
+    let text = format!("\u{feff}{BASE}");
+    let cfg = Cfg::parse(&text, "bom.cfg").unwrap();
+    assert_eq!(cfg.blocks.len(), 3);
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("bom.cfg");
+    std::fs::write(&p, text.as_bytes()).unwrap();
+    assert_eq!(Cfg::from_file(&p).unwrap().blocks.len(), 3);
+}
+
+/// A Latin-1 byte (a comment written by a Windows editor): file, line and "not UTF-8".
+#[test]
+fn latin1_byte_is_refused_with_file_line_and_encoding() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("latin1.cfg");
+    // Line 3 is `# caf\xe9`: é in Latin-1.
+    let mut bytes = b"[net]\nwidth=64\n# caf".to_vec();
+    bytes.push(0xE9);
+    bytes.extend_from_slice(b"\nheight=64\n");
+    std::fs::write(&p, &bytes).unwrap();
+    let err = Cfg::from_file(&p).unwrap_err();
+    assert_eq!(err.line, 3, "{err}");
+    let s = err.to_string();
+    assert!(s.starts_with(&format!("{}:3: ", p.display())), "{s}");
+    assert!(s.contains("the file is not UTF-8: byte 0xE9 at column 6"), "{s}");
+}
+
+/// Values far beyond any real model are refused at their line, naming the key and the bound,
+/// instead of overflowing the cost products.
+#[test]
+fn absurd_values_are_refused_with_line_and_key() {
+    let cases: Vec<(&str, String, usize, &str)> = vec![
+        (
+            "filters",
+            BASE.replace("filters=8", "filters=2000000000"),
+            8,
+            "`filters`: 2000000000 is too large, expected at most 65536",
+        ),
+        ("size", BASE.replace("size=3", "size=99999"), 9, "`size`: 99999 is too large, expected at most 128"),
+        (
+            "width float",
+            BASE.replace("width=64", "width=1e9"),
+            2,
+            "`width`: expected a non-negative integer, found `1e9`",
+        ),
+        (
+            "width",
+            BASE.replace("width=64", "width=1000000000"),
+            2,
+            "`width`: 1000000000 is too large, expected at most 16384",
+        ),
+        (
+            "beyond u64",
+            BASE.replace("height=64", "height=99999999999999999999999"),
+            3,
+            "`height`: 99999999999999999999999 is too large",
+        ),
+        (
+            "stride",
+            BASE.replace("stride=1\npad=1\nactivation=leaky", "stride=4096\npad=1\nactivation=leaky"),
+            10,
+            "`stride`: 4096 is too large, expected at most 128",
+        ),
+        ("NaN anchor", BASE.replace("23,27", "NaN,27"), 23, "`anchors`: expected positive finite numbers, found `NaN`"),
+        (
+            "negative anchor",
+            BASE.replace("23,27", "-23,27"),
+            23,
+            "`anchors`: expected positive finite numbers, found `-23`",
+        ),
+        ("scale_x_y", BASE.replace("num=3", "num=3\nscale_x_y=inf"), 26, "`scale_x_y`: expected a number in (0, 16]"),
+    ];
+    for (what, text, line, message) in cases {
+        let err = Cfg::parse(&text, "huge.cfg").expect_err(what);
+        assert_eq!(err.line, line, "{what}: {err}");
+        assert!(err.message.contains(message), "{what}: got `{}`, expected `{message}`", err.message);
+    }
+}
+
+/// Values each within their bound whose products overflow 64 bits: an error at the block's
+/// line, not a wrapped number. Conv MACs of block 1 at 16384x16384: 16384² outputs ×
+/// 65536·128² weights per filter × 65536 filters = 2^28·2^30·2^16 = 2^74 > 2^64.
+#[test]
+fn cost_overflow_is_an_error_not_nonsense() {
+    let text = "[net]\nwidth=16384\nheight=16384\nchannels=3\n\
+        [convolutional]\nfilters=65536\nsize=1\nactivation=linear\n\
+        [convolutional]\nfilters=65536\nsize=128\npad=1\nactivation=linear\n";
+    let cfg = Cfg::parse(text, "big.cfg").unwrap();
+    let err = Graph::build(&cfg, 1, 16384, 16384).unwrap_err();
+    assert_eq!(err.line, 9, "{err}");
+    assert!(err.message.contains("overflows at input 16384x16384"), "{err}");
+    // Routes that double the channels each time stop at a bound instead of wrapping.
+    let mut text =
+        String::from("[net]\nwidth=64\nheight=64\n[convolutional]\nfilters=65536\nsize=1\nactivation=linear\n");
+    for _ in 0..40 {
+        text.push_str("[route]\nlayers=-1,-1\n");
+    }
+    let cfg = Cfg::parse(&text, "routes.cfg").unwrap();
+    let err = Graph::build(&cfg, 1, 64, 64).unwrap_err();
+    assert!(err.message.contains("route concatenates more than 1048576 channels"), "{err}");
+    // So are the channels of all blocks together (effective cost keeps a flag for each):
+    // 1,100 routes re-reading 65,536 channels pass 2^26 at block 1,024.
+    let mut text =
+        String::from("[net]\nwidth=64\nheight=64\n[convolutional]\nfilters=65536\nsize=1\nactivation=linear\n");
+    for _ in 0..1100 {
+        text.push_str("[route]\nlayers=-1\n");
+    }
+    let cfg = Cfg::parse(&text, "many.cfg").unwrap();
+    let err = Graph::build(&cfg, 1, 64, 64).unwrap_err();
+    assert!(err.message.contains("output more than 67108864 channels in all"), "{err}");
+    assert_eq!(err.line, 8 + 2 * 1023, "{err}");
+    // Input sizes are bounded too.
+    let cfg = Cfg::parse(BASE, "base.cfg").unwrap();
+    let err = Graph::build(&cfg, 1, 1 << 40, 64).unwrap_err();
+    assert!(err.message.contains("expected at most 1048576 on each side"), "{err}");
+}
+
+/// yolov4-tiny.cfg (AlexeyAB/darknet, 80 classes) with every key of the original: the [yolo]
+/// keys that only steer training or Darknet's NMS are accepted, `scale_x_y` is decoded.
+const YOLOV4_TINY: &str = r#"[net]
+# Testing
+#batch=1
+#subdivisions=1
+# Training
+batch=64
+subdivisions=1
+width=416
+height=416
+channels=3
+momentum=0.9
+decay=0.0005
+angle=0
+saturation = 1.5
+exposure = 1.5
+hue=.1
+
+learning_rate=0.00261
+burn_in=1000
+max_batches = 2000200
+policy=steps
+steps=1600000,1800000
+scales=.1,.1
+
+[convolutional]
+batch_normalize=1
+filters=32
+size=3
+stride=2
+pad=1
+activation=leaky
+
+[convolutional]
+batch_normalize=1
+filters=64
+size=3
+stride=2
+pad=1
+activation=leaky
+
+[convolutional]
+batch_normalize=1
+filters=64
+size=3
+stride=1
+pad=1
+activation=leaky
+
+[route]
+layers=-1
+groups=2
+group_id=1
+
+[convolutional]
+batch_normalize=1
+filters=32
+size=3
+stride=1
+pad=1
+activation=leaky
+
+[convolutional]
+batch_normalize=1
+filters=32
+size=3
+stride=1
+pad=1
+activation=leaky
+
+[route]
+layers = -1,-2
+
+[convolutional]
+batch_normalize=1
+filters=64
+size=1
+stride=1
+pad=1
+activation=leaky
+
+[route]
+layers = -6,-1
+
+[maxpool]
+size=2
+stride=2
+
+[convolutional]
+batch_normalize=1
+filters=128
+size=3
+stride=1
+pad=1
+activation=leaky
+
+[route]
+layers=-1
+groups=2
+group_id=1
+
+[convolutional]
+batch_normalize=1
+filters=64
+size=3
+stride=1
+pad=1
+activation=leaky
+
+[convolutional]
+batch_normalize=1
+filters=64
+size=3
+stride=1
+pad=1
+activation=leaky
+
+[route]
+layers = -1,-2
+
+[convolutional]
+batch_normalize=1
+filters=128
+size=1
+stride=1
+pad=1
+activation=leaky
+
+[route]
+layers = -6,-1
+
+[maxpool]
+size=2
+stride=2
+
+[convolutional]
+batch_normalize=1
+filters=256
+size=3
+stride=1
+pad=1
+activation=leaky
+
+[route]
+layers=-1
+groups=2
+group_id=1
+
+[convolutional]
+batch_normalize=1
+filters=128
+size=3
+stride=1
+pad=1
+activation=leaky
+
+[convolutional]
+batch_normalize=1
+filters=128
+size=3
+stride=1
+pad=1
+activation=leaky
+
+[route]
+layers = -1,-2
+
+[convolutional]
+batch_normalize=1
+filters=256
+size=1
+stride=1
+pad=1
+activation=leaky
+
+[route]
+layers = -6,-1
+
+[maxpool]
+size=2
+stride=2
+
+[convolutional]
+batch_normalize=1
+filters=512
+size=3
+stride=1
+pad=1
+activation=leaky
+
+##################################
+
+[convolutional]
+batch_normalize=1
+filters=256
+size=1
+stride=1
+pad=1
+activation=leaky
+
+[convolutional]
+batch_normalize=1
+filters=512
+size=3
+stride=1
+pad=1
+activation=leaky
+
+[convolutional]
+size=1
+stride=1
+pad=1
+filters=255
+activation=linear
+
+
+
+[yolo]
+mask = 3,4,5
+anchors = 10,14,  23,27,  37,58,  81,82,  135,169,  344,319
+classes=80
+num=6
+jitter=.3
+scale_x_y = 1.05
+cls_normalizer=1.0
+iou_normalizer=0.07
+iou_loss=ciou
+ignore_thresh = .7
+truth_thresh = 1
+random=0
+resize=1.5
+nms_kind=greedynms
+beta_nms=0.6
+#new_coords=1
+#scale_x_y = 2.0
+
+[route]
+layers = -4
+
+[convolutional]
+batch_normalize=1
+filters=128
+size=1
+stride=1
+pad=1
+activation=leaky
+
+[upsample]
+stride=2
+
+[route]
+layers = -1, 23
+
+[convolutional]
+batch_normalize=1
+filters=256
+size=3
+stride=1
+pad=1
+activation=leaky
+
+[convolutional]
+size=1
+stride=1
+pad=1
+filters=255
+activation=linear
+
+[yolo]
+mask = 1,2,3
+anchors = 10,14,  23,27,  37,58,  81,82,  135,169,  344,319
+classes=80
+num=6
+jitter=.3
+scale_x_y = 1.05
+cls_normalizer=1.0
+iou_normalizer=0.07
+iou_loss=ciou
+ignore_thresh = .7
+truth_thresh = 1
+random=0
+resize=1.5
+nms_kind=greedynms
+beta_nms=0.6
+#new_coords=1
+#scale_x_y = 2.0
+"#;
+
+#[test]
+fn yolov4_tiny_is_accepted_with_scale_x_y() {
+    let cfg = Cfg::parse(YOLOV4_TINY, "yolov4-tiny.cfg").unwrap();
+    assert_eq!(cfg.blocks.len(), 38);
+    assert_eq!(cfg.yolo_blocks(), vec![30, 37]);
+    for i in [30, 37] {
+        let BlockKind::Yolo(y) = &cfg.blocks[i].kind else { panic!() };
+        assert_eq!(y.scale_x_y, 1.05);
+        assert!(!y.new_coords);
+    }
+    let BlockKind::Yolo(y) = &cfg.blocks[37].kind else { panic!() };
+    assert_eq!(y.head_anchors(), vec![(23.0, 27.0), (37.0, 58.0), (81.0, 82.0)]);
+    let g = Graph::build(&cfg, 1, 416, 416).unwrap();
+    assert_eq!(g.nodes[30].output_shape, vec![1, 507, 85]); // 3·13·13
+    assert_eq!(g.nodes[37].output_shape, vec![1, 2028, 85]); // 3·26·26
+                                                             // route_34 = upsample_33 (128) + conv_23 (256) at 26x26.
+    assert_eq!(g.nodes[34].output_shape, vec![1, 384, 26, 26]);
+    // A key that would change the decoded outputs is still refused, by name.
+    let bad = YOLOV4_TINY.replacen("beta_nms=0.6", "beta_nms=0.6\nembedding_layer=5", 1);
+    let err = Cfg::parse(&bad, "v4.cfg").unwrap_err();
+    assert!(err.message.contains("unknown key `embedding_layer` in [yolo]"), "{err}");
+    let bad = YOLOV4_TINY.replacen("scale_x_y = 1.05", "scale_x_y = 1.05\nnew_coords=2", 1);
+    let err = Cfg::parse(&bad, "v4.cfg").unwrap_err();
+    assert!(err.message.contains("`new_coords`: expected 0 or 1, found 2"), "{err}");
+}
+
+/// The head decoding with `scale_x_y`, computed by hand. One 1x1 convolution with zero
+/// weights and stride 16 on a 32x32 image: a 2x2 grid whose raw outputs are the conv biases
+/// (tx, ty, tw, th, obj, cls) = (ln 3, −ln 3, ln 2, 0, 0, ln 3). Darknet: x = (σ(tx)·s −
+/// (s−1)/2 + cx)·stride with s = 1.2: σ(ln 3) = 0.75 -> 0.9 − 0.1 = 0.8; σ(−ln 3) = 0.25 ->
+/// 0.3 − 0.1 = 0.2. Row 1 is cell (cx=1, cy=0): x = 1.8·16 = 28.8, y = 0.2·16 = 3.2,
+/// w = e^{ln 2}·4 = 8, h = 1·8 = 8, obj = σ(0) = 0.5, cls = 0.75. Without scale_x_y the
+/// same model gives x = 1.75·16 = 28 and y = 4.
+#[test]
+fn scale_x_y_decodes_like_darknet() {
+    use prunescope::model::{Darknet, Layout, Weights};
+    let text = "[net]\nwidth=32\nheight=32\nchannels=1\n\
+        [convolutional]\nfilters=6\nsize=1\nstride=16\nactivation=linear\n\
+        [yolo]\nmask=0\nanchors=4,8\nclasses=1\nscale_x_y=1.2\n";
+    let run = |text: &str| -> Vec<f32> {
+        let cfg = Cfg::parse(text, "s.cfg").unwrap();
+        let graph = Graph::build(&cfg, 1, 32, 32).unwrap();
+        let layout = Layout::of(&cfg, &graph);
+        let mut w = Weights::initialize(&layout, 1);
+        w.get_mut("module_list.0.conv_0.weight").unwrap().data.fill(0.0);
+        let l3 = 3f32.ln();
+        w.get_mut("module_list.0.conv_0.bias").unwrap().data = vec![l3, -l3, 2f32.ln(), 0.0, 0.0, l3];
+        let model = Darknet::new(&cfg, &graph, &w, tch::Device::Cpu).unwrap();
+        let out = model.forward(&tch::Tensor::zeros([1, 1, 32, 32], (tch::Kind::Float, tch::Device::Cpu))).unwrap();
+        assert_eq!(out.size(), vec![1, 4, 6]);
+        Vec::<f32>::try_from(out.get(0).get(1)).unwrap()
+    };
+    let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-4);
+    let got = run(text);
+    assert!(close(&got, &[28.8, 3.2, 8.0, 8.0, 0.5, 0.75]), "{got:?}");
+    let plain = run(&text.replace("scale_x_y=1.2\n", ""));
+    assert!(close(&plain, &[28.0, 4.0, 8.0, 8.0, 0.5, 0.75]), "{plain:?}");
+}
+
+#[test]
+fn directory_as_cfg_is_named_as_such() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = Cfg::from_file(dir.path()).unwrap_err();
+    assert_eq!(err.to_string(), format!("{}: is a directory: expected a Darknet .cfg text file", dir.path().display()));
+}

@@ -65,10 +65,18 @@ fn darknet_header_of_16_bytes_is_read() {
     assert_eq!(Weights::load(&p, &layout).unwrap(), w);
 }
 
+/// The Python of the torch venv that scripts/env.sh made: from PRUNESCOPE_TORCH_VENV when set
+/// (env.sh exports it), else found from the libtorch this test binary was linked against (the
+/// wheel's `torch/lib` inside that venv), so a plain `cargo test` works too.
 fn venv_python() -> PathBuf {
-    let venv = std::env::var("PRUNESCOPE_TORCH_VENV")
-        .expect("PRUNESCOPE_TORCH_VENV is not set: run the tests with `make test`, which installs and exports it");
-    PathBuf::from(venv).join("bin/python")
+    if let Ok(venv) = std::env::var("PRUNESCOPE_TORCH_VENV") {
+        return PathBuf::from(venv).join("bin/python");
+    }
+    let lib = PathBuf::from(env!("PRUNESCOPE_LIBTORCH_LIB"));
+    lib.ancestors()
+        .map(|d| d.join("bin/python"))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("no Python venv above libtorch at {}: source scripts/env.sh first", lib.display()))
 }
 
 /// The .pth we write loads with torch.load(weights_only=True) and equals the state dict
@@ -250,5 +258,231 @@ fn saving_incomplete_weights_is_refused_not_a_panic() {
     for name in ["x.weights", "x.pth"] {
         let e = w.save(&dir.path().join(name), &layout).unwrap_err().to_string();
         assert!(e.contains("cannot save: tensor `module_list.3.conv_3.weight` [16, 8, 3, 3] is missing"), "{e}");
+    }
+}
+
+/// A one-convolution model (bias, no BN): tensors `module_list.0.conv_0.bias` [2] and
+/// `module_list.0.conv_0.weight` [2, 1, 1, 1].
+fn mini() -> Layout {
+    let text = "[net]\nwidth=32\nheight=32\nchannels=1\n[convolutional]\nfilters=2\nsize=1\nactivation=linear\n";
+    let cfg = Cfg::parse(text, "mini.cfg").unwrap();
+    Layout::of(&cfg, &Graph::build(&cfg, 1, 32, 32).unwrap())
+}
+
+/// A pickle int the way torch writes it: BININT, or LONG1 with 8 bytes.
+fn pint(out: &mut Vec<u8>, v: u64) {
+    if v <= i32::MAX as u64 {
+        out.push(b'J');
+        out.extend_from_slice(&(v as i32).to_le_bytes());
+    } else {
+        out.extend_from_slice(&[0x8a, 8]);
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+}
+
+fn pstr(out: &mut Vec<u8>, s: &str) {
+    out.push(b'X');
+    out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// The pickle of a state dict of float tensors (key, storage key, offset, shape, stride),
+/// as `torch.save` lays it out.
+/// (key, storage key, offset, shape, stride) of one tensor entry.
+type Entry<'a> = (&'a str, &'a str, u64, Vec<u64>, Vec<u64>);
+
+fn state_dict_pickle(entries: &[Entry]) -> Vec<u8> {
+    let mut p = b"\x80\x02ccollections\nOrderedDict\n)R(".to_vec();
+    for (key, storage, offset, shape, stride) in entries {
+        pstr(&mut p, key);
+        p.extend_from_slice(b"ctorch._utils\n_rebuild_tensor_v2\n((");
+        pstr(&mut p, "storage");
+        p.extend_from_slice(b"ctorch\nFloatStorage\n");
+        pstr(&mut p, storage);
+        pstr(&mut p, "cpu");
+        pint(&mut p, 2);
+        p.extend_from_slice(b"tQ");
+        pint(&mut p, *offset);
+        for v in [shape, stride] {
+            p.push(b'(');
+            for &x in v {
+                pint(&mut p, x);
+            }
+            p.push(b't');
+        }
+        p.extend_from_slice(b"\x89ccollections\nOrderedDict\n)RtR");
+    }
+    p.extend_from_slice(b"u.");
+    p
+}
+
+fn write_zip(path: &Path, entries: &[(&str, &[u8])]) {
+    use std::io::Write;
+    let mut z = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
+    let o = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    for (name, data) in entries {
+        z.start_file(*name, o).unwrap();
+        z.write_all(data).unwrap();
+    }
+    z.finish().unwrap();
+}
+
+/// Crafted .pth files of a few hundred bytes: each is a clear error naming the file, never a
+/// panic, an abort, a stack overflow or an allocation the file's numbers decide.
+#[test]
+fn crafted_pth_files_are_clear_errors() {
+    let layout = mini();
+    let dir = tempfile::tempdir().unwrap();
+    let storage = [0u8; 8]; // two floats
+    let bias = ("module_list.0.conv_0.bias", "0", 0u64, vec![2u64], vec![1u64]);
+    let check = |name: &str, pickle: &[u8], expect: &str| {
+        let p = dir.path().join(name);
+        write_zip(&p, &[("archive/data.pkl", pickle), ("archive/data/0", &storage), ("archive/data/1", &storage)]);
+        let e = err_of(&p, &layout);
+        assert!(e.starts_with(&p.display().to_string()), "{name}: {e}");
+        assert!(e.contains(expect), "{name}: got `{e}`, expected `{expect}`");
+    };
+    // The well-formed file loads: the crafting is right.
+    let good =
+        state_dict_pickle(&[bias.clone(), ("module_list.0.conv_0.weight", "1", 0, vec![2, 1, 1, 1], vec![1, 1, 1, 1])]);
+    let p = dir.path().join("good.pth");
+    write_zip(&p, &[("archive/data.pkl", &good), ("archive/data/0", &storage), ("archive/data/1", &storage)]);
+    Weights::load(&p, &layout).unwrap();
+
+    // Shape [2^40] with stride 0 fits one float of storage: it used to be allocated (abort).
+    let huge = state_dict_pickle(&[bias.clone(), ("module_list.0.conv_0.weight", "1", 0, vec![1 << 40], vec![0])]);
+    check(
+        "huge.pth",
+        &huge,
+        "tensor `module_list.0.conv_0.weight` has shape [1099511627776] in the file but the cfg expects [2, 1, 1, 1]",
+    );
+    // Offset and stride whose byte extent wraps 64 bits: it used to pass the bounds check.
+    let big = i64::MAX as u64;
+    let wrap = state_dict_pickle(&[
+        bias.clone(),
+        ("module_list.0.conv_0.weight", "1", big, vec![2, 1, 1, 1], vec![big, 1, 1, 1]),
+    ]);
+    check("wrap.pth", &wrap, "tensor `module_list.0.conv_0.weight`: shape [2, 1, 1, 1], stride");
+    check("wrap.pth", &wrap, "overflow");
+    // A storage too short for the tensor.
+    let short =
+        state_dict_pickle(&[bias.clone(), ("module_list.0.conv_0.weight", "1", 1, vec![2, 1, 1, 1], vec![1, 1, 1, 1])]);
+    check("short.pth", &short, "record `archive/data/1` holds 8 bytes but the tensors that use it need 12");
+    // 10^6 nested lists (`]` a million times, then APPEND): used to overflow the stack.
+    let mut nested = b"\x80\x02".to_vec();
+    nested.extend(std::iter::repeat_n(b']', 1_000_000));
+    nested.extend(std::iter::repeat_n(b'a', 999_999));
+    nested.push(b'.');
+    check("nested.pth", &nested, "archive/data.pkl: pickle:");
+    let mut deep = b"\x80\x02".to_vec();
+    deep.extend(std::iter::repeat_n(b']', 1000));
+    deep.extend(std::iter::repeat_n(b'a', 999));
+    deep.push(b'.');
+    check("deep.pth", &deep, "nested more than 100 levels deep");
+    // A list that doubles 64 times through the memo (2^64 elements): used to grow unbounded.
+    let mut doubling = b"\x80\x02]q\x00".to_vec();
+    for _ in 0..64 {
+        doubling.extend_from_slice(b"0(h\x00h\x00lq\x00");
+    }
+    doubling.push(b'.');
+    check("doubling.pth", &doubling, "exceed 64 MiB");
+    // The same with DUP and APPENDS.
+    let mut dup = b"\x80\x02]".to_vec();
+    for _ in 0..64 {
+        dup.extend_from_slice(b"(2e");
+    }
+    dup.push(b'.');
+    check("dup.pth", &dup, "archive/data.pkl: pickle:");
+}
+
+/// A zip entry declaring 3 GiB is refused from its declaration, not allocated up front.
+#[test]
+fn pth_record_declaring_3_gib_is_refused_before_reading() {
+    let layout = mini();
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("declared.pth");
+    write_zip(&p, &[("archive/data.pkl", b"\x80\x02}.")]);
+    let mut bytes = std::fs::read(&p).unwrap();
+    // Central directory header of archive/data.pkl: uncompressed size at offset 24.
+    let cd = bytes.windows(4).rposition(|w| w == b"PK\x01\x02").unwrap();
+    bytes[cd + 24..cd + 28].copy_from_slice(&0xC000_0000u32.to_le_bytes());
+    std::fs::write(&p, &bytes).unwrap();
+    let e = err_of(&p, &layout);
+    assert!(e.contains("record `archive/data.pkl` declares 3221225472 bytes, expected at most 67108864"), "{e}");
+}
+
+/// A directory given as weights says so and lists the file types expected.
+#[test]
+fn directory_as_weights_is_named_as_such() {
+    let layout = mini();
+    let dir = tempfile::tempdir().unwrap();
+    for p in [dir.path().to_path_buf(), dir.path().join("run.weights")] {
+        std::fs::create_dir_all(&p).unwrap();
+        let e = err_of(&p, &layout);
+        assert!(
+            e.contains("is a directory, not a weights file: expected a file ending in .weights (Darknet), .pth/.pt (PyTorch state dict) or .safetensors"),
+            "{e}"
+        );
+    }
+    let e = err_of(&dir.path().join("noext"), &layout);
+    assert!(e.contains("the file name has no extension"), "{e}");
+}
+
+/// A JPEG renamed .weights, and a header of absurd ints: "not a Darknet file", no overflow.
+#[test]
+fn non_darknet_files_renamed_weights_are_refused_clearly() {
+    let layout = mini();
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("photo.weights");
+    let mut jpeg = vec![0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x10, b'J', b'F', b'I', b'F'];
+    jpeg.resize(5000, 0x7F);
+    std::fs::write(&p, &jpeg).unwrap();
+    let e = err_of(&p, &layout);
+    assert!(e.contains("this is not a Darknet .weights file: it starts like a JPEG image"), "{e}");
+    assert!(e.contains("expected 36 bytes (20-byte header + 4 floats)"), "{e}");
+    // major = minor = i32::MAX: major*10 + minor used to overflow.
+    let p = dir.path().join("ints.weights");
+    let mut ints = Vec::new();
+    for v in [i32::MAX, i32::MAX, 7, 0, 0, 0, 0] {
+        ints.extend_from_slice(&v.to_le_bytes());
+    }
+    std::fs::write(&p, &ints).unwrap();
+    let e = err_of(&p, &layout);
+    assert!(e.contains("its header reads version 2147483647.2147483647.7"), "{e}");
+}
+
+/// Malformed safetensors headers and offsets: errors naming the file and the expectation.
+#[test]
+fn malformed_safetensors_are_clear_errors() {
+    let layout = mini();
+    let dir = tempfile::tempdir().unwrap();
+    let header = |json: &str| {
+        let mut b = (json.len() as u64).to_le_bytes().to_vec();
+        b.extend_from_slice(json.as_bytes());
+        b
+    };
+    let mut huge_len = u64::MAX.to_le_bytes().to_vec();
+    huge_len.extend_from_slice(b"{}");
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("huge header length", huge_len),
+        ("offsets past the end", {
+            let mut b = header(r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,4000000000]}}"#);
+            b.extend_from_slice(&[0; 8]);
+            b
+        }),
+        ("shape overflow", header(r#"{"a":{"dtype":"F32","shape":[4294967296,4294967296,16],"data_offsets":[0,0]}}"#)),
+        ("reversed offsets", {
+            let mut b = header(r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[8,0]}}"#);
+            b.extend_from_slice(&[0; 8]);
+            b
+        }),
+        ("short", vec![1, 2, 3]),
+    ];
+    for (what, bytes) in cases {
+        let p = dir.path().join("bad.safetensors");
+        std::fs::write(&p, &bytes).unwrap();
+        let e = err_of(&p, &layout);
+        assert!(e.starts_with(&format!("{}: not a valid safetensors file", p.display())), "{what}: {e}");
+        assert!(e.contains("expected an 8-byte little-endian header length, a JSON header"), "{what}: {e}");
     }
 }

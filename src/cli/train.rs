@@ -82,6 +82,7 @@ fn run(c: &Common, weights: Option<&PathBuf>, keep_zeros: bool) -> anyhow::Resul
         anyhow::bail!("--save-as {}: expected safetensors, weights or pth", c.save_as);
     }
     let cfg = Cfg::from_file(&c.cfg)?;
+    trainer::check_trainable(&cfg)?;
     let size = c.img_size.unwrap_or(cfg.width as u32);
     let graph = Graph::build(&cfg, 1, size as usize, size as usize)?;
     let layout = Layout::of(&cfg, &graph);

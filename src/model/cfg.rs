@@ -19,6 +19,9 @@ pub struct CfgError {
     pub message: String,
 }
 
+/// Larger files are refused before they are read: real cfgs are a few KiB.
+const MAX_CFG_BYTES: u64 = 16 << 20;
+
 /// ":line" for errors at a line; nothing for errors about the whole file (line 0).
 fn line_suffix(line: usize) -> String {
     if line > 0 {
@@ -87,6 +90,9 @@ pub struct Yolo {
     pub classes: usize,
     /// Scaled-YOLOv4 style decoding (`new_coords=1`).
     pub new_coords: bool,
+    /// Darknet's `scale_x_y` (YOLOv4): box centres are `σ(t)·s − (s−1)/2` cells from the
+    /// cell corner instead of `σ(t)` (1 = plain YOLOv3).
+    pub scale_x_y: f32,
 }
 
 impl Yolo {
@@ -175,18 +181,47 @@ pub struct Cfg {
 }
 
 impl Cfg {
-    /// Reads and parses a cfg file.
+    /// Reads and parses a cfg file (UTF-8, a leading byte order mark is skipped).
     pub fn from_file(path: &Path) -> Result<Self, CfgError> {
-        let text = std::fs::read_to_string(path).map_err(|e| CfgError {
-            file: path.display().to_string(),
-            line: 0,
-            message: format!("cannot read the cfg file: {e}"),
+        let file = path.display().to_string();
+        let fail = |line: usize, message: String| CfgError { file: file.clone(), line, message };
+        if path.is_dir() {
+            return Err(fail(0, "is a directory: expected a Darknet .cfg text file".into()));
+        }
+        let mut bytes = Vec::new();
+        std::fs::File::open(path)
+            .and_then(|f| std::io::Read::read_to_end(&mut std::io::Read::take(f, MAX_CFG_BYTES + 1), &mut bytes))
+            .map_err(|e| fail(0, format!("cannot read the cfg file: {e}")))?;
+        if bytes.len() as u64 > MAX_CFG_BYTES {
+            return Err(fail(
+                0,
+                format!(
+                    "the file is larger than {} MiB: expected a Darknet .cfg text file (a few KiB)",
+                    MAX_CFG_BYTES >> 20
+                ),
+            ));
+        }
+        let body = bytes.strip_prefix(b"\xEF\xBB\xBF".as_slice()).unwrap_or(&bytes);
+        let text = std::str::from_utf8(body).map_err(|e| {
+            let at = e.valid_up_to();
+            let before = &body[..at];
+            let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+            let column = at - before.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1) + 1;
+            fail(
+                line,
+                format!(
+                    "the file is not UTF-8: byte 0x{:02X} at column {column} is not valid UTF-8 (a Latin-1 or Windows-1252 character?); expected a UTF-8 or ASCII text file, re-save it as UTF-8",
+                    body[at]
+                ),
+            )
         })?;
-        Self::parse(&text, &path.display().to_string())
+        Self::parse(text, &file)
     }
 
     /// Parses cfg text; `source` names the file in error messages.
     pub fn parse(text: &str, source: &str) -> Result<Self, CfgError> {
+        // A UTF-8 byte order mark (Windows editors write one) is not part of the text.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let sections = split_sections(text, source)?;
         let err = |line: usize, message: String| CfgError { file: source.to_string(), line, message };
         let Some(first) = sections.first() else {
@@ -286,7 +321,7 @@ impl Cfg {
     fn check_heads(&self) -> Result<(), CfgError> {
         for b in &self.blocks {
             let BlockKind::Yolo(y) = &b.kind else { continue };
-            let need = y.mask.len() * y.outputs_per_anchor();
+            let need = y.mask.len().saturating_mul(y.outputs_per_anchor());
             let prev = b.index.checked_sub(1).map(|i| &self.blocks[i]);
             match prev.map(|p| (&p.kind, p)) {
                 Some((BlockKind::Convolutional(c), p)) if c.filters != need => {
@@ -392,6 +427,9 @@ fn parse_yolo(f: &mut Fields) -> Result<BlockKind, CfgError> {
             f.error(aline, format!("`anchors`: expected pairs of numbers (w,h), found {} values", values.len()))
         );
     }
+    if let Some(bad) = values.iter().find(|v| !(v.is_finite() && **v > 0.0)) {
+        return Err(f.error(aline, format!("`anchors`: expected positive finite numbers, found `{bad}`")));
+    }
     let anchors: Vec<(f32, f32)> = values.chunks(2).map(|p| (p[0], p[1])).collect();
     let num = f.usize_or("num", anchors.len())?;
     if num != anchors.len() {
@@ -416,7 +454,26 @@ fn parse_yolo(f: &mut Fields) -> Result<BlockKind, CfgError> {
         }
         None => (0..anchors.len()).collect(),
     };
-    let new_coords = f.usize_or("new_coords", 0)? != 0;
+    let new_coords = match f.usize_or("new_coords", 0)? {
+        0 => false,
+        1 => true,
+        v => return Err(f.error(f.line_of("new_coords"), format!("`new_coords`: expected 0 or 1, found {v}"))),
+    };
+    let scale_x_y = match f.take("scale_x_y") {
+        None => 1.0,
+        Some((v, line)) => match v.parse::<f32>() {
+            Ok(s) if s.is_finite() && s > 0.0 && s <= 16.0 => s,
+            _ => {
+                return Err(
+                    f.error(line, format!("`scale_x_y`: expected a number in (0, 16] such as 1.05, found `{v}`"))
+                )
+            }
+        },
+    };
+    // Keys that only steer training (augmentation, loss and its normalisers, label
+    // assignment) or Darknet's own NMS (`nms_kind`, `beta_nms`: detections here go through
+    // the evaluator's NMS): they do not change the head's outputs, so they are accepted and
+    // ignored. Keys that would change the decoded outputs are refused as unknown keys.
     f.ignore(&[
         "jitter",
         "ignore_thresh",
@@ -433,8 +490,12 @@ fn parse_yolo(f: &mut Fields) -> Result<BlockKind, CfgError> {
         "resize",
         "counters_per_class",
         "label_smooth_eps",
+        "iou_thresh_kind",
+        "objectness_smooth",
+        "focal_loss",
+        "max",
     ]);
-    Ok(BlockKind::Yolo(Yolo { mask, anchors, classes, new_coords }))
+    Ok(BlockKind::Yolo(Yolo { mask, anchors, classes, new_coords, scale_x_y }))
 }
 
 fn resolve_index(rel: i64, index: usize, what: &str, line: usize, source: &str) -> Result<usize, CfgError> {
@@ -549,11 +610,21 @@ impl<'a> Fields<'a> {
     }
 
     fn parse_usize(&self, key: &str, v: &str, line: usize) -> Result<usize, CfgError> {
-        // The bound keeps every later size computation far from overflow.
-        const MAX: usize = 1 << 20;
+        // Bounds far above any real model that keep absurd values (a typo, a corrupted file)
+        // from reaching the shape and cost computations.
+        let max: usize = match key {
+            "width" | "height" => 16_384,
+            "channels" => 4_096,
+            "filters" | "classes" | "groups" | "group_id" => 65_536,
+            "size" | "stride" | "padding" => 128,
+            _ => 1 << 20,
+        };
         match v.parse::<usize>() {
-            Ok(n) if n <= MAX => Ok(n),
-            Ok(n) => Err(self.error(line, format!("`{key}`: {n} is too large, expected at most {MAX}"))),
+            Ok(n) if n <= max => Ok(n),
+            Ok(n) => Err(self.error(line, format!("`{key}`: {n} is too large, expected at most {max}"))),
+            Err(_) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => {
+                Err(self.error(line, format!("`{key}`: {v} is too large, expected at most {max}")))
+            }
             Err(_) => Err(self.error(line, format!("`{key}`: expected a non-negative integer, found `{v}`"))),
         }
     }

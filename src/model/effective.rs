@@ -26,7 +26,9 @@ pub struct Cost {
 impl std::ops::Add for Cost {
     type Output = Cost;
     fn add(self, o: Cost) -> Cost {
-        Cost { params: self.params + o.params, macs: self.macs + o.macs }
+        // Saturating: effective cost never exceeds the dense cost, which Graph::build has
+        // checked for overflow, so this only guards against misuse.
+        Cost { params: self.params.saturating_add(o.params), macs: self.macs.saturating_add(o.macs) }
     }
 }
 
@@ -58,7 +60,7 @@ impl ConvCounts {
         let kk = shape.iter().skip(2).product::<usize>().max(1);
         let nonzero = match w {
             Some(t) => t.data.chunks(kk).map(|k| k.iter().filter(|v| **v != 0.0).count() as u32).collect(),
-            None => vec![kk as u32; filters * per_group],
+            None => vec![kk as u32; filters.saturating_mul(per_group)],
         };
         let keeps_zero = !matches!(act, Activation::Logistic);
         let get = |k: &String, f: usize| weights.tensors.get(k).and_then(|t| t.data.get(f)).copied();
@@ -136,7 +138,7 @@ impl ModelCounts {
             };
             let area = |shape: &[usize]| -> u64 {
                 if shape.len() == 4 {
-                    (shape[0] * shape[2] * shape[3]) as u64
+                    (shape[0] as u64).saturating_mul(shape[2] as u64).saturating_mul(shape[3] as u64)
                 } else {
                     0
                 }
@@ -150,7 +152,12 @@ impl ModelCounts {
                     let inp = input(&node.inputs[0], &live);
                     let hw = area(&node.output_shape);
                     match counts {
-                        Some(k) if k.filters == c.filters && k.per_group * k.groups == inp.len() => {
+                        Some(k)
+                            if k.filters == c.filters
+                                && k.per_group.saturating_mul(k.groups) == inp.len()
+                                && k.nonzero.len() == k.filters.saturating_mul(k.per_group)
+                                && k.zero_constant.len() == k.filters =>
+                        {
                             let per_out = k.filters / k.groups;
                             let mut out = vec![false; k.filters];
                             let mut nz: u64 = 0;
@@ -161,17 +168,18 @@ impl ModelCounts {
                                     .iter()
                                     .enumerate()
                                     .filter(|(c, _)| inp[g * k.per_group + c])
-                                    .map(|(_, v)| *v as u64)
-                                    .sum();
+                                    .fold(0u64, |a, (_, v)| a.saturating_add(*v as u64));
                                 *live_f = reads > 0 || !k.zero_constant[f];
                                 if *live_f {
-                                    nz += reads;
+                                    nz = nz.saturating_add(reads);
                                 }
                             }
                             let lo = out.iter().filter(|l| **l).count() as u64;
                             let extra = if c.batch_normalize { 2 } else { 1 };
                             let act = u64::from(matches!(c.activation, Activation::Leaky | Activation::Relu));
-                            (out, Cost { params: nz + extra * lo, macs: hw * (nz + (extra + act) * lo) })
+                            let params = nz.saturating_add(extra * lo);
+                            let macs = hw.saturating_mul(nz.saturating_add((extra + act) * lo));
+                            (out, Cost { params, macs })
                         }
                         // Counts that do not fit the cfg: dense (Weights::check refuses such files).
                         _ => (vec![true; c.filters], Cost { params: node.params, macs: node.macs }),

@@ -80,7 +80,7 @@ enum Layer {
     Upsample { stride: i64 },
     Route { layers: Vec<usize>, groups: i64, group_id: i64 },
     Shortcut { from: usize },
-    Yolo { anchors: Vec<(f32, f32)>, outputs: i64, new_coords: bool },
+    Yolo { anchors: Vec<(f32, f32)>, outputs: i64, new_coords: bool, scale_x_y: f64 },
 }
 
 /// The outputs of a forward pass.
@@ -146,6 +146,7 @@ impl Darknet {
                     anchors: y.head_anchors(),
                     outputs: y.outputs_per_anchor() as i64,
                     new_coords: y.new_coords,
+                    scale_x_y: y.scale_x_y as f64,
                 },
             });
         }
@@ -337,7 +338,9 @@ impl Darknet {
                     let na = anchors.len() as i64;
                     x.f_view([size[0], na, *outputs, size[2], size[3]])?.f_permute([0, 1, 3, 4, 2])?.f_contiguous()?
                 }
-                Layer::Yolo { anchors, outputs, new_coords } => yolo(&x, anchors, *outputs, *new_coords, img_h, img_w)?,
+                Layer::Yolo { anchors, outputs, new_coords, scale_x_y } => {
+                    yolo(&x, anchors, *outputs, *new_coords, *scale_x_y, img_h, img_w)?
+                }
             };
             slots[i] = Some(out);
             if !keep_all {
@@ -441,12 +444,14 @@ fn conv(c: &ConvLayer, x: &Tensor, train: bool) -> Result<Tensor, ForwardError> 
     })
 }
 
-/// PyTorch-YOLOv3's YOLOLayer in eval mode.
+/// PyTorch-YOLOv3's YOLOLayer in eval mode, with Darknet's `scale_x_y` (YOLOv4): the cell
+/// offset `σ(t)` (or `t` with `new_coords`) becomes `σ(t)·s − (s−1)/2` before the grid is added.
 fn yolo(
     x: &Tensor,
     anchors: &[(f32, f32)],
     no: i64,
     new_coords: bool,
+    scale_x_y: f64,
     img_h: i64,
     img_w: i64,
 ) -> Result<Tensor, ForwardError> {
@@ -465,10 +470,13 @@ fn yolo(
     let txy = x.f_narrow(4, 0, 2)?;
     let twh = x.f_narrow(4, 2, 2)?;
     let rest = x.f_narrow(4, 4, no - 4)?;
+    let scale = |t: Tensor| -> Result<Tensor, ForwardError> {
+        Ok(if scale_x_y == 1.0 { t } else { t.f_mul_scalar(scale_x_y)?.f_sub_scalar(0.5 * (scale_x_y - 1.0))? })
+    };
     let (xy, wh, rest) = if new_coords {
-        (txy.f_add(&grid)?.f_mul(&stride)?, twh.f_square()?.f_mul(&anchor_grid.f_mul_scalar(4.0)?)?, rest)
+        (scale(txy)?.f_add(&grid)?.f_mul(&stride)?, twh.f_square()?.f_mul(&anchor_grid.f_mul_scalar(4.0)?)?, rest)
     } else {
-        (txy.f_sigmoid()?.f_add(&grid)?.f_mul(&stride)?, twh.f_exp()?.f_mul(&anchor_grid)?, rest.f_sigmoid()?)
+        (scale(txy.f_sigmoid()?)?.f_add(&grid)?.f_mul(&stride)?, twh.f_exp()?.f_mul(&anchor_grid)?, rest.f_sigmoid()?)
     };
     Ok(Tensor::f_cat(&[xy, wh, rest], 4)?.f_view([bs, -1, no])?)
 }

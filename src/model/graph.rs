@@ -57,11 +57,16 @@ impl Graph {
         if batch == 0 {
             return Err(err(0, "batch size must be at least 1".into()));
         }
+        if height > 1 << 20 || width > 1 << 20 {
+            return Err(err(0, format!("input size {height}x{width}: expected at most 1048576 on each side")));
+        }
         if height == 0 || width == 0 || !height.is_multiple_of(32) || !width.is_multiple_of(32) {
             return Err(err(0, format!("input size {height}x{width}: expected positive multiples of 32")));
         }
         let input_shape = vec![batch, cfg.channels, height, width];
         let mut nodes: Vec<Node> = Vec::with_capacity(cfg.blocks.len());
+        const MAX_ALL_CHANNELS: usize = 1 << 26;
+        let mut all_channels = 0usize;
         for b in &cfg.blocks {
             let i = b.index;
             let prev = if i == 0 { Source::Image } else { Source::Block(i - 1) };
@@ -86,7 +91,40 @@ impl Graph {
                     ))
                 }
             };
-            let numel = |s: &[usize]| s.iter().product::<usize>() as u64;
+            // Every size and cost is computed with checked arithmetic: absurd cfg values
+            // become an error at the block's line, never a wrapped number or a panic.
+            let overflow = |what: &str| {
+                err(
+                    b.line,
+                    format!(
+                        "[{}] block {i}: its {what} overflows at input {height}x{width}: expected sizes a real model can have",
+                        b.kind.section()
+                    ),
+                )
+            };
+            let numel = |s: &[usize]| -> Result<u64, CfgError> {
+                s.iter().try_fold(1u64, |a, &d| a.checked_mul(d as u64)).ok_or_else(|| overflow("element count"))
+            };
+            let mul = |what: &str, xs: &[u64]| -> Result<u64, CfgError> {
+                xs.iter().try_fold(1u64, |a, &d| a.checked_mul(d)).ok_or_else(|| overflow(what))
+            };
+            let add = |what: &str, xs: &[u64]| -> Result<u64, CfgError> {
+                xs.iter().try_fold(0u64, |a, &d| a.checked_add(d)).ok_or_else(|| overflow(what))
+            };
+            // A feature map dimension beyond this is no real model (and would not fit memory).
+            const MAX_DIM: usize = 1 << 20;
+            let dims_ok = |s: &[usize]| -> Result<(), CfgError> {
+                match s.iter().find(|&&d| d > MAX_DIM) {
+                    Some(d) => Err(err(
+                        b.line,
+                        format!(
+                            "[{}] block {i}: output shape {s:?} has a dimension of {d}, expected at most {MAX_DIM}",
+                            b.kind.section()
+                        ),
+                    )),
+                    None => Ok(()),
+                }
+            };
             let (inputs, output_shape, params, macs, conv_macs) = match &b.kind {
                 BlockKind::Convolutional(c) => {
                     needs_map(&x, "the previous block")?;
@@ -97,28 +135,27 @@ impl Graph {
                             format!("groups={} does not divide the {cin} input channels", c.groups),
                         ));
                     }
-                    if h + 2 * c.padding < c.size || w + 2 * c.padding < c.size {
+                    let (hp, wp) = (h as u64 + 2 * c.padding as u64, w as u64 + 2 * c.padding as u64);
+                    if hp < c.size as u64 || wp < c.size as u64 {
                         return Err(err(
                             b.line,
                             format!("kernel size {} is larger than the padded input {h}x{w}", c.size),
                         ));
                     }
-                    let ho = (h + 2 * c.padding - c.size) / c.stride + 1;
-                    let wo = (w + 2 * c.padding - c.size) / c.stride + 1;
+                    let ho = ((hp - c.size as u64) / c.stride as u64 + 1) as usize;
+                    let wo = ((wp - c.size as u64) / c.stride as u64 + 1) as usize;
                     let out = vec![n, c.filters, ho, wo];
-                    let weights = (c.filters * cin / c.groups * c.size * c.size) as u64;
-                    let params = weights + if c.batch_normalize { 2 * c.filters as u64 } else { c.filters as u64 };
-                    let out_numel = numel(&out);
-                    let conv = (n * ho * wo) as u64 * (c.size * c.size * cin / c.groups * c.filters) as u64;
-                    let mut macs = conv;
-                    if c.batch_normalize {
-                        macs += 2 * out_numel;
-                    } else {
-                        macs += out_numel; // conv bias
-                    }
-                    if matches!(c.activation, Activation::Leaky | Activation::Relu) {
-                        macs += out_numel;
-                    }
+                    dims_ok(&out)?;
+                    let (f, k) = (c.filters as u64, c.size as u64);
+                    let per_filter = mul("weight count", &[(cin / c.groups) as u64, k, k])?;
+                    let weights = mul("weight count", &[f, per_filter])?;
+                    let params = add("parameter count", &[weights, if c.batch_normalize { 2 * f } else { f }])?;
+                    let out_numel = numel(&out)?;
+                    let conv = mul("MAC count", &[n as u64, ho as u64, wo as u64, per_filter, f])?;
+                    // Conv bias (one per output element) or BN (two), plus LeakyReLU/ReLU.
+                    let extra = if c.batch_normalize { 2 } else { 1 }
+                        + u64::from(matches!(c.activation, Activation::Leaky | Activation::Relu));
+                    let macs = add("MAC count", &[conv, mul("MAC count", &[extra, out_numel])?])?;
                     (vec![prev], out, params, macs, conv)
                 }
                 BlockKind::Maxpool { size, stride } => {
@@ -130,13 +167,15 @@ impl Graph {
                         return Err(err(b.line, format!("pool size {size} is larger than the input {h}x{w}")));
                     }
                     let out = vec![n, ch, (hp - size) / stride + 1, (wp - size) / stride + 1];
-                    let macs = (n * ch * (h + pad_total) * (w + pad_total)) as u64;
+                    let macs = numel(&[n, ch, h + pad_total, w + pad_total])?;
                     (vec![prev], out, 0, macs, 0)
                 }
                 BlockKind::Upsample { stride } => {
                     needs_map(&x, "the previous block")?;
-                    let out = vec![x[0], x[1], x[2] * stride, x[3] * stride];
-                    let macs = numel(&out);
+                    let up = |d: usize| d.checked_mul(*stride).ok_or_else(|| overflow("output size"));
+                    let out = vec![x[0], x[1], up(x[2])?, up(x[3])?];
+                    dims_ok(&out)?;
+                    let macs = numel(&out)?;
                     (vec![prev], out, 0, macs, 0)
                 }
                 BlockKind::Route { layers, groups, group_id: _ } => {
@@ -156,6 +195,12 @@ impl Graph {
                             ));
                         }
                         channels += sh[1];
+                        if channels > MAX_DIM {
+                            return Err(err(
+                                b.line,
+                                format!("route concatenates more than {MAX_DIM} channels: expected a real model"),
+                            ));
+                        }
                     }
                     if channels % groups != 0 {
                         return Err(err(
@@ -183,10 +228,26 @@ impl Graph {
                 }
                 BlockKind::Yolo(y) => {
                     needs_map(&x, "the previous block")?;
-                    let out = vec![x[0], y.mask.len() * x[2] * x[3], y.outputs_per_anchor()];
+                    let rows = mul("row count", &[y.mask.len() as u64, x[2] as u64, x[3] as u64])?;
+                    let rows = usize::try_from(rows).map_err(|_| overflow("row count"))?;
+                    let out = vec![x[0], rows, y.outputs_per_anchor()];
+                    numel(&out)?;
                     (vec![prev], out, 0, 0, 0)
                 }
             };
+            // Per-channel bookkeeping (effective cost keeps a flag per channel and block)
+            // must stay small: real models have some 10^5 channels in all.
+            if output_shape.len() == 4 {
+                all_channels = all_channels.saturating_add(output_shape[1]);
+                if all_channels > MAX_ALL_CHANNELS {
+                    return Err(err(
+                        b.line,
+                        format!(
+                            "the blocks up to this one output more than {MAX_ALL_CHANNELS} channels in all: expected a real model"
+                        ),
+                    ));
+                }
+            }
             nodes.push(Node {
                 index: i,
                 name: b.name(),
@@ -199,19 +260,25 @@ impl Graph {
                 conv_macs,
             });
         }
+        // Totals too must fit (a model of many huge blocks).
+        let total = |f: fn(&Node) -> u64| nodes.iter().try_fold(0u64, |a, n| a.checked_add(f(n)));
+        if total(|n| n.params).is_none() || total(|n| n.macs).is_none() {
+            return Err(err(0, format!("the model's total parameter or MAC count overflows at input {height}x{width}: expected sizes a real model can have")));
+        }
         Ok(Graph { batch, input_shape, nodes })
     }
 
+    /// Sums cannot overflow: [`Graph::build`] refuses a model whose totals would.
     pub fn total_params(&self) -> u64 {
-        self.nodes.iter().map(|n| n.params).sum()
+        self.nodes.iter().fold(0u64, |a, n| a.saturating_add(n.params))
     }
 
     pub fn total_macs(&self) -> u64 {
-        self.nodes.iter().map(|n| n.macs).sum()
+        self.nodes.iter().fold(0u64, |a, n| a.saturating_add(n.macs))
     }
 
     pub fn total_conv_macs(&self) -> u64 {
-        self.nodes.iter().map(|n| n.conv_macs).sum()
+        self.nodes.iter().fold(0u64, |a, n| a.saturating_add(n.conv_macs))
     }
 
     /// Percentage of all MACs spent in block `i`.

@@ -86,6 +86,26 @@ pub enum TrainError {
     Diverged(f64, usize),
     #[error("{0}")]
     Callback(String),
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// Training decodes boxes as YOLOv3 does; yolo heads with YOLOv4's `scale_x_y` or
+/// `new_coords` (which inference supports) are refused rather than trained with a loss that
+/// does not match them.
+pub fn check_trainable(cfg: &Cfg) -> Result<(), TrainError> {
+    for (i, b) in cfg.blocks.iter().enumerate() {
+        if let BlockKind::Yolo(y) = &b.kind {
+            if y.scale_x_y != 1.0 || y.new_coords {
+                return Err(TrainError::Unsupported(format!(
+                    "block {i} ([yolo], line {}): training heads with scale_x_y or new_coords (YOLOv4) is not supported; \
+                     evaluate, analyse, prune and compare work, fine-tune with a YOLOv3-style head",
+                    b.line
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The yolo heads of a cfg (anchors and strides at the graph's input size).
@@ -334,6 +354,19 @@ pub fn train(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn yolov4_heads_are_refused_for_training() {
+        let head = |extra: &str| {
+            format!(
+                "[net]\nwidth=32\nheight=32\nchannels=3\n[convolutional]\nfilters=18\nsize=1\nactivation=linear\n\
+                 [yolo]\nmask=0,1,2\nanchors=1,1,2,2,3,3\nclasses=1\nnum=3\n{extra}"
+            )
+        };
+        assert!(check_trainable(&Cfg::parse(&head(""), "v3.cfg").unwrap()).is_ok());
+        let e = check_trainable(&Cfg::parse(&head("scale_x_y=1.05\n"), "v4.cfg").unwrap()).unwrap_err();
+        assert!(e.to_string().contains("block 1 ([yolo], line 9): training heads with scale_x_y"), "{e}");
+    }
 
     #[test]
     fn schedule_warms_up_then_follows_a_cosine() {

@@ -60,11 +60,17 @@ pub enum WeightsFormat {
 impl WeightsFormat {
     /// Picks the format from the file extension.
     pub fn from_path(path: &Path) -> Result<Self, WeightsError> {
+        const EXPECTED: &str =
+            "expected a file ending in .weights (Darknet), .pth/.pt (PyTorch state dict) or .safetensors";
+        if path.is_dir() {
+            return Err(WeightsError::new(path, format!("is a directory, not a weights file: {EXPECTED}")));
+        }
         let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
         match ext.as_str() {
             "weights" => Ok(Self::Darknet),
             "pth" | "pt" => Ok(Self::Pth),
             "safetensors" => Ok(Self::Safetensors),
+            "" => Err(WeightsError::new(path, format!("the file name has no extension: {EXPECTED}"))),
             _ => Err(WeightsError::new(
                 path,
                 format!("unknown weights extension `.{ext}`: expected .weights (Darknet), .pth/.pt (PyTorch state dict) or .safetensors"),
@@ -165,9 +171,13 @@ impl Layout {
         Layout { convs, tensors, anchor_buffers }
     }
 
-    /// Total number of floats of all tensors (what a Darknet file holds after its header).
+    /// Total number of floats of all tensors (what a Darknet file holds after its header);
+    /// saturates instead of overflowing (Graph::build keeps real layouts far below).
     pub fn float_count(&self) -> usize {
-        self.tensors.iter().map(|(_, s)| s.iter().product::<usize>()).sum()
+        self.tensors
+            .iter()
+            .map(|(_, s)| s.iter().fold(1usize, |a, &d| a.saturating_mul(d)))
+            .fold(0usize, |a, n| a.saturating_add(n))
     }
 
     /// Keys a state dict may carry that are buffers we neither need nor check.
@@ -187,11 +197,14 @@ impl Weights {
     /// Loads weights in the format given by the extension and checks them against `layout`.
     pub fn load(path: &Path, layout: &Layout) -> Result<Self, WeightsError> {
         let format = WeightsFormat::from_path(path)?;
+        if format == WeightsFormat::Darknet {
+            // Sized from the cfg: the file is read whole only when its size fits.
+            return darknet::load(path, layout);
+        }
         let bytes = std::fs::read(path).map_err(|e| WeightsError::new(path, format!("cannot read the file: {e}")))?;
         let raw = match format {
-            WeightsFormat::Darknet => return darknet::read(path, &bytes, layout),
-            WeightsFormat::Pth => pth::read(path, &bytes)?,
-            WeightsFormat::Safetensors => st::read(path, &bytes)?,
+            WeightsFormat::Pth => pth::read(path, &bytes, layout)?,
+            _ => st::read(path, &bytes, layout)?,
         };
         Self::from_named(path, raw, layout)
     }
@@ -208,45 +221,20 @@ impl Weights {
             WeightsFormat::Pth => pth::write(self, layout, path)?,
             WeightsFormat::Safetensors => st::write(self, path)?,
         };
-        std::fs::write(path, bytes).map_err(|e| WeightsError::new(path, format!("cannot write the file: {e}")))
+        // Temporary file + rename: a kill never leaves a torn checkpoint (an existing one stays).
+        crate::fsio::write_atomic(path, bytes)
+            .map_err(|e| WeightsError::new(path, format!("cannot write the file: {}", e.source)))
     }
 
     /// Checks a name → tensor map against the layout: missing, extra and misshaped tensors
     /// are refused with their names and shapes.
     fn from_named(path: &Path, mut raw: BTreeMap<String, TensorF32>, layout: &Layout) -> Result<Self, WeightsError> {
+        check_shapes(path, raw.iter().map(|(k, t)| (k.as_str(), t.shape.as_slice())), layout)?;
         let mut tensors = BTreeMap::new();
-        let mut missing = Vec::new();
-        for (key, shape) in &layout.tensors {
-            match raw.remove(key) {
-                None => missing.push(format!("{key} {shape:?}")),
-                Some(t) if &t.shape != shape => {
-                    return Err(WeightsError::new(
-                        path,
-                        format!("tensor `{key}` has shape {:?} in the file but the cfg expects {:?}", t.shape, shape),
-                    ))
-                }
-                Some(t) => {
-                    tensors.insert(key.clone(), t);
-                }
+        for (key, _) in &layout.tensors {
+            if let Some(t) = raw.remove(key) {
+                tensors.insert(key.clone(), t);
             }
-        }
-        if !missing.is_empty() {
-            return Err(WeightsError::new(
-                path,
-                format!("{} tensor(s) the cfg needs are missing: {}", missing.len(), preview(&missing)),
-            ));
-        }
-        let extra: Vec<String> =
-            raw.iter().filter(|(k, _)| !layout.is_ignored_key(k)).map(|(k, t)| format!("{k} {:?}", t.shape)).collect();
-        if !extra.is_empty() {
-            return Err(WeightsError::new(
-                path,
-                format!(
-                    "{} tensor(s) in the file have no place in the cfg: {} (is this the right cfg?)",
-                    extra.len(),
-                    preview(&extra)
-                ),
-            ));
         }
         Ok(Self { tensors })
     }
@@ -322,6 +310,49 @@ impl Weights {
     pub fn count_nonzero(&self) -> usize {
         self.tensors.iter().filter(|(k, _)| !is_buffer(k)).map(|(_, t)| t.count_nonzero()).sum()
     }
+}
+
+/// Checks the names and shapes a file declares against the layout, before any tensor data is
+/// read (so that a shape in a file never decides an allocation): misshaped, missing and extra
+/// tensors are refused with their names and shapes.
+fn check_shapes<'a>(
+    path: &Path,
+    declared: impl IntoIterator<Item = (&'a str, &'a [usize])>,
+    layout: &Layout,
+) -> Result<(), WeightsError> {
+    let mut declared: BTreeMap<&str, &[usize]> = declared.into_iter().collect();
+    let mut missing = Vec::new();
+    for (key, shape) in &layout.tensors {
+        match declared.remove(key.as_str()) {
+            None => missing.push(format!("{key} {shape:?}")),
+            Some(s) if s != shape.as_slice() => {
+                return Err(WeightsError::new(
+                    path,
+                    format!("tensor `{key}` has shape {s:?} in the file but the cfg expects {shape:?}"),
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    if !missing.is_empty() {
+        return Err(WeightsError::new(
+            path,
+            format!("{} tensor(s) the cfg needs are missing: {}", missing.len(), preview(&missing)),
+        ));
+    }
+    let extra: Vec<String> =
+        declared.iter().filter(|(k, _)| !layout.is_ignored_key(k)).map(|(k, s)| format!("{k} {s:?}")).collect();
+    if !extra.is_empty() {
+        return Err(WeightsError::new(
+            path,
+            format!(
+                "{} tensor(s) in the file have no place in the cfg: {} (is this the right cfg?)",
+                extra.len(),
+                preview(&extra)
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Running statistics are buffers, not parameters.

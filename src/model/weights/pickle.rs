@@ -112,22 +112,178 @@ pub enum Value {
 }
 
 impl Value {
+    /// The Python type of the value (`dict`, `tuple`, `torch.nn.Module`, ...), for messages.
     pub fn type_name(&self) -> String {
         match self {
             Value::Object(name, _) => name.clone(),
             Value::Global(m, n) => format!("{m}.{n}"),
-            other => format!("{other:?}").split(['(', ' ']).next().unwrap_or("?").to_string(),
+            Value::None => "None".into(),
+            Value::Bool(_) => "bool".into(),
+            Value::Int(_) => "int".into(),
+            Value::Float(_) => "float".into(),
+            Value::Str(_) => "str".into(),
+            Value::Bytes(_) => "bytes".into(),
+            Value::Tuple(_) => "tuple".into(),
+            Value::List(_) => "list".into(),
+            Value::Dict(_) => "dict".into(),
+            Value::PersId(_) => "persistent id".into(),
+            Value::Tensor(_) => "tensor".into(),
+            Value::Mark => "mark".into(),
+        }
+    }
+
+    /// A short description that stays short whatever the value holds.
+    fn summary(&self) -> String {
+        match self {
+            Value::Tuple(v) | Value::List(v) => {
+                let items: Vec<String> = v.iter().take(6).map(|x| x.type_name()).collect();
+                let more = if v.len() > 6 { format!(", … {} more", v.len() - 6) } else { String::new() };
+                format!("{}({}{more})", self.type_name(), items.join(", "))
+            }
+            Value::Int(i) => i.to_string(),
+            Value::Str(s) if s.len() <= 64 => format!("{s:?}"),
+            other => other.type_name(),
         }
     }
 }
 
+/// Containers nested deeper than this are refused (a state dict nests about five levels);
+/// it also keeps the recursive drop and clone of values far from the stack limit.
+pub const MAX_DEPTH: u32 = 100;
+/// Budget, in approximate bytes, for all values the unpickler builds, copies (DUP, memo) and
+/// strings included: a state dict needs well under a MiB, so a file that asks for more is
+/// malformed or hostile and is refused before it can exhaust memory.
+pub const MAX_BUDGET: u64 = 64 << 20;
+/// What one value counts against the budget, beyond its string or bytes payload.
+const NODE: u64 = 128;
+
+/// A value on the unpickler's stack with its nesting depth and its cost against the budget.
+#[derive(Clone)]
+struct Item {
+    v: Value,
+    depth: u32,
+    cost: u64,
+}
+
+/// The unpickler's state: stack, memo and the budget spent so far.
+struct Machine {
+    stack: Vec<Item>,
+    memo: HashMap<u32, Item>,
+    used: u64,
+    at: usize,
+}
+
+impl Machine {
+    fn charge(&mut self, cost: u64) -> Result<(), String> {
+        self.used = self.used.saturating_add(cost);
+        if self.used > MAX_BUDGET {
+            return Err(format!(
+                "pickle: the objects built by offset {} exceed {} MiB (a state dict needs far less): a malformed file?",
+                self.at,
+                MAX_BUDGET >> 20
+            ));
+        }
+        Ok(())
+    }
+
+    /// Pushes a value without children; `payload` is its string or bytes length.
+    fn leaf(&mut self, v: Value, payload: usize) -> Result<(), String> {
+        let cost = NODE.saturating_add(payload as u64);
+        self.charge(cost)?;
+        self.stack.push(Item { v, depth: 0, cost });
+        Ok(())
+    }
+
+    /// Pushes a value built from children whose [`meta`] is `(depth, cost)`; the children
+    /// were moved in, so only the new node is charged.
+    fn push_node(&mut self, (depth, cost): (u32, u64), v: Value) -> Result<(), String> {
+        self.check_depth(depth)?;
+        self.charge(NODE)?;
+        self.stack.push(Item { v, depth, cost });
+        Ok(())
+    }
+
+    fn check_depth(&self, depth: u32) -> Result<(), String> {
+        if depth > MAX_DEPTH {
+            return Err(format!(
+                "pickle: objects nested more than {MAX_DEPTH} levels deep at offset {} (a state dict nests about 5): a malformed file?",
+                self.at
+            ));
+        }
+        Ok(())
+    }
+
+    /// A copy of `item` (DUP, memo PUT and GET), charged in full before it is made.
+    fn copy_of(used: &mut u64, at: usize, item: &Item) -> Result<Item, String> {
+        *used = used.saturating_add(item.cost);
+        if *used > MAX_BUDGET {
+            return Err(format!(
+                "pickle: the objects built by offset {at} exceed {} MiB (a state dict needs far less): a malformed file?",
+                MAX_BUDGET >> 20
+            ));
+        }
+        Ok(item.clone())
+    }
+
+    fn pop(&mut self) -> Result<Item, String> {
+        self.stack.pop().ok_or_else(|| format!("pickle: stack underflow at offset {}", self.at))
+    }
+
+    fn pop_to_mark(&mut self) -> Result<Vec<Item>, String> {
+        let pos = self
+            .stack
+            .iter()
+            .rposition(|i| matches!(i.v, Value::Mark))
+            .ok_or_else(|| format!("pickle: MARK not found at offset {}", self.at))?;
+        let items = self.stack.split_off(pos + 1);
+        self.stack.pop();
+        Ok(items)
+    }
+
+    /// Adds `items` to the container on top of the stack (APPEND(S), SETITEM(S)).
+    fn extend_top(&mut self, items: Vec<Item>, what: &str) -> Result<(), String> {
+        let at = self.at;
+        let depth = 1 + items.iter().map(|c| c.depth).max().unwrap_or(0);
+        self.check_depth(depth)?;
+        let added = items.iter().fold(0u64, |a, c| a.saturating_add(c.cost));
+        let top = self.stack.last_mut();
+        let top = match top {
+            Some(t @ Item { v: Value::List(_), .. }) if what == "APPEND" => t,
+            Some(t @ Item { v: Value::Dict(_), .. }) if what == "SETITEM" => t,
+            _ => {
+                let target = if what == "APPEND" { "a non-list" } else { "a non-dict" };
+                return Err(format!("pickle: {what} at offset {at} to {target}"));
+            }
+        };
+        top.depth = top.depth.max(depth);
+        top.cost = top.cost.saturating_add(added);
+        let values = items.into_iter().map(|i| i.v);
+        match &mut top.v {
+            Value::List(l) => l.extend(values),
+            Value::Dict(d) => d.extend(pairs(values.collect())?),
+            _ => unreachable!("checked above"),
+        }
+        Ok(())
+    }
+}
+
+/// Depth and cost of a value built from `children`.
+fn meta(children: &[&Item]) -> (u32, u64) {
+    let depth = 1 + children.iter().map(|c| c.depth).max().unwrap_or(0);
+    (depth, children.iter().fold(NODE, |a, c| a.saturating_add(c.cost)))
+}
+
 /// Unpickles `data`; errors are plain strings the caller wraps with the file name.
+///
+/// Nesting depth and the total size of the values built are bounded ([`MAX_DEPTH`],
+/// [`MAX_BUDGET`]), so no input can overflow the stack or exhaust memory, and every opcode
+/// consumes input, so every input ends.
 pub fn load(data: &[u8]) -> Result<Value, String> {
     let mut r = Reader { data, pos: 0 };
-    let mut stack: Vec<Value> = Vec::new();
-    let mut memo: HashMap<u32, Value> = HashMap::new();
+    let mut m = Machine { stack: Vec::new(), memo: HashMap::new(), used: 0, at: 0 };
     loop {
         let at = r.pos;
+        m.at = at;
         let op = r.u8()?;
         match op {
             0x80 => {
@@ -136,145 +292,144 @@ pub fn load(data: &[u8]) -> Result<Value, String> {
             0x95 => {
                 r.take(8)?;
             }
-            b'.' => return stack.pop().ok_or_else(|| "pickle: STOP with an empty stack".to_string()),
-            b'(' => stack.push(Value::Mark),
-            b')' => stack.push(Value::Tuple(vec![])),
-            b']' => stack.push(Value::List(vec![])),
-            b'}' => stack.push(Value::Dict(vec![])),
-            b'N' => stack.push(Value::None),
-            0x88 => stack.push(Value::Bool(true)),
-            0x89 => stack.push(Value::Bool(false)),
-            b'K' => stack.push(Value::Int(r.u8()? as i64)),
-            b'M' => stack.push(Value::Int(u16::from_le_bytes(r.array()?) as i64)),
-            b'J' => stack.push(Value::Int(i32::from_le_bytes(r.array()?) as i64)),
+            b'.' => return Ok(m.pop().map_err(|_| "pickle: STOP with an empty stack".to_string())?.v),
+            b'(' => m.leaf(Value::Mark, 0)?,
+            b')' => m.leaf(Value::Tuple(vec![]), 0)?,
+            b']' => m.leaf(Value::List(vec![]), 0)?,
+            b'}' => m.leaf(Value::Dict(vec![]), 0)?,
+            b'N' => m.leaf(Value::None, 0)?,
+            0x88 => m.leaf(Value::Bool(true), 0)?,
+            0x89 => m.leaf(Value::Bool(false), 0)?,
+            b'K' => m.leaf(Value::Int(r.u8()? as i64), 0)?,
+            b'M' => m.leaf(Value::Int(u16::from_le_bytes(r.array()?) as i64), 0)?,
+            b'J' => m.leaf(Value::Int(i32::from_le_bytes(r.array()?) as i64), 0)?,
             0x8a | 0x8b => {
                 let n = if op == 0x8a { r.u8()? as usize } else { u32::from_le_bytes(r.array()?) as usize };
-                let bytes = r.take(n)?;
                 if n > 8 {
                     return Err(format!("pickle: integer of {n} bytes at offset {at} is too large"));
                 }
+                let bytes = r.take(n)?;
                 let mut buf = if bytes.last().is_some_and(|b| b & 0x80 != 0) { [0xffu8; 8] } else { [0u8; 8] };
                 buf[..n].copy_from_slice(bytes);
-                stack.push(Value::Int(i64::from_le_bytes(buf)));
+                m.leaf(Value::Int(i64::from_le_bytes(buf)), 0)?;
             }
-            b'G' => stack.push(Value::Float(f64::from_be_bytes(r.array()?))),
+            b'G' => m.leaf(Value::Float(f64::from_be_bytes(r.array()?)), 0)?,
             b'X' | 0x8c | 0x8d | b'U' | b'T' => {
                 let n = match op {
                     0x8c | b'U' => r.u8()? as usize,
-                    0x8d => u64::from_le_bytes(r.array()?) as usize,
+                    0x8d => usize::try_from(u64::from_le_bytes(r.array()?)).unwrap_or(usize::MAX),
                     _ => u32::from_le_bytes(r.array()?) as usize,
                 };
                 let s = String::from_utf8_lossy(r.take(n)?).into_owned();
-                stack.push(Value::Str(s));
+                m.leaf(Value::Str(s), n)?;
             }
             b'C' | b'B' | 0x8e => {
                 let n = match op {
                     b'C' => r.u8()? as usize,
                     b'B' => u32::from_le_bytes(r.array()?) as usize,
-                    _ => u64::from_le_bytes(r.array()?) as usize,
+                    _ => usize::try_from(u64::from_le_bytes(r.array()?)).unwrap_or(usize::MAX),
                 };
-                stack.push(Value::Bytes(r.take(n)?.to_vec()));
+                let b = r.take(n)?.to_vec();
+                m.leaf(Value::Bytes(b), n)?;
             }
             b'c' => {
                 let module = r.line()?;
                 let name = r.line()?;
-                stack.push(Value::Global(module, name));
+                let n = module.len() + name.len();
+                m.leaf(Value::Global(module, name), n)?;
             }
             0x93 => {
-                let name = pop(&mut stack)?;
-                let module = pop(&mut stack)?;
-                match (module, name) {
-                    (Value::Str(m), Value::Str(n)) => stack.push(Value::Global(m, n)),
+                let name = m.pop()?;
+                let module = m.pop()?;
+                match (module.v, name.v) {
+                    (Value::Str(a), Value::Str(b)) => {
+                        let n = a.len() + b.len();
+                        m.leaf(Value::Global(a, b), n)?
+                    }
                     _ => return Err(format!("pickle: STACK_GLOBAL at offset {at} expects two strings")),
                 }
             }
-            b'q' => {
-                let k = r.u8()? as u32;
-                memo.insert(k, top(&stack)?.clone());
-            }
-            b'r' => {
-                let k = u32::from_le_bytes(r.array()?);
-                memo.insert(k, top(&stack)?.clone());
-            }
-            0x94 => {
-                let k = memo.len() as u32;
-                memo.insert(k, top(&stack)?.clone());
+            b'q' | b'r' | 0x94 => {
+                let k = match op {
+                    b'q' => r.u8()? as u32,
+                    b'r' => u32::from_le_bytes(r.array()?),
+                    _ => m.memo.len() as u32,
+                };
+                let top = m.stack.last().ok_or_else(|| format!("pickle: stack underflow at offset {at}"))?;
+                let item = Machine::copy_of(&mut m.used, m.at, top)?;
+                m.memo.insert(k, item);
             }
             b'h' | b'j' => {
                 let k = if op == b'h' { r.u8()? as u32 } else { u32::from_le_bytes(r.array()?) };
-                let v = memo.get(&k).ok_or_else(|| format!("pickle: memo entry {k} read before it was written"))?;
-                stack.push(v.clone());
+                let entry =
+                    m.memo.get(&k).ok_or_else(|| format!("pickle: memo entry {k} read before it was written"))?;
+                let item = Machine::copy_of(&mut m.used, at, entry)?;
+                m.stack.push(item);
             }
-            b't' => {
-                let items = pop_to_mark(&mut stack)?;
-                stack.push(Value::Tuple(items));
+            b't' | b'l' | b'd' => {
+                let items = m.pop_to_mark()?;
+                let meta = meta(&items.iter().collect::<Vec<_>>());
+                let values: Vec<Value> = items.into_iter().map(|i| i.v).collect();
+                let v = match op {
+                    b't' => Value::Tuple(values),
+                    b'l' => Value::List(values),
+                    _ => Value::Dict(pairs(values)?),
+                };
+                m.push_node(meta, v)?;
             }
             0x85..=0x87 => {
                 let n = (op - 0x84) as usize;
-                if stack.len() < n {
+                if m.stack.len() < n {
                     return Err(format!("pickle: TUPLE{n} at offset {at} with a short stack"));
                 }
-                let items = stack.split_off(stack.len() - n);
-                stack.push(Value::Tuple(items));
-            }
-            b'l' => {
-                let items = pop_to_mark(&mut stack)?;
-                stack.push(Value::List(items));
-            }
-            b'd' => {
-                let items = pop_to_mark(&mut stack)?;
-                stack.push(Value::Dict(pairs(items)?));
+                let items = m.stack.split_off(m.stack.len() - n);
+                let meta = meta(&items.iter().collect::<Vec<_>>());
+                m.push_node(meta, Value::Tuple(items.into_iter().map(|i| i.v).collect()))?;
             }
             b'a' => {
-                let v = pop(&mut stack)?;
-                match stack.last_mut() {
-                    Some(Value::List(l)) => l.push(v),
-                    _ => return Err(format!("pickle: APPEND at offset {at} to a non-list")),
-                }
+                let v = m.pop()?;
+                m.extend_top(vec![v], "APPEND")?;
             }
             b'e' => {
-                let items = pop_to_mark(&mut stack)?;
-                match stack.last_mut() {
-                    Some(Value::List(l)) => l.extend(items),
-                    _ => return Err(format!("pickle: APPENDS at offset {at} to a non-list")),
-                }
+                let items = m.pop_to_mark()?;
+                m.extend_top(items, "APPEND")?;
             }
             b's' | b'u' => {
                 let items = if op == b's' {
-                    let v = pop(&mut stack)?;
-                    let k = pop(&mut stack)?;
+                    let v = m.pop()?;
+                    let k = m.pop()?;
                     vec![k, v]
                 } else {
-                    pop_to_mark(&mut stack)?
+                    m.pop_to_mark()?
                 };
-                let kv = pairs(items)?;
-                match stack.last_mut() {
-                    Some(Value::Dict(d)) => d.extend(kv),
-                    _ => return Err(format!("pickle: SETITEM(S) at offset {at} on a non-dict")),
-                }
+                m.extend_top(items, "SETITEM")?;
             }
             b'Q' => {
-                let pid = pop(&mut stack)?;
-                stack.push(Value::PersId(Box::new(pid)));
+                let pid = m.pop()?;
+                let meta = meta(&[&pid]);
+                m.push_node(meta, Value::PersId(Box::new(pid.v)))?;
             }
             b'R' | 0x81 => {
-                let args = pop(&mut stack)?;
-                let callable = pop(&mut stack)?;
-                stack.push(reduce(callable, args)?);
+                let args = m.pop()?;
+                let callable = m.pop()?;
+                let meta = meta(&[&callable, &args]);
+                m.check_depth(meta.0)?;
+                m.push_node(meta, reduce(callable.v, args.v)?)?;
             }
             b'b' => {
                 // Object state (OrderedDict._metadata, parameter attributes): not needed.
-                pop(&mut stack)?;
+                m.pop()?;
             }
             b'0' => {
-                pop(&mut stack)?;
+                m.pop()?;
             }
             b'1' => {
-                pop_to_mark(&mut stack)?;
+                m.pop_to_mark()?;
             }
             b'2' => {
-                let v = top(&stack)?.clone();
-                stack.push(v);
+                let top = m.stack.last().ok_or_else(|| format!("pickle: stack underflow at offset {at}"))?;
+                let item = Machine::copy_of(&mut m.used, at, top)?;
+                m.stack.push(item);
             }
             other => return Err(format!("pickle: unsupported opcode 0x{other:02x} at offset {at}")),
         }
@@ -286,25 +441,25 @@ fn reduce(callable: Value, args: Value) -> Result<Value, String> {
     let Value::Global(module, name) = &callable else {
         return Ok(Value::Object(callable.type_name(), Box::new(args)));
     };
-    let args_vec = match &args {
-        Value::Tuple(v) => v.clone(),
-        _ => vec![],
+    let args_vec: &[Value] = match &args {
+        Value::Tuple(v) => v,
+        _ => &[],
     };
     match (module.as_str(), name.as_str()) {
         ("collections", "OrderedDict") | ("builtins", "dict") => Ok(Value::Dict(vec![])),
         ("torch._utils", "_rebuild_tensor_v2") | ("torch._utils", "_rebuild_tensor") => {
-            let bad = || format!("pickle: unexpected arguments to {module}.{name}: {args:?}");
+            let bad = || format!("pickle: unexpected arguments to {module}.{name}: {}", args.summary());
             let Some(Value::PersId(pid)) = args_vec.first() else { return Err(bad()) };
             let Value::Tuple(p) = pid.as_ref() else { return Err(bad()) };
             // ('storage', storage_type, key, location, numel)
             let (Some(Value::Global(_, st)), Some(Value::Str(key))) = (p.get(1), p.get(2)) else { return Err(bad()) };
             let dtype = DType::from_storage(st).ok_or_else(|| format!("unsupported storage type torch.{st}"))?;
             let int = |v: Option<&Value>| match v {
-                Some(Value::Int(i)) if *i >= 0 => Ok(*i as usize),
+                Some(Value::Int(i)) if *i >= 0 => usize::try_from(*i).map_err(|_| bad()),
                 _ => Err(bad()),
             };
             let ints = |v: Option<&Value>| match v {
-                Some(Value::Tuple(t)) => t.iter().map(|x| int(Some(x))).collect::<Result<Vec<_>, _>>(),
+                Some(Value::Tuple(t)) if t.len() <= 16 => t.iter().map(|x| int(Some(x))).collect::<Result<Vec<_>, _>>(),
                 _ => Err(bad()),
             };
             Ok(Value::Tensor(TensorRef {
@@ -315,8 +470,8 @@ fn reduce(callable: Value, args: Value) -> Result<Value, String> {
                 stride: ints(args_vec.get(3))?,
             }))
         }
-        ("torch._utils", "_rebuild_parameter") => match args_vec.into_iter().next() {
-            Some(t @ Value::Tensor(_)) => Ok(t),
+        ("torch._utils", "_rebuild_parameter") => match args_vec.first() {
+            Some(t @ Value::Tensor(_)) => Ok(t.clone()),
             _ => Err("pickle: _rebuild_parameter without a tensor".into()),
         },
         _ => Ok(Value::Object(format!("{module}.{name}"), Box::new(args))),
@@ -333,21 +488,6 @@ fn pairs(items: Vec<Value>) -> Result<Vec<(Value, Value)>, String> {
         out.push((k, v));
     }
     Ok(out)
-}
-
-fn pop(stack: &mut Vec<Value>) -> Result<Value, String> {
-    stack.pop().ok_or_else(|| "pickle: stack underflow".to_string())
-}
-
-fn top(stack: &[Value]) -> Result<&Value, String> {
-    stack.last().ok_or_else(|| "pickle: stack underflow".to_string())
-}
-
-fn pop_to_mark(stack: &mut Vec<Value>) -> Result<Vec<Value>, String> {
-    let pos = stack.iter().rposition(|v| *v == Value::Mark).ok_or_else(|| "pickle: MARK not found".to_string())?;
-    let items = stack.split_off(pos + 1);
-    stack.pop();
-    Ok(items)
 }
 
 struct Reader<'a> {

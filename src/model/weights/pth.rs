@@ -6,7 +6,14 @@ use std::collections::BTreeMap;
 use std::io::{Cursor, Read, Write};
 use std::path::Path;
 
-pub(super) fn read(path: &Path, bytes: &[u8]) -> Result<BTreeMap<String, TensorF32>, WeightsError> {
+/// The largest `data.pkl` accepted: a state dict's pickle takes well under a MiB.
+const MAX_PICKLE: u64 = 64 << 20;
+
+/// Reads a state dict, checking every name and shape against `layout` before any tensor data
+/// is read, so that sizes declared in the file (zip entries, shapes, offsets) never decide an
+/// allocation: each storage record is read only as far as the cfg's tensors need, with
+/// checked arithmetic, and records larger than what the cfg can need are refused.
+pub(super) fn read(path: &Path, bytes: &[u8], layout: &Layout) -> Result<BTreeMap<String, TensorF32>, WeightsError> {
     let fail = |m: String| WeightsError::new(path, m);
     if !bytes.starts_with(b"PK") {
         return Err(fail(
@@ -21,13 +28,29 @@ pub(super) fn read(path: &Path, bytes: &[u8]) -> Result<BTreeMap<String, TensorF
         .map(str::to_string)
         .ok_or_else(|| fail("no data.pkl record: expected a torch.save archive".into()))?;
     let prefix = pkl_name.trim_end_matches("data.pkl").to_string();
-    let mut record = |name: &str| -> Result<Vec<u8>, WeightsError> {
-        let mut f = zip.by_name(name).map_err(|e| fail(format!("missing record `{name}`: {e}")))?;
-        let mut buf = Vec::with_capacity(f.size() as usize);
-        f.read_to_end(&mut buf).map_err(|e| fail(format!("cannot read record `{name}`: {e}")))?;
+    // Reads at most `limit` bytes of a record; `exact` also requires at least that many.
+    let mut record = |name: &str, limit: u64, exact: bool| -> Result<Vec<u8>, WeightsError> {
+        let f = zip.by_name(name).map_err(|e| fail(format!("missing record `{name}`: {e}")))?;
+        let declared = f.size();
+        if exact && declared < limit {
+            return Err(fail(format!(
+                "record `{name}` holds {declared} bytes but the tensors that use it need {limit} (truncated file?)"
+            )));
+        }
+        if !exact && declared > limit {
+            return Err(fail(format!("record `{name}` declares {declared} bytes, expected at most {limit}")));
+        }
+        let mut buf = Vec::new();
+        f.take(limit).read_to_end(&mut buf).map_err(|e| fail(format!("cannot read record `{name}`: {e}")))?;
+        if exact && (buf.len() as u64) < limit {
+            return Err(fail(format!(
+                "record `{name}` ends after {} bytes but the tensors that use it need {limit} (truncated file?)",
+                buf.len()
+            )));
+        }
         Ok(buf)
     };
-    if let Ok(order) = record(&format!("{prefix}byteorder")) {
+    if let Ok(order) = record(&format!("{prefix}byteorder"), 64, false) {
         if order != b"little" {
             return Err(fail(format!(
                 "byte order `{}` is not supported: expected little",
@@ -35,20 +58,59 @@ pub(super) fn read(path: &Path, bytes: &[u8]) -> Result<BTreeMap<String, TensorF
             )));
         }
     }
-    let pkl = record(&pkl_name)?;
+    let pkl = record(&pkl_name, MAX_PICKLE, false)?;
     let root = pickle::load(&pkl).map_err(|e| fail(format!("{pkl_name}: {e}")))?;
-    let dict = state_dict_of(root).map_err(fail)?;
-    let mut storages: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    // Python dict semantics: a repeated key keeps its last value.
+    let dict: BTreeMap<String, TensorRef> = state_dict_of(root).map_err(fail)?.into_iter().collect();
+    super::check_shapes(path, dict.iter().map(|(k, t)| (k.as_str(), t.shape.as_slice())), layout)?;
+    // Only the tensors the cfg uses are read (the others are buffers such as anchors).
+    let wanted: Vec<(&String, &TensorRef)> =
+        dict.iter().filter(|(k, _)| layout.tensors.iter().any(|(name, _)| name == *k)).collect();
+    // Bytes of each storage the wanted tensors reach, checked against what the cfg can need
+    // in all (every float as f64, plus alignment slack).
+    let budget = (layout.float_count() as u64).saturating_mul(8).saturating_add(1 << 20);
+    let mut need: BTreeMap<&str, u64> = BTreeMap::new();
+    for (key, t) in &wanted {
+        let n = extent(t).map_err(|m| fail(format!("tensor `{key}`: {m}")))?;
+        let e = need.entry(t.storage_key.as_str()).or_insert(0);
+        *e = (*e).max(n);
+    }
+    let total = need.values().fold(0u64, |a, n| a.saturating_add(*n));
+    if total > budget {
+        return Err(fail(format!(
+            "the tensors reach {total} bytes of storage, more than the {budget} bytes this cfg's {} floats can need (a malformed file?)",
+            layout.float_count()
+        )));
+    }
+    let mut storages: BTreeMap<&str, Vec<u8>> = BTreeMap::new();
+    for (storage, n) in &need {
+        let data = record(&format!("{prefix}data/{storage}"), *n, true)?;
+        storages.insert(storage, data);
+    }
     let mut out = BTreeMap::new();
-    for (key, t) in dict {
-        if !storages.contains_key(&t.storage_key) {
-            let data = record(&format!("{prefix}data/{}", t.storage_key))?;
-            storages.insert(t.storage_key.clone(), data);
-        }
-        let tensor = gather(&t, &storages[&t.storage_key]).map_err(|m| fail(format!("tensor `{key}`: {m}")))?;
-        out.insert(key, tensor);
+    for (key, t) in wanted {
+        let tensor = gather(t, &storages[t.storage_key.as_str()]).map_err(|m| fail(format!("tensor `{key}`: {m}")))?;
+        out.insert(key.clone(), tensor);
     }
     Ok(out)
+}
+
+/// The number of storage bytes a tensor view reaches: (largest element index + 1) · element
+/// size, with checked arithmetic (0 for an empty tensor).
+fn extent(t: &TensorRef) -> Result<u64, String> {
+    if t.stride.len() != t.shape.len() {
+        return Err(format!("shape {:?} and stride {:?} differ in rank", t.shape, t.stride));
+    }
+    if t.shape.contains(&0) {
+        return Ok(0);
+    }
+    let overflow = || format!("shape {:?}, stride {:?} and offset {} overflow", t.shape, t.stride, t.offset);
+    let mut last = t.offset as u64;
+    for (&n, &s) in t.shape.iter().zip(&t.stride) {
+        let reach = ((n - 1) as u64).checked_mul(s as u64).ok_or_else(overflow)?;
+        last = last.checked_add(reach).ok_or_else(overflow)?;
+    }
+    last.checked_add(1).and_then(|n| n.checked_mul(t.dtype.size() as u64)).ok_or_else(overflow)
 }
 
 /// Finds the name → tensor mapping: the top-level dict, or one nested under `state_dict` or
@@ -82,28 +144,25 @@ fn state_dict_of(root: Value) -> Result<Vec<(String, TensorRef)>, String> {
     Ok(out)
 }
 
-/// Copies a (possibly strided) view out of its storage as f32.
+/// Copies a (possibly strided) view out of its storage as f32. The shape has been checked
+/// against the cfg, so the element count is one the model really has.
 fn gather(t: &TensorRef, storage: &[u8]) -> Result<TensorF32, String> {
     let es = t.dtype.size();
-    let numel: usize = t.shape.iter().product();
-    if t.stride.len() != t.shape.len() {
-        return Err(format!("shape {:?} and stride {:?} differ in rank", t.shape, t.stride));
-    }
-    // Largest element index touched, to bound-check once.
-    let last = t.offset + t.shape.iter().zip(&t.stride).map(|(&n, &s)| n.saturating_sub(1) * s).sum::<usize>();
-    if numel > 0 && (last + 1) * es > storage.len() {
+    let need = extent(t)?;
+    if need > storage.len() as u64 {
         return Err(format!(
-            "shape {:?} at offset {} needs {} bytes of storage `{}` but the record has {} (truncated file?)",
+            "shape {:?} at offset {} needs {need} bytes of storage `{}` but the record has {} (truncated file?)",
             t.shape,
             t.offset,
-            (last + 1) * es,
             t.storage_key,
             storage.len()
         ));
     }
+    let numel = t.shape.iter().try_fold(1usize, |a, &n| a.checked_mul(n)).ok_or("element count overflows")?;
     let mut data = Vec::with_capacity(numel);
     let mut idx = vec![0usize; t.shape.len()];
     for _ in 0..numel {
+        // In bounds and without overflow: every index is at most the one `extent` checked.
         let e = t.offset + idx.iter().zip(&t.stride).map(|(i, s)| i * s).sum::<usize>();
         data.push(t.dtype.read_f32(&storage[e * es..(e + 1) * es]));
         for d in (0..idx.len()).rev() {
