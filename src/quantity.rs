@@ -82,7 +82,7 @@ pub fn img_size(s: &str) -> Result<u32, String> {
 
 /// See [`img_size`].
 pub fn check_img_size(v: u32) -> Result<(), String> {
-    if v < STRIDE || v > MAX_IMG_SIZE || v % STRIDE != 0 {
+    if !(STRIDE..=MAX_IMG_SIZE).contains(&v) || !v.is_multiple_of(STRIDE) {
         return Err(format!(
             "image size {v}: expected a multiple of the model stride {STRIDE} from {STRIDE} to {MAX_IMG_SIZE}"
         ));

@@ -275,6 +275,13 @@ fn shards_merge_into_the_full_run() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("shard 0/2 is also"), "{e}");
+    // `merge --out` onto an existing run is refused; the run is left as it was.
+    let before = std::fs::read(full.join("points.jsonl")).unwrap();
+    for out in [&merged, &full] {
+        let e = sensitivity::merge::merge(&shards, out).unwrap_err().to_string();
+        assert!(e.contains("run.json") && e.contains("a run already exists here"), "{e}");
+    }
+    assert_eq!(std::fs::read(full.join("points.jsonl")).unwrap(), before);
 }
 
 /// Resuming against other weights (or into a run folder without --resume) is refused with
@@ -306,4 +313,191 @@ fn resume_refuses_changed_weights() {
     same.resume = true;
     let (s, _) = run(&same).unwrap();
     assert_eq!((s.resumed_points, s.computed_points), (2, 0));
+}
+
+/// Warnings reach stderr when it is no terminal (a batch job's log), where the progress bar
+/// draws nothing: a cap too small for any batch warns about the activation cache and the
+/// decoded images.
+#[test]
+fn analyze_warnings_reach_a_piped_stderr() {
+    let d = tempfile::tempdir().unwrap();
+    let mut c = Command::new(env!("CARGO_BIN_EXE_prunescope"));
+    c.arg("analyze").arg("--cfg").arg(sample_cfg()).arg("--weights").arg(sample_weights());
+    c.arg("--data").arg(sample_data()).arg("--out").arg(d.path().join("run"));
+    c.args(["--limit", "8", "--sparsities", "50", "--layers", "conv_12", "--cache-mem", "1"]);
+    let out = c.stderr(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("warning: activation cache: 0 of 1 batches fit in --cache-mem"), "{stderr}");
+    assert!(stderr.contains("warning: decoded images: 1 of 1 batches do not fit"), "{stderr}");
+    assert!(stderr.contains("baseline: mAP@0.5"), "{stderr}");
+    assert!(stderr.contains("analyze: 1/1 points"), "{stderr}");
+}
+
+/// `--resume` into a folder whose run.json is gone refuses, naming the file, and leaves the
+/// points another run wrote as they were (it used to truncate them); so does a new run.
+#[test]
+fn resume_without_run_json_refuses_and_keeps_the_points() {
+    let d = tempfile::tempdir().unwrap();
+    let mut c = config(&d.path().join("run"));
+    c.layers = vec!["conv_12".into()];
+    run(&c).unwrap();
+    std::fs::remove_file(c.out.join("run.json")).unwrap();
+    let before = std::fs::read(c.out.join("points.jsonl")).unwrap();
+    assert_eq!(String::from_utf8_lossy(&before).lines().count(), 3);
+    for resume in [true, false] {
+        let mut r = c.clone();
+        r.resume = resume;
+        let e = run(&r).unwrap_err();
+        assert!(
+            e.contains("points.jsonl") && e.contains("no run.json") && e.contains("choose another output folder"),
+            "{e}"
+        );
+        assert_eq!(e.contains("cannot resume"), resume, "{e}");
+        assert_eq!(std::fs::read(c.out.join("points.jsonl")).unwrap(), before);
+    }
+    // --resume into an empty folder starts the run: there is nothing to resume.
+    let mut fresh = c.clone();
+    fresh.out = d.path().join("fresh");
+    fresh.resume = true;
+    let (s, _) = run(&fresh).unwrap();
+    assert_eq!((s.resumed_points, s.computed_points), (0, 2));
+}
+
+/// One writer per run folder: while a process holds the folder's lock, a second writer (the
+/// engine, a resume, a merge) is refused and told which process holds it.
+#[test]
+fn a_second_writer_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let header = store::read(&sample().join("sensitivity-l1")).unwrap().header;
+    let dir = d.path().join("run");
+    let first = store::RunWriter::create(&dir, &header).unwrap();
+    let holder = format!("pid {}", std::process::id());
+    let e = store::RunWriter::resume(&dir, &header).err().unwrap().to_string();
+    assert!(e.contains("another prunescope process is writing to this run folder") && e.contains(&holder), "{e}");
+    let mut c = config(&dir);
+    c.resume = true;
+    let e = run(&c).unwrap_err();
+    assert!(e.contains(&holder), "{e}");
+    drop(first);
+    // Released: the same folder can be resumed now (here: it is refused for its other
+    // analysis, not for a lock).
+    let e = run(&c).unwrap_err();
+    assert!(!e.contains(&holder) && e.contains("cannot resume"), "{e}");
+}
+
+/// run.json stores the model and dataset relative to the run folder: a run moved with its
+/// files (copied from a GPU server) still loads; a missing file is named with the flag that
+/// points at it. The bundled runs (paths relative to the folder they were made from) load too.
+#[test]
+fn run_paths_are_relative_to_the_run_folder() {
+    let d = tempfile::tempdir().unwrap();
+    let a = d.path().join("a");
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::copy(sample_cfg(), a.join("model.cfg")).unwrap();
+    std::fs::copy(sample_weights(), a.join("model.safetensors")).unwrap();
+    let mut c = config(&a.join("runs/r1"));
+    c.cfg = a.join("model.cfg");
+    c.weights = a.join("model.safetensors");
+    c.layers = vec!["conv_12".into()];
+    c.sparsities = vec![0.5];
+    run(&c).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(c.out.join("run.json")).unwrap()).unwrap();
+    assert_eq!(json["model"]["cfg"]["path"], "../../model.cfg");
+    assert_eq!(json["model"]["weights"]["path"], "../../model.safetensors");
+    assert!(json["dataset"]["path"].as_str().unwrap().ends_with("sample_runs/shapes/data.yaml"));
+    let b = d.path().join("b");
+    std::fs::rename(&a, &b).unwrap();
+    let moved = b.join("runs/r1");
+    let r = store::read(&moved).unwrap();
+    assert_eq!(r.header.model.cfg.path.canonicalize().unwrap(), b.join("model.cfg").canonicalize().unwrap());
+    assert!(r.header.model.weights.path.is_file() && r.header.dataset.path.is_file());
+    let (cfg, weights) = store::model_files(&r, &moved, None, None).unwrap();
+    assert!(cfg.is_file() && weights.is_file());
+    // `suggest --run` on the moved run, from another current folder, finds its model.
+    let out = Command::new(env!("CARGO_BIN_EXE_prunescope"))
+        .current_dir(d.path())
+        .args(["suggest", "--run", "b/runs/r1", "--budget", "0.01", "--out", "plan.json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(d.path().join("plan.json").is_file());
+    std::fs::remove_file(b.join("model.safetensors")).unwrap();
+    let e = store::model_files(&store::read(&moved).unwrap(), &moved, None, None).unwrap_err().to_string();
+    assert!(e.contains("run.json") && e.contains("model.safetensors") && e.contains("--weights PATH"), "{e}");
+    // Resuming the moved run works (and keeps its header).
+    let mut again = c.clone();
+    again.out = moved.clone();
+    again.weights = sample_weights();
+    again.cfg = b.join("model.cfg");
+    again.resume = true;
+    let (s, _) = run(&again).unwrap();
+    assert_eq!((s.resumed_points, s.computed_points), (1, 0));
+    for name in ["sensitivity-l1", "sensitivity-l2-filter"] {
+        let r = store::read(&sample().join(name)).unwrap();
+        let h = &r.header;
+        for p in [&h.model.cfg.path, &h.model.weights.path, &h.dataset.path] {
+            assert!(p.is_file(), "{name}: {}", p.display());
+        }
+        assert_eq!(r.points.len(), 100);
+    }
+}
+
+/// A failure while points are computed is returned once, as the error of `run`: the events
+/// carry progress and warnings only (the explorer and the CLI used to show it twice). The
+/// failure here: an image decoded again past --cache-mem is deleted after the decoding pass
+/// (the event channel is a rendezvous, so the engine waits while the test deletes it).
+#[test]
+fn a_failure_is_returned_not_streamed() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    for sub in ["images/val", "labels/val"] {
+        std::fs::create_dir_all(data.join(sub)).unwrap();
+    }
+    std::fs::copy(sample_data(), data.join("data.yaml")).unwrap();
+    let mut names: Vec<String> = std::fs::read_dir(sample().join("images/val"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    for n in &names[..8] {
+        std::fs::copy(sample().join("images/val").join(n), data.join("images/val").join(n)).unwrap();
+        let label = Path::new(n).with_extension("txt");
+        std::fs::copy(sample().join("labels/val").join(&label), data.join("labels/val").join(&label)).unwrap();
+    }
+    let mut c = config(&d.path().join("run"));
+    c.data = data.join("data.yaml");
+    c.limit = None;
+    c.layers = vec!["conv_12".into()];
+    c.sparsities = vec![0.5];
+    c.cache_mem = 1;
+    run(&c).unwrap();
+    // Keep the baseline only: the resumed run computes the point without a baseline pass.
+    let points = c.out.join("points.jsonl");
+    let first = std::fs::read_to_string(&points).unwrap().lines().next().unwrap().to_string();
+    std::fs::write(&points, first + "\n").unwrap();
+    c.resume = true;
+    let victim = data.join("images/val").join(&names[0]);
+    let (tx, rx) = crossbeam_channel::bounded(0);
+    let cancel = AtomicBool::new(false);
+    let (result, events) = std::thread::scope(|s| {
+        let (c, cancel) = (&c, &cancel);
+        let engine = s.spawn(move || sensitivity::run(c, &tx, cancel));
+        let mut events = Vec::new();
+        for e in rx.iter() {
+            if matches!(&e, Event::Warning(w) if w.starts_with("decoded images")) {
+                std::fs::remove_file(&victim).unwrap();
+            }
+            events.push(e);
+        }
+        (engine.join().unwrap(), events)
+    });
+    let e = result.expect_err("the run fails").to_string();
+    assert!(e.contains("decoding again") && e.contains(&names[0]), "{e}");
+    for ev in &events {
+        let text = format!("{ev:?}");
+        assert!(!text.contains("decoding again") && !text.contains(&names[0]), "an event carries the error: {text}");
+    }
+    assert!(!events.iter().any(|e| matches!(e, Event::Finished(_))));
 }

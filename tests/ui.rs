@@ -7,8 +7,8 @@
 use egui_kittest::kittest::Queryable;
 use egui_kittest::Harness;
 use prunescope::gui::{App, ProjectPaths};
-use prunescope::prune::plan::{self, Rule};
-use prunescope::prune::{Curves, Plan, Resource};
+use prunescope::plan::{self, Rule};
+use prunescope::plan::{Curves, Plan, Resource};
 use prunescope::sensitivity::store;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -389,9 +389,9 @@ fn plan_saves_loads_and_exports_from_the_plan_file() {
     assert_eq!(saved.predicted, reference.predicted);
     assert!(!h.state().project.as_ref().unwrap().unsaved());
     for kind in [
-        prunescope::prune::plan::ExportFormat::Csv,
-        prunescope::prune::plan::ExportFormat::TorchPruning,
-        prunescope::prune::plan::ExportFormat::Nni,
+        prunescope::plan::ExportFormat::Csv,
+        prunescope::plan::ExportFormat::TorchPruning,
+        prunescope::plan::ExportFormat::Nni,
     ] {
         h.state_mut().export_beside_plan(kind);
     }
@@ -498,4 +498,21 @@ fn compare_takes_a_third_checkpoint() {
     assert_eq!((m[2].map50, m[2].map, m[2].nonzero_params), (m[0].map50, m[0].map, m[0].nonzero_params));
     assert_eq!(m[2].confusion.counts, m[0].confusion.counts);
     assert_eq!(h.query_all_by_label("yolov3-tiny-shapes").count(), 2, "its column and its confusion matrix");
+}
+
+/// A failed job ends only that job: a failed export while an analysis runs leaves the
+/// analysis running (its Start stays disabled) instead of resetting every job's state.
+#[test]
+fn a_failure_ends_only_its_own_job() {
+    use prunescope::gui::worker::{Job, Msg};
+    let out = tempfile::tempdir().unwrap();
+    let mut h = opened_harness(sample());
+    start_analysis(&mut h, &out.path().join("run"), "conv_0, conv_2, conv_4", "10, 20, 30, 40, 50", 64);
+    assert!(h.state().analysis.running);
+    h.state().bridge.spawn(Job::Export, |n| n.send(Msg::Failed(Job::Export, "export: disk full".into())));
+    wait(&mut h, "the export failure", |a| !a.errors.is_empty());
+    assert_eq!(h.state().errors, vec!["export: disk full".to_string()]);
+    assert!(h.state().analysis.running, "the analysis was marked as ended by another job's failure");
+    h.state_mut().cancel_analysis();
+    wait(&mut h, "the cancelled analysis", |a| !a.analysis.running);
 }

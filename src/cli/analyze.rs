@@ -2,6 +2,7 @@
 //! run store, sensitivity.csv and sensitivity.png. `prunescope merge` joins shard runs.
 
 use crate::prune::Method;
+use crate::quantity;
 use crate::report;
 use crate::sensitivity::{self, merge, store, AnalysisConfig, Event, Metric, Shard, StoredRun};
 use std::path::PathBuf;
@@ -21,11 +22,13 @@ pub struct Args {
     /// Run folder (run.json, points.jsonl, sensitivity.csv, sensitivity.png).
     #[arg(long)]
     pub out: PathBuf,
-    #[arg(long, value_enum, default_value = "l1")]
+    /// l1: unstructured (smallest |w|); l1-filter / l2-filter: whole output filters with the
+    /// smallest L1 / L2 norm.
+    #[arg(long, default_value = "l1", value_parser = super::choice::<Method>())]
     pub method: Method,
-    /// Sparsities as percents (5,10,20) or fractions (0.05,0.1).
-    #[arg(long, value_delimiter = ',', default_value = "5,10,20,30,40,50,60,70,80,88")]
-    pub sparsities: Vec<f64>,
+    /// Sparsities as percents (5,10,20 or 5%,10%) or fractions (0.05,0.1), not mixed.
+    #[arg(long, default_value = "5,10,20,30,40,50,60,70,80,88", value_parser = quantity::sparsities)]
+    pub sparsities: quantity::Sparsities,
     /// Layer name patterns, comma-separated (`conv_1*`, `conv_?`, `!conv_0` excludes); default: all.
     #[arg(long, value_delimiter = ',')]
     pub layers: Vec<String>,
@@ -36,21 +39,21 @@ pub struct Args {
     #[arg(long, value_enum, default_value = "map50")]
     pub metric: Metric,
     /// Worker threads, each with its own model copy (default: one per GPU, else one).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = quantity::workers)]
     pub workers: usize,
     /// cpu, cuda, cuda:N or auto.
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Only the first N validation images (in sorted order).
-    #[arg(long)]
+    #[arg(long, value_parser = quantity::limit)]
     pub limit: Option<usize>,
     /// Model input size (multiple of 32); default: the cfg's width.
-    #[arg(long)]
+    #[arg(long, value_parser = quantity::img_size)]
     pub img_size: Option<u32>,
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = quantity::batch)]
     pub batch: usize,
     /// Memory for cached activations (e.g. 2GiB, 512MiB); past it they are recomputed.
-    #[arg(long, default_value = "2GiB", value_parser = parse_bytes)]
+    #[arg(long, default_value = "2GiB", value_parser = quantity::bytes)]
     pub cache_mem: u64,
     /// Continue an interrupted run in --out without redoing its finished points.
     #[arg(long)]
@@ -60,30 +63,8 @@ pub struct Args {
     pub shard: Option<Shard>,
 }
 
-/// `512MiB`, `2GiB`, `100M`, `1G` or a plain byte count.
-pub fn parse_bytes(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let v: f64 = num.parse().map_err(|_| format!("`{s}`: expected a size such as 2GiB, 512MiB or 1000000"))?;
-    let mult = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1u64,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        _ => return Err(format!("`{s}`: unknown unit `{unit}` (use KiB, MiB or GiB)")),
-    };
-    Ok((v * mult as f64) as u64)
-}
-
-/// Percent lists (any value ≥ 1) become fractions.
-pub fn fractions(values: &[f64]) -> Vec<f64> {
-    if values.iter().any(|&v| v >= 1.0) {
-        values.iter().map(|v| v / 100.0).collect()
-    } else {
-        values.to_vec()
-    }
-}
+/// How often `analyze` prints a progress line when stderr is no terminal (no bar is drawn).
+const PROGRESS_LINE_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub fn run(a: &Args) -> anyhow::Result<()> {
     let config = AnalysisConfig {
@@ -92,7 +73,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         data: a.data.clone(),
         out: a.out.clone(),
         method: a.method,
-        sparsities: fractions(&a.sparsities),
+        sparsities: a.sparsities.0.clone(),
         layers: a.layers.clone(),
         include_heads: a.include_heads,
         metric: a.metric,
@@ -100,7 +81,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         device: a.device.clone(),
         limit: a.limit,
         img_size: a.img_size,
-        batch: a.batch.max(1),
+        batch: a.batch,
         cache_mem: a.cache_mem,
         resume: a.resume,
         shard: a.shard,
@@ -115,6 +96,10 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
             .progress_chars("=> "),
     );
     bar.set_prefix("analyze");
+    // Lines for the log: around the bar on a terminal, and also when stderr is no terminal (a
+    // batch job's log), where the bar draws nothing and `bar.println` would print nothing.
+    let say = |line: String| bar.suspend(|| eprintln!("{line}"));
+    let mut last_line: Option<std::time::Instant> = None;
     let result = std::thread::scope(|s| {
         let worker = s.spawn(|| {
             let r = sensitivity::run(&config, &tx, &cancel);
@@ -131,30 +116,37 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
                     } else {
                         String::new()
                     };
-                    bar.println(format!(
+                    say(format!(
                         "{} layers × {} sparsities = {total} points{resumed}",
                         layers.len(),
                         config.sparsities.len()
                     ));
                 }
-                Event::Baseline { metrics, .. } => bar.println(format!(
+                Event::Baseline { metrics, .. } => say(format!(
                     "baseline: mAP@0.5 {:.4}  mAP@0.5:0.95 {:.4}  P {:.4}  R {:.4}",
                     metrics.map50, metrics.map, metrics.precision, metrics.recall
                 )),
                 Event::Point(p) => bar.set_message(format!("last: {} @ {:.0}%", p.layer, p.sparsity * 100.0)),
-                Event::Progress { done, images_per_s, eta_s, .. } => {
+                Event::Progress { done, total, images_per_s, eta_s } => {
                     bar.set_position(done as u64);
                     let eta = eta_s.map(|e| format!("ETA {}", crate::report::duration(e))).unwrap_or_default();
                     bar.set_prefix(format!("analyze {images_per_s:.0} img/s {eta}"));
+                    // No bar without a terminal: a plain line now and then, and at the end.
+                    if bar.is_hidden()
+                        && (done == total || last_line.is_none_or(|t| t.elapsed() >= PROGRESS_LINE_EVERY))
+                    {
+                        last_line = Some(std::time::Instant::now());
+                        eprintln!("analyze: {done}/{total} points, {images_per_s:.0} img/s {eta}");
+                    }
                 }
-                Event::Warning(w) => bar.println(format!("warning: {w}")),
-                Event::Error(e) => bar.println(format!("error: {e}")),
+                Event::Warning(w) => say(format!("warning: {w}")),
                 Event::Finished(_) | Event::Cancelled => {}
             }
         }
         worker.join().map_err(|_| anyhow::anyhow!("the analysis thread panicked"))
     })?;
     bar.finish_and_clear();
+    // The run's error is returned (not streamed), so it is printed once, by main.
     let summary = result?;
     let run = store::read(&config.out)?;
     report::sensitivity::write(&run, &config.out).map_err(anyhow::Error::msg)?;
@@ -242,13 +234,37 @@ pub fn run_merge(a: &MergeArgs) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
+    /// `prunescope analyze` with only the required options runs the engine's defaults (the
+    /// explorer's form starts from them too).
     #[test]
-    fn sizes_and_percents() {
-        assert_eq!(parse_bytes("2GiB"), Ok(2 << 30));
-        assert_eq!(parse_bytes("512MiB"), Ok(512 << 20));
-        assert_eq!(parse_bytes("1000"), Ok(1000));
-        assert!(parse_bytes("2 parsecs").is_err());
-        assert_eq!(fractions(&[5.0, 50.0]), vec![0.05, 0.5]);
-        assert_eq!(fractions(&[0.05, 0.5]), vec![0.05, 0.5]);
+    fn cli_defaults_are_the_engine_defaults() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: Args,
+        }
+        let cli = <Cli as clap::Parser>::try_parse_from([
+            "analyze",
+            "--cfg",
+            "m.cfg",
+            "--weights",
+            "m.weights",
+            "--data",
+            "d.yaml",
+            "--out",
+            "o",
+        ])
+        .unwrap();
+        let a = cli.args;
+        let d = AnalysisConfig::default();
+        assert_eq!(
+            (a.method, a.metric, a.workers, a.device.as_str(), a.batch, a.include_heads, a.cache_mem),
+            (d.method, d.metric, d.workers, d.device.as_str(), d.batch, d.include_heads, d.cache_mem)
+        );
+        assert_eq!(
+            (a.limit, a.img_size, a.layers.is_empty(), a.resume, a.shard),
+            (d.limit, d.img_size, true, d.resume, d.shard)
+        );
+        assert_eq!(a.sparsities.0, d.sparsities);
     }
 }

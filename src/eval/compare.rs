@@ -89,8 +89,8 @@ pub enum CompareError {
     Data(#[from] crate::data::DataError),
     #[error(transparent)]
     Eval(#[from] eval::EvalError),
-    #[error("{0}")]
-    Device(String),
+    #[error(transparent)]
+    Device(#[from] crate::model::DeviceError),
     #[error("{}: cannot read: {source}", path.display())]
     Read {
         path: PathBuf,
@@ -103,8 +103,12 @@ pub enum CompareError {
         #[source]
         source: zip::result::ZipError,
     },
-    #[error("{}: {message}", path.display())]
-    Layer { path: PathBuf, message: String },
+    #[error("{}: {source}", path.display())]
+    Layer {
+        path: PathBuf,
+        #[source]
+        source: crate::model::LayoutError,
+    },
 }
 
 /// Size of `bytes` as one deflated zip entry.
@@ -161,7 +165,7 @@ pub fn compare(
         for keys in &layout.convs {
             let nz = weights
                 .of_layer(keys)
-                .map_err(|message| CompareError::Layer { path: path.clone(), message })?
+                .map_err(|source| CompareError::Layer { path: path.clone(), source })?
                 .count_nonzero() as u64;
             layers.push(LayerRow {
                 layer: format!("conv_{}", keys.block),

@@ -3,11 +3,11 @@
 
 use super::state::{Project, ProjectPaths};
 use super::views;
-use super::worker::{Bridge, CompareJob, CompareOutcome, Msg};
-use crate::prune::plan::ExportFormat;
+use super::worker::{Bridge, CompareJob, CompareOutcome, Job, Msg};
+use crate::plan::ExportFormat;
 use crate::prune::stats::LayerStats;
-use crate::prune::{Budget, Resource, Rule};
-use crate::sensitivity::{AnalysisConfig, Event, Metric, DEFAULT_SPARSITIES};
+use crate::plan::{Budget, Resource, Rule};
+use crate::sensitivity::{AnalysisConfig, Event, Metric};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -55,23 +55,21 @@ pub struct AnalysisForm {
 }
 
 impl Default for AnalysisForm {
+    /// The engine's defaults (`AnalysisConfig::default()`, which `prunescope analyze` uses too).
     fn default() -> Self {
+        let d = AnalysisConfig::default();
         AnalysisForm {
             data: String::new(),
             out: String::new(),
-            method: crate::prune::Method::L1,
-            sparsities: DEFAULT_SPARSITIES
-                .iter()
-                .map(|s| format!("{}", (s * 100.0).round()))
-                .collect::<Vec<_>>()
-                .join(", "),
-            layers: String::new(),
-            include_heads: false,
-            metric: Metric::Map50,
-            workers: 0,
-            device: "cpu".into(),
-            limit: 0,
-            batch: 8,
+            method: d.method,
+            sparsities: d.sparsities.iter().map(|s| format!("{}", (s * 100.0).round())).collect::<Vec<_>>().join(", "),
+            layers: d.layers.join(", "),
+            include_heads: d.include_heads,
+            metric: d.metric,
+            workers: d.workers,
+            device: d.device,
+            limit: d.limit.unwrap_or(0),
+            batch: d.batch,
         }
     }
 }
@@ -79,36 +77,21 @@ impl Default for AnalysisForm {
 impl AnalysisForm {
     /// The engine's configuration, or what is wrong with a field.
     pub fn config(&self, project: &Project, resume: bool) -> Result<AnalysisConfig, String> {
-        let sparsities = self
-            .sparsities
-            .split(',')
-            .filter(|s| !s.trim().is_empty())
-            .map(|s| {
-                let t = s.trim().trim_end_matches('%');
-                t.parse::<f64>()
-                    .ok()
-                    .filter(|v| *v > 0.0 && *v < 100.0)
-                    .map(|v| v / 100.0)
-                    .ok_or_else(|| format!("Sparsities: `{}` is not a percentage between 0 and 100", s.trim()))
-            })
-            .collect::<Result<Vec<f64>, String>>()?;
-        if sparsities.is_empty() {
-            return Err("Sparsities: give at least one percentage, e.g. 10, 20, 30".into());
-        }
+        self.config_for(&project.paths.cfg, &project.paths.weights, resume)
+    }
+
+    /// The engine's configuration for a model; what the form does not set is the engine's default.
+    pub fn config_for(&self, cfg: &Path, weights: &Path, resume: bool) -> Result<AnalysisConfig, String> {
+        let sparsities = crate::quantity::percent_list(&self.sparsities).map_err(|e| format!("Sparsities: {e}"))?;
         if self.data.trim().is_empty() {
             return Err("Dataset: choose a data.yaml or an image folder".into());
         }
         if self.out.trim().is_empty() {
             return Err("Run folder: choose where the run is written".into());
         }
-        let workers = if self.workers == 0 {
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
-        } else {
-            self.workers
-        };
         Ok(AnalysisConfig {
-            cfg: project.paths.cfg.clone(),
-            weights: project.paths.weights.clone(),
+            cfg: cfg.to_path_buf(),
+            weights: weights.to_path_buf(),
             data: PathBuf::from(self.data.trim()),
             out: PathBuf::from(self.out.trim()),
             method: self.method,
@@ -116,7 +99,8 @@ impl AnalysisForm {
             layers: self.layers.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
             include_heads: self.include_heads,
             metric: self.metric,
-            workers,
+            // 0: the engine decides (one per GPU, else one), as in `prunescope analyze`.
+            workers: self.workers,
             device: self.device.clone(),
             limit: (self.limit > 0).then_some(self.limit),
             batch: self.batch.max(1),
@@ -300,7 +284,7 @@ pub struct App {
     pub stats: Option<LayerStats>,
     pub stats_pending: Option<usize>,
     /// The plan before the threshold drag in progress (one undo step for the whole drag).
-    pub drag_before: Option<Vec<crate::prune::PlanLayer>>,
+    pub drag_before: Option<Vec<crate::plan::PlanLayer>>,
     pub requested_generation: u64,
     /// Restored thresholds waiting for their project to load.
     pending_restore: Option<Persisted>,
@@ -439,7 +423,14 @@ impl App {
                 self.errors.push(e);
             }
             Msg::Analysis(e) => self.analysis_event(e),
-            Msg::AnalysisEnded => self.analysis.running = false,
+            Msg::AnalysisEnded(error) => {
+                self.analysis.running = false;
+                // The run's error, reported here once (the events carry none).
+                if let Some(e) = error {
+                    self.analysis.log.push(format!("error: {e}"));
+                    self.errors.push(e);
+                }
+            }
             Msg::Cost { generation, prediction, after } => {
                 let mut current = false;
                 if let Some(p) = &mut self.project {
@@ -501,12 +492,16 @@ impl App {
             },
             Msg::Picked(pick, path) => self.picked(pick, path),
             Msg::Notice(n) => self.notice = Some(n),
-            Msg::Failed(e) => {
+            Msg::Failed(job, e) => {
                 self.errors.push(e);
-                self.analysis.running = false;
-                self.compare.running = false;
-                self.suggesting = false;
-                self.loading = None;
+                match job {
+                    Job::Analysis => self.analysis.running = false,
+                    Job::Compare => self.compare.running = false,
+                    Job::Suggest => self.suggesting = false,
+                    Job::Load => self.loading = None,
+                    Job::LayerStats => self.stats_pending = None,
+                    Job::PlanCost | Job::Dialog | Job::Export => {}
+                }
             }
         }
     }
@@ -692,7 +687,7 @@ impl App {
                         if resume { "resuming" } else { "starting" },
                         c.method.name(),
                         c.data.display(),
-                        c.workers
+                        if c.workers == 0 { "auto".to_string() } else { c.workers.to_string() }
                     )],
                     weights: c.weights.clone(),
                     ..Default::default()
@@ -706,7 +701,7 @@ impl App {
     /// The open project, when it is the one the running analysis writes.
     fn analysed_project(&mut self) -> Option<&mut Project> {
         let dir = self.analysis.run_dir.clone()?;
-        self.project.as_mut().filter(|p| p.paths.run.as_ref().is_some_and(|r| super::state::same_path(r, &dir)))
+        self.project.as_mut().filter(|p| p.paths.run.as_ref().is_some_and(|r| crate::fsio::same_path(r, &dir)))
     }
 
     pub fn cancel_analysis(&mut self) {
@@ -723,9 +718,9 @@ impl App {
                 a.log.push(format!("{} layers, {total} points ({already_done} already done)", layers.len()));
                 a.run_dir = Some(run_dir.clone());
                 let weights = a.weights.clone();
-                let ours = |p: &Project| super::state::same_path(&p.paths.weights, &weights);
+                let ours = |p: &Project| crate::fsio::same_path(&p.paths.weights, &weights);
                 if let Some(p) = self.project.as_mut().filter(|p| ours(p)) {
-                    let same = p.paths.run.as_ref().is_some_and(|r| super::state::same_path(r, &run_dir));
+                    let same = p.paths.run.as_ref().is_some_and(|r| crate::fsio::same_path(r, &run_dir));
                     if !same || p.run.is_none() {
                         match p.attach_run(&run_dir) {
                             Ok(()) => {
@@ -766,10 +761,6 @@ impl App {
                 a.eta_s = eta_s;
             }
             Event::Warning(w) => a.log.push(format!("warning: {w}")),
-            Event::Error(e) => {
-                a.log.push(format!("error: {e}"));
-                self.errors.push(e);
-            }
             Event::Finished(s) => {
                 a.log.push(format!(
                     "finished: {} points ({} computed, {} resumed) in {:.1} s",
@@ -806,6 +797,12 @@ impl App {
             device: self.compare.device.clone(),
             also: (!self.compare.also.trim().is_empty()).then(|| PathBuf::from(self.compare.also.trim())),
         };
+        let mut inputs = vec![p.paths.cfg.as_path(), p.paths.weights.as_path(), job.data.as_path()];
+        inputs.extend(job.also.as_deref());
+        if let Err(e) = crate::report::compare::check_report_dir(&job.dir, &inputs) {
+            self.errors.push(format!("Prune & compare: report folder {e}"));
+            return;
+        }
         self.compare.running = true;
         self.compare.stage = "starting".into();
         self.compare.done = 0;
@@ -816,7 +813,7 @@ impl App {
     /// Opens a native file dialog on a worker thread (dialogs block the thread they run on).
     pub fn dialog(&self, pick: Pick) {
         let start = self.project.as_ref().and_then(|p| p.paths.cfg.parent().map(Path::to_path_buf));
-        self.bridge.spawn("dialog", move |n| {
+        self.bridge.spawn(Job::Dialog, move |n| {
             let opened = Instant::now();
             let mut d = rfd::FileDialog::new();
             if let Some(s) = &start {
@@ -877,7 +874,7 @@ impl App {
 
     pub fn load_plan(&mut self, path: &Path) {
         let Some(p) = &mut self.project else { return };
-        match crate::prune::Plan::read(path).map_err(|e| e.to_string()).and_then(|plan| p.replace_plan(plan, path)) {
+        match crate::plan::Plan::read(path).map_err(|e| e.to_string()).and_then(|plan| p.replace_plan(plan, path)) {
             Ok(()) => {
                 self.notice = Some(format!("loaded plan {}", path.display()));
                 self.plan_file = path.display().to_string();
@@ -936,9 +933,9 @@ impl App {
 
     pub fn export_plan(&mut self, kind: ExportFormat, path: &Path) {
         let Some(p) = &self.project else { return };
-        match std::fs::write(path, p.plan.export(kind)) {
+        match crate::fsio::write_atomic(path, p.plan.export(kind)) {
             Ok(()) => self.notice = Some(format!("exported plan to {}", path.display())),
-            Err(e) => self.errors.push(format!("{}: cannot write: {e}", path.display())),
+            Err(e) => self.errors.push(e.to_string()),
         }
     }
 
@@ -947,13 +944,20 @@ impl App {
         let (Some(o), Some(p)) = (&self.compare.outcome, &self.project) else { return };
         let src = o.pruned.clone();
         let model = p.model.clone();
-        self.bridge.spawn("export", move |n| {
+        if let Err(e) = crate::fsio::refuse_input_as_output(
+            &dest,
+            &[("checkpoint", &p.paths.weights), ("cfg", &p.paths.cfg), ("pruned checkpoint", &src)],
+        ) {
+            self.errors.push(e);
+            return;
+        }
+        self.bridge.spawn(Job::Export, move |n| {
             let r = crate::model::Weights::load(&src, &model.layout)
                 .and_then(|w| w.save(&dest, &model.layout))
                 .map_err(|e| e.to_string());
             n.send(match r {
                 Ok(()) => Msg::Notice(format!("exported pruned checkpoint to {}", dest.display())),
-                Err(e) => Msg::Failed(e),
+                Err(e) => Msg::Failed(Job::Export, e),
             });
         });
     }
@@ -970,7 +974,10 @@ impl App {
                     path.extension().and_then(|e| e.to_str()).is_some_and(|e| ["md", "json", "png"].contains(&e));
                 if keep {
                     let to = dir.join(path.file_name().unwrap_or_default());
-                    std::fs::copy(&path, &to).map_err(|e| format!("{}: cannot write: {e}", to.display()))?;
+                    crate::fsio::write_via(&to, |tmp| {
+                        std::fs::copy(&path, tmp).map(drop).map_err(|e| crate::fsio::IoError::new(&to, "cannot write", e))
+                    })
+                    .map_err(|e| e.to_string())?;
                     n += 1;
                 }
             }

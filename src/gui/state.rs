@@ -2,8 +2,8 @@
 //! here: this is the logic the views draw and the tests drive.
 
 use crate::model::effective::Cost;
-use crate::prune::plan::{drop_of, RunRef};
-use crate::prune::{Curves, Origin, Plan, PlanLayer, PlanModel};
+use crate::plan::{drop_of, RunRef};
+use crate::plan::{Curves, Origin, Plan, PlanLayer, PlanModel};
 use crate::sensitivity::{store, Metric, StoredRun};
 pub use crate::project::ProjectPaths;
 use std::path::Path;
@@ -53,7 +53,7 @@ impl Project {
         let img_size = run.as_ref().map(|r| r.header.eval.img_size);
         let model = PlanModel::load(&paths.cfg, &paths.weights, img_size).map_err(|e| e.to_string())?;
         if let (Some(r), Some(dir)) = (&run, &paths.run) {
-            crate::prune::plan::check_run(r, &model, dir).map_err(|e| e.to_string())?;
+            crate::plan::check_run(r, &model, dir).map_err(|e| e.to_string())?;
         }
         let mut project = Project::new(paths.clone(), Arc::new(model), run)?;
         if let Some(p) = &paths.plan {
@@ -94,7 +94,7 @@ impl Project {
             .map(|r| (r.header.method, r.header.metric))
             .unwrap_or((crate::prune::Method::L1, Metric::Map50));
         let blocks: Vec<usize> = match &run {
-            Some(r) => r.header.layers.iter().filter_map(|n| crate::prune::suggest::block_of(n)).collect(),
+            Some(r) => r.header.layers.iter().filter_map(|n| crate::plan::suggest::block_of(n)).collect(),
             None => Vec::new(),
         };
         let mut plan = Plan::new(&model, method, metric, &blocks);
@@ -229,7 +229,7 @@ impl Project {
     /// so neither an undo step nor an unsaved change.
     pub fn restore(&mut self, thresholds: &[(String, f64)], frozen: &[String]) {
         for (name, s) in thresholds {
-            if let Some(b) = crate::prune::suggest::block_of(name) {
+            if let Some(b) = crate::plan::suggest::block_of(name) {
                 self.set_sparsity(b, *s);
             }
         }
@@ -328,7 +328,7 @@ impl Project {
     /// The plan starts empty for the new run; the previous plan stays one undo step away.
     pub fn attach_run(&mut self, dir: &Path) -> Result<(), String> {
         let run = store::read(dir).map_err(|e| e.to_string())?;
-        crate::prune::plan::check_run(&run, &self.model, dir).map_err(|e| e.to_string())?;
+        crate::plan::check_run(&run, &self.model, dir).map_err(|e| e.to_string())?;
         let paths = ProjectPaths { run: Some(dir.to_path_buf()), plan: None, ..self.paths.clone() };
         let fresh = Project::new(paths, self.model.clone(), Some(run))?;
         let mut undo = std::mem::take(&mut self.undo);

@@ -3,22 +3,52 @@
 
 use super::state::{Project, ProjectPaths};
 use crate::model::effective::Cost;
-use crate::prune::plan::PlanCoster;
+use crate::plan::PlanCoster;
 use crate::prune::stats::LayerStats;
-use crate::prune::{Curves, Method, Plan, PlanModel, Prediction, Rule};
-use crate::report::compare::{self, CompareConfig, Comparison};
+use crate::prune::Method;
+use crate::plan::{Curves, Plan, PlanModel, Prediction, Rule};
+use crate::eval::compare::{self, CompareConfig, Comparison};
 use crate::sensitivity::{self, AnalysisConfig, Event};
 use crossbeam_channel::{Receiver, Sender};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+/// The kinds of background job; a failure names its job, so it ends that job only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Job {
+    Load,
+    PlanCost,
+    Analysis,
+    Suggest,
+    Compare,
+    LayerStats,
+    Dialog,
+    Export,
+}
+
+impl Job {
+    /// The thread's name and the prefix of its failures.
+    pub fn name(self) -> &'static str {
+        match self {
+            Job::Load => "load",
+            Job::PlanCost => "plan-cost",
+            Job::Analysis => "analysis",
+            Job::Suggest => "suggest",
+            Job::Compare => "prune-compare",
+            Job::LayerStats => "layer-stats",
+            Job::Dialog => "dialog",
+            Job::Export => "export",
+        }
+    }
+}
+
 /// What a worker reports.
 pub enum Msg {
     Loaded(Result<Box<Project>, String>),
     Analysis(Event),
-    /// The analysis thread ended (its errors arrive as `Event::Error` first).
-    AnalysisEnded,
+    /// The analysis thread ended, with the run's error (none when it finished or was cancelled).
+    AnalysisEnded(Option<String>),
     Cost {
         generation: u64,
         prediction: Prediction,
@@ -33,8 +63,8 @@ pub enum Msg {
     /// A path chosen in a file dialog.
     Picked(super::app::Pick, PathBuf),
     Notice(String),
-    /// A job failed outside the cases above (a panic, a lost thread).
-    Failed(String),
+    /// A job failed outside the cases above (a panic, a lost thread, an export error).
+    Failed(Job, String),
 }
 
 /// The result of a prune + compare job.
@@ -85,10 +115,10 @@ impl Bridge {
     }
 
     /// Runs `job` on a named thread; a panic becomes a `Failed` message instead of a silent end.
-    pub fn spawn(&self, name: &str, job: impl FnOnce(&Notifier) + Send + 'static) {
+    pub fn spawn(&self, kind: Job, job: impl FnOnce(&Notifier) + Send + 'static) {
         let n = self.notifier();
-        let label = name.to_string();
-        let spawned = std::thread::Builder::new().name(format!("prunescope-{name}")).spawn(move || {
+        let label = kind.name();
+        let spawned = std::thread::Builder::new().name(format!("prunescope-{label}")).spawn(move || {
             let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&n)));
             if let Err(e) = r {
                 let what = e
@@ -96,23 +126,23 @@ impl Bridge {
                     .cloned()
                     .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
                     .unwrap_or_else(|| "unknown panic".into());
-                n.send(Msg::Failed(format!("{label}: internal error: {what}")));
+                n.send(Msg::Failed(kind, format!("{label}: internal error: {what}")));
             }
         });
         if let Err(e) = spawned {
-            self.notifier().send(Msg::Failed(format!("{name}: cannot start a thread: {e}")));
+            self.notifier().send(Msg::Failed(kind, format!("{label}: cannot start a thread: {e}")));
         }
     }
 
     pub fn load(&self, paths: ProjectPaths) {
-        self.spawn("load", move |n| n.send(Msg::Loaded(Project::load(&paths).map(Box::new))));
+        self.spawn(Job::Load, move |n| n.send(Msg::Loaded(Project::load(&paths).map(Box::new))));
     }
 
     /// Starts the cost worker of a newly opened project (the previous one ends with its channel).
     pub fn start_cost_worker(&mut self, model: Arc<PlanModel>, method: Method) {
         let (tx, rx) = crossbeam_channel::unbounded::<CostRequest>();
         self.cost_tx = Some(tx);
-        self.spawn("plan-cost", move |n| {
+        self.spawn(Job::PlanCost, move |n| {
             let mut coster = PlanCoster::new(&model, method);
             while let Ok(mut req) = rx.recv() {
                 // Only the newest plan matters: skip the ones a drag left behind.
@@ -133,7 +163,7 @@ impl Bridge {
 
     /// Runs a sensitivity analysis; events stream back as they happen.
     pub fn analyze(&self, config: AnalysisConfig, cancel: Arc<AtomicBool>) {
-        self.spawn("analysis", move |n| {
+        self.spawn(Job::Analysis, move |n| {
             let (etx, erx) = crossbeam_channel::unbounded::<Event>();
             let forward = n.clone();
             let pump = std::thread::spawn(move || {
@@ -141,16 +171,14 @@ impl Bridge {
                     forward.send(Msg::Analysis(e));
                 }
             });
-            match sensitivity::run(&config, &etx, &cancel) {
+            let error = match sensitivity::run(&config, &etx, &cancel) {
                 // Already reported as `Event::Cancelled`: not an error.
-                Ok(_) | Err(sensitivity::SensitivityError::Cancelled) => {}
-                Err(e) => {
-                    let _ = etx.send(Event::Error(e.to_string()));
-                }
-            }
+                Ok(_) | Err(sensitivity::SensitivityError::Cancelled) => None,
+                Err(e) => Some(e.to_string()),
+            };
             drop(etx);
             let _ = pump.join();
-            n.send(Msg::AnalysisEnded);
+            n.send(Msg::AnalysisEnded(error));
         });
     }
 
@@ -163,8 +191,8 @@ impl Bridge {
         let model = project.model.clone();
         let metric = project.plan.metric;
         let frozen = project.frozen();
-        self.spawn("suggest", move |n| {
-            let r = crate::prune::plan::suggest(&run, &dir, &model, &rule, metric, &frozen).map_err(|e| e.to_string());
+        self.spawn(Job::Suggest, move |n| {
+            let r = crate::plan::suggest(&run, &dir, &model, &rule, metric, &frozen).map_err(|e| e.to_string());
             n.send(Msg::Suggested(r));
         });
     }
@@ -173,7 +201,7 @@ impl Bridge {
     pub fn prune_and_compare(&self, project: &Project, plan: Plan, job: CompareJob) {
         let model = project.model.clone();
         let paths = project.paths.clone();
-        self.spawn("prune-compare", move |n| {
+        self.spawn(Job::Compare, move |n| {
             let r = prune_and_compare(&model, &paths, &plan, &job, n).map(Box::new);
             n.send(Msg::Compared(r));
         });
@@ -182,7 +210,7 @@ impl Bridge {
     pub fn layer_stats(&self, project: &Project, block: usize) {
         let model = project.model.clone();
         let weights = project.paths.weights.clone();
-        self.spawn("layer-stats", move |n| n.send(Msg::LayerStats(weights, layer_stats(&model, block).map(Box::new))));
+        self.spawn(Job::LayerStats, move |n| n.send(Msg::LayerStats(weights, layer_stats(&model, block).map(Box::new))));
     }
 }
 
@@ -205,12 +233,37 @@ fn prune_and_compare(
     job: &CompareJob,
     n: &Notifier,
 ) -> Result<CompareOutcome, String> {
-    std::fs::create_dir_all(&job.dir).map_err(|e| format!("{}: cannot create: {e}", job.dir.display()))?;
-    plan.write(&job.dir.join("plan.json")).map_err(|e| e.to_string())?;
-    n.send(Msg::CompareProgress("pruning".into(), 0, 1));
+    // The folder is built aside and moved into place whole (fsio::write_dir_via).
     let ext = paths.weights.extension().and_then(|e| e.to_str()).unwrap_or("safetensors");
-    let pruned = job.dir.join(format!("pruned.{ext}"));
-    plan.prune_into(model, &pruned).map_err(|e| e.to_string())?;
+    let pruned_name = format!("pruned.{ext}");
+    let mut comparison = None;
+    crate::fsio::write_dir_via(&job.dir, |dir| -> Result<(), crate::fsio::WriteError> {
+        plan.write(&dir.join("plan.json")).map_err(|e| e.to_string())?;
+        n.send(Msg::CompareProgress("pruning".into(), 0, 1));
+        let pruned = dir.join(&pruned_name);
+        plan.prune_into(model, &pruned).map_err(|e| e.to_string())?;
+        let mut c = compare_in(paths, plan, job, &pruned, n)?;
+        // The report names where the checkpoint will be, not the temporary folder.
+        if let Some(m) = c.models.get_mut(1) {
+            m.weights = job.dir.join(&pruned_name);
+        }
+        crate::report::compare::write_files(&c, dir).map_err(|e| e.to_string())?;
+        comparison = Some(c);
+        Ok(())
+    })
+    .map_err(|e| e.to_string())?;
+    let comparison = comparison.ok_or("the comparison produced no result")?;
+    Ok(CompareOutcome { comparison, dir: job.dir.clone(), pruned: job.dir.join(pruned_name) })
+}
+
+/// Evaluates the origin, the pruned checkpoint at `pruned` and the optional third one.
+fn compare_in(
+    paths: &ProjectPaths,
+    plan: &Plan,
+    job: &CompareJob,
+    pruned: &Path,
+    n: &Notifier,
+) -> Result<Comparison, String> {
     let c = CompareConfig {
         cfg: paths.cfg.clone(),
         data: job.data.clone(),
@@ -219,17 +272,15 @@ fn prune_and_compare(
         limit: job.limit,
         latency_runs: job.latency_runs,
     };
-    let mut models = vec![("origin".to_string(), paths.weights.clone()), ("pruned".to_string(), pruned.clone())];
+    let mut models = vec![("origin".to_string(), paths.weights.clone()), ("pruned".to_string(), pruned.to_path_buf())];
     if let Some(p) = &job.also {
         let label = p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "third".into());
         models.push((label, p.clone()));
     }
-    let comparison = compare::compare(&c, &models, &mut |m, done, total| {
+    compare::compare(&c, &models, &mut |m, done, total| {
         n.send(Msg::CompareProgress(format!("evaluating {}", models[m].0), done, total));
     })
-    .map_err(|e| e.to_string())?;
-    compare::write(&comparison, &job.dir)?;
-    Ok(CompareOutcome { comparison, dir: job.dir.clone(), pruned })
+    .map_err(|e| e.to_string())
 }
 
 fn layer_stats(model: &PlanModel, block: usize) -> Result<LayerStats, String> {

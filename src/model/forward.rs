@@ -5,7 +5,7 @@
 
 use super::cfg::{Activation, BlockKind, Cfg};
 use super::graph::{Graph, Source};
-use super::weights::{ConvKeys, Layout, TensorF32, Weights};
+use super::weights::{ConvKeys, Layout, LayoutError, TensorF32, Weights};
 use std::collections::BTreeMap;
 use tch::{Device, Kind, Tensor};
 
@@ -19,13 +19,27 @@ pub enum ForwardError {
     #[error("start block {start} is past the last block ({blocks} blocks)")]
     BadStart { start: usize, blocks: usize },
     #[error("weights do not fit the cfg: {0}")]
-    Weights(String),
+    Weights(#[source] LayoutError),
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
 }
 
+/// A `--device` value that names no device of this machine; `value` is what was given.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeviceError {
+    /// Not `cpu`, `cuda`, `cuda:N` or `auto`.
+    #[error("device `{value}`: expected cpu, cuda, cuda:N or auto")]
+    Unknown { value: String },
+    /// A CUDA device asked for where libtorch sees no GPU.
+    #[error("device `{value}`: CUDA is not available on this machine (libtorch sees no GPU); use --device cpu")]
+    NoCuda { value: String },
+    /// A CUDA index at or past the number of GPUs (`count` > 0).
+    #[error("device `{value}`: only {count} CUDA device(s) present (cuda:0..cuda:{})", count - 1)]
+    NoSuchGpu { value: String, count: usize },
+}
+
 /// Picks a device from a `--device` value: `cpu`, `cuda`, `cuda:N` or `auto`.
-pub fn parse_device(s: &str) -> Result<Device, String> {
+pub fn parse_device(s: &str) -> Result<Device, DeviceError> {
     let cuda_count = || if tch::Cuda::is_available() { tch::Cuda::device_count() as usize } else { 0 };
     match s.trim().to_ascii_lowercase().as_str() {
         "cpu" => Ok(Device::Cpu),
@@ -36,17 +50,15 @@ pub fn parse_device(s: &str) -> Result<Device, String> {
                 Some(rest) => rest
                     .strip_prefix(':')
                     .and_then(|n| n.parse::<usize>().ok())
-                    .ok_or_else(|| format!("device `{s}`: expected cpu, cuda, cuda:N or auto"))?,
-                None => return Err(format!("device `{s}`: expected cpu, cuda, cuda:N or auto")),
+                    .ok_or_else(|| DeviceError::Unknown { value: s.to_string() })?,
+                None => return Err(DeviceError::Unknown { value: s.to_string() }),
             };
             let n = cuda_count();
             if index >= n {
                 return Err(if n == 0 {
-                    format!(
-                        "device `{s}`: CUDA is not available on this machine (libtorch sees no GPU); use --device cpu"
-                    )
+                    DeviceError::NoCuda { value: s.to_string() }
                 } else {
-                    format!("device `{s}`: only {n} CUDA device(s) present (cuda:0..cuda:{})", n - 1)
+                    DeviceError::NoSuchGpu { value: s.to_string(), count: n }
                 });
             }
             Ok(Device::Cuda(index))
@@ -493,15 +505,17 @@ mod tests {
         assert_eq!(auto == Device::Cpu, !tch::Cuda::is_available());
         for bad in ["gpu", "cuda:x", "cuda0", ""] {
             let e = parse_device(bad).unwrap_err();
-            assert!(e.contains("expected cpu, cuda, cuda:N or auto"), "{bad}: {e}");
+            assert_eq!(e, DeviceError::Unknown { value: bad.to_string() });
+            assert!(e.to_string().contains("expected cpu, cuda, cuda:N or auto"), "{bad}: {e}");
         }
         if !tch::Cuda::is_available() {
             let e = parse_device("cuda").unwrap_err();
-            assert!(e.contains("CUDA is not available on this machine"), "{e}");
+            assert!(matches!(e, DeviceError::NoCuda { .. }), "{e}");
+            assert!(e.to_string().contains("CUDA is not available on this machine"), "{e}");
         } else {
             let n = tch::Cuda::device_count();
             let e = parse_device(&format!("cuda:{n}")).unwrap_err();
-            assert!(e.contains("CUDA device(s) present"), "{e}");
+            assert!(e.to_string().contains("CUDA device(s) present"), "{e}");
         }
     }
 }

@@ -53,15 +53,17 @@ impl Graph {
     ///
     /// Height and width must be positive multiples of 32 (the largest stride of YOLO models).
     pub fn build(cfg: &Cfg, batch: usize, height: usize, width: usize) -> Result<Self, CfgError> {
-        let err = |line: usize, message: String| CfgError { file: cfg.source.clone(), line, message };
+        let path = || std::path::PathBuf::from(&cfg.source);
+        let err = |line: usize, message: String| CfgError::Shape { path: path(), line, message };
+        let input = |message: String| CfgError::Input { path: path(), message };
         if batch == 0 {
-            return Err(err(0, "batch size must be at least 1".into()));
+            return Err(input("batch size must be at least 1".into()));
         }
         if height > 1 << 20 || width > 1 << 20 {
-            return Err(err(0, format!("input size {height}x{width}: expected at most 1048576 on each side")));
+            return Err(input(format!("input size {height}x{width}: expected at most 1048576 on each side")));
         }
         if height == 0 || width == 0 || !height.is_multiple_of(32) || !width.is_multiple_of(32) {
-            return Err(err(0, format!("input size {height}x{width}: expected positive multiples of 32")));
+            return Err(input(format!("input size {height}x{width}: expected positive multiples of 32")));
         }
         let input_shape = vec![batch, cfg.channels, height, width];
         let mut nodes: Vec<Node> = Vec::with_capacity(cfg.blocks.len());
@@ -93,14 +95,14 @@ impl Graph {
             };
             // Every size and cost is computed with checked arithmetic: absurd cfg values
             // become an error at the block's line, never a wrapped number or a panic.
-            let overflow = |what: &str| {
-                err(
-                    b.line,
-                    format!(
-                        "[{}] block {i}: its {what} overflows at input {height}x{width}: expected sizes a real model can have",
-                        b.kind.section()
-                    ),
-                )
+            let overflow = |what: &str| CfgError::Overflow {
+                path: path(),
+                line: b.line,
+                section: b.kind.section(),
+                block: i,
+                what: what.to_string(),
+                height,
+                width,
             };
             let numel = |s: &[usize]| -> Result<u64, CfgError> {
                 s.iter().try_fold(1u64, |a, &d| a.checked_mul(d as u64)).ok_or_else(|| overflow("element count"))
@@ -263,7 +265,7 @@ impl Graph {
         // Totals too must fit (a model of many huge blocks).
         let total = |f: fn(&Node) -> u64| nodes.iter().try_fold(0u64, |a, n| a.checked_add(f(n)));
         if total(|n| n.params).is_none() || total(|n| n.macs).is_none() {
-            return Err(err(0, format!("the model's total parameter or MAC count overflows at input {height}x{width}: expected sizes a real model can have")));
+            return Err(input(format!("the model's total parameter or MAC count overflows at input {height}x{width}: expected sizes a real model can have")));
         }
         Ok(Graph { batch, input_shape, nodes })
     }

@@ -8,6 +8,6 @@ pub mod graph;
 pub mod weights;
 
 pub use cfg::{Activation, Block, BlockKind, Cfg, CfgError, Conv, Yolo};
-pub use forward::{parse_device, ConvParams, Darknet, ForwardError, ForwardOutput};
+pub use forward::{parse_device, ConvParams, Darknet, DeviceError, ForwardError, ForwardOutput};
 pub use graph::{Graph, Node, Source};
-pub use weights::{Layout, TensorF32, Weights, WeightsError, WeightsFormat};
+pub use weights::{Layout, LayoutError, PickleError, TensorF32, ViewError, Weights, WeightsError, WeightsFormat};

@@ -3,16 +3,16 @@
 //! stored and streamed as events.
 
 use super::store::{self, DatasetRef, EvalSettings, FileRef, ModelRef, RunHeader, RunWriter, RUN_FORMAT};
-use super::worker::{self, Batch, Job, Shared, WorkerMsg};
+use super::worker::{self, Batch, Job, Pixels, Shared, WorkerMsg};
 use super::{AnalysisConfig, Event, LayerInfo, Metrics, PointRecord, Record, RunSummary, RunTiming, SensitivityError};
-use crate::data::{DetectionDataset, OnBad, Prefetcher, SkipReport};
+use crate::data::{letterbox, load_rgb, DataError, DetectionDataset, Letterboxed, OnBad, SkipReport};
 use crate::eval::{self, EvalConfig};
 use crate::metrics::nms::NmsConfig;
 use crate::model::{parse_device, BlockKind, Cfg, Darknet, Graph, Layout, Source, Weights};
 use crossbeam_channel::Sender;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 use tch::Device;
 
@@ -123,13 +123,90 @@ fn check_sparsities(s: &[f64]) -> Result<Vec<f64>> {
 
 /// The run's devices: one per worker.
 fn devices(config: &AnalysisConfig) -> Result<Vec<Device>> {
-    let first = parse_device(&config.device).map_err(config_err)?;
+    let first = parse_device(&config.device).map_err(|e| config_err(e.to_string()))?;
     let gpus = if matches!(first, Device::Cuda(_)) { tch::Cuda::device_count() as usize } else { 0 };
     Ok(match first {
         // `cuda`/`auto` with GPUs: one worker per device unless told otherwise.
         Device::Cuda(0) if config.device != "cuda:0" && config.workers == 0 => (0..gpus).map(Device::Cuda).collect(),
         d => vec![d; config.workers.max(1)],
     })
+}
+
+/// Decodes and letterboxes `paths` on `threads` threads: the results in order, each in the
+/// form a batch keeps it.
+fn decode(paths: &[PathBuf], size: u32, threads: usize) -> Vec<std::result::Result<(Pixels, Letterboxed), DataError>> {
+    let next = AtomicUsize::new(0);
+    let slots: Vec<std::sync::Mutex<Option<_>>> = paths.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    std::thread::scope(|s| {
+        for _ in 0..threads.clamp(1, paths.len().max(1)) {
+            s.spawn(|| loop {
+                let k = next.fetch_add(1, Ordering::Relaxed);
+                let Some(path) = paths.get(k) else { break };
+                let item = load_rgb(path).map(|img| {
+                    let lb = letterbox(&img, size);
+                    Pixels::keep(img, lb)
+                });
+                *slots[k].lock().unwrap_or_else(|e| e.into_inner()) = Some(item);
+            });
+        }
+    });
+    slots
+        .into_iter()
+        .zip(paths)
+        .map(|(m, p)| {
+            m.into_inner()
+                .unwrap_or_else(|e| e.into_inner())
+                .unwrap_or_else(|| Err(DataError::new(p, None, "not decoded (a decoding thread failed)")))
+        })
+        .collect()
+}
+
+/// Which batches keep what within the memory cap, in batch order: while a batch's pixels
+/// and activations both fit, both (the activation cache is a prefix of the batches); then,
+/// while its pixels fit, those; past that nothing (decoded again and recomputed when used).
+struct MemoryPlan {
+    cap: u64,
+    used: u64,
+    /// Activation bytes per image.
+    act_per_image: u64,
+    cached_batches: usize,
+    caching: bool,
+    keeping: bool,
+    forgotten_batches: usize,
+}
+
+impl MemoryPlan {
+    /// `cache`: whether activations are wanted at all (there are points to compute).
+    fn new(cap: u64, act_per_image: u64, cache: bool) -> Self {
+        MemoryPlan {
+            cap,
+            used: 0,
+            act_per_image,
+            cached_batches: 0,
+            caching: cache,
+            keeping: true,
+            forgotten_batches: 0,
+        }
+    }
+
+    /// Places a decoded batch: keeps its pixels or forgets them, and counts its activations.
+    fn place(&mut self, batch: &mut Batch) {
+        let pixels = batch.bytes();
+        let acts = self.act_per_image * batch.metas.len() as u64;
+        if self.caching && self.used + pixels + acts <= self.cap {
+            self.used += pixels + acts;
+            self.cached_batches += 1;
+            return;
+        }
+        self.caching = false;
+        if self.keeping && self.used + pixels <= self.cap {
+            self.used += pixels;
+            return;
+        }
+        self.keeping = false;
+        self.forgotten_batches += 1;
+        batch.forget();
+    }
 }
 
 /// Runs (or resumes) the analysis described by `config`, sending events as it goes.
@@ -184,12 +261,8 @@ pub fn run(config: &AnalysisConfig, events: &Sender<Event>, cancel: &AtomicBool)
         created_at: store::now_rfc3339(),
         shard: config.shard,
     };
-    let (mut writer, stored) = if config.resume && config.out.join(store::RUN_FILE).exists() {
-        let (w, s) = RunWriter::resume(&config.out, &header)?;
-        (w, Some(s))
-    } else {
-        (RunWriter::create(&config.out, &header)?, None)
-    };
+    // The writer holds the run folder's lock until the run ends.
+    let (mut writer, stored) = RunWriter::open(&config.out, &header, config.resume)?;
     if let Some(s) = &stored {
         if !s.torn_lines.is_empty() {
             send(Event::Warning(format!(
@@ -227,48 +300,6 @@ pub fn run(config: &AnalysisConfig, events: &Sender<Event>, cancel: &AtomicBool)
         already_done,
     });
 
-    // Decode every image once.
-    let t = Instant::now();
-    let ecfg = EvalConfig {
-        img_size: size,
-        batch: config.batch.max(1),
-        nms: NmsConfig { conf: config.conf, iou: config.iou, max_det: config.max_det, ..Default::default() },
-        ..Default::default()
-    };
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-    let paths = dataset.samples.iter().map(|s| s.image.clone()).collect();
-    let mut skipped = SkipReport::default();
-    let mut batches: Vec<Batch> = Vec::new();
-    let mut current = Batch::default();
-    for (i, item) in Prefetcher::new(paths, size, threads, 64) {
-        match item {
-            Ok(mut lb) => {
-                current.input.append(&mut lb.data);
-                current.metas.push((i, lb));
-                if current.metas.len() == ecfg.batch {
-                    batches.push(std::mem::take(&mut current));
-                }
-            }
-            Err(e) => skipped.handle(OnBad::Skip, e)?,
-        }
-        if cancel.load(Ordering::Relaxed) {
-            send(Event::Cancelled);
-            return Err(SensitivityError::Cancelled);
-        }
-    }
-    if !current.metas.is_empty() {
-        batches.push(current);
-    }
-    if !skipped.is_empty() || !dataset.skipped.is_empty() {
-        send(Event::Warning(format!(
-            "skipped unreadable validation data: {} {}",
-            dataset.skipped.summary(3),
-            skipped.summary(3)
-        )));
-    }
-    let images: usize = batches.iter().map(|b| b.metas.len()).sum();
-    let mut timing = RunTiming { decode_s: t.elapsed().as_secs_f64(), ..Default::default() };
-
     // What the points read: per layer, the blocks it changes and their outside inputs.
     let pending_layers: Vec<usize> = layers.iter().copied().filter(|l| pending.iter().any(|p| p.0 == *l)).collect();
     let mut cached_sources: BTreeSet<usize> = BTreeSet::new();
@@ -285,12 +316,56 @@ pub fn run(config: &AnalysisConfig, events: &Sender<Event>, cancel: &AtomicBool)
     }
     let per_image_bytes: u64 =
         cached_sources.iter().map(|&j| graph.nodes[j].output_shape.iter().product::<usize>() as u64 * 4).sum();
-    let batch_bytes = per_image_bytes * ecfg.batch as u64;
-    let cacheable = if pending.is_empty() || batch_bytes == 0 {
-        batches.len()
-    } else {
-        ((config.cache_mem / batch_bytes.max(1)) as usize).min(batches.len())
+
+    // Decode every image once; what is kept counts against --cache-mem with the activations.
+    let t = Instant::now();
+    let ecfg = EvalConfig {
+        img_size: size,
+        batch: config.batch.max(1),
+        nms: NmsConfig { conf: config.conf, iou: config.iou, max_det: config.max_det, ..Default::default() },
+        ..Default::default()
     };
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let paths: Vec<PathBuf> = dataset.samples.iter().map(|s| s.image.clone()).collect();
+    let mut memory = MemoryPlan::new(config.cache_mem, per_image_bytes, !pending.is_empty());
+    let mut skipped = SkipReport::default();
+    let mut batches: Vec<Batch> = Vec::new();
+    let mut current = Batch::default();
+    let chunk = (threads * 8).max(ecfg.batch);
+    for (c, part) in paths.chunks(chunk).enumerate() {
+        for (k, item) in decode(part, size, threads).into_iter().enumerate() {
+            match item {
+                Ok((px, lb)) => {
+                    current.push(c * chunk + k, px, lb);
+                    if current.metas.len() == ecfg.batch {
+                        memory.place(&mut current);
+                        batches.push(std::mem::take(&mut current));
+                    }
+                }
+                Err(e) => skipped.handle(OnBad::Skip, e)?,
+            }
+        }
+        if cancel.load(Ordering::Relaxed) {
+            send(Event::Cancelled);
+            return Err(SensitivityError::Cancelled);
+        }
+    }
+    if !current.metas.is_empty() {
+        memory.place(&mut current);
+        batches.push(current);
+    }
+    if !skipped.is_empty() || !dataset.skipped.is_empty() {
+        send(Event::Warning(format!(
+            "skipped unreadable validation data: {} {}",
+            dataset.skipped.summary(3),
+            skipped.summary(3)
+        )));
+    }
+    let images: usize = batches.iter().map(|b| b.metas.len()).sum();
+    let mut timing = RunTiming { decode_s: t.elapsed().as_secs_f64(), ..Default::default() };
+
+    let batch_bytes = per_image_bytes * ecfg.batch as u64;
+    let cacheable = if pending.is_empty() { batches.len() } else { memory.cached_batches };
     if !pending.is_empty() && cacheable < batches.len() {
         send(Event::Warning(format!(
             "activation cache: {} of {} batches fit in --cache-mem {} MiB ({:.1} MiB a batch); the rest are recomputed",
@@ -298,6 +373,14 @@ pub fn run(config: &AnalysisConfig, events: &Sender<Event>, cancel: &AtomicBool)
             batches.len(),
             config.cache_mem >> 20,
             batch_bytes as f64 / 1048576.0
+        )));
+    }
+    if memory.forgotten_batches > 0 {
+        send(Event::Warning(format!(
+            "decoded images: {} of {} batches do not fit in --cache-mem {} MiB; they are decoded again from their files when used (a larger --cache-mem keeps them)",
+            memory.forgotten_batches,
+            batches.len(),
+            config.cache_mem >> 20
         )));
     }
 
@@ -319,7 +402,7 @@ pub fn run(config: &AnalysisConfig, events: &Sender<Event>, cancel: &AtomicBool)
             cache.push(None);
             continue;
         }
-        let x = batch.tensor(size, devices[0])?;
+        let x = batch.tensor(size, devices[0], &dataset).map_err(SensitivityError::Worker)?;
         let out = net.forward_from(0, &x.size(), BTreeMap::from([(Source::Image, x.shallow_clone())]), want_cache)?;
         if need_baseline {
             baseline_preds.extend(eval::postprocess(&out.detections, &batch.metas, &ecfg.nms)?);
@@ -451,7 +534,6 @@ pub fn run(config: &AnalysisConfig, events: &Sender<Event>, cancel: &AtomicBool)
     });
     timing.wall_s = started.elapsed().as_secs_f64();
     if let Some(e) = failure {
-        send(Event::Error(e.clone()));
         return Err(SensitivityError::Worker(e));
     }
     if computed < pending.len() {
@@ -495,6 +577,37 @@ mod tests {
         assert!(glob("conv_1*", "conv_12") && glob("conv_1*", "conv_1") && !glob("conv_1*", "conv_2"));
         assert!(glob("conv_?", "conv_3") && !glob("conv_?", "conv_30"));
         assert!(glob("*", "conv_0"));
+    }
+
+    /// What the memory plan keeps (pixels and activations) never exceeds the cap, whatever
+    /// the number of images: batches are cached whole, then keep their pixels, then nothing.
+    #[test]
+    fn memory_plan_stays_within_the_cap() {
+        let batch = || {
+            let mut b = Batch::default();
+            for i in 0..4 {
+                let img = image::RgbImage::new(10, 10);
+                let lb = letterbox(&img, 16);
+                let (px, lb) = Pixels::keep(img, lb);
+                b.push(i, px, lb);
+            }
+            b
+        };
+        let pixels = batch().bytes();
+        assert_eq!(pixels, 4 * 300);
+        for (cap, act) in [(0u64, 0u64), (1, 100), (5_000, 100), (20_000, 1_000), (1 << 30, 1 << 20)] {
+            let mut plan = MemoryPlan::new(cap, act, true);
+            let mut batches: Vec<Batch> = (0..1000).map(|_| batch()).collect();
+            for b in &mut batches {
+                plan.place(b);
+            }
+            let kept: u64 = batches.iter().map(|b| b.bytes()).sum::<u64>() + plan.cached_batches as u64 * 4 * act;
+            assert!(kept <= cap, "cap {cap}: kept {kept}");
+            assert_eq!(kept, plan.used);
+            let keeping = batches.iter().filter(|b| b.bytes() > 0).count();
+            assert!(plan.cached_batches <= keeping && keeping + plan.forgotten_batches == 1000);
+            assert_eq!(plan.cached_batches, ((cap / (pixels + 4 * act)) as usize).min(1000), "cap {cap}");
+        }
     }
 
     #[test]

@@ -2,9 +2,12 @@
 //! the metric on a validation set, with background workers and streamed events.
 //!
 //! Work that is the same for every point is done once: images are decoded once, the
-//! baseline forward pass is run once per batch and keeps the activations later points read
-//! (within a memory cap), and a point for layer L runs only the blocks whose output depends
-//! on L. Finished points go to the run store as they finish, so a run can be resumed.
+//! baseline forward pass is run once per batch and keeps the activations later points read,
+//! and a point for layer L runs only the blocks whose output depends on L. What is kept (the
+//! decoded images, in a compact exact form, and the activations) stays within one memory cap,
+//! `cache_mem`: past it, images are decoded again and activations recomputed when used, so
+//! any dataset size runs in bounded memory. Finished points go to the run store as they
+//! finish, so a run can be resumed.
 
 pub mod engine;
 pub mod merge;
@@ -86,7 +89,8 @@ pub struct AnalysisConfig {
     /// Also analyse the convolutions that feed a yolo head (left dense by default).
     pub include_heads: bool,
     pub metric: Metric,
-    /// Worker threads (0: one per CUDA device, else one).
+    /// Worker threads, each with a model copy (0: one per CUDA device with `cuda`/`auto`,
+    /// else one). The GUI and the CLI both start from [`AnalysisConfig::default`].
     pub workers: usize,
     /// cpu, cuda, cuda:N or auto.
     pub device: String,
@@ -95,7 +99,8 @@ pub struct AnalysisConfig {
     /// Model input size; default: the cfg's width.
     pub img_size: Option<u32>,
     pub batch: usize,
-    /// Memory for cached activations, bytes; past it activations are recomputed.
+    /// Memory for decoded images and cached activations, bytes; past it activations are
+    /// recomputed and images decoded again from their files.
     pub cache_mem: u64,
     pub resume: bool,
     pub shard: Option<Shard>,
@@ -176,7 +181,8 @@ pub struct RunSummary {
     pub timing: RunTiming,
 }
 
-/// Events a run streams (to a progress bar or the GUI).
+/// Events a run streams (to a progress bar or the GUI): progress and warnings. Errors are
+/// not events: `run` returns them, and its caller reports them once.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     Started {
@@ -199,7 +205,6 @@ pub enum Event {
         eta_s: Option<f64>,
     },
     Warning(String),
-    Error(String),
     Finished(RunSummary),
     Cancelled,
 }

@@ -1,8 +1,16 @@
 //! The run store: `run.json` (what was analysed, with content hashes) and `points.jsonl`
 //! (a baseline line, then one line per finished point, appended and flushed as points
 //! finish). Resuming reads the points back and skips them; a torn last line is ignored.
+//!
+//! run.json is written atomically (temporary file and rename) and names the model and the
+//! dataset by paths relative to the run folder, so a run folder copied elsewhere together with
+//! its files still loads (absolute paths of older runs are read as they are). A writer holds
+//! the run folder's lock ([`crate::fsio::DirLock`]) while it is open, so two processes never
+//! append to one run.
 
 use super::Metrics;
+use crate::fsio::{self, DirLock, LockError};
+use crate::provenance;
 use crate::prune::Method;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -163,6 +171,69 @@ fn err(file: &Path, line: Option<usize>, message: impl Into<String>) -> StoreErr
     StoreError { file: file.to_path_buf(), line, message: message.into() }
 }
 
+impl From<fsio::IoError> for StoreError {
+    fn from(e: fsio::IoError) -> Self {
+        err(&e.path, None, format!("{}: {}", e.what, e.source))
+    }
+}
+
+/// Locks the run folder `dir` for writing (creating it), or says which process holds it.
+pub fn lock(dir: &Path) -> Result<DirLock, StoreError> {
+    DirLock::acquire(dir).map_err(|e| match e {
+        LockError::Held { dir, holder } => err(
+            &dir,
+            None,
+            format!(
+                "another prunescope process is writing to this run folder ({holder}): wait for it to finish or stop it, or choose another folder"
+            ),
+        ),
+        LockError::Io(e) => e.into(),
+    })
+}
+
+/// A path run.json stores, resolved for reading ([`crate::provenance::resolve`]): relative to
+/// the run folder `dir`, or for runs written before paths were stored that way, relative to
+/// the folder the writer ran in; when neither exists, relative to a folder above the run
+/// folder (a run made in a project folder and opened from elsewhere). A file found nowhere
+/// resolves against the run folder (the error that follows names that path).
+pub fn resolve(dir: &Path, stored: &Path) -> PathBuf {
+    let p = provenance::resolve(dir, stored);
+    if p.exists() || stored.is_absolute() {
+        return p;
+    }
+    let above = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    above.ancestors().skip(1).map(|a| a.join(stored)).find(|c| c.exists()).unwrap_or(p)
+}
+
+/// The cfg and weights of a read run (resolved by [`read`]), or `cfg` / `weights` when given
+/// instead. A file that is not there is an error that names it and the command-line flag that
+/// points at it elsewhere.
+pub fn model_files(
+    run: &StoredRun,
+    dir: &Path,
+    cfg: Option<&Path>,
+    weights: Option<&Path>,
+) -> Result<(PathBuf, PathBuf), StoreError> {
+    let pick = |given: Option<&Path>, stored: &Path, what: &str, flag: &str| -> Result<PathBuf, StoreError> {
+        match given {
+            Some(p) => Ok(p.to_path_buf()),
+            None if stored.is_file() => Ok(stored.to_path_buf()),
+            None => Err(err(
+                &dir.join(RUN_FILE),
+                None,
+                format!(
+                    "the {what} the run was made with, {}, is not there (paths in run.json are relative to the run folder): give its path with {flag} PATH",
+                    stored.display()
+                ),
+            )),
+        }
+    };
+    Ok((
+        pick(cfg, &run.header.model.cfg.path, "cfg", "--cfg")?,
+        pick(weights, &run.header.model.weights.path, "weights", "--weights")?,
+    ))
+}
+
 /// What a run folder holds.
 #[derive(Debug, Clone)]
 pub struct StoredRun {
@@ -186,8 +257,11 @@ pub fn read(dir: &Path) -> Result<StoredRun, StoreError> {
         }
         None => return Err(err(&hp, None, format!("no `format` field: expected \"format\": \"{RUN_FORMAT}\""))),
     }
-    let header: RunHeader =
+    let mut header: RunHeader =
         serde_json::from_value(value).map_err(|e| err(&hp, None, format!("unexpected content: {e}")))?;
+    for p in [&mut header.model.cfg.path, &mut header.model.weights.path, &mut header.dataset.path] {
+        *p = resolve(dir, p);
+    }
     let pp = dir.join(POINTS_FILE);
     let text = match std::fs::read_to_string(&pp) {
         Ok(t) => t,
@@ -203,6 +277,19 @@ pub fn read(dir: &Path) -> Result<StoredRun, StoreError> {
         match serde_json::from_str::<Record>(line) {
             Ok(Record::Baseline { metrics, seconds }) => run.baseline = Some((metrics, seconds)),
             Ok(Record::Point(p)) => {
+                let grid = run.header.layers.contains(&p.layer)
+                    && p.layer == format!("conv_{}", p.block)
+                    && run.header.sparsities.iter().any(|s| s.to_bits() == p.sparsity.to_bits());
+                if !grid {
+                    return Err(err(
+                        &pp,
+                        Some(n + 1),
+                        format!(
+                            "a point of {} (block {}) at sparsity {}, which is not in the grid of {RUN_FILE}",
+                            p.layer, p.block, p.sparsity
+                        ),
+                    ));
+                }
                 // A point written twice (two resumes racing) counts once.
                 if !run.points.iter().any(|q| q.block == p.block && q.sparsity == p.sparsity) {
                     run.points.push(p);
@@ -216,15 +303,36 @@ pub fn read(dir: &Path) -> Result<StoredRun, StoreError> {
     Ok(run)
 }
 
-/// An open run folder that points are appended to.
+/// An open run folder that points are appended to; it holds the folder's lock.
 pub struct RunWriter {
     path: PathBuf,
     file: std::fs::File,
+    _lock: DirLock,
+}
+
+/// Refuses a folder whose points.jsonl holds points but whose run.json is missing: they
+/// belong to a run that cannot be identified, and are never overwritten.
+fn refuse_orphan_points(dir: &Path, resume: bool) -> Result<(), StoreError> {
+    let pp = dir.join(POINTS_FILE);
+    let len = std::fs::metadata(&pp).map(|m| m.len()).unwrap_or(0);
+    if len > 0 && !dir.join(RUN_FILE).exists() {
+        let what = if resume { "cannot resume" } else { "cannot start a run here" };
+        return Err(err(
+            &pp,
+            None,
+            format!(
+                "{what}: the folder holds points ({len} bytes) but no {RUN_FILE}, so what they were computed with is unknown; restore {RUN_FILE} to resume them, or choose another output folder (the points are left as they are)"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 impl RunWriter {
-    /// Starts a new run in `dir`; refuses a folder that already holds one.
+    /// Starts a new run in `dir`; refuses a folder that already holds one (or its points),
+    /// or that another process writes to.
     pub fn create(dir: &Path, header: &RunHeader) -> Result<Self, StoreError> {
+        let lock = lock(dir)?;
         let hp = dir.join(RUN_FILE);
         if hp.exists() {
             return Err(err(
@@ -233,16 +341,31 @@ impl RunWriter {
                 "a run already exists here: resume it (--resume, or Resume in the explorer) or choose another output folder",
             ));
         }
-        std::fs::create_dir_all(dir).map_err(|e| err(dir, None, format!("cannot create: {e}")))?;
+        refuse_orphan_points(dir, false)?;
         write_header(dir, header)?;
         let pp = dir.join(POINTS_FILE);
         let file = std::fs::File::create(&pp).map_err(|e| err(&pp, None, format!("cannot create: {e}")))?;
-        Ok(Self { path: pp, file })
+        Ok(Self { path: pp, file, _lock: lock })
+    }
+
+    /// Resumes the run in `dir` when it has one, else starts it there (nothing to resume).
+    /// Points without a run.json are refused, never truncated.
+    pub fn open(dir: &Path, header: &RunHeader, resume: bool) -> Result<(Self, Option<StoredRun>), StoreError> {
+        if resume && dir.join(RUN_FILE).exists() {
+            let (w, s) = Self::resume(dir, header)?;
+            return Ok((w, Some(s)));
+        }
+        refuse_orphan_points(dir, resume)?;
+        Ok((Self::create(dir, header)?, None))
     }
 
     /// Reopens `dir` to continue it. The stored header must describe the same analysis
     /// (same model and dataset hashes, method, sparsities, layers, settings).
     pub fn resume(dir: &Path, header: &RunHeader) -> Result<(Self, StoredRun), StoreError> {
+        let lock = lock(dir)?;
+        if !dir.join(RUN_FILE).exists() {
+            refuse_orphan_points(dir, true)?;
+        }
         let stored = read(dir)?;
         stored.header.same_analysis(header).map_err(|m| {
             err(&dir.join(RUN_FILE), None, format!("cannot resume: {m}; start a new run with another --out"))
@@ -263,14 +386,14 @@ impl RunWriter {
         if !stored.torn_lines.is_empty() || (!text.is_empty() && !text.ends_with('\n')) {
             let keep = text.rfind('\n').map(|i| i + 1).unwrap_or(0);
             text.truncate(keep);
-            std::fs::write(&pp, &text).map_err(|e| err(&pp, None, format!("cannot repair: {e}")))?;
+            fsio::write_atomic(&pp, &text)?;
         }
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&pp)
             .map_err(|e| err(&pp, None, format!("cannot open: {e}")))?;
-        Ok((Self { path: pp, file }, stored))
+        Ok((Self { path: pp, file, _lock: lock }, stored))
     }
 
     /// Appends one record and flushes it to the file.
@@ -285,22 +408,31 @@ impl RunWriter {
     }
 }
 
-/// Writes run.json.
+/// Writes run.json atomically, its paths relative to `dir`.
 pub fn write_header(dir: &Path, header: &RunHeader) -> Result<(), StoreError> {
     let hp = dir.join(RUN_FILE);
-    let json = serde_json::to_string_pretty(header).map_err(|e| err(&hp, None, e.to_string()))?;
-    std::fs::write(&hp, json + "\n").map_err(|e| err(&hp, None, format!("cannot write: {e}")))
+    let mut header = header.clone();
+    for p in [&mut header.model.cfg.path, &mut header.model.weights.path, &mut header.dataset.path] {
+        *p = provenance::relative_to(dir, p);
+    }
+    let json = serde_json::to_string_pretty(&header).map_err(|e| err(&hp, None, e.to_string()))?;
+    Ok(fsio::write_atomic(&hp, json + "\n")?)
 }
 
-/// Writes a complete run (merged shards): header, baseline, points in the given order.
+/// Writes a complete run (merged shards) into `dir`, which must hold no run: points.jsonl
+/// (baseline, points in the given order), then run.json, each atomically.
 pub fn write_run(
     dir: &Path,
     header: &RunHeader,
     baseline: &(Metrics, f64),
     points: &[PointRecord],
 ) -> Result<(), StoreError> {
-    std::fs::create_dir_all(dir).map_err(|e| err(dir, None, format!("cannot create: {e}")))?;
-    write_header(dir, header)?;
+    let _lock = lock(dir)?;
+    let hp = dir.join(RUN_FILE);
+    if hp.exists() {
+        return Err(err(&hp, None, "a run already exists here: choose another output folder (it is never replaced)"));
+    }
+    refuse_orphan_points(dir, false)?;
     let pp = dir.join(POINTS_FILE);
     let mut text = serde_json::to_string(&Record::Baseline { metrics: baseline.0, seconds: baseline.1 })
         .map_err(|e| err(&pp, None, e.to_string()))?;
@@ -309,7 +441,8 @@ pub fn write_run(
         text.push_str(&serde_json::to_string(&Record::Point(p.clone())).map_err(|e| err(&pp, None, e.to_string()))?);
         text.push('\n');
     }
-    std::fs::write(&pp, text).map_err(|e| err(&pp, None, format!("cannot write: {e}")))
+    fsio::write_atomic(&pp, text)?;
+    write_header(dir, header)
 }
 
 /// SHA-256 of a file, hex.
@@ -353,6 +486,26 @@ mod tests {
         assert!("4/4".parse::<Shard>().is_err());
         assert!("0/0".parse::<Shard>().is_err());
         assert!("a/2".parse::<Shard>().unwrap_err().contains("expected i/n"));
+    }
+
+    /// Paths are read back against the run folder; older runs' paths relative to the folder
+    /// they were made from resolve through the folders above the run; absolute paths stay.
+    #[test]
+    fn paths_relative_to_the_run_folder() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().canonicalize().unwrap();
+        let run = root.join("exp/runs/r1");
+        std::fs::create_dir_all(&run).unwrap();
+        std::fs::create_dir_all(root.join("exp/models")).unwrap();
+        let cfg = root.join("exp/models/m.cfg");
+        std::fs::write(&cfg, "x").unwrap();
+        assert_eq!(provenance::relative_to(&run, &cfg), Path::new("../../models/m.cfg"));
+        assert_eq!(resolve(&run, Path::new("../../models/m.cfg")), cfg);
+        // Written from `root` by an older prunescope: `exp/models/m.cfg`.
+        assert_eq!(resolve(&run, Path::new("exp/models/m.cfg")), cfg);
+        assert_eq!(resolve(&run, &cfg), cfg);
+        // Missing: resolved against the run folder, for the message.
+        assert_eq!(resolve(&run, Path::new("../gone.cfg")), root.join("exp/runs/gone.cfg"));
     }
 
     #[test]

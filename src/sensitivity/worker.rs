@@ -6,7 +6,7 @@
 //! outputs), then only the blocks that depend on L.
 
 use super::{Metrics, PointRecord};
-use crate::data::{DetectionDataset, Letterboxed};
+use crate::data::{letterbox, load_rgb, DetectionDataset, Letterboxed};
 use crate::eval::{self, EvalConfig, EvalReport, ImagePrediction};
 use crate::model::weights::ConvKeys;
 use crate::model::{Activation as Act, BlockKind, Cfg, ConvParams, Darknet, Graph, Layout, Source, TensorF32, Weights};
@@ -17,18 +17,98 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
-/// Decoded, letterboxed images of one batch: the input (N·3·S·S floats) and, per image,
-/// its sample index and letterbox geometry.
+/// A decoded image as a batch keeps it: the smaller of two forms that both give back exactly
+/// the letterboxed floats the evaluation feeds the model (`letterbox` is deterministic), or
+/// nothing when it is past the memory cap.
+pub(crate) enum Pixels {
+    /// The decoded RGB picture (3 bytes a pixel), letterboxed again when used.
+    Rgb(image::RgbImage),
+    /// The letterboxed floats (3·S·S·4 bytes), for pictures larger than that.
+    Letterboxed(Vec<f32>),
+    /// Not kept (past `--cache-mem`): decoded from its file again when used.
+    Reload,
+}
+
+impl Pixels {
+    /// The smaller exact form of a picture and its letterboxed floats.
+    pub fn compact(img: image::RgbImage, letterboxed: Vec<f32>) -> Self {
+        if img.as_raw().len() <= letterboxed.len() * 4 {
+            Pixels::Rgb(img)
+        } else {
+            Pixels::Letterboxed(letterboxed)
+        }
+    }
+
+    /// A decoded picture and its letterbox as a batch keeps them: the compact form and the
+    /// geometry (its `data` emptied, so that no float buffer outlives the decoding).
+    pub fn keep(img: image::RgbImage, mut lb: Letterboxed) -> (Self, Letterboxed) {
+        let data = std::mem::take(&mut lb.data);
+        (Self::compact(img, data), lb)
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> u64 {
+        match self {
+            Pixels::Rgb(img) => img.as_raw().len() as u64,
+            Pixels::Letterboxed(v) => v.len() as u64 * 4,
+            Pixels::Reload => 0,
+        }
+    }
+}
+
+/// The images of one batch and, per image, its sample index and letterbox geometry (the
+/// geometry's `data` is left empty: the pixels are in `images`).
 #[derive(Default)]
 pub(crate) struct Batch {
-    pub input: Vec<f32>,
+    pub images: Vec<Pixels>,
     pub metas: Vec<(usize, Letterboxed)>,
 }
 
 impl Batch {
-    pub fn tensor(&self, size: u32, device: Device) -> Result<Tensor, tch::TchError> {
+    /// Adds sample `index`: its pixels and letterbox geometry (see [`Pixels::keep`]).
+    pub fn push(&mut self, index: usize, pixels: Pixels, lb: Letterboxed) {
+        self.images.push(pixels);
+        self.metas.push((index, lb));
+    }
+
+    /// Bytes of pixels held.
+    pub fn bytes(&self) -> u64 {
+        self.images.iter().map(Pixels::bytes).sum()
+    }
+
+    /// Drops the pixels: they are decoded from their files again when used.
+    pub fn forget(&mut self) {
+        for p in &mut self.images {
+            *p = Pixels::Reload;
+        }
+    }
+
+    /// The input, N·3·S·S floats, exactly as `letterbox` gives each image.
+    pub fn input(&self, size: u32, dataset: &DetectionDataset) -> Result<Vec<f32>, String> {
+        let plane = 3 * size as usize * size as usize;
+        let mut out = Vec::with_capacity(plane * self.metas.len());
+        for ((i, _), px) in self.metas.iter().zip(&self.images) {
+            match px {
+                Pixels::Rgb(img) => out.extend_from_slice(&letterbox(img, size).data),
+                Pixels::Letterboxed(v) => out.extend_from_slice(v),
+                Pixels::Reload => {
+                    let img = load_rgb(&dataset.samples[*i].image)
+                        .map_err(|e| format!("decoding again (past --cache-mem): {e}"))?;
+                    out.extend_from_slice(&letterbox(&img, size).data);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The input as a tensor `[N, 3, S, S]` on `device`.
+    pub fn tensor(&self, size: u32, device: Device, dataset: &DetectionDataset) -> Result<Tensor, String> {
         let s = size as i64;
-        Tensor::f_from_slice(&self.input)?.f_view([self.metas.len() as i64, 3, s, s])?.f_to_device(device)
+        let input = self.input(size, dataset)?;
+        let t = || -> Result<Tensor, tch::TchError> {
+            Tensor::f_from_slice(&input)?.f_view([self.metas.len() as i64, 3, s, s])?.f_to_device(device)
+        };
+        t().map_err(|e| e.to_string())
     }
 }
 
@@ -146,7 +226,7 @@ fn variants(
             let mask = Tensor::from_slice(&keep).view([1, -1, 1, 1]).to_device(device);
             out.push((Variant::ChannelMask(mask), gone.len() * per));
         } else {
-            let mut w = weights.of_layer(keys)?;
+            let mut w = weights.of_layer(keys).map_err(|e| e.to_string())?;
             let count = prune::prune_layer(&mut w, keys, method, s);
             let dev = |k: &String| to_device(&w.tensors[k], device).map_err(|e| e.to_string());
             let params = ConvParams {
@@ -285,14 +365,21 @@ fn run_job(
             return Ok(());
         }
         let t = Instant::now();
-        let x = batch.tensor(shared.size, device).map_err(e)?;
-        let image_shape = x.size();
+        let side = shared.size as i64;
+        let image_shape = vec![batch.metas.len() as i64, 3, side, side];
+        // The images are read only to recompute activations or by a layer that reads them.
+        let x = if shared.cache[b].is_none() || needed.contains(&Source::Image) {
+            Some(batch.tensor(shared.size, device, shared.dataset)?)
+        } else {
+            None
+        };
+        let image = || x.as_ref().map(|x| x.shallow_clone()).ok_or("image missing");
         let mut acts: BTreeMap<Source, Tensor> = BTreeMap::new();
         match &shared.cache[b] {
             Some(cached) => {
                 for s in &needed {
                     let t = match s {
-                        Source::Image => x.shallow_clone(),
+                        Source::Image => image()?,
                         Source::Block(j) => cached
                             .get(j)
                             .ok_or_else(|| format!("block {j} missing from the cache"))?
@@ -304,11 +391,11 @@ fn run_job(
             }
             None => {
                 let out = net
-                    .forward_from(0, &image_shape, BTreeMap::from([(Source::Image, x.shallow_clone())]), true)
+                    .forward_from(0, &image_shape, BTreeMap::from([(Source::Image, image()?)]), true)
                     .map_err(|e| e.to_string())?;
                 for s in &needed {
                     let t = match s {
-                        Source::Image => x.shallow_clone(),
+                        Source::Image => image()?,
                         Source::Block(j) => out.blocks[*j].as_ref().ok_or("block output missing")?.shallow_clone(),
                     };
                     acts.insert(*s, t);
@@ -358,4 +445,67 @@ fn run_job(
         }));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::OnBad;
+
+    fn picture(w: u32, h: u32, seed: u32) -> image::RgbImage {
+        image::RgbImage::from_fn(w, h, |x, y| {
+            let v = |c: u32| ((x * 37 + y * 101 + c * 53 + seed * 7919).wrapping_mul(2_654_435_761) >> 24) as u8;
+            image::Rgb([v(0), v(1), v(2)])
+        })
+    }
+
+    /// However a batch keeps its images (the picture, the floats, or nothing: decoded again
+    /// from the file), its input is exactly what the batch held before images were kept
+    /// compactly: each image's letterboxed floats, one after the other. At the model size the
+    /// letterbox copies the picture, so each float is derived here as pixel × (1/255), CHW.
+    #[test]
+    fn stored_pixels_give_back_the_letterboxed_floats() {
+        let d = tempfile::tempdir().unwrap();
+        let size = 32u32;
+        // At the model size; smaller (scaled up, padded); larger than its floats (kept as
+        // floats); and one whose pixels are forgotten (decoded again).
+        let pics = [picture(32, 32, 1), picture(20, 12, 2), picture(200, 150, 3), picture(40, 30, 4)];
+        for (i, p) in pics.iter().enumerate() {
+            p.save(d.path().join(format!("{i}.png"))).unwrap();
+        }
+        let ds = DetectionDataset::open(d.path(), Some(1), OnBad::Error).unwrap();
+        assert_eq!(ds.samples.len(), 4);
+        let mut batch = Batch::default();
+        for (i, p) in pics.iter().enumerate() {
+            let (px, lb) = Pixels::keep(p.clone(), letterbox(p, size));
+            batch.push(i, px, lb);
+        }
+        batch.images[3] = Pixels::Reload;
+        assert!(matches!(batch.images[0], Pixels::Rgb(_)) && matches!(batch.images[1], Pixels::Rgb(_)));
+        assert!(matches!(batch.images[2], Pixels::Letterboxed(_)));
+        assert!(batch.metas.iter().all(|(_, lb)| lb.data.is_empty()));
+        let plane = (3 * size * size) as usize;
+        assert_eq!(batch.bytes(), (32 * 32 * 3 + 20 * 12 * 3 + plane * 4) as u64);
+        let before: Vec<f32> = pics.iter().flat_map(|p| letterbox(p, size).data).collect();
+        let got = batch.input(size, &ds).unwrap();
+        assert_eq!(got.len(), before.len());
+        assert!(got.iter().zip(&before).all(|(a, b)| a.to_bits() == b.to_bits()));
+        let s = size as usize;
+        for c in 0..3 {
+            for y in 0..s {
+                for x in 0..s {
+                    let want = pics[0].get_pixel(x as u32, y as u32)[c] as f32 * (1.0 / 255.0);
+                    assert_eq!(got[c * s * s + y * s + x].to_bits(), want.to_bits(), "c {c} y {y} x {x}");
+                }
+            }
+        }
+        let t = batch.tensor(size, Device::Cpu, &ds).unwrap();
+        assert_eq!(t.size(), vec![4, 3, 32, 32]);
+        assert_eq!(Vec::<f32>::try_from(t.flatten(0, -1)).unwrap(), before);
+        // Forgetting keeps nothing; the input is still the same.
+        batch.forget();
+        assert_eq!(batch.bytes(), 0);
+        let again = batch.input(size, &ds).unwrap();
+        assert!(again.iter().zip(&before).all(|(a, b)| a.to_bits() == b.to_bits()));
+    }
 }

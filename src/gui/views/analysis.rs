@@ -6,6 +6,13 @@ use crate::prune::Method;
 use crate::sensitivity::Metric;
 use egui::RichText;
 
+/// The methods and metrics the form offers: every one `prunescope analyze` takes.
+const METHODS: &[Method] = &[Method::L1, Method::L1Filter, Method::L2Filter];
+const METRICS: &[Metric] = &[Metric::Map50, Metric::Map, Metric::Precision, Metric::Recall];
+
+/// How the form shows `workers = 0`: the engine's choice.
+const WORKERS_AUTO: &str = "auto";
+
 pub fn show(app: &mut App, ui: &mut egui::Ui) {
     ui.heading("Sensitivity analysis");
     ui.label(RichText::new("Prunes one layer at a time at each sparsity and measures the metric on the dataset; the same as `prunescope analyze`.").weak());
@@ -67,7 +74,7 @@ fn form(app: &mut App, ui: &mut egui::Ui) {
         ui.end_row();
         ui.label("method");
         ui.horizontal(|ui| {
-            for m in [Method::L1, Method::L1Filter, Method::L2Filter] {
+            for &m in METHODS {
                 ui.selectable_value(&mut f.method, m, m.name());
             }
         });
@@ -79,7 +86,7 @@ fn form(app: &mut App, ui: &mut egui::Ui) {
         ui.end_row();
         ui.label("metric");
         ui.horizontal(|ui| {
-            for m in [Metric::Map50, Metric::Map] {
+            for &m in METRICS {
                 ui.selectable_value(&mut f.metric, m, m.label());
             }
         });
@@ -89,12 +96,13 @@ fn form(app: &mut App, ui: &mut egui::Ui) {
             "workers",
             egui::DragValue::new(&mut f.workers).range(0..=64).custom_formatter(|v, _| {
                 if v == 0.0 {
-                    "all cores".into()
+                    WORKERS_AUTO.into()
                 } else {
                     format!("{v}")
                 }
             }),
-        );
+        )
+        .on_hover_text("model copies computing points in parallel; auto: one per GPU with cuda, else one");
         ui.end_row();
         super::text_field(ui, "device", &mut f.device, "cpu, cuda, auto", 100.0);
         ui.end_row();
@@ -105,5 +113,44 @@ fn form(app: &mut App, ui: &mut egui::Ui) {
     });
     if let Some(p) = pick {
         app.dialog(p);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::super::app::AnalysisForm;
+    use super::{METHODS, METRICS};
+    use crate::sensitivity::{AnalysisConfig, Metric};
+    use clap::ValueEnum;
+    use std::path::Path;
+
+    /// The analysis form starts from the engine's defaults (which `prunescope analyze` uses):
+    /// workers 0 is the engine's choice (one per GPU, else one), not one per core.
+    #[test]
+    fn the_form_starts_from_the_engine_defaults() {
+        let (f, d) = (AnalysisForm::default(), AnalysisConfig::default());
+        assert_eq!(
+            (f.method, f.metric, f.workers, f.device.as_str(), f.batch, f.include_heads),
+            (d.method, d.metric, d.workers, d.device.as_str(), d.batch, d.include_heads)
+        );
+        assert_eq!((f.limit, d.limit), (0, None));
+        assert_eq!(f.layers, d.layers.join(", "));
+        let percents: Vec<f64> = f.sparsities.split(',').map(|s| s.trim().parse::<f64>().unwrap() / 100.0).collect();
+        assert_eq!(percents.len(), d.sparsities.len());
+        assert!(percents.iter().zip(&d.sparsities).all(|(a, b)| (a - b).abs() < 1e-12), "{percents:?}");
+        // What the form hands the engine, untouched, is the engine's default.
+        let mut form = f.clone();
+        form.data = "d.yaml".into();
+        form.out = "o".into();
+        let c = form.config_for(Path::new("m.cfg"), Path::new("m.weights"), false).unwrap();
+        assert_eq!(
+            (c.method, c.metric, c.workers, c.device.as_str(), c.batch, c.limit, c.cache_mem, c.include_heads),
+            (d.method, d.metric, d.workers, d.device.as_str(), d.batch, d.limit, d.cache_mem, d.include_heads)
+        );
+        assert_eq!((c.layers, c.sparsities.len()), (d.layers, d.sparsities.len()));
+        // Every metric and method the CLI takes is one the form offers.
+        assert_eq!(METRICS, Metric::value_variants());
+        assert_eq!(METRICS, [Metric::Map50, Metric::Map, Metric::Precision, Metric::Recall]);
+        assert_eq!(METHODS, <crate::prune::Method as crate::quantity::Named>::ALL);
     }
 }

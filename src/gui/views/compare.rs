@@ -3,7 +3,7 @@
 
 use super::super::app::{App, Pick};
 use super::super::widgets::heatmap::Heatmap;
-use crate::report::compare::ModelReport;
+use crate::eval::compare::ModelReport;
 use egui::{RichText, Vec2};
 
 pub fn show(app: &mut App, ui: &mut egui::Ui) {

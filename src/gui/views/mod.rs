@@ -8,7 +8,7 @@ mod plan;
 mod sensitivity;
 
 use super::app::{App, Pick, Tab};
-use crate::prune::plan::ExportFormat;
+use crate::plan::ExportFormat;
 use egui::RichText;
 
 pub use sensitivity::grid_only;

@@ -1,7 +1,7 @@
 //! The plan panel: live totals, Suggest, frozen layers, undo/redo, save, load and export.
 
 use super::super::app::{App, Pick, Tab};
-use crate::prune::Resource;
+use crate::plan::Resource;
 use egui::RichText;
 
 pub fn show(app: &mut App, ui: &mut egui::Ui) {
@@ -116,7 +116,7 @@ pub fn show(app: &mut App, ui: &mut egui::Ui) {
     ui.horizontal_wrapped(|ui| {
         for name in &frozen {
             if ui.button(format!("{name} ✕")).on_hover_text("unfreeze").clicked() {
-                unfreeze = crate::prune::suggest::block_of(name);
+                unfreeze = crate::plan::suggest::block_of(name);
             }
         }
     });

@@ -137,8 +137,8 @@ fn detail(app: &mut App, ui: &mut egui::Ui) {
     let metric = curves.metric.label();
     // The per-layer budget of the Suggest form, as the line a threshold should stay above.
     let budget_line = (!app.suggest.global).then(|| match app.suggest.rule() {
-        crate::prune::Rule::PerLayer(b) => baseline - b.allowed(baseline),
-        crate::prune::Rule::Global { .. } => baseline,
+        crate::plan::Rule::PerLayer(b) => baseline - b.allowed(baseline),
+        crate::plan::Rule::Global { .. } => baseline,
     });
     let height = (ui.available_height() * 0.55).max(180.0);
     // Until points arrive only the baseline is known: keep a sensible vertical range.

@@ -4,7 +4,7 @@
 //! major*10+minor >= 2 and an int32 otherwise. PyTorch-YOLOv3 always writes five int32, so
 //! the header length is decided from the file size against the float count of the cfg.
 
-use super::{Layout, TensorF32, Weights, WeightsError};
+use super::{Layout, TensorF32, Weights, WeightsError, WeightsFormat};
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
@@ -12,10 +12,14 @@ use std::path::Path;
 /// Reads a Darknet file for `layout`: the file size is compared with the two header layouts
 /// before anything but the first bytes is read.
 pub(super) fn load(path: &Path, layout: &Layout) -> Result<Weights, WeightsError> {
-    let cannot = |e: std::io::Error| WeightsError::new(path, format!("cannot read the file: {e}"));
+    let cannot = |source: std::io::Error| WeightsError::Read { path: path.to_path_buf(), source };
     let size = std::fs::metadata(path).map_err(cannot)?.len();
     let Some(need) = body_bytes(layout) else {
-        return Err(WeightsError::new(path, "the cfg's tensors hold more floats than a file can address".to_string()));
+        return Err(WeightsError::format(
+            path,
+            WeightsFormat::Darknet,
+            "the cfg's tensors hold more floats than a file can address",
+        ));
     };
     if size == 20 + need || size == 16 + need {
         let bytes = std::fs::read(path).map_err(cannot)?;
@@ -23,7 +27,7 @@ pub(super) fn load(path: &Path, layout: &Layout) -> Result<Weights, WeightsError
     }
     let mut head = Vec::new();
     std::fs::File::open(path).and_then(|f| f.take(HEAD as u64).read_to_end(&mut head)).map_err(cannot)?;
-    Err(WeightsError::new(path, mismatch_message(size, &head, layout)))
+    Err(WeightsError::format(path, WeightsFormat::Darknet, mismatch_message(size, &head, layout)))
 }
 
 /// Bytes the header-less body of a file for `layout` takes (None when that overflows).
@@ -45,7 +49,7 @@ pub(super) fn read(path: &Path, bytes: &[u8], layout: &Layout) -> Result<Weights
     let header = match need {
         Some(n) if size == 20 + n => 20,
         Some(n) if size == 16 + n => 16,
-        _ => return Err(WeightsError::new(path, mismatch_message(size, bytes, layout))),
+        _ => return Err(WeightsError::format(path, WeightsFormat::Darknet, mismatch_message(size, bytes, layout))),
     };
     // The size matches, so every tensor below lies within the file.
     let mut tensors = BTreeMap::new();

@@ -13,18 +13,165 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-/// A weights error; the message names the file and, where there is one, the tensor.
+pub use pickle::PickleError;
+pub use pth::ViewError;
+
+/// The file types weights are read from, for messages.
+const EXPECTED_FILES: &str =
+    "expected a file ending in .weights (Darknet), .pth/.pt (PyTorch state dict) or .safetensors";
+
+/// A weights error. Every message names the file and, where there is one, the tensor with its
+/// shapes; an underlying failure (I/O, zip, pickle, safetensors) is spelled out in the message
+/// and kept as the [`source`](std::error::Error::source).
 #[derive(Debug, thiserror::Error)]
-#[error("{}: {message}", file.display())]
-pub struct WeightsError {
-    pub file: PathBuf,
-    pub message: String,
+pub enum WeightsError {
+    /// The path is a folder.
+    #[error("{}: is a directory, not a weights file: {EXPECTED_FILES}", path.display())]
+    IsDir { path: PathBuf },
+    /// An extension that names no weights format (`ext` is empty when there is none).
+    #[error("{}: {}", path.display(), extension_message(ext))]
+    Extension { path: PathBuf, ext: String },
+    /// The file cannot be opened or read.
+    #[error("{}: cannot read the file: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file cannot be written (nothing was replaced: writes are atomic).
+    #[error("{}: cannot write the file: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The bytes are not a file of `format` as this tool reads it: a Darknet file whose size
+    /// fits no header (truncated, oversized, another kind of file), a zip without `data.pkl`, a
+    /// pickle that is not a state dict, a storage record too short, …
+    #[error("{}: {message}", path.display())]
+    Format { path: PathBuf, format: WeightsFormat, message: String },
+    /// A tensor whose shape in the file is not the one the cfg gives it.
+    #[error("{}: tensor `{key}` has shape {found:?} in the file but the cfg expects {expected:?}", path.display())]
+    Shape { path: PathBuf, key: String, expected: Vec<usize>, found: Vec<usize> },
+    /// Tensors the cfg needs that the file lacks, with their shapes.
+    #[error("{}: {} tensor(s) the cfg needs are missing: {}", path.display(), keys.len(), preview_shapes(keys))]
+    Missing { path: PathBuf, keys: Vec<(String, Vec<usize>)> },
+    /// Tensors in the file the cfg has no place for, with their shapes.
+    #[error(
+        "{}: {} tensor(s) in the file have no place in the cfg: {} (is this the right cfg?)",
+        path.display(),
+        keys.len(),
+        preview_shapes(keys)
+    )]
+    Extra { path: PathBuf, keys: Vec<(String, Vec<usize>)> },
+    /// A tensor stored with an element type that is not converted.
+    #[error("{}: tensor `{key}` has dtype {dtype}: expected F32 (or F64)", path.display())]
+    Dtype { path: PathBuf, key: String, dtype: String },
+    /// A tensor that cannot be read from its storage as the file describes it.
+    #[error("{}: tensor `{key}`: {source}", path.display())]
+    Tensor {
+        path: PathBuf,
+        key: String,
+        #[source]
+        source: ViewError,
+    },
+    /// A `.pth` pickle record that cannot be unpickled.
+    #[error("{}: {record}: {source}", path.display())]
+    Pickle {
+        path: PathBuf,
+        record: String,
+        #[source]
+        source: PickleError,
+    },
+    /// A `.pth` zip archive that cannot be opened, read or written; `what` says which step.
+    #[error("{}: {what}: {source}", path.display())]
+    Zip {
+        path: PathBuf,
+        what: String,
+        #[source]
+        source: zip::result::ZipError,
+    },
+    /// A record of the zip archive that cannot be read.
+    #[error("{}: cannot read record `{record}`: {source}", path.display())]
+    Record {
+        path: PathBuf,
+        record: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Bytes that are not a safetensors file.
+    #[error(
+        "{}: not a valid safetensors file: {source}; expected an 8-byte little-endian header length, a JSON header and the tensor data it describes",
+        path.display()
+    )]
+    Safetensors {
+        path: PathBuf,
+        #[source]
+        source: safetensors::SafeTensorError,
+    },
+    /// Tensors the safetensors writer refuses.
+    #[error("{}: cannot serialize safetensors: {source}", path.display())]
+    Serialize {
+        path: PathBuf,
+        #[source]
+        source: safetensors::SafeTensorError,
+    },
+    /// Weights that cannot be saved as a Darknet or `.pth` file: these formats are laid out
+    /// by the cfg and need every tensor with its shape.
+    #[error("{}: cannot save: {source}", path.display())]
+    Incomplete {
+        path: PathBuf,
+        #[source]
+        source: LayoutError,
+    },
 }
 
 impl WeightsError {
-    pub(crate) fn new(file: &Path, message: impl Into<String>) -> Self {
-        Self { file: file.to_path_buf(), message: message.into() }
+    /// The file the error is about.
+    pub fn path(&self) -> &Path {
+        match self {
+            Self::IsDir { path }
+            | Self::Extension { path, .. }
+            | Self::Read { path, .. }
+            | Self::Write { path, .. }
+            | Self::Format { path, .. }
+            | Self::Shape { path, .. }
+            | Self::Missing { path, .. }
+            | Self::Extra { path, .. }
+            | Self::Dtype { path, .. }
+            | Self::Tensor { path, .. }
+            | Self::Pickle { path, .. }
+            | Self::Zip { path, .. }
+            | Self::Record { path, .. }
+            | Self::Safetensors { path, .. }
+            | Self::Serialize { path, .. }
+            | Self::Incomplete { path, .. } => path,
+        }
     }
+
+    /// A [`WeightsError::Format`] error.
+    pub(crate) fn format(path: &Path, format: WeightsFormat, message: impl Into<String>) -> Self {
+        Self::Format { path: path.to_path_buf(), format, message: message.into() }
+    }
+}
+
+fn extension_message(ext: &str) -> String {
+    if ext.is_empty() {
+        format!("the file name has no extension: {EXPECTED_FILES}")
+    } else {
+        format!("unknown weights extension `.{ext}`: expected .weights (Darknet), .pth/.pt (PyTorch state dict) or .safetensors")
+    }
+}
+
+/// Weights that do not fit a layout: a tensor missing or of another shape.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LayoutError {
+    /// A tensor the layout needs (with its shape, where the layout gives it) is absent.
+    #[error("tensor `{key}`{} is missing", shape.as_ref().map(|s| format!(" {s:?}")).unwrap_or_default())]
+    Missing { key: String, shape: Option<Vec<usize>> },
+    /// A tensor of another shape than the layout's.
+    #[error("tensor `{key}` has shape {found:?}, the cfg expects {expected:?}")]
+    Shape { key: String, expected: Vec<usize>, found: Vec<usize> },
 }
 
 /// A dense float32 tensor in row-major order.
@@ -60,21 +207,15 @@ pub enum WeightsFormat {
 impl WeightsFormat {
     /// Picks the format from the file extension.
     pub fn from_path(path: &Path) -> Result<Self, WeightsError> {
-        const EXPECTED: &str =
-            "expected a file ending in .weights (Darknet), .pth/.pt (PyTorch state dict) or .safetensors";
         if path.is_dir() {
-            return Err(WeightsError::new(path, format!("is a directory, not a weights file: {EXPECTED}")));
+            return Err(WeightsError::IsDir { path: path.to_path_buf() });
         }
         let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
         match ext.as_str() {
             "weights" => Ok(Self::Darknet),
             "pth" | "pt" => Ok(Self::Pth),
             "safetensors" => Ok(Self::Safetensors),
-            "" => Err(WeightsError::new(path, format!("the file name has no extension: {EXPECTED}"))),
-            _ => Err(WeightsError::new(
-                path,
-                format!("unknown weights extension `.{ext}`: expected .weights (Darknet), .pth/.pt (PyTorch state dict) or .safetensors"),
-            )),
+            _ => Err(WeightsError::Extension { path: path.to_path_buf(), ext }),
         }
     }
 }
@@ -201,7 +342,7 @@ impl Weights {
             // Sized from the cfg: the file is read whole only when its size fits.
             return darknet::load(path, layout);
         }
-        let bytes = std::fs::read(path).map_err(|e| WeightsError::new(path, format!("cannot read the file: {e}")))?;
+        let bytes = std::fs::read(path).map_err(|source| WeightsError::Read { path: path.to_path_buf(), source })?;
         let raw = match format {
             WeightsFormat::Pth => pth::read(path, &bytes, layout)?,
             _ => st::read(path, &bytes, layout)?,
@@ -214,7 +355,7 @@ impl Weights {
         let format = WeightsFormat::from_path(path)?;
         if format != WeightsFormat::Safetensors {
             // Darknet and .pth files are laid out by the cfg: every tensor must be there.
-            self.check(layout).map_err(|m| WeightsError::new(path, format!("cannot save: {m}")))?;
+            self.check(layout).map_err(|source| WeightsError::Incomplete { path: path.to_path_buf(), source })?;
         }
         let bytes = match format {
             WeightsFormat::Darknet => darknet::write(self, layout),
@@ -223,7 +364,7 @@ impl Weights {
         };
         // Temporary file + rename: a kill never leaves a torn checkpoint (an existing one stays).
         crate::fsio::write_atomic(path, bytes)
-            .map_err(|e| WeightsError::new(path, format!("cannot write the file: {}", e.source)))
+            .map_err(|e| WeightsError::Write { path: path.to_path_buf(), source: e.source })
     }
 
     /// Checks a name → tensor map against the layout: missing, extra and misshaped tensors
@@ -240,12 +381,16 @@ impl Weights {
     }
 
     /// Checks that every tensor `layout` needs is present with its shape.
-    pub fn check(&self, layout: &Layout) -> Result<(), String> {
+    pub fn check(&self, layout: &Layout) -> Result<(), LayoutError> {
         for (key, shape) in &layout.tensors {
             match self.tensors.get(key) {
-                None => return Err(format!("tensor `{key}` {shape:?} is missing")),
+                None => return Err(LayoutError::Missing { key: key.clone(), shape: Some(shape.clone()) }),
                 Some(t) if &t.shape != shape => {
-                    return Err(format!("tensor `{key}` has shape {:?}, the cfg expects {shape:?}", t.shape))
+                    return Err(LayoutError::Shape {
+                        key: key.clone(),
+                        expected: shape.clone(),
+                        found: t.shape.clone(),
+                    })
                 }
                 Some(_) => {}
             }
@@ -297,10 +442,10 @@ impl Weights {
     }
 
     /// The tensors of one convolution (weight, bias, BN), or the first key missing.
-    pub fn of_layer(&self, keys: &ConvKeys) -> Result<Weights, String> {
+    pub fn of_layer(&self, keys: &ConvKeys) -> Result<Weights, LayoutError> {
         let mut w = Weights::default();
         for k in std::iter::once(&keys.weight).chain(keys.bias.iter()).chain(keys.bn.iter().flatten()) {
-            let t = self.tensors.get(k).ok_or_else(|| format!("no tensor {k}"))?;
+            let t = self.tensors.get(k).ok_or_else(|| LayoutError::Missing { key: k.clone(), shape: None })?;
             w.tensors.insert(k.clone(), t.clone());
         }
         Ok(w)
@@ -324,33 +469,25 @@ fn check_shapes<'a>(
     let mut missing = Vec::new();
     for (key, shape) in &layout.tensors {
         match declared.remove(key.as_str()) {
-            None => missing.push(format!("{key} {shape:?}")),
+            None => missing.push((key.clone(), shape.clone())),
             Some(s) if s != shape.as_slice() => {
-                return Err(WeightsError::new(
-                    path,
-                    format!("tensor `{key}` has shape {s:?} in the file but the cfg expects {shape:?}"),
-                ))
+                return Err(WeightsError::Shape {
+                    path: path.to_path_buf(),
+                    key: key.clone(),
+                    expected: shape.clone(),
+                    found: s.to_vec(),
+                })
             }
             Some(_) => {}
         }
     }
     if !missing.is_empty() {
-        return Err(WeightsError::new(
-            path,
-            format!("{} tensor(s) the cfg needs are missing: {}", missing.len(), preview(&missing)),
-        ));
+        return Err(WeightsError::Missing { path: path.to_path_buf(), keys: missing });
     }
-    let extra: Vec<String> =
-        declared.iter().filter(|(k, _)| !layout.is_ignored_key(k)).map(|(k, s)| format!("{k} {s:?}")).collect();
+    let extra: Vec<(String, Vec<usize>)> =
+        declared.iter().filter(|(k, _)| !layout.is_ignored_key(k)).map(|(k, s)| (k.to_string(), s.to_vec())).collect();
     if !extra.is_empty() {
-        return Err(WeightsError::new(
-            path,
-            format!(
-                "{} tensor(s) in the file have no place in the cfg: {} (is this the right cfg?)",
-                extra.len(),
-                preview(&extra)
-            ),
-        ));
+        return Err(WeightsError::Extra { path: path.to_path_buf(), keys: extra });
     }
     Ok(())
 }
@@ -360,11 +497,96 @@ pub fn is_buffer(key: &str) -> bool {
     key.ends_with(".running_mean") || key.ends_with(".running_var")
 }
 
-fn preview(items: &[String]) -> String {
+/// `key [shape]` of the first few tensors, and how many more.
+fn preview_shapes(items: &[(String, Vec<usize>)]) -> String {
     const SHOW: usize = 5;
-    let mut s = items.iter().take(SHOW).cloned().collect::<Vec<_>>().join(", ");
+    let mut s = items.iter().take(SHOW).map(|(k, shape)| format!("{k} {shape:?}")).collect::<Vec<_>>().join(", ");
     if items.len() > SHOW {
         s.push_str(&format!(", … and {} more", items.len() - SHOW));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+    use std::io::Write;
+
+    fn mini() -> Layout {
+        let cfg = Cfg::parse(
+            "[net]\nwidth=32\nheight=32\nchannels=1\n[convolutional]\nfilters=2\nsize=1\nactivation=linear\n",
+            "m.cfg",
+        )
+        .unwrap();
+        Layout::of(&cfg, &Graph::build(&cfg, 1, 32, 32).unwrap())
+    }
+
+    fn zip_with_pickle(path: &Path, pickle: &[u8]) {
+        let mut z = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
+        z.start_file("archive/data.pkl", zip::write::SimpleFileOptions::default()).unwrap();
+        z.write_all(pickle).unwrap();
+        z.finish().unwrap();
+    }
+
+    /// A broken pickle: the PickleError is the source, its text appears once in the message
+    /// and the chain printer adds nothing.
+    #[test]
+    fn pickle_error_is_the_source_and_printed_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("bad.pth");
+        zip_with_pickle(&p, b"\x80\x02}\xff");
+        let err = Weights::load(&p, &mini()).unwrap_err();
+        let WeightsError::Pickle { record, source, .. } = &err else { panic!("expected Pickle, got {err:?}") };
+        assert_eq!(record, "archive/data.pkl");
+        assert_eq!(*source, PickleError::Opcode { op: 0xff, at: 3 });
+        let cause = err.source().and_then(|s| s.downcast_ref::<PickleError>()).expect("the PickleError is the source");
+        let text = crate::error::text(&err);
+        assert_eq!(text, err.to_string());
+        assert_eq!(text.matches(&cause.to_string()).count(), 1, "{text}");
+        assert_eq!(text, format!("{}: archive/data.pkl: pickle: unsupported opcode 0xff at offset 3", p.display()));
+        assert_eq!(err.path(), p);
+    }
+
+    /// A read failure keeps the io::Error; shapes and missing tensors are fields to match on.
+    #[test]
+    fn read_and_layout_errors_can_be_matched() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = mini();
+        let err = Weights::load(&dir.path().join("absent.pth"), &layout).unwrap_err();
+        let WeightsError::Read { source, .. } = &err else { panic!("expected Read, got {err:?}") };
+        assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+        let text = crate::error::text(&err);
+        assert_eq!(text, err.to_string());
+        assert_eq!(text.matches(&source.to_string()).count(), 1, "{text}");
+
+        let mut w = Weights::initialize(&layout, 1);
+        w.tensors.remove("module_list.0.conv_0.bias");
+        let p = dir.path().join("m.safetensors");
+        w.save(&p, &layout).unwrap();
+        let err = Weights::load(&p, &layout).unwrap_err();
+        assert!(
+            matches!(&err, WeightsError::Missing { keys, .. } if keys == &[("module_list.0.conv_0.bias".to_string(), vec![2])]),
+            "{err:?}"
+        );
+        let err = w.save(&dir.path().join("m.weights"), &layout).unwrap_err();
+        let WeightsError::Incomplete { source, .. } = &err else { panic!("expected Incomplete, got {err:?}") };
+        assert_eq!(*source, LayoutError::Missing { key: "module_list.0.conv_0.bias".into(), shape: Some(vec![2]) });
+        assert_eq!(crate::error::text(&err), err.to_string());
+        assert!(err.to_string().ends_with("cannot save: tensor `module_list.0.conv_0.bias` [2] is missing"), "{err}");
+    }
+
+    /// A cut zip: the ZipError is the source and is not printed twice.
+    #[test]
+    fn zip_error_is_the_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("cut.pth");
+        std::fs::write(&p, b"PK\x03\x04 not a whole archive").unwrap();
+        let err = Weights::load(&p, &mini()).unwrap_err();
+        assert!(matches!(&err, WeightsError::Zip { .. }), "{err:?}");
+        let zip = err.source().and_then(|s| s.downcast_ref::<zip::result::ZipError>()).expect("a ZipError source");
+        let text = crate::error::text(&err);
+        assert!(text.starts_with(&format!("{}: cannot open the zip archive: ", p.display())), "{text}");
+        assert_eq!(text.matches(&zip.to_string()).count(), 1, "{text}");
+    }
 }

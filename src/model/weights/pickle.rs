@@ -147,6 +147,44 @@ impl Value {
     }
 }
 
+/// Why a pickle cannot be read: the offset in the pickle and what was wrong there.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PickleError {
+    /// The data ends inside an opcode.
+    #[error("pickle: data ends at offset {len} while {need} more bytes were expected")]
+    Truncated { len: usize, need: usize },
+    /// An opcode outside the subset `torch.save` writes (or not pickle at all).
+    #[error("pickle: unsupported opcode 0x{op:02x} at offset {at}")]
+    Opcode { op: u8, at: usize },
+    /// The values built exceed [`MAX_BUDGET`].
+    #[error(
+        "pickle: the objects built by offset {at} exceed {} MiB (a state dict needs far less): a malformed file?",
+        MAX_BUDGET >> 20
+    )]
+    Budget { at: usize },
+    /// Containers nested deeper than [`MAX_DEPTH`].
+    #[error(
+        "pickle: objects nested more than {MAX_DEPTH} levels deep at offset {at} (a state dict nests about 5): a malformed file?"
+    )]
+    Depth { at: usize },
+    /// An opcode that needs more values than the stack holds.
+    #[error("pickle: stack underflow at offset {at}")]
+    Underflow { at: usize },
+    /// A tensor rebuilt from arguments of the wrong kind.
+    #[error("pickle: unexpected arguments to {callable}: {args}")]
+    Arguments { callable: String, args: String },
+    /// A storage type this reader does not convert.
+    #[error("pickle: unsupported storage type torch.{name}")]
+    Storage { name: String },
+    /// Any other structure no pickler writes (an odd dict, a missing mark, …).
+    #[error("pickle: {message}")]
+    Malformed { message: String },
+}
+
+fn malformed(message: String) -> PickleError {
+    PickleError::Malformed { message }
+}
+
 /// Containers nested deeper than this are refused (a state dict nests about five levels);
 /// it also keeps the recursive drop and clone of values far from the stack limit.
 pub const MAX_DEPTH: u32 = 100;
@@ -174,20 +212,16 @@ struct Machine {
 }
 
 impl Machine {
-    fn charge(&mut self, cost: u64) -> Result<(), String> {
+    fn charge(&mut self, cost: u64) -> Result<(), PickleError> {
         self.used = self.used.saturating_add(cost);
         if self.used > MAX_BUDGET {
-            return Err(format!(
-                "pickle: the objects built by offset {} exceed {} MiB (a state dict needs far less): a malformed file?",
-                self.at,
-                MAX_BUDGET >> 20
-            ));
+            return Err(PickleError::Budget { at: self.at });
         }
         Ok(())
     }
 
     /// Pushes a value without children; `payload` is its string or bytes length.
-    fn leaf(&mut self, v: Value, payload: usize) -> Result<(), String> {
+    fn leaf(&mut self, v: Value, payload: usize) -> Result<(), PickleError> {
         let cost = NODE.saturating_add(payload as u64);
         self.charge(cost)?;
         self.stack.push(Item { v, depth: 0, cost });
@@ -196,52 +230,46 @@ impl Machine {
 
     /// Pushes a value built from children whose [`meta`] is `(depth, cost)`; the children
     /// were moved in, so only the new node is charged.
-    fn push_node(&mut self, (depth, cost): (u32, u64), v: Value) -> Result<(), String> {
+    fn push_node(&mut self, (depth, cost): (u32, u64), v: Value) -> Result<(), PickleError> {
         self.check_depth(depth)?;
         self.charge(NODE)?;
         self.stack.push(Item { v, depth, cost });
         Ok(())
     }
 
-    fn check_depth(&self, depth: u32) -> Result<(), String> {
+    fn check_depth(&self, depth: u32) -> Result<(), PickleError> {
         if depth > MAX_DEPTH {
-            return Err(format!(
-                "pickle: objects nested more than {MAX_DEPTH} levels deep at offset {} (a state dict nests about 5): a malformed file?",
-                self.at
-            ));
+            return Err(PickleError::Depth { at: self.at });
         }
         Ok(())
     }
 
     /// A copy of `item` (DUP, memo PUT and GET), charged in full before it is made.
-    fn copy_of(used: &mut u64, at: usize, item: &Item) -> Result<Item, String> {
+    fn copy_of(used: &mut u64, at: usize, item: &Item) -> Result<Item, PickleError> {
         *used = used.saturating_add(item.cost);
         if *used > MAX_BUDGET {
-            return Err(format!(
-                "pickle: the objects built by offset {at} exceed {} MiB (a state dict needs far less): a malformed file?",
-                MAX_BUDGET >> 20
-            ));
+            return Err(PickleError::Budget { at });
         }
         Ok(item.clone())
     }
 
-    fn pop(&mut self) -> Result<Item, String> {
-        self.stack.pop().ok_or_else(|| format!("pickle: stack underflow at offset {}", self.at))
+    fn pop(&mut self) -> Result<Item, PickleError> {
+        self.stack.pop().ok_or(PickleError::Underflow { at: self.at })
     }
 
-    fn pop_to_mark(&mut self) -> Result<Vec<Item>, String> {
+    fn pop_to_mark(&mut self) -> Result<Vec<Item>, PickleError> {
         let pos = self
             .stack
             .iter()
             .rposition(|i| matches!(i.v, Value::Mark))
-            .ok_or_else(|| format!("pickle: MARK not found at offset {}", self.at))?;
+            .ok_or_else(|| malformed(format!("MARK not found at offset {}", self.at)))?;
         let items = self.stack.split_off(pos + 1);
         self.stack.pop();
         Ok(items)
     }
 
     /// Adds `items` to the container on top of the stack (APPEND(S), SETITEM(S)).
-    fn extend_top(&mut self, items: Vec<Item>, what: &str) -> Result<(), String> {
+    fn extend_top(&mut self, items: Vec<Item>, what: &str) -> Result<(), PickleError> {
         let at = self.at;
         let depth = 1 + items.iter().map(|c| c.depth).max().unwrap_or(0);
         self.check_depth(depth)?;
@@ -252,7 +280,7 @@ impl Machine {
             Some(t @ Item { v: Value::Dict(_), .. }) if what == "SETITEM" => t,
             _ => {
                 let target = if what == "APPEND" { "a non-list" } else { "a non-dict" };
-                return Err(format!("pickle: {what} at offset {at} to {target}"));
+                return Err(malformed(format!("{what} at offset {at} to {target}")));
             }
         };
         top.depth = top.depth.max(depth);
@@ -273,12 +301,12 @@ fn meta(children: &[&Item]) -> (u32, u64) {
     (depth, children.iter().fold(NODE, |a, c| a.saturating_add(c.cost)))
 }
 
-/// Unpickles `data`; errors are plain strings the caller wraps with the file name.
+/// Unpickles `data`; the caller wraps errors with the file and record name.
 ///
 /// Nesting depth and the total size of the values built are bounded ([`MAX_DEPTH`],
 /// [`MAX_BUDGET`]), so no input can overflow the stack or exhaust memory, and every opcode
 /// consumes input, so every input ends.
-pub fn load(data: &[u8]) -> Result<Value, String> {
+pub fn load(data: &[u8]) -> Result<Value, PickleError> {
     let mut r = Reader { data, pos: 0 };
     let mut m = Machine { stack: Vec::new(), memo: HashMap::new(), used: 0, at: 0 };
     loop {
@@ -292,7 +320,7 @@ pub fn load(data: &[u8]) -> Result<Value, String> {
             0x95 => {
                 r.take(8)?;
             }
-            b'.' => return Ok(m.pop().map_err(|_| "pickle: STOP with an empty stack".to_string())?.v),
+            b'.' => return Ok(m.pop().map_err(|_| malformed("STOP with an empty stack".into()))?.v),
             b'(' => m.leaf(Value::Mark, 0)?,
             b')' => m.leaf(Value::Tuple(vec![]), 0)?,
             b']' => m.leaf(Value::List(vec![]), 0)?,
@@ -306,7 +334,7 @@ pub fn load(data: &[u8]) -> Result<Value, String> {
             0x8a | 0x8b => {
                 let n = if op == 0x8a { r.u8()? as usize } else { u32::from_le_bytes(r.array()?) as usize };
                 if n > 8 {
-                    return Err(format!("pickle: integer of {n} bytes at offset {at} is too large"));
+                    return Err(malformed(format!("integer of {n} bytes at offset {at} is too large")));
                 }
                 let bytes = r.take(n)?;
                 let mut buf = if bytes.last().is_some_and(|b| b & 0x80 != 0) { [0xffu8; 8] } else { [0u8; 8] };
@@ -346,7 +374,7 @@ pub fn load(data: &[u8]) -> Result<Value, String> {
                         let n = a.len() + b.len();
                         m.leaf(Value::Global(a, b), n)?
                     }
-                    _ => return Err(format!("pickle: STACK_GLOBAL at offset {at} expects two strings")),
+                    _ => return Err(malformed(format!("STACK_GLOBAL at offset {at} expects two strings"))),
                 }
             }
             b'q' | b'r' | 0x94 => {
@@ -355,14 +383,14 @@ pub fn load(data: &[u8]) -> Result<Value, String> {
                     b'r' => u32::from_le_bytes(r.array()?),
                     _ => m.memo.len() as u32,
                 };
-                let top = m.stack.last().ok_or_else(|| format!("pickle: stack underflow at offset {at}"))?;
+                let top = m.stack.last().ok_or(PickleError::Underflow { at })?;
                 let item = Machine::copy_of(&mut m.used, m.at, top)?;
                 m.memo.insert(k, item);
             }
             b'h' | b'j' => {
                 let k = if op == b'h' { r.u8()? as u32 } else { u32::from_le_bytes(r.array()?) };
                 let entry =
-                    m.memo.get(&k).ok_or_else(|| format!("pickle: memo entry {k} read before it was written"))?;
+                    m.memo.get(&k).ok_or_else(|| malformed(format!("memo entry {k} read before it was written")))?;
                 let item = Machine::copy_of(&mut m.used, at, entry)?;
                 m.stack.push(item);
             }
@@ -380,7 +408,7 @@ pub fn load(data: &[u8]) -> Result<Value, String> {
             0x85..=0x87 => {
                 let n = (op - 0x84) as usize;
                 if m.stack.len() < n {
-                    return Err(format!("pickle: TUPLE{n} at offset {at} with a short stack"));
+                    return Err(malformed(format!("TUPLE{n} at offset {at} with a short stack")));
                 }
                 let items = m.stack.split_off(m.stack.len() - n);
                 let meta = meta(&items.iter().collect::<Vec<_>>());
@@ -427,17 +455,17 @@ pub fn load(data: &[u8]) -> Result<Value, String> {
                 m.pop_to_mark()?;
             }
             b'2' => {
-                let top = m.stack.last().ok_or_else(|| format!("pickle: stack underflow at offset {at}"))?;
+                let top = m.stack.last().ok_or(PickleError::Underflow { at })?;
                 let item = Machine::copy_of(&mut m.used, at, top)?;
                 m.stack.push(item);
             }
-            other => return Err(format!("pickle: unsupported opcode 0x{other:02x} at offset {at}")),
+            other => return Err(PickleError::Opcode { op: other, at }),
         }
     }
 }
 
 /// Applies a callable to its arguments for the globals torch state dicts use.
-fn reduce(callable: Value, args: Value) -> Result<Value, String> {
+fn reduce(callable: Value, args: Value) -> Result<Value, PickleError> {
     let Value::Global(module, name) = &callable else {
         return Ok(Value::Object(callable.type_name(), Box::new(args)));
     };
@@ -448,12 +476,12 @@ fn reduce(callable: Value, args: Value) -> Result<Value, String> {
     match (module.as_str(), name.as_str()) {
         ("collections", "OrderedDict") | ("builtins", "dict") => Ok(Value::Dict(vec![])),
         ("torch._utils", "_rebuild_tensor_v2") | ("torch._utils", "_rebuild_tensor") => {
-            let bad = || format!("pickle: unexpected arguments to {module}.{name}: {}", args.summary());
+            let bad = || PickleError::Arguments { callable: format!("{module}.{name}"), args: args.summary() };
             let Some(Value::PersId(pid)) = args_vec.first() else { return Err(bad()) };
             let Value::Tuple(p) = pid.as_ref() else { return Err(bad()) };
             // ('storage', storage_type, key, location, numel)
             let (Some(Value::Global(_, st)), Some(Value::Str(key))) = (p.get(1), p.get(2)) else { return Err(bad()) };
-            let dtype = DType::from_storage(st).ok_or_else(|| format!("unsupported storage type torch.{st}"))?;
+            let dtype = DType::from_storage(st).ok_or_else(|| PickleError::Storage { name: st.clone() })?;
             let int = |v: Option<&Value>| match v {
                 Some(Value::Int(i)) if *i >= 0 => usize::try_from(*i).map_err(|_| bad()),
                 _ => Err(bad()),
@@ -472,15 +500,15 @@ fn reduce(callable: Value, args: Value) -> Result<Value, String> {
         }
         ("torch._utils", "_rebuild_parameter") => match args_vec.first() {
             Some(t @ Value::Tensor(_)) => Ok(t.clone()),
-            _ => Err("pickle: _rebuild_parameter without a tensor".into()),
+            _ => Err(malformed("_rebuild_parameter without a tensor".into())),
         },
         _ => Ok(Value::Object(format!("{module}.{name}"), Box::new(args))),
     }
 }
 
-fn pairs(items: Vec<Value>) -> Result<Vec<(Value, Value)>, String> {
+fn pairs(items: Vec<Value>) -> Result<Vec<(Value, Value)>, PickleError> {
     if !items.len().is_multiple_of(2) {
-        return Err("pickle: odd number of items for a dict".into());
+        return Err(malformed("odd number of items for a dict".into()));
     }
     let mut it = items.into_iter();
     let mut out = Vec::new();
@@ -496,29 +524,29 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], PickleError> {
         let end = self.pos.checked_add(n).filter(|&e| e <= self.data.len());
         let Some(end) = end else {
-            return Err(format!("pickle: data ends at offset {} while {n} more bytes were expected", self.data.len()));
+            return Err(PickleError::Truncated { len: self.data.len(), need: n });
         };
         let s = &self.data[self.pos..end];
         self.pos = end;
         Ok(s)
     }
 
-    fn u8(&mut self) -> Result<u8, String> {
+    fn u8(&mut self) -> Result<u8, PickleError> {
         Ok(self.take(1)?[0])
     }
 
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], String> {
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], PickleError> {
         let mut a = [0u8; N];
         a.copy_from_slice(self.take(N)?);
         Ok(a)
     }
 
-    fn line(&mut self) -> Result<String, String> {
+    fn line(&mut self) -> Result<String, PickleError> {
         let rest = &self.data[self.pos..];
-        let n = rest.iter().position(|&b| b == b'\n').ok_or("pickle: unterminated GLOBAL name")?;
+        let n = rest.iter().position(|&b| b == b'\n').ok_or_else(|| malformed("unterminated GLOBAL name".into()))?;
         let s = String::from_utf8_lossy(&rest[..n]).into_owned();
         self.pos += n + 1;
         Ok(s)

@@ -9,14 +9,8 @@ use std::path::Path;
 /// data is converted. Header and offsets are validated by the safetensors crate (checked
 /// arithmetic, offsets within the file).
 pub(super) fn read(path: &Path, bytes: &[u8], layout: &Layout) -> Result<BTreeMap<String, TensorF32>, WeightsError> {
-    let st = SafeTensors::deserialize(bytes).map_err(|e| {
-        WeightsError::new(
-            path,
-            format!(
-                "not a valid safetensors file: {e}; expected an 8-byte little-endian header length, a JSON header and the tensor data it describes"
-            ),
-        )
-    })?;
+    let st = SafeTensors::deserialize(bytes)
+        .map_err(|source| WeightsError::Safetensors { path: path.to_path_buf(), source })?;
     let views = st.tensors();
     super::check_shapes(path, views.iter().map(|(k, v)| (k.as_str(), v.shape())), layout)?;
     let mut out = BTreeMap::new();
@@ -30,18 +24,16 @@ pub(super) fn read(path: &Path, bytes: &[u8], layout: &Layout) -> Result<BTreeMa
             Dtype::F64 => data.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
             Dtype::I64 => data.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
             other => {
-                return Err(WeightsError::new(
-                    path,
-                    format!("tensor `{name}` has dtype {other:?}: expected F32 (or F64)"),
-                ));
+                return Err(WeightsError::Dtype { path: path.to_path_buf(), key: name, dtype: format!("{other:?}") });
             }
         };
         let numel = view.shape().iter().product::<usize>();
         if values.len() != numel {
-            return Err(WeightsError::new(
-                path,
-                format!("tensor `{name}` holds {} values for shape {:?}", values.len(), view.shape()),
-            ));
+            return Err(WeightsError::Tensor {
+                path: path.to_path_buf(),
+                key: name,
+                source: super::ViewError::Count { values: values.len(), shape: view.shape().to_vec() },
+            });
         }
         out.insert(name, TensorF32::new(view.shape().to_vec(), values));
     }
@@ -58,7 +50,6 @@ pub(super) fn write(weights: &Weights, path: &Path) -> Result<Vec<u8>, WeightsEr
         .iter()
         .map(|(k, b, s)| Ok((k.clone(), TensorView::new(Dtype::F32, s.clone(), b)?)))
         .collect::<Result<_, safetensors::SafeTensorError>>()
-        .map_err(|e| WeightsError::new(path, format!("cannot build safetensors: {e}")))?;
-    safetensors::serialize(views, None)
-        .map_err(|e| WeightsError::new(path, format!("cannot serialize safetensors: {e}")))
+        .map_err(|source| WeightsError::Serialize { path: path.to_path_buf(), source })?;
+    safetensors::serialize(views, None).map_err(|source| WeightsError::Serialize { path: path.to_path_buf(), source })
 }
