@@ -36,7 +36,8 @@ pub struct Args {
     #[arg(long)]
     pub include_heads: bool,
     /// The metric plotted and used for thresholds (all are stored).
-    #[arg(long, value_enum, default_value = "map50")]
+    /// map50 (COCO mAP@0.5), map (mAP@0.5:0.95), precision or recall (at confidence 0.25).
+    #[arg(long, default_value = "map50", value_parser = super::choice::<Metric>())]
     pub metric: Metric,
     /// Worker threads, each with its own model copy (default: one per GPU, else one).
     #[arg(long, default_value_t = 0, value_parser = quantity::workers)]
@@ -52,7 +53,8 @@ pub struct Args {
     pub img_size: Option<u32>,
     #[arg(long, default_value_t = 8, value_parser = quantity::batch)]
     pub batch: usize,
-    /// Memory for cached activations (e.g. 2GiB, 512MiB); past it they are recomputed.
+    /// Memory for decoded images and cached activations together (e.g. 2GiB, 512MiB); past it
+    /// activations are recomputed and images decoded again.
     #[arg(long, default_value = "2GiB", value_parser = quantity::bytes)]
     pub cache_mem: u64,
     /// Continue an interrupted run in --out without redoing its finished points.

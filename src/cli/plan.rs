@@ -22,7 +22,7 @@ pub struct SuggestArgs {
     #[arg(long, default_value = "macs", value_parser = super::choice::<Resource>())]
     pub resource: Resource,
     /// Metric the drops are read from; default: the run's.
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = super::choice::<Metric>())]
     pub metric: Option<Metric>,
     /// Layers held at 0 % (comma-separated names).
     #[arg(long, value_delimiter = ',')]
@@ -54,8 +54,7 @@ pub fn run_suggest(a: &SuggestArgs) -> anyhow::Result<()> {
     inputs.extend(a.weights.as_deref().map(|p| ("--weights", p)));
     crate::fsio::refuse_input_as_output(&a.out, &inputs).map_err(anyhow::Error::msg)?;
     let run = store::read(&a.run)?;
-    let cfg = a.cfg.clone().unwrap_or_else(|| run.header.model.cfg.path.clone());
-    let weights = a.weights.clone().unwrap_or_else(|| run.header.model.weights.path.clone());
+    let (cfg, weights) = store::model_files(&run, &a.run, a.cfg.as_deref(), a.weights.as_deref())?;
     let model = PlanModel::load(&cfg, &weights, Some(run.header.eval.img_size))?;
     let rule = match (&a.budget, &a.target) {
         (Some(b), None) => Rule::PerLayer(*b),

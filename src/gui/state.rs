@@ -300,7 +300,7 @@ impl Project {
             return Err("the plan's totals are still being computed".into());
         }
         let mut plan = self.plan.clone();
-        plan.created_at = store::now_rfc3339();
+        plan.created_at = crate::provenance::now_rfc3339();
         plan.write(path).map_err(|e| e.to_string())?;
         self.paths.plan = Some(path.to_path_buf());
         self.saved_generation = self.generation;

@@ -294,6 +294,6 @@ pub fn work_dir(kind: &str) -> PathBuf {
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))
         .unwrap_or_else(std::env::temp_dir);
-    let stamp = crate::sensitivity::store::now_rfc3339().replace([':', '-'], "");
+    let stamp = crate::provenance::now_rfc3339().replace([':', '-'], "");
     base.join("prunescope").join("gui").join(format!("{kind}-{stamp}"))
 }

@@ -11,7 +11,8 @@ use crate::prune::{prune_layer, Method, PruneCount};
 use suggest::{block_of, Level};
 use crate::model::effective::{ConvCounts, EffectiveCost, ModelCounts};
 use crate::model::{Cfg, Graph, Layout, Weights, WeightsFormat};
-use crate::sensitivity::store::{self, DatasetRef, FileRef, ModelRef};
+use crate::provenance::{DatasetRef, FileRef, ModelRef};
+use crate::sensitivity::store;
 use crate::sensitivity::{Metric, StoredRun};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
@@ -168,9 +169,11 @@ impl PlanModel {
         let layout = Layout::of(&cfg, &graph);
         let weights = Weights::load(weights_path, &layout)?;
         let hash = |p: &Path| store::file_sha256(p);
+        // Absolute, so that a plan made here names the same files wherever it is saved.
+        let abs = crate::provenance::absolute;
         let reference = ModelRef {
-            cfg: FileRef { path: cfg_path.to_path_buf(), sha256: hash(cfg_path)? },
-            weights: FileRef { path: weights_path.to_path_buf(), sha256: hash(weights_path)? },
+            cfg: FileRef { path: abs(cfg_path), sha256: hash(cfg_path)? },
+            weights: FileRef { path: abs(weights_path), sha256: hash(weights_path)? },
         };
         Ok(PlanModel { cfg, graph, layout, weights, reference, img_size: size as u32 })
     }
@@ -210,7 +213,7 @@ impl Plan {
                 })
                 .collect(),
             predicted: Prediction::default(),
-            created_at: store::now_rfc3339(),
+            created_at: crate::provenance::now_rfc3339(),
         }
     }
 

@@ -2,7 +2,8 @@
 //! baseline and the activation cache built, the points handed to workers and their results
 //! stored and streamed as events.
 
-use super::store::{self, DatasetRef, EvalSettings, FileRef, ModelRef, RunHeader, RunWriter, RUN_FORMAT};
+use super::store::{self, EvalSettings, RunHeader, RunWriter, RUN_FORMAT};
+use crate::provenance::{self, DatasetRef, FileRef, ModelRef};
 use super::worker::{self, Batch, Job, Pixels, Shared, WorkerMsg};
 use super::{AnalysisConfig, Event, LayerInfo, Metrics, PointRecord, Record, RunSummary, RunTiming, SensitivityError};
 use crate::data::{letterbox, load_rgb, DataError, DetectionDataset, Letterboxed, OnBad, SkipReport};
@@ -99,7 +100,7 @@ fn dataset_hash(ds: &DetectionDataset) -> String {
         }
         h.update(b"\n");
     }
-    store::hex(&h.finalize())
+    provenance::hex(&h.finalize())
 }
 
 fn check_sparsities(s: &[f64]) -> Result<Vec<f64>> {
@@ -258,7 +259,7 @@ pub fn run(config: &AnalysisConfig, events: &Sender<Event>, cancel: &AtomicBool)
         metric: config.metric,
         eval: EvalSettings { img_size: size, conf: config.conf, iou: config.iou, max_det: config.max_det },
         device: config.device.clone(),
-        created_at: store::now_rfc3339(),
+        created_at: provenance::now_rfc3339(),
         shard: config.shard,
     };
     // The writer holds the run folder's lock until the run ends.

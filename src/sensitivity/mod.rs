@@ -48,7 +48,7 @@ impl Metrics {
 }
 
 /// The metric a run is judged by (every one is stored).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Metric {
     /// COCO mAP@0.5.
@@ -59,6 +59,18 @@ pub enum Metric {
     Precision,
     /// Mean recall over classes at the report confidence (0.25).
     Recall,
+}
+
+impl crate::quantity::Named for Metric {
+    const ALL: &'static [Self] = &[Metric::Map50, Metric::Map, Metric::Precision, Metric::Recall];
+    fn name(self) -> &'static str {
+        match self {
+            Metric::Map50 => "map50",
+            Metric::Map => "map",
+            Metric::Precision => "precision",
+            Metric::Recall => "recall",
+        }
+    }
 }
 
 impl Metric {

@@ -21,28 +21,7 @@ pub const RUN_FORMAT: &str = "prunescope.run/1";
 pub const RUN_FILE: &str = "run.json";
 pub const POINTS_FILE: &str = "points.jsonl";
 
-/// A file and the SHA-256 of its bytes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FileRef {
-    pub path: PathBuf,
-    pub sha256: String,
-}
-
-/// The model analysed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ModelRef {
-    pub cfg: FileRef,
-    pub weights: FileRef,
-}
-
-/// The validation set analysed: where, how many images, and a hash of the image list and
-/// its labels (so a changed subset or label is noticed).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DatasetRef {
-    pub path: PathBuf,
-    pub images: usize,
-    pub sha256: String,
-}
+use crate::provenance::{DatasetRef, ModelRef};
 
 /// `--shard i/n`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -447,33 +426,7 @@ pub fn write_run(
 
 /// SHA-256 of a file, hex.
 pub fn file_sha256(path: &Path) -> Result<String, StoreError> {
-    use sha2::Digest;
-    let mut f = std::fs::File::open(path).map_err(|e| err(path, None, format!("cannot read: {e}")))?;
-    let mut h = sha2::Sha256::new();
-    std::io::copy(&mut f, &mut h).map_err(|e| err(path, None, format!("cannot read: {e}")))?;
-    Ok(hex(&h.finalize()))
-}
-
-/// Lower-case hex of bytes.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// UTC now as RFC 3339 (seconds).
-pub fn now_rfc3339() -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    provenance::file_sha256(path).map_err(|e| err(path, None, format!("cannot read: {e}")))
 }
 
 #[cfg(test)]

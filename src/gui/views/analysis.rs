@@ -121,7 +121,6 @@ mod tests {
     use super::super::super::app::AnalysisForm;
     use super::{METHODS, METRICS};
     use crate::sensitivity::{AnalysisConfig, Metric};
-    use clap::ValueEnum;
     use std::path::Path;
 
     /// The analysis form starts from the engine's defaults (which `prunescope analyze` uses):
@@ -149,7 +148,7 @@ mod tests {
         );
         assert_eq!((c.layers, c.sparsities.len()), (d.layers, d.sparsities.len()));
         // Every metric and method the CLI takes is one the form offers.
-        assert_eq!(METRICS, Metric::value_variants());
+        assert_eq!(METRICS, <Metric as crate::quantity::Named>::ALL);
         assert_eq!(METRICS, [Metric::Map50, Metric::Map, Metric::Precision, Metric::Recall]);
         assert_eq!(METHODS, <crate::prune::Method as crate::quantity::Named>::ALL);
     }
