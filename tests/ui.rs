@@ -166,6 +166,19 @@ fn keyboard_moves_selection_and_threshold() {
     h.key_press(egui::Key::F);
     h.step();
     assert!(h.state().project.as_ref().unwrap().is_frozen(block));
+    // The frozen layer's ✕ in the plan panel, the panel's button and the key are one action.
+    h.get_by_label(&format!("conv_{block} ✕")).click();
+    h.step();
+    assert!(!h.state().project.as_ref().unwrap().is_frozen(block));
+    h.get_by_label("freeze selected (F)").click();
+    h.step();
+    assert!(h.state().project.as_ref().unwrap().is_frozen(block));
+    h.key_press(egui::Key::F);
+    h.step();
+    assert!(!h.state().project.as_ref().unwrap().is_frozen(block));
+    h.key_press(egui::Key::F);
+    h.step();
+    assert!(h.state().project.as_ref().unwrap().is_frozen(block));
     // Clear: every layer at 0 % in one undo step.
     h.state_mut().project.as_mut().unwrap().edit_sparsity(19, 0.5);
     wait(&mut h, "the totals", |a| a.totals_current());

@@ -2,6 +2,7 @@
 //! progress of the running analysis.
 
 use super::super::app::{App, Pick};
+use crate::gui::app::Action;
 use crate::prune::Method;
 use crate::sensitivity::Metric;
 use egui::RichText;
@@ -23,17 +24,17 @@ pub fn show(app: &mut App, ui: &mut egui::Ui) {
     ui.horizontal(|ui| {
         let has = app.project.is_some();
         if ui.add_enabled(has && !running, egui::Button::new(RichText::new("▶ Start").strong())).clicked() {
-            app.start_analysis(false);
+            app.act(Action::StartAnalysis { resume: false });
         }
         if ui
             .add_enabled(has && !running, egui::Button::new("↻ Resume"))
             .on_hover_text("continue the run in the run folder: finished points are kept")
             .clicked()
         {
-            app.start_analysis(true);
+            app.act(Action::StartAnalysis { resume: true });
         }
         if ui.add_enabled(running, egui::Button::new("■ Cancel")).clicked() {
-            app.cancel_analysis();
+            app.act(Action::CancelAnalysis);
         }
     });
     let a = &app.analysis;
@@ -112,7 +113,7 @@ fn form(app: &mut App, ui: &mut egui::Ui) {
         ui.end_row();
     });
     if let Some(p) = pick {
-        app.dialog(p);
+        app.act(Action::Dialog(p));
     }
 }
 

@@ -4,6 +4,7 @@
 use super::super::app::{App, Pick};
 use super::super::widgets::heatmap::Heatmap;
 use crate::eval::compare::ModelReport;
+use crate::gui::app::Action;
 use egui::{RichText, Vec2};
 
 pub fn show(app: &mut App, ui: &mut egui::Ui) {
@@ -45,12 +46,12 @@ pub fn show(app: &mut App, ui: &mut egui::Ui) {
         });
     });
     if let Some(p) = pick {
-        app.dialog(p);
+        app.act(Action::Dialog(p));
     }
     ui.horizontal(|ui| {
         let has = app.project.is_some();
         if ui.add_enabled(has && !running, egui::Button::new(RichText::new("▶ Prune & compare").strong())).clicked() {
-            app.start_compare();
+            app.act(Action::StartCompare);
         }
         if running {
             let c = &app.compare;
@@ -76,7 +77,7 @@ pub fn show(app: &mut App, ui: &mut egui::Ui) {
         ui.label(RichText::new(format!("report in {}", o.dir.display())).weak());
     });
     if let Some(p) = pick {
-        app.dialog(p);
+        app.act(Action::Dialog(p));
     }
     let Some(o) = &app.compare.outcome else { return };
     let c = &o.comparison;

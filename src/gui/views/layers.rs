@@ -3,6 +3,7 @@
 
 use super::super::app::{App, SortBy};
 use super::super::widgets::small_plot::{CURVE, THRESHOLD};
+use crate::gui::app::Action;
 use egui::RichText;
 use egui_plot::{Bar, BarChart, Legend, Plot};
 
@@ -156,7 +157,7 @@ pub fn show(app: &mut App, ui: &mut egui::Ui) {
             .and_then(|p| p.curves.as_ref())
             .and_then(|c| c.layers.iter().position(|l| l.block == b));
         if let Some(i) = i {
-            app.select(i);
+            app.act(Action::Select(i));
         }
     }
 }

@@ -8,6 +8,7 @@ mod plan;
 mod sensitivity;
 
 use super::app::{App, Pick, Tab};
+use crate::gui::app::Action;
 use crate::plan::ExportFormat;
 use egui::RichText;
 
@@ -62,14 +63,14 @@ pub fn show(app: &mut App, ui: &mut egui::Ui) {
 fn menu(app: &mut App, ui: &mut egui::Ui) {
     ui.menu_button("File", |ui| {
         if ui.button("Open folder…").clicked() {
-            app.dialog(Pick::Folder);
+            app.act(Action::Dialog(Pick::Folder));
         }
         if ui.button("Open files…  (Ctrl+O)").clicked() {
             app.open.visible = true;
         }
         if let Some(s) = super::app::sample_dir() {
             if ui.button("Open the sample").clicked() {
-                app.open_folder(&s);
+                app.act(Action::OpenFolder(s));
             }
         }
         ui.menu_button("Recent", |ui| {
@@ -78,20 +79,20 @@ fn menu(app: &mut App, ui: &mut egui::Ui) {
             }
             for r in app.recent.clone() {
                 if ui.button(r.title()).on_hover_text(r.cfg.display().to_string()).clicked() {
-                    app.open_project(r);
+                    app.act(Action::OpenProject(r));
                 }
             }
         });
         ui.separator();
         let has = app.project.is_some();
         if ui.add_enabled(has, egui::Button::new("Load plan…")).clicked() {
-            app.dialog(Pick::Plan);
+            app.act(Action::Dialog(Pick::Plan));
         }
         if ui.add_enabled(has, egui::Button::new("Save plan  (Ctrl+S)")).clicked() {
-            app.save_plan_here_or_ask();
+            app.act(Action::SavePlan);
         }
         if ui.add_enabled(has, egui::Button::new("Save plan as…")).clicked() {
-            app.dialog(Pick::SavePlan);
+            app.act(Action::Dialog(Pick::SavePlan));
         }
         ui.menu_button("Export plan", |ui| export_buttons(app, ui));
         ui.separator();
@@ -102,13 +103,15 @@ fn menu(app: &mut App, ui: &mut egui::Ui) {
     ui.menu_button("Edit", |ui| {
         let (u, r) = app.project.as_ref().map(|p| (p.can_undo(), p.can_redo())).unwrap_or_default();
         if ui.add_enabled(u, egui::Button::new("Undo  (Ctrl+Z)")).clicked() {
-            app.undo();
+            app.act(Action::Undo);
         }
         if ui.add_enabled(r, egui::Button::new("Redo  (Ctrl+Shift+Z)")).clicked() {
-            app.redo();
+            app.act(Action::Redo);
         }
         if ui.button("Freeze / unfreeze selected layer  (F)").clicked() {
-            app.toggle_freeze_selected();
+            if let Some(a) = app.toggle_freeze_action() {
+                app.act(a);
+            }
         }
     });
     ui.menu_button("Help", |ui| {
@@ -138,11 +141,11 @@ pub(super) fn export_buttons(app: &mut App, ui: &mut egui::Ui) {
                 .on_hover_text(format!("beside the plan file, as …{suffix}"))
                 .clicked()
             {
-                app.export_beside_plan(k);
+                app.act(Action::ExportBesidePlan(k));
                 ui.close();
             }
             if ui.add_enabled(has, egui::Button::new("…")).on_hover_text("choose the file").clicked() {
-                app.dialog(Pick::Export(k));
+                app.act(Action::Dialog(Pick::Export(k)));
                 ui.close();
             }
         });
@@ -207,7 +210,7 @@ fn open_window(app: &mut App, ctx: &egui::Context) {
                 ui.add_sized([380.0, 20.0], egui::TextEdit::singleline(text).id_salt(("open", field)))
                     .labelled_by(l.id);
                 if ui.button("Browse…").clicked() {
-                    app.dialog(pick);
+                    app.act(Action::Dialog(pick));
                 }
                 ui.end_row();
             }
@@ -217,13 +220,13 @@ fn open_window(app: &mut App, ctx: &egui::Context) {
                 match app.open.paths() {
                     Ok(p) => {
                         app.open.visible = false;
-                        app.open_project(p);
+                        app.act(Action::OpenProject(p));
                     }
                     Err(e) => app.errors.push(e),
                 }
             }
             if ui.button("Open folder…").clicked() {
-                app.dialog(Pick::Folder);
+                app.act(Action::Dialog(Pick::Folder));
             }
         });
     });

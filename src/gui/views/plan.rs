@@ -1,6 +1,7 @@
 //! The plan panel: live totals, Suggest, frozen layers, undo/redo, save, load and export.
 
 use super::super::app::{App, Pick, Tab};
+use crate::gui::app::Action;
 use crate::plan::Resource;
 use egui::RichText;
 
@@ -93,7 +94,7 @@ pub fn show(app: &mut App, ui: &mut egui::Ui) {
             .add_enabled(has_run && !app.suggesting, egui::Button::new("Suggest"))
             .on_hover_text("fill the thresholds from the run (frozen layers stay at 0 %); undo restores");
         if suggest.clicked() {
-            app.run_suggest();
+            app.act(Action::Suggest);
         }
         if app.suggesting {
             ui.spinner();
@@ -106,7 +107,9 @@ pub fn show(app: &mut App, ui: &mut egui::Ui) {
     ui.horizontal(|ui| {
         ui.strong("Frozen layers");
         if ui.button("freeze selected (F)").clicked() {
-            app.toggle_freeze_selected();
+            if let Some(a) = app.toggle_freeze_action() {
+                app.act(a);
+            }
         }
     });
     if frozen.is_empty() {
@@ -120,21 +123,21 @@ pub fn show(app: &mut App, ui: &mut egui::Ui) {
             }
         }
     });
-    if let (Some(b), Some(p)) = (unfreeze, &mut app.project) {
-        p.toggle_freeze(b);
+    if let Some(b) = unfreeze {
+        app.act(Action::ToggleFreeze(b));
     }
     ui.separator();
     let Some(p) = &app.project else { return };
     let (can_undo, can_redo) = (p.can_undo(), p.can_redo());
     ui.horizontal(|ui| {
         if ui.add_enabled(can_undo, egui::Button::new("↶ Undo")).on_hover_text("Ctrl+Z").clicked() {
-            app.undo();
+            app.act(Action::Undo);
         }
         if ui.add_enabled(can_redo, egui::Button::new("↷ Redo")).on_hover_text("Ctrl+Shift+Z").clicked() {
-            app.redo();
+            app.act(Action::Redo);
         }
         if ui.button("Clear").on_hover_text("every layer back to 0 % (undo restores)").clicked() {
-            app.clear_plan();
+            app.act(Action::ClearPlan);
         }
     });
     ui.horizontal(|ui| {
@@ -142,17 +145,17 @@ pub fn show(app: &mut App, ui: &mut egui::Ui) {
     });
     ui.horizontal(|ui| {
         if ui.button("Save").on_hover_text("to the plan file (Ctrl+S)").clicked() {
-            app.save_plan_here_or_ask();
+            app.act(Action::SavePlan);
         }
         if ui.button("Load").on_hover_text("from the plan file").clicked() {
             let path = std::path::PathBuf::from(app.plan_file.trim());
-            app.load_plan(&path);
+            app.act(Action::LoadPlan(path));
         }
         if ui.button("Save as…").clicked() {
-            app.dialog(Pick::SavePlan);
+            app.act(Action::Dialog(Pick::SavePlan));
         }
         if ui.button("Open…").clicked() {
-            app.dialog(Pick::Plan);
+            app.act(Action::Dialog(Pick::Plan));
         }
         ui.menu_button("Export", |ui| super::export_buttons(app, ui));
     });

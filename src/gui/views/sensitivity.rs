@@ -3,6 +3,7 @@
 
 use super::super::app::App;
 use super::super::widgets::small_plot::{SmallPlot, CURVE, THRESHOLD};
+use crate::gui::app::Action;
 use egui::{RichText, Vec2};
 use egui_plot::{Bar, BarChart, HLine, Line, LineStyle, Plot, PlotPoints, Points, VLine};
 
@@ -94,7 +95,7 @@ pub fn grid_only(app: &mut App, ui: &mut egui::Ui) {
     });
     app.grid_columns = cols;
     if let Some(i) = clicked {
-        app.select(i);
+        app.act(Action::Select(i));
     }
 }
 
