@@ -135,18 +135,24 @@ pub fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
+/// Bytes that are not UTF-8: the line and column of the first bad byte, and the byte.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}, column {column}: byte 0x{byte:02x} is not UTF-8; save the file as UTF-8")]
+pub struct NotUtf8 {
+    pub line: usize,
+    pub column: usize,
+    pub byte: u8,
+}
+
 /// The text of a file's bytes: a UTF-8 byte-order mark is skipped; bytes that are not UTF-8
 /// are named by line and column (a Latin-1 `é` saved by an old editor, say).
-pub fn utf8_text(bytes: &[u8]) -> Result<&str, String> {
+pub fn utf8_text(bytes: &[u8]) -> Result<&str, NotUtf8> {
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     std::str::from_utf8(bytes).map_err(|e| {
         let at = e.valid_up_to();
         let line = bytes[..at].iter().filter(|&&b| b == b'\n').count() + 1;
         let col = at - bytes[..at].iter().rposition(|&b| b == b'\n').map(|i| i + 1).unwrap_or(0) + 1;
-        format!(
-            "line {line}, column {col}: byte 0x{:02x} is not UTF-8; save the file as UTF-8",
-            bytes[at]
-        )
+        NotUtf8 { line, column: col, byte: bytes[at] }
     })
 }
 
@@ -159,15 +165,20 @@ pub fn same_path(a: &Path, b: &Path) -> bool {
     }
 }
 
+/// An output path that names one of the command's inputs (`what`: `--weights`, `cfg`, …).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: this is the input {what}; outputs never replace their inputs: choose another output file", out.display())]
+pub struct InputIsOutput {
+    pub out: PathBuf,
+    pub what: String,
+}
+
 /// Refuses an output path that names one of the inputs (`(what, path)` pairs, e.g.
 /// `("--weights", w)`): outputs never replace what they are made from.
-pub fn refuse_input_as_output(out: &Path, inputs: &[(&str, &Path)]) -> Result<(), String> {
+pub fn refuse_input_as_output(out: &Path, inputs: &[(&str, &Path)]) -> Result<(), InputIsOutput> {
     for (what, input) in inputs {
         if same_file(out, input) {
-            return Err(format!(
-                "{}: this is the input {what}; outputs never replace their inputs: choose another output file",
-                out.display()
-            ));
+            return Err(InputIsOutput { out: out.to_path_buf(), what: what.to_string() });
         }
     }
     Ok(())
@@ -273,7 +284,8 @@ mod tests {
     fn text_with_a_bom_or_latin1() {
         assert_eq!(utf8_text(b"\xEF\xBB\xBF{}").unwrap(), "{}");
         let e = utf8_text(b"{\n  \"a\": \"caf\xe9\"\n}").unwrap_err();
-        assert!(e.starts_with("line 2, column 12: byte 0xe9 is not UTF-8"), "{e}");
+        assert_eq!(e, NotUtf8 { line: 2, column: 12, byte: 0xe9 });
+        assert!(e.to_string().starts_with("line 2, column 12: byte 0xe9 is not UTF-8"), "{e}");
     }
 
     #[test]

@@ -6,6 +6,19 @@ use crate::sensitivity::store;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
+/// Why a folder is not a project: each message names the folder and what it lacks.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProjectError {
+    #[error("{}: not a folder", dir.display())]
+    NotAFolder { dir: PathBuf },
+    #[error("{}: no .cfg file in the folder", dir.display())]
+    NoCfg { dir: PathBuf },
+    #[error("{}: {count} .cfg files; open the model files one by one", dir.display())]
+    SeveralCfgs { dir: PathBuf, count: usize },
+    #[error("{}: no checkpoint (.weights, .pth, .safetensors) in the folder", dir.display())]
+    NoCheckpoint { dir: PathBuf },
+}
+
 /// The files a project is made of. Only the model is required.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProjectPaths {
@@ -23,7 +36,7 @@ impl ProjectPaths {
     /// The files of an experiment folder: the one `.cfg`, the checkpoint named like it (or the
     /// only one), `data.yaml`, the first sub-folder holding a `run.json` and the plan (in the
     /// folder or `plans/`) made from that run.
-    pub fn discover(dir: &Path) -> Result<Self, String> {
+    pub fn discover(dir: &Path) -> Result<Self, ProjectError> {
         let list = |d: &Path| -> Vec<PathBuf> {
             let mut v: Vec<PathBuf> =
                 std::fs::read_dir(d).map(|r| r.filter_map(|e| e.ok().map(|e| e.path())).collect()).unwrap_or_default();
@@ -31,15 +44,15 @@ impl ProjectPaths {
             v
         };
         if !dir.is_dir() {
-            return Err(format!("{}: not a folder", dir.display()));
+            return Err(ProjectError::NotAFolder { dir: dir.to_path_buf() });
         }
         let files = list(dir);
         let ext = |p: &Path, e: &[&str]| p.extension().and_then(|x| x.to_str()).is_some_and(|x| e.contains(&x));
         let cfgs: Vec<&PathBuf> = files.iter().filter(|p| ext(p, &["cfg"])).collect();
         let cfg = match cfgs.as_slice() {
             [one] => (*one).clone(),
-            [] => return Err(format!("{}: no .cfg file in the folder", dir.display())),
-            _ => return Err(format!("{}: {} .cfg files; open the model files one by one", dir.display(), cfgs.len())),
+            [] => return Err(ProjectError::NoCfg { dir: dir.to_path_buf() }),
+            _ => return Err(ProjectError::SeveralCfgs { dir: dir.to_path_buf(), count: cfgs.len() }),
         };
         let ckpts: Vec<&PathBuf> = files.iter().filter(|p| ext(p, &["weights", "pth", "safetensors"])).collect();
         let weights = ckpts
@@ -47,9 +60,7 @@ impl ProjectPaths {
             .find(|p| p.file_stem() == cfg.file_stem())
             .or(ckpts.first())
             .map(|p| (*p).clone())
-            .ok_or_else(|| {
-            format!("{}: no checkpoint (.weights, .pth, .safetensors) in the folder", dir.display())
-        })?;
+            .ok_or_else(|| ProjectError::NoCheckpoint { dir: dir.to_path_buf() })?;
         let data = [dir.join("data.yaml"), dir.join("data.yml")].into_iter().find(|p| p.is_file());
         let run = files.iter().find(|p| p.join(store::RUN_FILE).is_file()).cloned();
         let plan = run.as_ref().and_then(|r| {

@@ -8,107 +8,25 @@
 //! A failure prints the parser, the case seed and the case index; `FUZZ_SEED=<n>` changes
 //! the master seed, `FUZZ_SCALE=<x>` the number of cases.
 
+mod common;
+
+use common::fuzz::{insert_random_bytes, replace_number, Counting, Rng};
 use prunescope::data::{self, coco_json, yolo, DetectionDataset, OnBad, OpenOptions, Split};
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-// ---------------------------------------------------------------------------------------
-// Counting allocator.
-
-struct Counting;
-
-static CURRENT: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
 /// A hard ceiling for the whole process: past it allocations fail (the test aborts) rather
 /// than a runaway case taking the machine's memory.
 const HARD_LIMIT: usize = 3 << 30;
 /// The most one case may allocate at its peak.
 const CASE_MEMORY: usize = 256 << 20;
 
-fn grew(size: usize) -> bool {
-    let now = CURRENT.fetch_add(size, Ordering::Relaxed) + size;
-    if now > HARD_LIMIT {
-        CURRENT.fetch_sub(size, Ordering::Relaxed);
-        return false;
-    }
-    PEAK.fetch_max(now, Ordering::Relaxed);
-    true
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if !grew(layout.size()) {
-            return std::ptr::null_mut();
-        }
-        let p = unsafe { System.alloc(layout) };
-        if p.is_null() {
-            CURRENT.fetch_sub(layout.size(), Ordering::Relaxed);
-        }
-        p
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if !grew(layout.size()) {
-            return std::ptr::null_mut();
-        }
-        let p = unsafe { System.alloc_zeroed(layout) };
-        if p.is_null() {
-            CURRENT.fetch_sub(layout.size(), Ordering::Relaxed);
-        }
-        p
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) };
-        CURRENT.fetch_sub(layout.size(), Ordering::Relaxed);
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let old = layout.size();
-        if new_size > old && !grew(new_size - old) {
-            return std::ptr::null_mut();
-        }
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
-        if p.is_null() {
-            if new_size > old {
-                CURRENT.fetch_sub(new_size - old, Ordering::Relaxed);
-            }
-        } else if new_size < old {
-            CURRENT.fetch_sub(old - new_size, Ordering::Relaxed);
-        }
-        p
-    }
-}
-
 #[global_allocator]
-static ALLOC: Counting = Counting;
+static ALLOC: Counting = Counting::limited(HARD_LIMIT);
 
 // ---------------------------------------------------------------------------------------
-// A small PRNG (splitmix64) and the mutations.
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in 0..n (n > 0).
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
-}
+// The mutations.
 
 /// Inputs are capped so one case stays small.
 const MAX_INPUT: usize = 256 << 10;
@@ -233,18 +151,7 @@ fn mutate_once(rng: &mut Rng, buf: &mut Vec<u8>, flavour: Flavour) {
         }
         7 => {
             // A number replaced by a huge, negative, NaN or malformed one.
-            let starts: Vec<usize> = (0..buf.len())
-                .filter(|&i| buf[i].is_ascii_digit() && (i == 0 || !buf[i - 1].is_ascii_digit()))
-                .collect();
-            if !starts.is_empty() {
-                let s = *rng.pick(&starts);
-                let mut e = s;
-                while e < buf.len() && (buf[e].is_ascii_digit() || buf[e] == b'.' || buf[e] == b'e') {
-                    e += 1;
-                }
-                let n = rng.pick(NUMBERS).as_bytes().to_vec();
-                buf.splice(s..e, n);
-            }
+            replace_number(rng, buf, b".e", NUMBERS);
         }
         8 => {
             // Format-specific structure: anchors and aliases, deep nesting.
@@ -288,10 +195,7 @@ fn mutate_once(rng: &mut Rng, buf: &mut Vec<u8>, flavour: Flavour) {
         }
         _ => {
             // Random bytes.
-            let i = rng.below(buf.len() + 1);
-            let n = 1 + rng.below(16);
-            let bytes: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
-            buf.splice(i..i, bytes);
+            insert_random_bytes(rng, buf);
         }
     }
     buf.truncate(MAX_INPUT);
@@ -339,10 +243,9 @@ fn fuzz(
         let seed = rng.pick(seeds);
         // One case in 16 is the seed itself (the parsers must accept it).
         let input = if case % 16 == 0 { seed.clone() } else { mutate(&mut rng, seed, flavour) };
-        let base = CURRENT.load(Ordering::Relaxed);
-        PEAK.store(base, Ordering::Relaxed);
+        let base = ALLOC.begin();
         let outcome = catch_unwind(AssertUnwindSafe(|| run(&input)));
-        let peak = PEAK.load(Ordering::Relaxed).saturating_sub(base);
+        let peak = ALLOC.peak_since(base);
         peak_max = peak_max.max(peak);
         let ctx = || {
             format!(

@@ -12,21 +12,17 @@
 
 mod common;
 
+use common::fuzz::{panic_message, Counting, Rng};
 use prunescope::model::{effective, BlockKind, Cfg, Graph, Layout, Weights};
-use std::alloc::{GlobalAlloc, Layout as AllocLayout, System};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 // ---------------------------------------------------------------------------------------
 // Counting allocator
 
-struct Counting;
-
-static CURRENT: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
 /// The case being run, for the message printed before a huge request aborts the process.
 static CASE_SEED: AtomicU64 = AtomicU64::new(0);
 static CASE_INDEX: AtomicU64 = AtomicU64::new(u64::MAX);
@@ -38,10 +34,8 @@ const ALLOC_BOUND: usize = 256 << 20;
 /// machine before the per-case check sees it.
 const HARD_LIMIT: usize = 2 << 30;
 
-fn grew(n: usize) {
-    let now = CURRENT.fetch_add(n, Ordering::Relaxed) + n;
-    PEAK.fetch_max(now, Ordering::Relaxed);
-}
+#[global_allocator]
+static ALLOC: Counting = Counting::limited(HARD_LIMIT).reporting(ALLOC_BOUND, report_huge);
 
 /// Writes "fuzz_model: allocation of N bytes requested in case I (seed S)" without
 /// allocating: a request this large would abort the process before any assertion runs.
@@ -68,93 +62,11 @@ fn report_huge(size: usize) {
     let _ = e.write_all(b")\n");
 }
 
-/// Whether a request of `size` more bytes may go ahead (reported when it is beyond the bound).
-fn admit(size: usize) -> bool {
-    let over = CURRENT.load(Ordering::Relaxed).saturating_add(size) > HARD_LIMIT;
-    if size > ALLOC_BOUND || over {
-        report_huge(size);
-    }
-    !over
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: AllocLayout) -> *mut u8 {
-        if !admit(l.size()) {
-            return std::ptr::null_mut();
-        }
-        let p = unsafe { System.alloc(l) };
-        if !p.is_null() {
-            grew(l.size());
-        }
-        p
-    }
-
-    unsafe fn alloc_zeroed(&self, l: AllocLayout) -> *mut u8 {
-        if !admit(l.size()) {
-            return std::ptr::null_mut();
-        }
-        let p = unsafe { System.alloc_zeroed(l) };
-        if !p.is_null() {
-            grew(l.size());
-        }
-        p
-    }
-
-    unsafe fn dealloc(&self, p: *mut u8, l: AllocLayout) {
-        unsafe { System.dealloc(p, l) };
-        CURRENT.fetch_sub(l.size(), Ordering::Relaxed);
-    }
-
-    unsafe fn realloc(&self, p: *mut u8, l: AllocLayout, new_size: usize) -> *mut u8 {
-        if !admit(new_size.saturating_sub(l.size())) {
-            return std::ptr::null_mut();
-        }
-        let q = unsafe { System.realloc(p, l, new_size) };
-        if !q.is_null() {
-            if new_size >= l.size() {
-                grew(new_size - l.size());
-            } else {
-                CURRENT.fetch_sub(l.size() - new_size, Ordering::Relaxed);
-            }
-        }
-        q
-    }
-}
-
-#[global_allocator]
-static ALLOC: Counting = Counting;
-
 /// The fuzz tests run one at a time so that the peak of a case is its own.
 static SERIAL: Mutex<()> = Mutex::new(());
 
 // ---------------------------------------------------------------------------------------
-// PRNG and mutations
-
-/// splitmix64: small, fast and the same on every platform.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in 0..n (n > 0).
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
-}
+// Mutations
 
 const INTERESTING_BYTES: [u8; 8] = [0x00, 0xFF, 0x7F, 0x80, 0x01, 0xFE, 0x0A, 0x2E];
 const INTERESTING_INTS: [u64; 13] = [
@@ -205,7 +117,7 @@ fn mutate_bytes(rng: &mut Rng, data: &mut Vec<u8>, lo: usize, hi: usize) {
         }
         _ => {
             let n = 1 + rng.below(8);
-            let bytes: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
+            let bytes = rng.bytes(n);
             data.splice(at..at, bytes);
         }
     }
@@ -253,21 +165,15 @@ fn fuzz(name: &str, default_seed: u64, cases: usize, mut case: impl FnMut(&mut R
         let mut rng = Rng(seed ^ (i as u64).wrapping_mul(0xD1B5_4A32_D192_ED03));
         CASE_SEED.store(seed, Ordering::Relaxed);
         CASE_INDEX.store(i as u64, Ordering::Relaxed);
-        let base = CURRENT.load(Ordering::Relaxed);
-        PEAK.store(base, Ordering::Relaxed);
+        let base = ALLOC.begin();
         let t0 = Instant::now();
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| case(&mut rng, i)));
         let took = t0.elapsed();
-        let peak = PEAK.load(Ordering::Relaxed).saturating_sub(base);
+        let peak = ALLOC.peak_since(base);
         max_peak = max_peak.max(peak);
         match result {
             Err(p) => {
-                let msg = p
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default();
-                panic!("{name}: case {i} (seed {seed:#x}) panicked: {msg}\n{}", reproduce(i));
+                panic!("{name}: case {i} (seed {seed:#x}) panicked: {}\n{}", panic_message(p.as_ref()), reproduce(i))
             }
             Ok(Err(m)) => panic!("{name}: case {i} (seed {seed:#x}): {m}\n{}", reproduce(i)),
             Ok(Ok(true)) => accepted += 1,

@@ -5,69 +5,17 @@
 //! when it fails, and within a bounded allocation. Reproducible: a failure names the seed and
 //! the case index (`PRUNESCOPE_FUZZ_SEED`, `PRUNESCOPE_FUZZ_CASES` change them).
 
+mod common;
+
+use common::fuzz::{insert_random_bytes, panic_message, replace_number, Counting, Rng};
 use prunescope::sensitivity::store::{self, RunWriter};
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-/// Counts the bytes allocated now and the most ever allocated at once.
-struct Counting;
-
-static CURRENT: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            let now = CURRENT.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
-            PEAK.fetch_max(now, Ordering::Relaxed);
-        }
-        p
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) };
-        CURRENT.fetch_sub(layout.size(), Ordering::Relaxed);
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
-        if !p.is_null() {
-            if new_size >= layout.size() {
-                let now = CURRENT.fetch_add(new_size - layout.size(), Ordering::Relaxed) + new_size - layout.size();
-                PEAK.fetch_max(now, Ordering::Relaxed);
-            } else {
-                CURRENT.fetch_sub(layout.size() - new_size, Ordering::Relaxed);
-            }
-        }
-        p
-    }
-}
 
 #[global_allocator]
-static ALLOC: Counting = Counting;
+static ALLOC: Counting = Counting::new();
 
 /// The most a case may allocate above what was allocated when it began.
 const CASE_ALLOCATION_LIMIT: usize = 256 << 20;
-
-/// SplitMix64: small, seeded, the same on every platform.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in 0..n (n > 0).
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
-}
 
 const NUMBERS: &[&str] = &[
     "1e999",
@@ -139,19 +87,10 @@ fn mutate(rng: &mut Rng, bytes: &mut Vec<u8>) -> String {
         }
         4 | 5 => {
             // A number (a run of digits, signs, dots, exponents) replaced.
-            let starts: Vec<usize> =
-                (0..len).filter(|&i| bytes[i].is_ascii_digit() && (i == 0 || !bytes[i - 1].is_ascii_digit())).collect();
-            if starts.is_empty() {
-                return "no number".into();
+            match replace_number(rng, bytes, b".eE+-", NUMBERS) {
+                Some((s, n)) => format!("number at {s} -> {n}"),
+                None => "no number".into(),
             }
-            let s = *rng.pick(&starts);
-            let mut e = s;
-            while e < len && (bytes[e].is_ascii_digit() || b".eE+-".contains(&bytes[e])) {
-                e += 1;
-            }
-            let n = *rng.pick(NUMBERS);
-            bytes.splice(s..e, n.bytes());
-            format!("number at {s} -> {n}")
         }
         6 => {
             let depth = 1 + rng.below(20_000);
@@ -195,10 +134,7 @@ fn mutate(rng: &mut Rng, bytes: &mut Vec<u8>) -> String {
             }
         }
         _ => {
-            let at = rng.below(len + 1);
-            let n = 1 + rng.below(16);
-            let junk: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
-            bytes.splice(at..at, junk);
+            let (at, n) = insert_random_bytes(rng, bytes);
             format!("{n} random bytes at {at}")
         }
     }
@@ -240,8 +176,7 @@ fn damaged_run_files_never_panic_and_errors_name_the_file() {
         std::fs::write(dir.join(store::RUN_FILE), &rj).unwrap();
         std::fs::write(dir.join(store::POINTS_FILE), &pj).unwrap();
         let resume = case % 10 == 0;
-        let base = CURRENT.load(Ordering::Relaxed);
-        PEAK.store(base, Ordering::Relaxed);
+        let base = ALLOC.begin();
         let outcome = std::panic::catch_unwind(|| -> Result<bool, String> {
             let ok = match store::read(&dir) {
                 Ok(run) => {
@@ -267,17 +202,14 @@ fn damaged_run_files_never_panic_and_errors_name_the_file() {
             }
             Ok(ok)
         });
-        let peak = PEAK.load(Ordering::Relaxed).saturating_sub(base);
+        let peak = ALLOC.peak_since(base);
         worst_peak = worst_peak.max(peak);
         let context = || format!("seed {seed} case {case} ({})", done.join("; "));
         match outcome {
             Ok(Ok(true)) => read_ok += 1,
             Ok(Ok(false)) => read_err += 1,
             Ok(Err(m)) => failures.push(format!("{}: {m}", context())),
-            Err(p) => {
-                let m = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()));
-                failures.push(format!("{}: panicked: {}", context(), m.unwrap_or_default()));
-            }
+            Err(p) => failures.push(format!("{}: panicked: {}", context(), panic_message(p.as_ref()))),
         }
         resumed += usize::from(resume);
         let _ = std::fs::remove_dir_all(&dir);

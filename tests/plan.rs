@@ -4,8 +4,8 @@
 
 use prunescope::model::effective::{self, dense};
 use prunescope::plan::{self, Plan, PlanModel, Rule};
-use prunescope::prune::Method;
 use prunescope::plan::{Budget, Curves, Resource};
+use prunescope::prune::Method;
 use prunescope::sensitivity::{store, Metric};
 use std::path::{Path, PathBuf};
 
@@ -109,7 +109,7 @@ fn plans_round_trip_and_bad_plans_are_refused() {
         std::fs::write(&bad, v.to_string()).unwrap();
         match Plan::read(&bad) {
             Err(e) => e.to_string(),
-            Ok(plan) => plan.check(&m).unwrap_err(),
+            Ok(plan) => plan.check(&m).unwrap_err().in_file(&bad).to_string(),
         }
     };
     let e = edit(&|v| v["layers"][0]["sparsity"] = 1.0.into());

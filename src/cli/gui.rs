@@ -26,7 +26,7 @@ pub struct Args {
 pub fn run(a: &Args) -> anyhow::Result<()> {
     let start = match (&a.folder, &a.cfg, &a.weights) {
         (Some(dir), _, _) => {
-            let mut p = ProjectPaths::discover(dir).map_err(anyhow::Error::msg)?;
+            let mut p = ProjectPaths::discover(dir)?;
             p.data = a.data.clone().or(p.data);
             p.run = a.run.clone().or(p.run);
             p.plan = a.plan.clone().or(p.plan);

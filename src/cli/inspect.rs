@@ -126,7 +126,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                         layout.convs.iter().map(|k| format!("conv_{}", k.block)).collect::<Vec<_>>().join(", ")
                     )
                 })?;
-                let stats = LayerStats::of(&weights, keys, 20).map_err(anyhow::Error::msg)?;
+                let stats = LayerStats::of(&weights, keys, 20)?;
                 let cuts = [Method::L1, Method::L1Filter, Method::L2Filter]
                     .into_iter()
                     .map(|m| MethodCuts {

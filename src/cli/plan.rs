@@ -52,7 +52,7 @@ pub fn run_suggest(a: &SuggestArgs) -> anyhow::Result<()> {
     let mut inputs = vec![("run.json", run_file.as_path()), ("points.jsonl", points_file.as_path())];
     inputs.extend(a.cfg.as_deref().map(|p| ("--cfg", p)));
     inputs.extend(a.weights.as_deref().map(|p| ("--weights", p)));
-    crate::fsio::refuse_input_as_output(&a.out, &inputs).map_err(anyhow::Error::msg)?;
+    crate::fsio::refuse_input_as_output(&a.out, &inputs)?;
     let run = store::read(&a.run)?;
     let (cfg, weights) = store::model_files(&run, &a.run, a.cfg.as_deref(), a.weights.as_deref())?;
     let model = PlanModel::load(&cfg, &weights, Some(run.header.eval.img_size))?;
@@ -109,7 +109,7 @@ pub struct ExportArgs {
 }
 
 pub fn run_export(a: &ExportArgs) -> anyhow::Result<()> {
-    crate::fsio::refuse_input_as_output(&a.out, &[("--plan", &a.plan)]).map_err(anyhow::Error::msg)?;
+    crate::fsio::refuse_input_as_output(&a.out, &[("--plan", &a.plan)])?;
     let p = Plan::read(&a.plan)?;
     crate::fsio::write_atomic(&a.out, p.export(a.format))?;
     println!("wrote {}", a.out.display());
@@ -136,14 +136,10 @@ pub struct PruneArgs {
 }
 
 pub fn run_prune(a: &PruneArgs) -> anyhow::Result<()> {
-    crate::fsio::refuse_input_as_output(
-        &a.out,
-        &[("--weights", &a.weights), ("--cfg", &a.cfg), ("--plan", &a.plan)],
-    )
-    .map_err(anyhow::Error::msg)?;
+    crate::fsio::refuse_input_as_output(&a.out, &[("--weights", &a.weights), ("--cfg", &a.cfg), ("--plan", &a.plan)])?;
     let p = Plan::read(&a.plan)?;
     let model = PlanModel::load(&a.cfg, &a.weights, Some(p.img_size))?;
-    p.check(&model).map_err(|m| anyhow::anyhow!("{}: {m}", a.plan.display()))?;
+    p.check(&model).map_err(|e| e.in_file(&a.plan))?;
     let (counts, nonzero) = p.prune_into(&model, &a.out)?;
     for (layer, c) in &counts {
         println!("{layer:<10} {:>9} weights zeroed {:>5} filters", c.weights_zeroed, c.filters_zeroed);

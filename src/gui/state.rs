@@ -86,7 +86,7 @@ impl Project {
             })
             .collect();
         let curves = match &run {
-            Some(r) if r.baseline.is_some() => Some(Curves::of(r, r.header.metric)?),
+            Some(r) if r.baseline.is_some() => Some(Curves::of(r, r.header.metric).map_err(|e| e.to_string())?),
             _ => None,
         };
         let (method, metric) = run

@@ -285,7 +285,7 @@ fn compare_in(
 
 fn layer_stats(model: &PlanModel, block: usize) -> Result<LayerStats, String> {
     let keys = model.layout.conv(block).ok_or_else(|| format!("conv_{block}: no convolution in the model"))?;
-    LayerStats::of(&model.weights, keys, 60)
+    LayerStats::of(&model.weights, keys, 60).map_err(|e| e.to_string())
 }
 
 /// A working folder for GUI jobs, under the user's cache.

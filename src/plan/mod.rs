@@ -7,16 +7,16 @@ pub mod suggest;
 
 pub use suggest::{Budget, Curves, LayerCurve, Resource};
 
-use crate::prune::{prune_layer, Method, PruneCount};
-use suggest::{block_of, Level};
 use crate::model::effective::{ConvCounts, EffectiveCost, ModelCounts};
 use crate::model::{Cfg, Graph, Layout, Weights, WeightsFormat};
 use crate::provenance::{DatasetRef, FileRef, ModelRef};
+use crate::prune::{prune_layer, Method, PruneCount};
 use crate::sensitivity::store;
 use crate::sensitivity::{Metric, StoredRun};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use suggest::{block_of, Level};
 
 pub const PLAN_FORMAT: &str = "prunescope.plan/1";
 
@@ -93,22 +93,39 @@ pub struct Plan {
 }
 
 /// Why a plan could not be read, made, checked or applied. Each message names the file (or
-/// the option) and what was expected; the cause is kept as the source.
+/// the option) and what was expected; an underlying failure is spelled out in the message and
+/// kept as the [`source`](std::error::Error::source).
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
-    #[error(transparent)]
+    #[error("{0}")]
     Cfg(#[from] crate::model::CfgError),
-    #[error(transparent)]
+    #[error("{0}")]
     Weights(#[from] crate::model::WeightsError),
-    #[error(transparent)]
+    #[error("{0}")]
     Store(#[from] store::StoreError),
-    #[error(transparent)]
+    #[error("{0}")]
     Write(#[from] crate::fsio::IoError),
+    /// An output that names one of the inputs.
+    #[error("{0}")]
+    InputIsOutput(#[from] crate::fsio::InputIsOutput),
+    /// An error about the contents of the file or folder `path` (a plan file, a run folder).
+    #[error("{}: {source}", path.display())]
+    In {
+        path: PathBuf,
+        #[source]
+        source: Box<PlanError>,
+    },
     #[error("{}: cannot read: {source}", path.display())]
     Read {
         path: PathBuf,
         #[source]
         source: std::io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    NotUtf8 {
+        path: PathBuf,
+        #[source]
+        source: crate::fsio::NotUtf8,
     },
     #[error("{}: line {}: not JSON: {source}", path.display(), source.line())]
     Json {
@@ -127,15 +144,78 @@ pub enum PlanError {
         #[source]
         source: serde_json::Error,
     },
-    /// A field of the plan or the run holds a value outside its range.
-    #[error("{}: {message}", path.display())]
-    Invalid { path: PathBuf, message: String },
-    /// The plan, run and model do not belong together.
-    #[error("{}: {message}", path.display())]
-    Mismatch { path: PathBuf, message: String },
-    /// What the user asked for (a target, a frozen layer, an output) cannot be done.
-    #[error("{0}")]
-    Request(String),
+    /// `layers[index]` of a plan has a sparsity outside [0, 1).
+    #[error("layers[{index}] ({layer}): sparsity {sparsity} is outside [0, 1)")]
+    LayerSparsity { index: usize, layer: String, sparsity: f64 },
+    /// `layers[index]` of a plan is named after another block than its own.
+    #[error("layers[{index}]: name `{layer}` does not match block {block}: expected conv_{block}")]
+    LayerName { index: usize, layer: String, block: usize },
+    /// `layers[index]` of a plan repeats an earlier layer.
+    #[error("layers[{index}]: {layer} appears twice")]
+    LayerTwice { index: usize, layer: String },
+    /// The plan names a cfg of other content (hashes, shortened) than the model's.
+    #[error("the plan was made for another cfg ({}, sha256 {plan_sha256}…), not {} (sha256 {model_sha256}…)", plan.display(), model.display())]
+    OtherCfg { plan: PathBuf, plan_sha256: String, model: PathBuf, model_sha256: String },
+    /// The plan names weights of other content than the model's.
+    #[error(
+        "the plan was made for other weights ({}, sha256 {plan_sha256}…), not {} (sha256 {model_sha256}…): suggest a new plan for these weights",
+        plan.display(), model.display()
+    )]
+    OtherWeights { plan: PathBuf, plan_sha256: String, model: PathBuf, model_sha256: String },
+    /// A plan layer at a block that is no convolution of the model's cfg.
+    #[error("unknown layer {layer}: {cfg} has no convolution at block {block}")]
+    UnknownLayer { layer: String, cfg: String, block: usize },
+    /// A sparsity set by hand outside [0, 1).
+    #[error("sparsity {sparsity} is outside [0, 1)")]
+    Sparsity { sparsity: f64 },
+    /// A layer set by hand that the plan does not list.
+    #[error("conv_{block} is not in the plan")]
+    NotInPlan { block: usize },
+    /// A run without a baseline has no curves.
+    #[error("the run has no baseline yet: it has not started")]
+    NoBaseline,
+    /// A run whose baseline is no measurement (COCOeval's −1 for "no ground truth").
+    #[error(
+        "the run's baseline {} is {value}: no valid measurement (no image or no labelled object was evaluated); run the analysis again on a labelled validation set",
+        metric.label()
+    )]
+    InvalidBaseline { metric: Metric, value: f64 },
+    /// A point of the run whose metric is no measurement.
+    #[error(
+        "the run's point {layer} at {:.0}% has {} = {value}: no valid measurement; run the analysis again",
+        sparsity * 100.0, metric.label()
+    )]
+    InvalidPoint { layer: String, sparsity: f64, metric: Metric, value: f64 },
+    /// The run was made on another model (content hashes) than the plan's.
+    #[error(
+        "{}: the run analysed {} + {}, whose content differs from {} + {}",
+        run_file.display(), run_cfg.display(), run_weights.display(), cfg.display(), weights.display()
+    )]
+    RunMismatch { run_file: PathBuf, run_cfg: PathBuf, run_weights: PathBuf, cfg: PathBuf, weights: PathBuf },
+    /// `--freeze` names a layer the run did not analyse.
+    #[error("--freeze {layer}: not a layer of the run (it has {layers})")]
+    FrozenUnknown { layer: String, layers: String },
+    /// A global target outside (0, 100) %.
+    #[error("target {percent}: expected a reduction between 0 and 100 %")]
+    Target { percent: f64 },
+    /// A layer of the run that is no convolution of the model.
+    #[error("{layer}: no convolution in the model")]
+    NotConv { layer: String },
+    /// A global target larger than the analysed layers can remove.
+    #[error(
+        "a {percent:.1}% {resource} reduction cannot be reached by the analysed layers at their measured sparsities (at most {max_percent:.1}%); analyse more layers or higher sparsities"
+    )]
+    Unreachable { percent: f64, resource: &'static str, max_percent: f64 },
+    /// A global target the search did not reach.
+    #[error("could not reach a {percent:.1}% {resource} reduction")]
+    NotReached { percent: f64, resource: &'static str },
+}
+
+impl PlanError {
+    /// This error, about the contents of `path` (a plan file, a run folder).
+    pub fn in_file(self, path: &Path) -> Self {
+        PlanError::In { path: path.to_path_buf(), source: Box::new(self) }
+    }
 }
 
 fn parent_dir(file: &Path) -> &Path {
@@ -143,10 +223,6 @@ fn parent_dir(file: &Path) -> &Path {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     }
-}
-
-fn request(message: impl Into<String>) -> PlanError {
-    PlanError::Request(message.into())
 }
 
 /// A model loaded for planning: cfg, graph at the plan's size, layout, weights and hashes.
@@ -221,8 +297,7 @@ impl Plan {
     pub fn read(path: &Path) -> Result<Self, PlanError> {
         let p = || path.to_path_buf();
         let bytes = std::fs::read(path).map_err(|source| PlanError::Read { path: p(), source })?;
-        let text =
-            crate::fsio::utf8_text(&bytes).map_err(|message| PlanError::Invalid { path: p(), message })?;
+        let text = crate::fsio::utf8_text(&bytes).map_err(|source| PlanError::NotUtf8 { path: p(), source })?;
         let value: serde_json::Value =
             serde_json::from_str(text).map_err(|source| PlanError::Json { path: p(), source })?;
         match value.get("format").and_then(|v| v.as_str()) {
@@ -231,7 +306,7 @@ impl Plan {
         }
         let mut plan: Plan =
             serde_json::from_value(value).map_err(|source| PlanError::Content { path: p(), source })?;
-        plan.check_values().map_err(|message| PlanError::Invalid { path: p(), message })?;
+        plan.check_values().map_err(|e| e.in_file(path))?;
         plan.map_paths(|p| crate::provenance::resolve(parent_dir(path), p));
         Ok(plan)
     }
@@ -256,19 +331,17 @@ impl Plan {
     }
 
     /// Sparsities in [0, 1), names of the form `conv_{block}`, no layer twice.
-    pub fn check_values(&self) -> Result<(), String> {
-        for (i, l) in self.layers.iter().enumerate() {
+    pub fn check_values(&self) -> Result<(), PlanError> {
+        for (index, l) in self.layers.iter().enumerate() {
+            let layer = || l.layer.clone();
             if !(l.sparsity >= 0.0 && l.sparsity < 1.0) {
-                return Err(format!("layers[{i}] ({}): sparsity {} is outside [0, 1)", l.layer, l.sparsity));
+                return Err(PlanError::LayerSparsity { index, layer: layer(), sparsity: l.sparsity });
             }
             if block_of(&l.layer) != Some(l.block) {
-                return Err(format!(
-                    "layers[{i}]: name `{}` does not match block {}: expected conv_{}",
-                    l.layer, l.block, l.block
-                ));
+                return Err(PlanError::LayerName { index, layer: layer(), block: l.block });
             }
-            if self.layers[..i].iter().any(|o| o.block == l.block) {
-                return Err(format!("layers[{i}]: {} appears twice", l.layer));
+            if self.layers[..index].iter().any(|o| o.block == l.block) {
+                return Err(PlanError::LayerTwice { index, layer: layer() });
             }
         }
         Ok(())
@@ -276,33 +349,34 @@ impl Plan {
 
     /// Refuses a plan made for another model (content hashes) or naming layers the model
     /// does not have as convolutions.
-    pub fn check(&self, model: &PlanModel) -> Result<(), String> {
+    /// The error names no file: callers say which plan it is ([`PlanError::in_file`]).
+    pub fn check(&self, model: &PlanModel) -> Result<(), PlanError> {
         self.check_values()?;
-        if self.model.cfg.sha256 != model.reference.cfg.sha256 {
-            return Err(format!(
-                "the plan was made for another cfg ({}, sha256 {}…), not {} (sha256 {}…)",
-                self.model.cfg.path.display(),
-                &self.model.cfg.sha256[..12.min(self.model.cfg.sha256.len())],
-                model.reference.cfg.path.display(),
-                &model.reference.cfg.sha256[..12]
-            ));
+        let short = |h: &str| h[..12.min(h.len())].to_string();
+        let (mine, theirs) = (&self.model, &model.reference);
+        if mine.cfg.sha256 != theirs.cfg.sha256 {
+            return Err(PlanError::OtherCfg {
+                plan: mine.cfg.path.clone(),
+                plan_sha256: short(&mine.cfg.sha256),
+                model: theirs.cfg.path.clone(),
+                model_sha256: short(&theirs.cfg.sha256),
+            });
         }
-        if self.model.weights.sha256 != model.reference.weights.sha256 {
-            return Err(format!(
-                "the plan was made for other weights ({}, sha256 {}…), not {} (sha256 {}…): \
-                 suggest a new plan for these weights",
-                self.model.weights.path.display(),
-                &self.model.weights.sha256[..12.min(self.model.weights.sha256.len())],
-                model.reference.weights.path.display(),
-                &model.reference.weights.sha256[..12]
-            ));
+        if mine.weights.sha256 != theirs.weights.sha256 {
+            return Err(PlanError::OtherWeights {
+                plan: mine.weights.path.clone(),
+                plan_sha256: short(&mine.weights.sha256),
+                model: theirs.weights.path.clone(),
+                model_sha256: short(&theirs.weights.sha256),
+            });
         }
         for l in &self.layers {
             if model.conv_keys(l.block).is_none() {
-                return Err(format!(
-                    "unknown layer {}: {} has no convolution at block {}",
-                    l.layer, model.cfg.source, l.block
-                ));
+                return Err(PlanError::UnknownLayer {
+                    layer: l.layer.clone(),
+                    cfg: model.cfg.source.clone(),
+                    block: l.block,
+                });
             }
         }
         Ok(())
@@ -314,11 +388,11 @@ impl Plan {
     }
 
     /// Sets one layer by hand (0 ≤ s < 1), refreshing its predicted drop from `curves`.
-    pub fn set(&mut self, block: usize, sparsity: f64, curves: Option<&Curves>) -> Result<(), String> {
+    pub fn set(&mut self, block: usize, sparsity: f64, curves: Option<&Curves>) -> Result<(), PlanError> {
         if !(0.0..1.0).contains(&sparsity) {
-            return Err(format!("sparsity {sparsity} is outside [0, 1)"));
+            return Err(PlanError::Sparsity { sparsity });
         }
-        let l = self.layers.iter_mut().find(|l| l.block == block).ok_or(format!("conv_{block} is not in the plan"))?;
+        let l = self.layers.iter_mut().find(|l| l.block == block).ok_or(PlanError::NotInPlan { block })?;
         l.sparsity = sparsity;
         l.origin = Origin::Manual;
         l.predicted_drop = drop_of(curves, &l.layer, sparsity);
@@ -380,8 +454,7 @@ impl Plan {
         crate::fsio::refuse_input_as_output(
             out,
             &[("checkpoint", &model.reference.weights.path), ("cfg", &model.reference.cfg.path)],
-        )
-        .map_err(request)?;
+        )?;
         let mut w = model.weights.clone();
         let counts = self.apply(&mut w, &model.layout);
         w.save(out, &model.layout)?;
@@ -507,15 +580,12 @@ impl std::fmt::Display for Rule {
 pub fn check_run(run: &StoredRun, model: &PlanModel, run_dir: &Path) -> Result<(), PlanError> {
     let h = &run.header.model;
     if h.cfg.sha256 != model.reference.cfg.sha256 || h.weights.sha256 != model.reference.weights.sha256 {
-        return Err(PlanError::Mismatch {
-            path: run_dir.join(store::RUN_FILE),
-            message: format!(
-                "the run analysed {} + {}, whose content differs from {} + {}",
-                h.cfg.path.display(),
-                h.weights.path.display(),
-                model.reference.cfg.path.display(),
-                model.reference.weights.path.display()
-            ),
+        return Err(PlanError::RunMismatch {
+            run_file: run_dir.join(store::RUN_FILE),
+            run_cfg: h.cfg.path.clone(),
+            run_weights: h.weights.path.clone(),
+            cfg: model.reference.cfg.path.clone(),
+            weights: model.reference.weights.path.clone(),
         });
     }
     Ok(())
@@ -531,14 +601,10 @@ pub fn suggest(
     frozen: &[String],
 ) -> Result<Plan, PlanError> {
     check_run(run, model, run_dir)?;
-    let curves =
-        Curves::of(run, metric).map_err(|message| PlanError::Invalid { path: run_dir.to_path_buf(), message })?;
+    let curves = Curves::of(run, metric).map_err(|e| e.in_file(run_dir))?;
     for f in frozen {
         if curves.index_of(f).is_none() {
-            return Err(request(format!(
-                "--freeze {f}: not a layer of the run (it has {})",
-                run.header.layers.join(", ")
-            )));
+            return Err(PlanError::FrozenUnknown { layer: f.clone(), layers: run.header.layers.join(", ") });
         }
     }
     let is_frozen = |name: &str| frozen.iter().any(|f| f == name);
@@ -586,7 +652,7 @@ fn global(
     is_frozen: &dyn Fn(&str) -> bool,
 ) -> Result<Vec<f64>, PlanError> {
     if !(fraction > 0.0 && fraction < 1.0) {
-        return Err(request(format!("target {}: expected a reduction between 0 and 100 %", fraction * 100.0)));
+        return Err(PlanError::Target { percent: fraction * 100.0 });
     }
     let counts = ModelCounts::of(&model.cfg, &model.layout, &model.weights);
     let pick = |c: crate::model::effective::Cost| match resource {
@@ -601,7 +667,7 @@ fn global(
             for &(s, _) in layer.points.iter().skip(1) {
                 let pruned = model
                     .pruned_counts(layer.block, method, s)
-                    .ok_or_else(|| request(format!("{}: no convolution in the model", layer.layer)))?;
+                    .ok_or_else(|| PlanError::NotConv { layer: layer.layer.clone() })?;
                 let after = pick(counts.effective(&model.cfg, &model.graph, &[(layer.block, &pruned)]).total());
                 let loss = curves.drop_at(i, s).unwrap_or(f64::INFINITY);
                 levels.push(Level { sparsity: s, removed: base.saturating_sub(after), loss });
@@ -617,13 +683,11 @@ fn global(
     for _ in 0..8 {
         let (choice, _) = suggest::knapsack(&items, need, 20_000).ok_or_else(|| {
             let max: u64 = items.iter().map(|l| l.iter().map(|x| x.removed).max().unwrap_or(0)).sum();
-            request(format!(
-                    "a {:.1}% {} reduction cannot be reached by the analysed layers at their measured sparsities \
-                     (at most {:.1}%); analyse more layers or higher sparsities",
-                    fraction * 100.0,
-                    resource.label(),
-                    100.0 * max as f64 / base.max(1) as f64
-            ))
+            PlanError::Unreachable {
+                percent: fraction * 100.0,
+                resource: resource.label(),
+                max_percent: 100.0 * max as f64 / base.max(1) as f64,
+            }
         })?;
         let sparsities: Vec<f64> = choice.iter().zip(&items).map(|(&k, l)| l[k].sparsity).collect();
         let mut w = model.weights.clone();
@@ -642,7 +706,7 @@ fn global(
         }
         need += goal - removed;
     }
-    Err(request(format!("could not reach a {:.1}% {} reduction", fraction * 100.0, resource.label())))
+    Err(PlanError::NotReached { percent: fraction * 100.0, resource: resource.label() })
 }
 
 /// Fast plan predictions for interactive editing: the counts of each (layer, sparsity) are

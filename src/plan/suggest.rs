@@ -11,6 +11,7 @@
 //! The predicted metric of a plan is the baseline minus the sum of the per-layer drops: an
 //! estimate that assumes the layers' losses add up.
 
+use super::PlanError;
 use crate::sensitivity::{Metric, StoredRun};
 use serde::{Deserialize, Serialize};
 
@@ -56,26 +57,21 @@ pub struct Curves {
 
 impl Curves {
     /// The curves of `run`'s layers (every layer of the run, measured points only).
-    pub fn of(run: &StoredRun, metric: Metric) -> Result<Self, String> {
-        let baseline =
-            run.baseline.map(|(m, _)| m.get(metric)).ok_or("the run has no baseline yet: it has not started")?;
+    pub fn of(run: &StoredRun, metric: Metric) -> Result<Self, PlanError> {
+        let baseline = run.baseline.map(|(m, _)| m.get(metric)).ok_or(PlanError::NoBaseline)?;
         // A metric outside 0…1 (COCOeval's −1 for "no ground truth") is no measurement: curves
         // made from it would turn into a plan "with no drop".
         let measured = |v: f64| (0.0..=1.0).contains(&v);
         if !measured(baseline) {
-            return Err(format!(
-                "the run's baseline {} is {baseline}: no valid measurement (no image or no labelled object was evaluated); run the analysis again on a labelled validation set",
-                metric.label()
-            ));
+            return Err(PlanError::InvalidBaseline { metric, value: baseline });
         }
         if let Some(p) = run.points.iter().find(|p| !measured(p.metrics.get(metric))) {
-            return Err(format!(
-                "the run's point {} at {:.0}% has {} = {}: no valid measurement; run the analysis again",
-                p.layer,
-                p.sparsity * 100.0,
-                metric.label(),
-                p.metrics.get(metric)
-            ));
+            return Err(PlanError::InvalidPoint {
+                layer: p.layer.clone(),
+                sparsity: p.sparsity,
+                metric,
+                value: p.metrics.get(metric),
+            });
         }
         let mut layers = Vec::new();
         for name in &run.header.layers {
@@ -298,7 +294,8 @@ mod tests {
     fn budgets_parse() {
         assert_eq!("0.01".parse::<Budget>().unwrap(), Budget::Absolute(0.01));
         assert_eq!("2%".parse::<Budget>().unwrap(), Budget::Relative(0.02));
-        assert!("-1".parse::<Budget>().unwrap_err().contains("expected a metric drop"));
+        assert!("-1".parse::<Budget>().unwrap_err().contains("outside 0…1"));
+        assert!("x".parse::<Budget>().unwrap_err().contains("expected a metric drop"));
         assert!("x%".parse::<Budget>().is_err());
     }
 

@@ -7,6 +7,14 @@ use crate::model::weights::ConvKeys;
 use crate::model::Weights;
 use serde::Serialize;
 
+/// Why a layer's statistics could not be computed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StatsError {
+    /// The checkpoint lacks the convolution's weight tensor.
+    #[error("conv_{block}: the checkpoint has no tensor {tensor}")]
+    NoTensor { block: usize, tensor: String },
+}
+
 /// The statistics of one layer.
 #[derive(Debug, Clone, Serialize)]
 pub struct LayerStats {
@@ -38,11 +46,11 @@ pub struct Cut {
 
 impl LayerStats {
     /// Statistics of convolution `keys` in `weights`, with a histogram of `bins` bins.
-    pub fn of(weights: &Weights, keys: &ConvKeys, bins: usize) -> Result<Self, String> {
+    pub fn of(weights: &Weights, keys: &ConvKeys, bins: usize) -> Result<Self, StatsError> {
         let w = weights
             .tensors
             .get(&keys.weight)
-            .ok_or_else(|| format!("conv_{}: the checkpoint has no tensor {}", keys.block, keys.weight))?;
+            .ok_or_else(|| StatsError::NoTensor { block: keys.block, tensor: keys.weight.clone() })?;
         let mut sorted: Vec<f32> = w.data.iter().map(|v| v.abs()).collect();
         sorted.sort_by(|a, b| a.total_cmp(b));
         let max = sorted.last().copied().unwrap_or(0.0) as f64;

@@ -3,13 +3,13 @@
 //! stored and streamed as events.
 
 use super::store::{self, EvalSettings, RunHeader, RunWriter, RUN_FORMAT};
-use crate::provenance::{self, DatasetRef, FileRef, ModelRef};
 use super::worker::{self, Batch, Job, Pixels, Shared, WorkerMsg};
 use super::{AnalysisConfig, Event, LayerInfo, Metrics, PointRecord, Record, RunSummary, RunTiming, SensitivityError};
 use crate::data::{letterbox, load_rgb, DataError, DetectionDataset, Letterboxed, OnBad, SkipReport};
 use crate::eval::{self, EvalConfig};
 use crate::metrics::nms::NmsConfig;
 use crate::model::{parse_device, BlockKind, Cfg, Darknet, Graph, Layout, Source, Weights};
+use crate::provenance::{self, DatasetRef, FileRef, ModelRef};
 use crossbeam_channel::Sender;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -18,10 +18,6 @@ use std::time::Instant;
 use tch::Device;
 
 type Result<T> = std::result::Result<T, SensitivityError>;
-
-fn config_err(m: impl Into<String>) -> SensitivityError {
-    SensitivityError::Config(m.into())
-}
 
 /// Matches `name` against a pattern with `*` (any run) and `?` (one character).
 fn glob(pattern: &str, name: &str) -> bool {
@@ -50,11 +46,11 @@ pub fn select_layers(cfg: &Cfg, patterns: &[String], include_heads: bool) -> Res
     let excludes: Vec<&str> = excludes.iter().map(|p| &p[1..]).collect();
     for p in includes.iter().chain(&excludes) {
         if !convs.iter().any(|&i| glob(p, &name(i))) {
-            return Err(config_err(format!(
-                "--layers: `{p}` matches no convolution of {} (it has {})",
-                cfg.source,
-                summarize_names(&convs)
-            )));
+            return Err(SensitivityError::NoMatch {
+                pattern: p.to_string(),
+                cfg: cfg.source.to_string(),
+                convolutions: summarize_names(&convs),
+            });
         }
     }
     let selected: Vec<usize> = convs
@@ -69,7 +65,7 @@ pub fn select_layers(cfg: &Cfg, patterns: &[String], include_heads: bool) -> Res
         })
         .collect();
     if selected.is_empty() {
-        return Err(config_err("--layers selects no convolution"));
+        return Err(SensitivityError::NoLayers);
     }
     Ok(selected)
 }
@@ -105,14 +101,12 @@ fn dataset_hash(ds: &DetectionDataset) -> String {
 
 fn check_sparsities(s: &[f64]) -> Result<Vec<f64>> {
     if s.is_empty() {
-        return Err(config_err("--sparsities: give at least one sparsity"));
+        return Err(SensitivityError::NoSparsities);
     }
     let mut out = Vec::new();
     for &v in s {
         if !(v > 0.0 && v < 1.0) {
-            return Err(config_err(format!(
-                "--sparsities: {v} is outside (0, 1): give fractions such as 0.05,0.5 or percents such as 5,50"
-            )));
+            return Err(SensitivityError::Sparsity { value: v });
         }
         if !out.contains(&v) {
             out.push(v);
@@ -124,7 +118,7 @@ fn check_sparsities(s: &[f64]) -> Result<Vec<f64>> {
 
 /// The run's devices: one per worker.
 fn devices(config: &AnalysisConfig) -> Result<Vec<Device>> {
-    let first = parse_device(&config.device).map_err(|e| config_err(e.to_string()))?;
+    let first = parse_device(&config.device)?;
     let gpus = if matches!(first, Device::Cuda(_)) { tch::Cuda::device_count() as usize } else { 0 };
     Ok(match first {
         // `cuda`/`auto` with GPUs: one worker per device unless told otherwise.
@@ -225,19 +219,18 @@ pub fn run(config: &AnalysisConfig, events: &Sender<Event>, cancel: &AtomicBool)
     let weights = Weights::load(&config.weights, &layout)?;
     let mut dataset = DetectionDataset::open(&config.data, Some(cfg.classes()), OnBad::Skip)?;
     if dataset.num_classes() != cfg.classes() {
-        return Err(config_err(format!(
-            "{} names {} classes but {} predicts {}: expected the same class list",
-            config.data.display(),
-            dataset.num_classes(),
-            config.cfg.display(),
-            cfg.classes()
-        )));
+        return Err(SensitivityError::Classes {
+            data: config.data.clone(),
+            classes: dataset.num_classes(),
+            cfg: config.cfg.clone(),
+            cfg_classes: cfg.classes(),
+        });
     }
     if let Some(n) = config.limit {
         dataset.limit(n);
     }
     if dataset.samples.is_empty() {
-        return Err(config_err(format!("{}: no validation images", config.data.display())));
+        return Err(SensitivityError::NoImages { data: config.data.clone() });
     }
     let layers = select_layers(&cfg, &config.layers, config.include_heads)?;
     let devices = devices(config)?;
@@ -403,7 +396,7 @@ pub fn run(config: &AnalysisConfig, events: &Sender<Event>, cancel: &AtomicBool)
             cache.push(None);
             continue;
         }
-        let x = batch.tensor(size, devices[0], &dataset).map_err(SensitivityError::Worker)?;
+        let x = batch.tensor(size, devices[0], &dataset)?;
         let out = net.forward_from(0, &x.size(), BTreeMap::from([(Source::Image, x.shallow_clone())]), want_cache)?;
         if need_baseline {
             baseline_preds.extend(eval::postprocess(&out.detections, &batch.metas, &ecfg.nms)?);
@@ -467,7 +460,7 @@ pub fn run(config: &AnalysisConfig, events: &Sender<Event>, cancel: &AtomicBool)
     let per_worker_threads = if matches!(devices[0], Device::Cpu) { (threads / devices.len()).max(1) } else { 1 };
     let points_started = Instant::now();
     let mut computed = 0usize;
-    let mut failure: Option<String> = None;
+    let mut failure: Option<SensitivityError> = None;
     let mut point_macs = 0u64;
     let mut images_run = 0u64;
     std::thread::scope(|scope| {
@@ -497,7 +490,7 @@ pub fn run(config: &AnalysisConfig, events: &Sender<Event>, cancel: &AtomicBool)
                 }
                 WorkerMsg::Point(p) => {
                     if let Err(e) = writer.append(&Record::Point(p.clone())) {
-                        failure.get_or_insert(e.to_string());
+                        failure.get_or_insert(e.into());
                         cancel.store(true, Ordering::Relaxed);
                         continue;
                     }
@@ -528,14 +521,14 @@ pub fn run(config: &AnalysisConfig, events: &Sender<Event>, cancel: &AtomicBool)
                     point_macs += t.macs;
                 }
                 Err(_) => {
-                    failure.get_or_insert("a worker panicked".into());
+                    failure.get_or_insert(SensitivityError::WorkerPanicked);
                 }
             }
         }
     });
     timing.wall_s = started.elapsed().as_secs_f64();
     if let Some(e) = failure {
-        return Err(SensitivityError::Worker(e));
+        return Err(e);
     }
     if computed < pending.len() {
         send(Event::Cancelled);

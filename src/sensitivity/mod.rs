@@ -14,7 +14,7 @@ pub mod merge;
 pub mod store;
 mod worker;
 
-pub use worker::pruned_detections;
+pub use worker::{pruned_detections, WorkerError};
 
 pub use engine::{run, select_layers};
 pub use store::{PointRecord, Record, RunHeader, Shard, StoredRun};
@@ -221,27 +221,66 @@ pub enum Event {
     Cancelled,
 }
 
-/// A sensitivity error: bad settings or input (with the file), or a failure on the way.
+/// A sensitivity error: bad settings or input (naming the option or file), or a failure on
+/// the way. Where another module's error is the cause, the message spells it out and keeps it
+/// as the [`source`](std::error::Error::source).
 #[derive(Debug, thiserror::Error)]
 pub enum SensitivityError {
+    /// A `--layers` pattern that matches no convolution of the cfg.
+    #[error("--layers: `{pattern}` matches no convolution of {cfg} (it has {convolutions})")]
+    NoMatch { pattern: String, cfg: String, convolutions: String },
+    #[error("--layers selects no convolution")]
+    NoLayers,
+    #[error("--sparsities: give at least one sparsity")]
+    NoSparsities,
+    #[error("--sparsities: {value} is outside (0, 1): give fractions such as 0.05,0.5 or percents such as 5,50")]
+    Sparsity { value: f64 },
+    /// The dataset's class list is not the model's.
+    #[error("{} names {classes} classes but {} predicts {cfg_classes}: expected the same class list", data.display(), cfg.display())]
+    Classes { data: PathBuf, classes: usize, cfg: PathBuf, cfg_classes: usize },
+    #[error("{}: no validation images", data.display())]
+    NoImages { data: PathBuf },
     #[error("{0}")]
-    Config(String),
-    #[error(transparent)]
+    Device(#[from] crate::model::DeviceError),
+    #[error("{0}")]
     Cfg(#[from] crate::model::CfgError),
-    #[error(transparent)]
+    #[error("{0}")]
     Weights(#[from] crate::model::WeightsError),
-    #[error(transparent)]
+    #[error("{0}")]
     Data(#[from] crate::data::DataError),
-    #[error(transparent)]
+    #[error("{0}")]
     Store(#[from] store::StoreError),
-    #[error(transparent)]
+    #[error("{0}")]
     Forward(#[from] crate::model::ForwardError),
-    #[error(transparent)]
+    #[error("{0}")]
     Eval(#[from] crate::eval::EvalError),
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
+    /// A batch's input for the baseline pass.
     #[error("{0}")]
-    Worker(String),
+    Input(#[source] Box<WorkerError>),
+    /// A worker that could not put its model copy on its device.
+    #[error("worker on {device:?}: {source}")]
+    WorkerStart {
+        device: tch::Device,
+        #[source]
+        source: crate::model::ForwardError,
+    },
+    /// A worker's failure on the points of one layer.
+    #[error("conv_{block}: {source}")]
+    Point {
+        block: usize,
+        #[source]
+        source: Box<WorkerError>,
+    },
+    #[error("a worker panicked")]
+    WorkerPanicked,
     #[error("cancelled")]
     Cancelled,
+}
+
+impl From<WorkerError> for SensitivityError {
+    fn from(e: WorkerError) -> Self {
+        Self::Input(Box::new(e))
+    }
 }

@@ -73,8 +73,8 @@ pub struct RunHeader {
 impl RunHeader {
     /// Everything that must agree for points to be comparable (not paths, time, device
     /// or shard).
-    pub fn same_analysis(&self, other: &RunHeader) -> Result<(), String> {
-        let checks: [(&str, bool, String, String); 7] = [
+    pub fn same_analysis(&self, other: &RunHeader) -> Result<(), Mismatch> {
+        let checks: [(&'static str, bool, String, String); 7] = [
             (
                 "cfg",
                 self.model.cfg.sha256 == other.model.cfg.sha256,
@@ -103,14 +103,9 @@ impl RunHeader {
             ("layers", self.layers == other.layers, self.layers.join(","), other.layers.join(",")),
             ("evaluation settings", self.eval == other.eval, format!("{:?}", self.eval), format!("{:?}", other.eval)),
         ];
-        for (what, same, a, b) in checks {
+        for (what, same, run, this) in checks {
             if !same {
-                let hint = if what == "cfg" || what == "weights" || what == "dataset" {
-                    " (the content hashes differ)"
-                } else {
-                    ""
-                };
-                return Err(format!("mismatched {what}{hint}: the run has {a}, this analysis has {b}"));
+                return Err(Mismatch { what, run, this });
             }
         }
         Ok(())
@@ -137,35 +132,133 @@ pub struct PointRecord {
     pub seconds: f64,
 }
 
-/// A store error names the file and what was wrong.
+/// A store error: each message names the file (and the line where there is one) and what was
+/// wrong; an underlying failure is spelled out in the message and kept as the
+/// [`source`](std::error::Error::source).
 #[derive(Debug, thiserror::Error)]
-#[error("{}{}: {message}", file.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
-pub struct StoreError {
-    pub file: PathBuf,
-    pub line: Option<usize>,
-    pub message: String,
+pub enum StoreError {
+    /// A file that cannot be read, created, opened or written (see [`crate::fsio::IoError`]).
+    #[error("{0}")]
+    Io(#[from] fsio::IoError),
+    /// Another process holds the run folder's lock.
+    #[error(
+        "{}: another prunescope process is writing to this run folder ({holder}): wait for it to finish or stop it, or choose another folder",
+        dir.display()
+    )]
+    Locked { dir: PathBuf, holder: String },
+    /// run.json is not JSON.
+    #[error("{}:{line}: not JSON: {source}", file.display())]
+    Json {
+        file: PathBuf,
+        line: usize,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// run.json of another format (or none).
+    #[error("{}: {}", file.display(), match found {
+        Some(f) => format!("format `{f}` is not supported: expected `{RUN_FORMAT}`"),
+        None => format!("no `format` field: expected \"format\": \"{RUN_FORMAT}\""),
+    })]
+    Format { file: PathBuf, found: Option<String> },
+    /// run.json whose fields are not those of a run.
+    #[error("{}: unexpected content: {source}", file.display())]
+    Content {
+        file: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A line of points.jsonl (not the last, torn one) that is no record.
+    #[error("{}:{line}: not a point record: {source}", file.display())]
+    Record {
+        file: PathBuf,
+        line: usize,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A point of points.jsonl outside the grid of run.json.
+    #[error(
+        "{}:{line}: a point of {layer} (block {block}) at sparsity {sparsity}, which is not in the grid of {RUN_FILE}",
+        file.display()
+    )]
+    OffGrid { file: PathBuf, line: usize, layer: String, block: usize, sparsity: f64 },
+    /// A record that cannot be serialized.
+    #[error("{}: cannot serialize a record: {source}", file.display())]
+    Serialize {
+        file: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A model file run.json names that is not there, and no path was given instead.
+    #[error(
+        "{}: the {what} the run was made with, {}, is not there (paths in run.json are relative to the run folder): give its path with {flag} PATH",
+        file.display(), stored.display()
+    )]
+    ModelFileMissing { file: PathBuf, what: &'static str, stored: PathBuf, flag: &'static str },
+    /// A run is already in the folder a new one was to start in; `advice` says what to do.
+    #[error("{}: a run already exists here: {advice}", file.display())]
+    RunExists { file: PathBuf, advice: &'static str },
+    /// points.jsonl holds points but run.json is missing.
+    #[error(
+        "{}: {}: the folder holds points ({bytes} bytes) but no {RUN_FILE}, so what they were computed with is unknown; restore {RUN_FILE} to resume them, or choose another output folder (the points are left as they are)",
+        file.display(), if *resume { "cannot resume" } else { "cannot start a run here" }
+    )]
+    OrphanPoints { file: PathBuf, bytes: u64, resume: bool },
+    /// The stored run is of another analysis.
+    #[error("{}: cannot resume: {source}; start a new run with another --out", file.display())]
+    Resume {
+        file: PathBuf,
+        #[source]
+        source: Mismatch,
+    },
+    /// The stored run is another shard.
+    #[error("{}: cannot resume: the run is shard {stored:?}, this analysis is shard {this:?}", file.display())]
+    Shard { file: PathBuf, stored: Option<Shard>, this: Option<Shard> },
 }
 
-fn err(file: &Path, line: Option<usize>, message: impl Into<String>) -> StoreError {
-    StoreError { file: file.to_path_buf(), line, message: message.into() }
-}
-
-impl From<fsio::IoError> for StoreError {
-    fn from(e: fsio::IoError) -> Self {
-        err(&e.path, None, format!("{}: {}", e.what, e.source))
+impl StoreError {
+    /// The file (or folder) the error is about.
+    pub fn file(&self) -> &Path {
+        match self {
+            Self::Io(e) => &e.path,
+            Self::Locked { dir: file, .. }
+            | Self::Json { file, .. }
+            | Self::Format { file, .. }
+            | Self::Content { file, .. }
+            | Self::Record { file, .. }
+            | Self::OffGrid { file, .. }
+            | Self::Serialize { file, .. }
+            | Self::ModelFileMissing { file, .. }
+            | Self::RunExists { file, .. }
+            | Self::OrphanPoints { file, .. }
+            | Self::Resume { file, .. }
+            | Self::Shard { file, .. } => file,
+        }
     }
+
+    /// The line of the file the error is about, where there is one.
+    pub fn line(&self) -> Option<usize> {
+        match self {
+            Self::Json { line, .. } | Self::Record { line, .. } | Self::OffGrid { line, .. } => Some(*line),
+            _ => None,
+        }
+    }
+}
+
+/// What differs between two runs' analyses ([`RunHeader::same_analysis`]): `what` (cfg,
+/// weights, dataset, method, …) and its value in each.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("mismatched {what}{}: the run has {run}, this analysis has {this}",
+    if matches!(*what, "cfg" | "weights" | "dataset") { " (the content hashes differ)" } else { "" })]
+pub struct Mismatch {
+    pub what: &'static str,
+    pub run: String,
+    pub this: String,
 }
 
 /// Locks the run folder `dir` for writing (creating it), or says which process holds it.
 pub fn lock(dir: &Path) -> Result<DirLock, StoreError> {
     DirLock::acquire(dir).map_err(|e| match e {
-        LockError::Held { dir, holder } => err(
-            &dir,
-            None,
-            format!(
-                "another prunescope process is writing to this run folder ({holder}): wait for it to finish or stop it, or choose another folder"
-            ),
-        ),
+        LockError::Held { dir, holder } => StoreError::Locked { dir, holder },
         LockError::Io(e) => e.into(),
     })
 }
@@ -193,18 +286,13 @@ pub fn model_files(
     cfg: Option<&Path>,
     weights: Option<&Path>,
 ) -> Result<(PathBuf, PathBuf), StoreError> {
-    let pick = |given: Option<&Path>, stored: &Path, what: &str, flag: &str| -> Result<PathBuf, StoreError> {
+    let pick = |given: Option<&Path>, stored: &Path, what, flag| -> Result<PathBuf, StoreError> {
         match given {
             Some(p) => Ok(p.to_path_buf()),
             None if stored.is_file() => Ok(stored.to_path_buf()),
-            None => Err(err(
-                &dir.join(RUN_FILE),
-                None,
-                format!(
-                    "the {what} the run was made with, {}, is not there (paths in run.json are relative to the run folder): give its path with {flag} PATH",
-                    stored.display()
-                ),
-            )),
+            None => {
+                Err(StoreError::ModelFileMissing { file: dir.join(RUN_FILE), what, stored: stored.to_path_buf(), flag })
+            }
         }
     };
     Ok((
@@ -226,18 +314,18 @@ pub struct StoredRun {
 /// Reads run.json and points.jsonl of `dir`.
 pub fn read(dir: &Path) -> Result<StoredRun, StoreError> {
     let hp = dir.join(RUN_FILE);
-    let text = std::fs::read_to_string(&hp).map_err(|e| err(&hp, None, format!("cannot read: {e}")))?;
-    let value: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| err(&hp, Some(e.line()), format!("not JSON: {e}")))?;
+    let text = std::fs::read_to_string(&hp).map_err(|e| fsio::IoError::new(&hp, "cannot read", e))?;
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(|source| StoreError::Json {
+        file: hp.clone(),
+        line: source.line(),
+        source,
+    })?;
     match value.get("format").and_then(|f| f.as_str()) {
         Some(RUN_FORMAT) => {}
-        Some(other) => {
-            return Err(err(&hp, None, format!("format `{other}` is not supported: expected `{RUN_FORMAT}`")))
-        }
-        None => return Err(err(&hp, None, format!("no `format` field: expected \"format\": \"{RUN_FORMAT}\""))),
+        found => return Err(StoreError::Format { file: hp, found: found.map(String::from) }),
     }
     let mut header: RunHeader =
-        serde_json::from_value(value).map_err(|e| err(&hp, None, format!("unexpected content: {e}")))?;
+        serde_json::from_value(value).map_err(|source| StoreError::Content { file: hp.clone(), source })?;
     for p in [&mut header.model.cfg.path, &mut header.model.weights.path, &mut header.dataset.path] {
         *p = resolve(dir, p);
     }
@@ -245,7 +333,7 @@ pub fn read(dir: &Path) -> Result<StoredRun, StoreError> {
     let text = match std::fs::read_to_string(&pp) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(err(&pp, None, format!("cannot read: {e}"))),
+        Err(e) => return Err(fsio::IoError::new(&pp, "cannot read", e).into()),
     };
     let mut run = StoredRun { header, baseline: None, points: Vec::new(), torn_lines: Vec::new() };
     let lines: Vec<&str> = text.lines().collect();
@@ -260,14 +348,13 @@ pub fn read(dir: &Path) -> Result<StoredRun, StoreError> {
                     && p.layer == format!("conv_{}", p.block)
                     && run.header.sparsities.iter().any(|s| s.to_bits() == p.sparsity.to_bits());
                 if !grid {
-                    return Err(err(
-                        &pp,
-                        Some(n + 1),
-                        format!(
-                            "a point of {} (block {}) at sparsity {}, which is not in the grid of {RUN_FILE}",
-                            p.layer, p.block, p.sparsity
-                        ),
-                    ));
+                    return Err(StoreError::OffGrid {
+                        file: pp,
+                        line: n + 1,
+                        layer: p.layer,
+                        block: p.block,
+                        sparsity: p.sparsity,
+                    });
                 }
                 // A point written twice (two resumes racing) counts once.
                 if !run.points.iter().any(|q| q.block == p.block && q.sparsity == p.sparsity) {
@@ -276,7 +363,7 @@ pub fn read(dir: &Path) -> Result<StoredRun, StoreError> {
             }
             // Only the last line can be torn by a kill; anything else is damage.
             Err(_) if n + 1 == lines.len() && !text.ends_with('\n') => run.torn_lines.push(n + 1),
-            Err(e) => return Err(err(&pp, Some(n + 1), format!("not a point record: {e}"))),
+            Err(source) => return Err(StoreError::Record { file: pp, line: n + 1, source }),
         }
     }
     Ok(run)
@@ -295,14 +382,7 @@ fn refuse_orphan_points(dir: &Path, resume: bool) -> Result<(), StoreError> {
     let pp = dir.join(POINTS_FILE);
     let len = std::fs::metadata(&pp).map(|m| m.len()).unwrap_or(0);
     if len > 0 && !dir.join(RUN_FILE).exists() {
-        let what = if resume { "cannot resume" } else { "cannot start a run here" };
-        return Err(err(
-            &pp,
-            None,
-            format!(
-                "{what}: the folder holds points ({len} bytes) but no {RUN_FILE}, so what they were computed with is unknown; restore {RUN_FILE} to resume them, or choose another output folder (the points are left as they are)"
-            ),
-        ));
+        return Err(StoreError::OrphanPoints { file: pp, bytes: len, resume });
     }
     Ok(())
 }
@@ -314,16 +394,15 @@ impl RunWriter {
         let lock = lock(dir)?;
         let hp = dir.join(RUN_FILE);
         if hp.exists() {
-            return Err(err(
-                &hp,
-                None,
-                "a run already exists here: resume it (--resume, or Resume in the explorer) or choose another output folder",
-            ));
+            return Err(StoreError::RunExists {
+                file: hp,
+                advice: "resume it (--resume, or Resume in the explorer) or choose another output folder",
+            });
         }
         refuse_orphan_points(dir, false)?;
         write_header(dir, header)?;
         let pp = dir.join(POINTS_FILE);
-        let file = std::fs::File::create(&pp).map_err(|e| err(&pp, None, format!("cannot create: {e}")))?;
+        let file = std::fs::File::create(&pp).map_err(|e| fsio::IoError::new(&pp, "cannot create", e))?;
         Ok(Self { path: pp, file, _lock: lock })
     }
 
@@ -346,18 +425,16 @@ impl RunWriter {
             refuse_orphan_points(dir, true)?;
         }
         let stored = read(dir)?;
-        stored.header.same_analysis(header).map_err(|m| {
-            err(&dir.join(RUN_FILE), None, format!("cannot resume: {m}; start a new run with another --out"))
-        })?;
+        stored
+            .header
+            .same_analysis(header)
+            .map_err(|source| StoreError::Resume { file: dir.join(RUN_FILE), source })?;
         if stored.header.shard != header.shard {
-            return Err(err(
-                &dir.join(RUN_FILE),
-                None,
-                format!(
-                    "cannot resume: the run is shard {:?}, this analysis is shard {:?}",
-                    stored.header.shard, header.shard
-                ),
-            ));
+            return Err(StoreError::Shard {
+                file: dir.join(RUN_FILE),
+                stored: stored.header.shard,
+                this: header.shard,
+            });
         }
         let pp = dir.join(POINTS_FILE);
         // Drop a torn last line so the next record starts on a line of its own.
@@ -371,19 +448,20 @@ impl RunWriter {
             .create(true)
             .append(true)
             .open(&pp)
-            .map_err(|e| err(&pp, None, format!("cannot open: {e}")))?;
+            .map_err(|e| fsio::IoError::new(&pp, "cannot open", e))?;
         Ok((Self { path: pp, file, _lock: lock }, stored))
     }
 
     /// Appends one record and flushes it to the file.
     pub fn append(&mut self, record: &Record) -> Result<(), StoreError> {
-        let mut line = serde_json::to_string(record).map_err(|e| err(&self.path, None, e.to_string()))?;
+        let mut line = serde_json::to_string(record)
+            .map_err(|source| StoreError::Serialize { file: self.path.clone(), source })?;
         line.push('\n');
         // One write per line, so a kill can tear at most the last line.
         self.file
             .write_all(line.as_bytes())
             .and_then(|_| self.file.flush())
-            .map_err(|e| err(&self.path, None, format!("cannot write: {e}")))
+            .map_err(|e| fsio::IoError::new(&self.path, "cannot write", e).into())
     }
 }
 
@@ -394,7 +472,8 @@ pub fn write_header(dir: &Path, header: &RunHeader) -> Result<(), StoreError> {
     for p in [&mut header.model.cfg.path, &mut header.model.weights.path, &mut header.dataset.path] {
         *p = provenance::relative_to(dir, p);
     }
-    let json = serde_json::to_string_pretty(&header).map_err(|e| err(&hp, None, e.to_string()))?;
+    let json =
+        serde_json::to_string_pretty(&header).map_err(|source| StoreError::Serialize { file: hp.clone(), source })?;
     Ok(fsio::write_atomic(&hp, json + "\n")?)
 }
 
@@ -409,15 +488,16 @@ pub fn write_run(
     let _lock = lock(dir)?;
     let hp = dir.join(RUN_FILE);
     if hp.exists() {
-        return Err(err(&hp, None, "a run already exists here: choose another output folder (it is never replaced)"));
+        return Err(StoreError::RunExists { file: hp, advice: "choose another output folder (it is never replaced)" });
     }
     refuse_orphan_points(dir, false)?;
     let pp = dir.join(POINTS_FILE);
-    let mut text = serde_json::to_string(&Record::Baseline { metrics: baseline.0, seconds: baseline.1 })
-        .map_err(|e| err(&pp, None, e.to_string()))?;
+    let serialize =
+        |r: &Record| serde_json::to_string(r).map_err(|source| StoreError::Serialize { file: pp.clone(), source });
+    let mut text = serialize(&Record::Baseline { metrics: baseline.0, seconds: baseline.1 })?;
     text.push('\n');
     for p in points {
-        text.push_str(&serde_json::to_string(&Record::Point(p.clone())).map_err(|e| err(&pp, None, e.to_string()))?);
+        text.push_str(&serialize(&Record::Point(p.clone()))?);
         text.push('\n');
     }
     fsio::write_atomic(&pp, text)?;
@@ -426,7 +506,7 @@ pub fn write_run(
 
 /// SHA-256 of a file, hex.
 pub fn file_sha256(path: &Path) -> Result<String, StoreError> {
-    provenance::file_sha256(path).map_err(|e| err(path, None, format!("cannot read: {e}")))
+    provenance::file_sha256(path).map_err(|e| fsio::IoError::new(path, "cannot read", e).into())
 }
 
 #[cfg(test)]
@@ -459,6 +539,31 @@ mod tests {
         assert_eq!(resolve(&run, &cfg), cfg);
         // Missing: resolved against the run folder, for the message.
         assert_eq!(resolve(&run, Path::new("../gone.cfg")), root.join("exp/runs/gone.cfg"));
+    }
+
+    /// A cause is kept as the error's source (to be inspected) and spelled out in its message
+    /// once: `error::text` does not repeat it.
+    #[test]
+    fn causes_are_sources_printed_once() {
+        let d = tempfile::tempdir().unwrap();
+        let missing = read(d.path()).unwrap_err();
+        let StoreError::Io(io) = &missing else { panic!("{missing:?}") };
+        assert_eq!(io.source.kind(), std::io::ErrorKind::NotFound);
+        assert_eq!(missing.file(), d.path().join(RUN_FILE));
+        let cause = std::error::Error::source(&missing).unwrap();
+        assert!(cause.downcast_ref::<fsio::IoError>().is_some());
+        assert_eq!(crate::error::text(&missing), missing.to_string());
+
+        std::fs::write(d.path().join(RUN_FILE), "{\n  \"format\": ").unwrap();
+        let e = read(d.path()).unwrap_err();
+        assert!(matches!(e, StoreError::Json { line: 2, .. }), "{e:?}");
+        assert_eq!(e.line(), Some(2));
+        let json = std::error::Error::source(&e).unwrap();
+        assert!(json.downcast_ref::<serde_json::Error>().is_some());
+        let text = crate::error::text(&e);
+        assert!(text.starts_with(&format!("{}:2: not JSON: ", d.path().join(RUN_FILE).display())), "{text}");
+        assert_eq!(text.matches(&json.to_string()).count(), 1, "{text}");
+        assert_eq!(text, e.to_string());
     }
 
     #[test]

@@ -5,17 +5,52 @@
 //! filter pruning: L once, then its pruned channels zeroed, which is what the pruned layer
 //! outputs), then only the blocks that depend on L.
 
-use super::{Metrics, PointRecord};
-use crate::data::{letterbox, load_rgb, DetectionDataset, Letterboxed};
-use crate::eval::{self, EvalConfig, EvalReport, ImagePrediction};
+use super::{Metrics, PointRecord, SensitivityError};
+use crate::data::{letterbox, load_rgb, DataError, DetectionDataset, Letterboxed};
+use crate::eval::{self, EvalConfig, EvalError, EvalReport, ImagePrediction};
 use crate::model::weights::ConvKeys;
-use crate::model::{Activation as Act, BlockKind, Cfg, ConvParams, Darknet, Graph, Layout, Source, TensorF32, Weights};
+use crate::model::{
+    Activation as Act, BlockKind, Cfg, ConvParams, Darknet, ForwardError, Graph, Layout, LayoutError, Source,
+    TensorF32, Weights,
+};
 use crate::prune::{self, Method};
 use crossbeam_channel::{Receiver, Sender};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
+
+/// Why a batch's input or a layer's pruned outputs could not be computed; the cause is spelled
+/// out in the message and kept as the source.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// An image past `--cache-mem` that no longer decodes.
+    #[error("decoding again (past --cache-mem): {0}")]
+    Decode(#[source] DataError),
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
+    /// The model's forward pass.
+    #[error("{0}")]
+    Forward(#[from] ForwardError),
+    /// The layer's tensors, taken from the checkpoint to be pruned.
+    #[error("{0}")]
+    Layout(#[from] LayoutError),
+    /// Scoring the detections.
+    #[error("{0}")]
+    Eval(#[from] EvalError),
+    #[error("block {block} is no convolution")]
+    NotConv { block: usize },
+    #[error("the checkpoint has no tensor {tensor}")]
+    NoWeight { tensor: String },
+    #[error("the output of block {block} is missing")]
+    BlockOutputMissing { block: usize },
+    #[error("block {block} missing from the cache")]
+    NotCached { block: usize },
+    #[error("the input of block {block} is missing")]
+    LayerInputMissing { block: usize },
+    #[error("the images of the batch are missing")]
+    ImageMissing,
+}
 
 /// A decoded image as a batch keeps it: the smaller of two forms that both give back exactly
 /// the letterboxed floats the evaluation feeds the model (`letterbox` is deterministic), or
@@ -84,7 +119,7 @@ impl Batch {
     }
 
     /// The input, N·3·S·S floats, exactly as `letterbox` gives each image.
-    pub fn input(&self, size: u32, dataset: &DetectionDataset) -> Result<Vec<f32>, String> {
+    pub fn input(&self, size: u32, dataset: &DetectionDataset) -> Result<Vec<f32>, WorkerError> {
         let plane = 3 * size as usize * size as usize;
         let mut out = Vec::with_capacity(plane * self.metas.len());
         for ((i, _), px) in self.metas.iter().zip(&self.images) {
@@ -92,8 +127,7 @@ impl Batch {
                 Pixels::Rgb(img) => out.extend_from_slice(&letterbox(img, size).data),
                 Pixels::Letterboxed(v) => out.extend_from_slice(v),
                 Pixels::Reload => {
-                    let img = load_rgb(&dataset.samples[*i].image)
-                        .map_err(|e| format!("decoding again (past --cache-mem): {e}"))?;
+                    let img = load_rgb(&dataset.samples[*i].image).map_err(WorkerError::Decode)?;
                     out.extend_from_slice(&letterbox(&img, size).data);
                 }
             }
@@ -102,13 +136,10 @@ impl Batch {
     }
 
     /// The input as a tensor `[N, 3, S, S]` on `device`.
-    pub fn tensor(&self, size: u32, device: Device, dataset: &DetectionDataset) -> Result<Tensor, String> {
+    pub fn tensor(&self, size: u32, device: Device, dataset: &DetectionDataset) -> Result<Tensor, WorkerError> {
         let s = size as i64;
         let input = self.input(size, dataset)?;
-        let t = || -> Result<Tensor, tch::TchError> {
-            Tensor::f_from_slice(&input)?.f_view([self.metas.len() as i64, 3, s, s])?.f_to_device(device)
-        };
-        t().map_err(|e| e.to_string())
+        Ok(Tensor::f_from_slice(&input)?.f_view([self.metas.len() as i64, 3, s, s])?.f_to_device(device)?)
     }
 }
 
@@ -158,7 +189,7 @@ pub(crate) enum WorkerMsg {
         images: u64,
     },
     Point(PointRecord),
-    Failed(String),
+    Failed(SensitivityError),
 }
 
 /// Time spent and MACs run by one worker.
@@ -211,9 +242,10 @@ fn variants(
     keys: &ConvKeys,
     sparsities: &[f64],
     device: Device,
-) -> Result<Vec<(Variant, usize)>, String> {
+) -> Result<Vec<(Variant, usize)>, WorkerError> {
     let block = keys.block;
-    let weight = weights.tensors.get(&keys.weight).ok_or("no weight")?;
+    let weight =
+        weights.tensors.get(&keys.weight).ok_or_else(|| WorkerError::NoWeight { tensor: keys.weight.clone() })?;
     let mut out = Vec::new();
     for &s in sparsities {
         if method.is_structured() && zero_preserving(cfg, block) {
@@ -226,9 +258,9 @@ fn variants(
             let mask = Tensor::from_slice(&keep).view([1, -1, 1, 1]).to_device(device);
             out.push((Variant::ChannelMask(mask), gone.len() * per));
         } else {
-            let mut w = weights.of_layer(keys).map_err(|e| e.to_string())?;
+            let mut w = weights.of_layer(keys)?;
             let count = prune::prune_layer(&mut w, keys, method, s);
-            let dev = |k: &String| to_device(&w.tensors[k], device).map_err(|e| e.to_string());
+            let dev = |k: &String| to_device(&w.tensors[k], device);
             let params = ConvParams {
                 weight: dev(&keys.weight)?,
                 bias: keys.bias.as_ref().map(dev).transpose()?,
@@ -255,19 +287,19 @@ fn variant_detections(
     unpruned: Option<&Tensor>,
     variant: &Variant,
     image_shape: &[i64],
-) -> Result<Tensor, String> {
+) -> Result<Tensor, WorkerError> {
     let y = match (variant, unpruned) {
-        (Variant::ChannelMask(m), Some(u)) => u.f_mul(m).map_err(|e| e.to_string())?,
+        (Variant::ChannelMask(m), Some(u)) => u.f_mul(m)?,
         (Variant::ChannelMask(m), None) => {
-            let own = net.conv_params(l).ok_or("no convolution")?;
-            net.apply_conv(l, x_in, &own).map_err(|e| e.to_string())?.f_mul(m).map_err(|e| e.to_string())?
+            let own = net.conv_params(l).ok_or(WorkerError::NotConv { block: l })?;
+            net.apply_conv(l, x_in, &own)?.f_mul(m)?
         }
-        (Variant::Params(p), _) => net.apply_conv(l, x_in, p).map_err(|e| e.to_string())?,
+        (Variant::Params(p), _) => net.apply_conv(l, x_in, p)?,
     };
     let mut given: BTreeMap<Source, Tensor> = acts.iter().map(|(s, t)| (*s, t.shallow_clone())).collect();
     given.insert(Source::Block(l), y);
-    let det = net.forward_subset(after, image_shape, given).map_err(|e| e.to_string())?;
-    det.f_to_kind(Kind::Float).map_err(|e| e.to_string())
+    let det = net.forward_subset(after, image_shape, given)?;
+    Ok(det.f_to_kind(Kind::Float)?)
 }
 
 /// The detections of `net` for `image` with convolution `block` pruned at each of
@@ -283,14 +315,11 @@ pub fn pruned_detections(
     method: Method,
     sparsities: &[f64],
     image: &Tensor,
-) -> Result<Vec<Tensor>, String> {
+) -> Result<Vec<Tensor>, WorkerError> {
     let layout = Layout::of(cfg, graph);
-    let keys =
-        layout.convs.iter().find(|c| c.block == block).ok_or_else(|| format!("block {block} is no convolution"))?;
+    let keys = layout.convs.iter().find(|c| c.block == block).ok_or(WorkerError::NotConv { block })?;
     let variants = variants(cfg, weights, method, keys, sparsities, net.device())?;
-    let out = net
-        .forward_from(0, &image.size(), BTreeMap::from([(Source::Image, image.shallow_clone())]), true)
-        .map_err(|e| e.to_string())?;
+    let out = net.forward_from(0, &image.size(), BTreeMap::from([(Source::Image, image.shallow_clone())]), true)?;
     let compute = graph.descendants(block);
     let mut after = compute.clone();
     after[block] = false;
@@ -298,11 +327,13 @@ pub fn pruned_detections(
     for s in graph.subset_inputs(&compute) {
         let t = match s {
             Source::Image => image.shallow_clone(),
-            Source::Block(j) => out.blocks[j].as_ref().ok_or("block output missing")?.shallow_clone(),
+            Source::Block(j) => {
+                out.blocks[j].as_ref().ok_or(WorkerError::BlockOutputMissing { block: j })?.shallow_clone()
+            }
         };
         acts.insert(s, t);
     }
-    let x_in = acts.get(&graph.nodes[block].inputs[0]).ok_or("layer input missing")?.shallow_clone();
+    let x_in = acts.get(&graph.nodes[block].inputs[0]).ok_or(WorkerError::LayerInputMissing { block })?.shallow_clone();
     variants.iter().map(|(v, _)| variant_detections(net, block, &after, &acts, &x_in, None, v, &image.size())).collect()
 }
 
@@ -320,7 +351,7 @@ pub(crate) fn run_worker(
     let net = match Darknet::new(shared.cfg, shared.graph, shared.weights, device) {
         Ok(n) => n,
         Err(e) => {
-            let _ = msgs.send(WorkerMsg::Failed(format!("worker on {device:?}: {e}")));
+            let _ = msgs.send(WorkerMsg::Failed(SensitivityError::WorkerStart { device, source: e }));
             return timing;
         }
     };
@@ -329,7 +360,7 @@ pub(crate) fn run_worker(
             break;
         }
         if let Err(e) = run_job(shared, &net, device, &job, &msgs, cancel, &mut timing) {
-            let _ = msgs.send(WorkerMsg::Failed(format!("conv_{}: {e}", job.block)));
+            let _ = msgs.send(WorkerMsg::Failed(SensitivityError::Point { block: job.block, source: Box::new(e) }));
             break;
         }
     }
@@ -344,14 +375,13 @@ fn run_job(
     msgs: &Sender<WorkerMsg>,
     cancel: &AtomicBool,
     timing: &mut WorkerTiming,
-) -> Result<(), String> {
+) -> Result<(), WorkerError> {
     let started = Instant::now();
     let l = job.block;
     let graph = shared.graph;
-    let keys =
-        shared.layout.convs.iter().find(|c| c.block == l).ok_or_else(|| format!("block {l} is no convolution"))?;
+    let keys = shared.layout.convs.iter().find(|c| c.block == l).ok_or(WorkerError::NotConv { block: l })?;
     let variants = variants(shared.cfg, shared.weights, shared.method, keys, &job.sparsities, device)?;
-    let own = net.conv_params(l).ok_or("no convolution")?;
+    let own = net.conv_params(l).ok_or(WorkerError::NotConv { block: l })?;
     let compute = graph.descendants(l);
     let mut after = compute.clone();
     after[l] = false;
@@ -359,7 +389,6 @@ fn run_job(
     let x_src = graph.nodes[l].inputs[0];
     let per_image_macs = job_macs(graph, job);
     let mut preds: Vec<Vec<ImagePrediction>> = vec![Vec::new(); variants.len()];
-    let e = |e: tch::TchError| e.to_string();
     for (b, batch) in shared.batches.iter().enumerate() {
         if cancel.load(Ordering::Relaxed) {
             return Ok(());
@@ -373,40 +402,39 @@ fn run_job(
         } else {
             None
         };
-        let image = || x.as_ref().map(|x| x.shallow_clone()).ok_or("image missing");
+        let image = || x.as_ref().map(|x| x.shallow_clone()).ok_or(WorkerError::ImageMissing);
         let mut acts: BTreeMap<Source, Tensor> = BTreeMap::new();
         match &shared.cache[b] {
             Some(cached) => {
                 for s in &needed {
                     let t = match s {
                         Source::Image => image()?,
-                        Source::Block(j) => cached
-                            .get(j)
-                            .ok_or_else(|| format!("block {j} missing from the cache"))?
-                            .to_tensor(device)
-                            .map_err(e)?,
+                        Source::Block(j) => {
+                            cached.get(j).ok_or(WorkerError::NotCached { block: *j })?.to_tensor(device)?
+                        }
                     };
                     acts.insert(*s, t);
                 }
             }
             None => {
-                let out = net
-                    .forward_from(0, &image_shape, BTreeMap::from([(Source::Image, image()?)]), true)
-                    .map_err(|e| e.to_string())?;
+                let out = net.forward_from(0, &image_shape, BTreeMap::from([(Source::Image, image()?)]), true)?;
                 for s in &needed {
                     let t = match s {
                         Source::Image => image()?,
-                        Source::Block(j) => out.blocks[*j].as_ref().ok_or("block output missing")?.shallow_clone(),
+                        Source::Block(j) => out.blocks[*j]
+                            .as_ref()
+                            .ok_or(WorkerError::BlockOutputMissing { block: *j })?
+                            .shallow_clone(),
                     };
                     acts.insert(*s, t);
                 }
             }
         }
         timing.activations_s += t.elapsed().as_secs_f64();
-        let x_in = acts.get(&x_src).ok_or("layer input missing")?.shallow_clone();
+        let x_in = acts.get(&x_src).ok_or(WorkerError::LayerInputMissing { block: l })?.shallow_clone();
         let t = Instant::now();
         let unpruned = if variants.iter().any(|v| matches!(v.0, Variant::ChannelMask(_))) {
-            Some(net.apply_conv(l, &x_in, &own).map_err(|e| e.to_string())?)
+            Some(net.apply_conv(l, &x_in, &own)?)
         } else {
             None
         };
@@ -422,7 +450,7 @@ fn run_job(
             }
             forward_s += t.elapsed().as_secs_f64();
             let t = Instant::now();
-            preds[k].extend(eval::postprocess(&det, &batch.metas, &shared.ecfg.nms).map_err(e)?);
+            preds[k].extend(eval::postprocess(&det, &batch.metas, &shared.ecfg.nms)?);
             timing.nms_s += t.elapsed().as_secs_f64();
         }
         timing.forward_s += forward_s;
@@ -433,7 +461,7 @@ fn run_job(
     let seconds = started.elapsed().as_secs_f64() / variants.len().max(1) as f64;
     for (k, (_, zeroed)) in variants.iter().enumerate() {
         let t = Instant::now();
-        let report = eval::score(shared.dataset, &preds[k], shared.ecfg).map_err(|e| e.to_string())?;
+        let report = eval::score(shared.dataset, &preds[k], shared.ecfg)?;
         timing.metrics_s += t.elapsed().as_secs_f64();
         let _ = msgs.send(WorkerMsg::Point(PointRecord {
             layer: format!("conv_{l}"),

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod fuzz;
+
 use std::path::PathBuf;
 
 /// `tests/fixtures`: reference files made by PyTorch-YOLOv3, pycocotools and PyTorch, copied

@@ -146,7 +146,7 @@ impl App {
             &dest,
             &[("checkpoint", &p.paths.weights), ("cfg", &p.paths.cfg), ("pruned checkpoint", &src)],
         ) {
-            self.errors.push(e);
+            self.errors.push(e.to_string());
             return;
         }
         self.bridge.spawn(Job::Export, move |n| {

@@ -103,7 +103,7 @@ impl App {
             sample_dir().and_then(|d| match ProjectPaths::discover(&d) {
                 Ok(p) => Some(p),
                 Err(e) => {
-                    app.errors.push(e);
+                    app.errors.push(e.to_string());
                     None
                 }
             })
@@ -128,7 +128,7 @@ impl App {
     pub fn open_folder(&mut self, dir: &Path) {
         match ProjectPaths::discover(dir) {
             Ok(p) => self.open_project(p),
-            Err(e) => self.errors.push(e),
+            Err(e) => self.errors.push(e.to_string()),
         }
     }
 
