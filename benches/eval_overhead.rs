@@ -6,7 +6,7 @@
 //! The weights are PyTorch-style random initialisation: every box then scores about
 //! 0.5 × 0.5, far above conf 0.001, so NMS sees the worst case of candidates.
 
-use prunescope::data::{letterbox, load_rgb, DetectionDataset, OnBad};
+use prunescope::data::{load_rgb, try_letterbox, DetectionDataset, OnBad};
 use prunescope::eval::{self, EvalConfig};
 use prunescope::model::{Cfg, Darknet, Graph, Layout, Weights};
 use std::path::{Path, PathBuf};
@@ -83,8 +83,10 @@ fn run(case: &Case) -> serde_json::Value {
         .samples
         .chunks(ecfg.batch)
         .map(|chunk| {
-            let flat: Vec<f32> =
-                chunk.iter().flat_map(|smp| letterbox(&load_rgb(&smp.image).unwrap(), case.size).data).collect();
+            let flat: Vec<f32> = chunk
+                .iter()
+                .flat_map(|smp| try_letterbox(&load_rgb(&smp.image).unwrap(), case.size).unwrap().data)
+                .collect();
             Tensor::from_slice(&flat).view([chunk.len() as i64, 3, s, s])
         })
         .collect();

@@ -9,9 +9,9 @@
 
 use prunescope::gui::{App, Project, ProjectPaths};
 use prunescope::model::{Cfg, Graph, Layout, Weights};
-use prunescope::prune::Method;
 use prunescope::plan::PlanModel;
 use prunescope::provenance::{DatasetRef, FileRef, ModelRef};
+use prunescope::prune::Method;
 use prunescope::sensitivity::store::{EvalSettings, RunHeader, RUN_FORMAT};
 use prunescope::sensitivity::{AnalysisConfig, Metric, Metrics, PointRecord, StoredRun, DEFAULT_SPARSITIES};
 use std::path::{Path, PathBuf};

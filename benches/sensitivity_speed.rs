@@ -115,7 +115,9 @@ fn main() {
     for chunk in ds.samples.chunks(config.batch) {
         let mut flat = Vec::new();
         for s in chunk {
-            flat.extend(prunescope::data::letterbox(&prunescope::data::load_rgb(&s.image).unwrap(), size).data);
+            flat.extend(
+                prunescope::data::try_letterbox(&prunescope::data::load_rgb(&s.image).unwrap(), size).unwrap().data,
+            );
         }
         batches.push(Tensor::from_slice(&flat).view([chunk.len() as i64, 3, size as i64, size as i64]));
     }

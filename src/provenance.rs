@@ -59,7 +59,6 @@ pub fn now_rfc3339() -> String {
     format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
-
 /// `target` as a path relative to the folder `base` when both are on one root (`../model.cfg`),
 /// else `target` made absolute. Both are resolved through the file system where they exist.
 pub fn relative_to(base: &Path, target: &Path) -> PathBuf {

@@ -78,7 +78,8 @@ fn bad_inputs_exit_with_a_clear_message() {
 #[test]
 fn numeric_options_are_checked() {
     let s = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sample_runs/shapes");
-    let (cfg, w, data) = (s.join("yolov3-tiny-shapes.cfg"), s.join("yolov3-tiny-shapes.safetensors"), s.join("data.yaml"));
+    let (cfg, w, data) =
+        (s.join("yolov3-tiny-shapes.cfg"), s.join("yolov3-tiny-shapes.safetensors"), s.join("data.yaml"));
     let (cfg, w, data) = (cfg.to_str().unwrap(), w.to_str().unwrap(), data.to_str().unwrap());
     let eval = ["eval", "--cfg", cfg, "--weights", w, "--data", data];
     let cases: &[(&[&str], &str)] = &[
@@ -100,15 +101,32 @@ fn numeric_options_are_checked() {
     let d = tempfile::tempdir().unwrap();
     let out = d.path().join("run");
     let (ok, _, err) = prunescope(&[
-        "analyze", "--cfg", cfg, "--weights", w, "--data", data, "--out", out.to_str().unwrap(), "--sparsities", "5,0.5",
+        "analyze",
+        "--cfg",
+        cfg,
+        "--weights",
+        w,
+        "--data",
+        data,
+        "--out",
+        out.to_str().unwrap(),
+        "--sparsities",
+        "5,0.5",
     ]);
     assert!(!ok && err.contains("ambiguous"), "{err}");
     assert!(!out.exists(), "a refused analysis created its folder");
     let run = s.join("sensitivity-l1");
     let plan = d.path().join("plan.json");
     for (budget, expected) in [("200%", "from 0% to 100%"), ("-1", "outside 0…1"), ("5", "outside 0…1")] {
-        let (ok, _, err) =
-            prunescope(&["suggest", "--run", run.to_str().unwrap(), "--budget", budget, "--out", plan.to_str().unwrap()]);
+        let (ok, _, err) = prunescope(&[
+            "suggest",
+            "--run",
+            run.to_str().unwrap(),
+            "--budget",
+            budget,
+            "--out",
+            plan.to_str().unwrap(),
+        ]);
         assert!(!ok && err.contains(&format!("budget `{budget}`")) && err.contains(expected), "{budget}: {err}");
     }
     assert!(!plan.exists());

@@ -1,9 +1,9 @@
 //! `compare` on the bundled model and a pruned copy: counts recounted independently from the
 //! saved file, compressed size against a direct deflate, report files written.
 
-use prunescope::plan::{self, PlanModel, Rule};
-use prunescope::plan::Budget;
 use prunescope::eval::compare::{self, CompareConfig};
+use prunescope::plan::Budget;
+use prunescope::plan::{self, PlanModel, Rule};
 use prunescope::sensitivity::{store, Metric};
 use std::path::{Path, PathBuf};
 

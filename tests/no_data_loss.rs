@@ -78,16 +78,44 @@ fn the_pipeline_modifies_no_input() {
     let d = tempfile::tempdir().unwrap();
     let e = experiment(d.path());
     let before = hashes(&e);
-    let (cfg, w, data) = (e.join("yolov3-tiny-shapes.cfg"), e.join("yolov3-tiny-shapes.safetensors"), e.join("data.yaml"));
+    let (cfg, w, data) =
+        (e.join("yolov3-tiny-shapes.cfg"), e.join("yolov3-tiny-shapes.safetensors"), e.join("data.yaml"));
     let out = d.path().join("out");
-    let (run, plan, pruned, report) = (out.join("run"), out.join("plan.json"), out.join("pruned.pth"), out.join("report"));
+    let (run, plan, pruned, report) =
+        (out.join("run"), out.join("plan.json"), out.join("pruned.pth"), out.join("report"));
     let s = |p: &Path| p.to_str().unwrap().to_string();
-    run_ok!("analyze", "--cfg", &s(&cfg), "--weights", &s(&w), "--data", &s(&data), "--out", &s(&run),
-        "--sparsities", "30,60", "--layers", "conv_4,conv_6");
+    run_ok!(
+        "analyze",
+        "--cfg",
+        &s(&cfg),
+        "--weights",
+        &s(&w),
+        "--data",
+        &s(&data),
+        "--out",
+        &s(&run),
+        "--sparsities",
+        "30,60",
+        "--layers",
+        "conv_4,conv_6"
+    );
     run_ok!("suggest", "--run", &s(&run), "--budget", "0.05", "--out", &s(&plan));
     run_ok!("prune", "--cfg", &s(&cfg), "--weights", &s(&w), "--plan", &s(&plan), "--out", &s(&pruned));
-    run_ok!("compare", &s(&w), &s(&pruned), "--cfg", &s(&cfg), "--data", &s(&data), "--out", &s(&report),
-        "--latency-runs", "0", "--plan", &s(&plan));
+    run_ok!(
+        "compare",
+        &s(&w),
+        &s(&pruned),
+        "--cfg",
+        &s(&cfg),
+        "--data",
+        &s(&data),
+        "--out",
+        &s(&report),
+        "--latency-runs",
+        "0",
+        "--plan",
+        &s(&plan)
+    );
     assert_eq!(hashes(&e), before);
     let names: Vec<_> = std::fs::read_dir(&report).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(names.len(), 5, "{names:?}");
@@ -118,8 +146,19 @@ fn outputs_never_replace_inputs() {
     let err = run_err!("export-plan", "--plan", &s(&plan), "--format", "csv", "--out", &s(&plan));
     assert!(err.contains("input --plan"), "{err}");
     // A report folder replaces only an earlier report, never an experiment folder.
-    let err = run_err!("compare", &s(&w), &s(&w), "--cfg", &s(&cfg), "--data", &s(&e.join("data.yaml")),
-        "--out", &s(&e), "--latency-runs", "0");
+    let err = run_err!(
+        "compare",
+        &s(&w),
+        &s(&w),
+        "--cfg",
+        &s(&cfg),
+        "--data",
+        &s(&e.join("data.yaml")),
+        "--out",
+        &s(&e),
+        "--latency-runs",
+        "0"
+    );
     assert!(err.contains("holds no earlier report"), "{err}");
     assert_eq!(hashes(&e), before);
 }
@@ -167,7 +206,10 @@ fn a_killed_prune_leaves_the_old_or_the_new_checkpoint() {
     // Temporary files of killed writers are hidden (a leading dot) and never a checkpoint name.
     for entry in std::fs::read_dir(d.path()).unwrap() {
         let name = entry.unwrap().file_name().to_string_lossy().into_owned();
-        assert!(name.starts_with('.') || ["experiment", "full.weights", "target.weights"].contains(&name.as_str()), "{name}");
+        assert!(
+            name.starts_with('.') || ["experiment", "full.weights", "target.weights"].contains(&name.as_str()),
+            "{name}"
+        );
     }
 }
 
@@ -177,12 +219,26 @@ fn a_killed_prune_leaves_the_old_or_the_new_checkpoint() {
 fn a_killed_compare_leaves_a_complete_report() {
     let d = tempfile::tempdir().unwrap();
     let e = experiment(d.path());
-    let (cfg, w, data) = (e.join("yolov3-tiny-shapes.cfg"), e.join("yolov3-tiny-shapes.safetensors"), e.join("data.yaml"));
+    let (cfg, w, data) =
+        (e.join("yolov3-tiny-shapes.cfg"), e.join("yolov3-tiny-shapes.safetensors"), e.join("data.yaml"));
     let s = |p: &Path| p.to_str().unwrap().to_string();
     let report = d.path().join("report");
     let args = |labels: &str| {
-        vec!["compare".to_string(), s(&w), s(&w), "--cfg".into(), s(&cfg), "--data".into(), s(&data), "--out".into(),
-            s(&report), "--latency-runs".into(), "0".into(), "--labels".into(), labels.into()]
+        vec![
+            "compare".to_string(),
+            s(&w),
+            s(&w),
+            "--cfg".into(),
+            s(&cfg),
+            "--data".into(),
+            s(&data),
+            "--out".into(),
+            s(&report),
+            "--latency-runs".into(),
+            "0".into(),
+            "--labels".into(),
+            labels.into(),
+        ]
     };
     let out = Command::new(env!("CARGO_BIN_EXE_prunescope")).args(args("old-a,old-b")).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -197,14 +253,20 @@ fn a_killed_compare_leaves_a_complete_report() {
         std::thread::sleep(std::time::Duration::from_millis(delay_ms));
         let _ = child.kill();
         let _ = child.wait();
-        let mut names: Vec<String> =
-            std::fs::read_dir(&report).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        let mut names: Vec<String> = std::fs::read_dir(&report)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
         names.sort();
         assert_eq!(names, files, "killed after {delay_ms} ms");
         // report.json and report.md come from the same run.
-        let json: serde_json::Value = serde_json::from_slice(&std::fs::read(report.join("report.json")).unwrap()).unwrap();
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(report.join("report.json")).unwrap()).unwrap();
         let label = json["models"][0]["label"].as_str().unwrap().to_string();
         let md = std::fs::read_to_string(report.join("report.md")).unwrap();
-        assert!(md.contains(&label), "killed after {delay_ms} ms: report.md is not from the run of report.json ({label})");
+        assert!(
+            md.contains(&label),
+            "killed after {delay_ms} ms: report.md is not from the run of report.json ({label})"
+        );
     }
 }

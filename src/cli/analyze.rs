@@ -151,7 +151,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     // The run's error is returned (not streamed), so it is printed once, by main.
     let summary = result?;
     let run = store::read(&config.out)?;
-    report::sensitivity::write(&run, &config.out).map_err(anyhow::Error::msg)?;
+    report::sensitivity::write(&run, &config.out)?;
     print!("{}", table(&run));
     let t = &summary.timing;
     println!(
@@ -226,7 +226,7 @@ pub struct MergeArgs {
 
 pub fn run_merge(a: &MergeArgs) -> anyhow::Result<()> {
     let run = merge::merge(&a.shards, &a.out)?;
-    report::sensitivity::write(&run, &a.out).map_err(anyhow::Error::msg)?;
+    report::sensitivity::write(&run, &a.out)?;
     print!("{}", table(&run));
     println!("merged {} shards into {}", a.shards.len(), a.out.display());
     Ok(())

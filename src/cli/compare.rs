@@ -91,5 +91,5 @@ pub fn curves_with_thresholds(plan: &std::path::Path, out: &std::path::Path) -> 
     let run_ref = p.run.as_ref().ok_or_else(|| anyhow::anyhow!("{}: the plan names no run", plan.display()))?;
     let run = crate::sensitivity::store::read(&run_ref.path)?;
     let t: Vec<(String, f64)> = p.layers.iter().map(|l| (l.layer.clone(), l.sparsity)).collect();
-    crate::report::sensitivity::png(&run, p.metric, out, &t).map_err(anyhow::Error::msg)
+    Ok(crate::report::sensitivity::png(&run, p.metric, out, &t)?)
 }

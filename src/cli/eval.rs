@@ -3,8 +3,8 @@
 use crate::data::{DetectionDataset, OnBad, OpenOptions};
 use crate::eval::{self, EvalConfig, EvalReport};
 use crate::metrics::NmsConfig;
-use crate::quantity;
 use crate::model::{parse_device, Cfg, Darknet, Graph, Layout, Weights};
+use crate::quantity;
 use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
@@ -59,7 +59,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let size = args.img_size.unwrap_or(cfg.width as u32);
     let graph = Graph::build(&cfg, 1, size as usize, size as usize)?;
     let weights = Weights::load(&args.weights, &Layout::of(&cfg, &graph))?;
-    let device = parse_device(&args.device).map_err(anyhow::Error::msg)?;
+    let device = parse_device(&args.device)?;
     let on_bad = if args.strict { OnBad::Error } else { OnBad::Skip };
     let opts = OpenOptions { classes: Some(cfg.classes()), on_bad, limit: args.limit, ..Default::default() };
     let dataset = DetectionDataset::open_with(&args.data, opts)?;

@@ -107,7 +107,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     if args.latency > 0 && args.weights.is_none() {
         anyhow::bail!("--latency needs --weights: the forward pass runs the real model");
     }
-    let device = parse_device(&args.device).map_err(anyhow::Error::msg)?;
+    let device = parse_device(&args.device)?;
     let mut latency = None;
     let mut layer_weights = Vec::new();
     let nonzero = match &args.weights {

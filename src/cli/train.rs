@@ -86,7 +86,7 @@ fn run(c: &Common, weights: Option<&PathBuf>, keep_zeros: bool) -> anyhow::Resul
     let size = c.img_size.unwrap_or(cfg.width as u32);
     let graph = Graph::build(&cfg, 1, size as usize, size as usize)?;
     let layout = Layout::of(&cfg, &graph);
-    let device = parse_device(&c.device).map_err(anyhow::Error::msg)?;
+    let device = parse_device(&c.device)?;
     let train_ds = DetectionDataset::open_split(&c.data, Split::Train, Some(cfg.classes()), OnBad::Skip)?;
     let init = match weights {
         Some(p) => Weights::load(p, &layout)?,

@@ -36,17 +36,6 @@ pub const PAD_VALUE: u8 = 114;
 /// Largest letterbox side: a 16384² input is already 3 GiB of floats per image.
 pub const MAX_SIZE: u32 = 16384;
 
-/// Resizes `img` into a `size × size` square, centred, padded with grey. The resize is
-/// bilinear with half-pixel centres and no antialiasing, as OpenCV's `INTER_LINEAR` that
-/// Ultralytics uses, written straight into the CHW float buffer in one pass.
-///
-/// # Panics
-/// When `size` is 0 or above [`MAX_SIZE`] or the image is empty; [`try_letterbox`] returns
-/// an error instead (the prefetch pool uses it).
-pub fn letterbox(img: &RgbImage, size: u32) -> Letterboxed {
-    try_letterbox(img, size).unwrap_or_else(|e| panic!("letterbox: {e}"))
-}
-
 /// Why an image cannot be letterboxed (the caller names the image).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LetterboxError {
@@ -61,8 +50,9 @@ pub enum LetterboxError {
     OutOfMemory { size: u32 },
 }
 
-/// [`letterbox`], with an error for a size of 0 or above [`MAX_SIZE`], an empty image, or a
-/// buffer that cannot be allocated.
+/// Resizes `img` to fit a `size`×`size` square keeping its aspect ratio, centred on grey
+/// padding, as CHW floats in [0, 1]; an error for a size of 0 or above [`MAX_SIZE`], an empty
+/// image, or a buffer that cannot be allocated.
 pub fn try_letterbox(img: &RgbImage, size: u32) -> Result<Letterboxed, LetterboxError> {
     let (w, h) = img.dimensions();
     if size == 0 || size > MAX_SIZE {
@@ -141,13 +131,13 @@ mod tests {
         // A 4x1 ramp 0, 100, 200, 255 halved to 2x1 (padded into 2x2): output pixel 0 samples
         // source x = (0 + 0.5)·2 − 0.5 = 0.5 -> 50; pixel 1 samples 2.5 -> 227.5.
         let img = RgbImage::from_fn(4, 1, |x, _| image::Rgb([[0, 100, 200, 255][x as usize]; 3]));
-        let lb = letterbox(&img, 2);
+        let lb = try_letterbox(&img, 2).unwrap();
         assert_eq!((lb.ratio, lb.pad), (0.5, (0, 0)));
         assert!((lb.data[0] * 255.0 - 50.0).abs() < 1e-4);
         assert!((lb.data[1] * 255.0 - 227.5).abs() < 1e-4);
         // Same size: the pixels are copied exactly.
         let img = RgbImage::from_fn(3, 2, |x, y| image::Rgb([(10 * x + y) as u8, 0, 0]));
-        let lb = letterbox(&img, 3);
+        let lb = try_letterbox(&img, 3).unwrap();
         assert_eq!(lb.pad, (0, 0)); // (3 - 2)/2 = 0.5 -> round(0.4) = 0 on top
         assert_eq!(lb.data[3] * 255.0, 1.0); // row 0 of the image, x 0, y 1 -> value 1
     }
@@ -156,7 +146,7 @@ mod tests {
     fn wide_image_is_padded_top_and_bottom_and_boxes_map_back() {
         // 200x100 into 160: ratio 0.8 -> 160x80, padding (160-80)/2 = 40 on top.
         let img = RgbImage::from_pixel(200, 100, image::Rgb([255, 0, 0]));
-        let lb = letterbox(&img, 160);
+        let lb = try_letterbox(&img, 160).unwrap();
         assert_eq!((lb.ratio, lb.pad), (0.8, (0, 40)));
         let plane = 160 * 160;
         assert_eq!(lb.data[0], PAD_VALUE as f32 / 255.0); // top-left is padding

@@ -10,7 +10,7 @@ pub mod synth;
 pub mod yolo;
 
 pub use classify::ClassificationDataset;
-pub use letterbox::{letterbox, try_letterbox, LetterboxError, Letterboxed};
+pub use letterbox::{try_letterbox, LetterboxError, Letterboxed};
 pub use prefetch::Prefetcher;
 
 use std::path::{Path, PathBuf};

@@ -3,8 +3,8 @@
 //! deflate-compressed size, mAP, P/R, per-class AP, confusion matrices, latency, and the
 //! per-layer parameter table. `report::compare` writes it as report.json, report.md and PNGs.
 
-use crate::data::{DetectionDataset, OnBad, OpenOptions};
 use super::{self as eval, ClassReport, EvalConfig};
+use crate::data::{DetectionDataset, OnBad, OpenOptions};
 use crate::metrics::confusion::ConfusionMatrix;
 use crate::model::effective;
 use crate::model::{parse_device, Cfg, Darknet, Graph, Layout, Weights};

@@ -4,8 +4,8 @@
 use crate::model::effective::Cost;
 use crate::plan::{drop_of, RunRef};
 use crate::plan::{Curves, Origin, Plan, PlanLayer, PlanModel};
-use crate::sensitivity::{store, Metric, StoredRun};
 pub use crate::project::ProjectPaths;
+use crate::sensitivity::{store, Metric, StoredRun};
 use std::path::Path;
 use std::sync::Arc;
 

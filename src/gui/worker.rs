@@ -2,12 +2,12 @@
 //! and reports back over a crossbeam channel, waking the UI. Only plain data crosses.
 
 use super::state::{Project, ProjectPaths};
+use crate::eval::compare::{self, CompareConfig, Comparison};
 use crate::model::effective::Cost;
 use crate::plan::PlanCoster;
+use crate::plan::{Curves, Plan, PlanModel, Prediction, Rule};
 use crate::prune::stats::LayerStats;
 use crate::prune::Method;
-use crate::plan::{Curves, Plan, PlanModel, Prediction, Rule};
-use crate::eval::compare::{self, CompareConfig, Comparison};
 use crate::sensitivity::{self, AnalysisConfig, Event};
 use crossbeam_channel::{Receiver, Sender};
 use std::path::{Path, PathBuf};
@@ -210,7 +210,9 @@ impl Bridge {
     pub fn layer_stats(&self, project: &Project, block: usize) {
         let model = project.model.clone();
         let weights = project.paths.weights.clone();
-        self.spawn(Job::LayerStats, move |n| n.send(Msg::LayerStats(weights, layer_stats(&model, block).map(Box::new))));
+        self.spawn(Job::LayerStats, move |n| {
+            n.send(Msg::LayerStats(weights, layer_stats(&model, block).map(Box::new)))
+        });
     }
 }
 

@@ -176,7 +176,10 @@ pub fn check_report_dir(out: &Path, inputs: &[&Path]) -> Result<(), ReportError>
     if let Ok(o) = std::fs::canonicalize(out) {
         for p in inputs {
             if std::fs::canonicalize(p).is_ok_and(|p| p.starts_with(&o)) {
-                return Err(folder(format!("the input {} is inside this folder, which the report replaces", p.display())));
+                return Err(folder(format!(
+                    "the input {} is inside this folder, which the report replaces",
+                    p.display()
+                )));
             }
         }
     }

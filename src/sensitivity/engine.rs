@@ -5,7 +5,7 @@
 use super::store::{self, EvalSettings, RunHeader, RunWriter, RUN_FORMAT};
 use super::worker::{self, Batch, Job, Pixels, Shared, WorkerMsg};
 use super::{AnalysisConfig, Event, LayerInfo, Metrics, PointRecord, Record, RunSummary, RunTiming, SensitivityError};
-use crate::data::{letterbox, load_rgb, DataError, DetectionDataset, Letterboxed, OnBad, SkipReport};
+use crate::data::{load_rgb, try_letterbox, DataError, DetectionDataset, Letterboxed, OnBad, OpenOptions, SkipReport};
 use crate::eval::{self, EvalConfig};
 use crate::metrics::nms::NmsConfig;
 use crate::model::{parse_device, BlockKind, Cfg, Darknet, Graph, Layout, Source, Weights};
@@ -137,9 +137,10 @@ fn decode(paths: &[PathBuf], size: u32, threads: usize) -> Vec<std::result::Resu
             s.spawn(|| loop {
                 let k = next.fetch_add(1, Ordering::Relaxed);
                 let Some(path) = paths.get(k) else { break };
-                let item = load_rgb(path).map(|img| {
-                    let lb = letterbox(&img, size);
-                    Pixels::keep(img, lb)
+                let item = load_rgb(path).and_then(|img| {
+                    let lb = try_letterbox(&img, size)
+                        .map_err(|source| DataError::Letterbox { file: path.to_path_buf(), source })?;
+                    Ok(Pixels::keep(img, lb))
                 });
                 *slots[k].lock().unwrap_or_else(|e| e.into_inner()) = Some(item);
             });
@@ -214,10 +215,13 @@ pub fn run(config: &AnalysisConfig, events: &Sender<Event>, cancel: &AtomicBool)
     let sparsities = check_sparsities(&config.sparsities)?;
     let cfg = Cfg::from_file(&config.cfg)?;
     let size = config.img_size.unwrap_or(cfg.width as u32);
+    crate::quantity::check_img_size(size).map_err(SensitivityError::ImgSize)?;
     let graph = Graph::build(&cfg, 1, size as usize, size as usize)?;
     let layout = Layout::of(&cfg, &graph);
     let weights = Weights::load(&config.weights, &layout)?;
-    let mut dataset = DetectionDataset::open(&config.data, Some(cfg.classes()), OnBad::Skip)?;
+    let opts =
+        OpenOptions { classes: Some(cfg.classes()), on_bad: OnBad::Skip, limit: config.limit, ..Default::default() };
+    let dataset = DetectionDataset::open_with(&config.data, opts)?;
     if dataset.num_classes() != cfg.classes() {
         return Err(SensitivityError::Classes {
             data: config.data.clone(),
@@ -225,9 +229,6 @@ pub fn run(config: &AnalysisConfig, events: &Sender<Event>, cancel: &AtomicBool)
             cfg: config.cfg.clone(),
             cfg_classes: cfg.classes(),
         });
-    }
-    if let Some(n) = config.limit {
-        dataset.limit(n);
     }
     if dataset.samples.is_empty() {
         return Err(SensitivityError::NoImages { data: config.data.clone() });
@@ -581,7 +582,7 @@ mod tests {
             let mut b = Batch::default();
             for i in 0..4 {
                 let img = image::RgbImage::new(10, 10);
-                let lb = letterbox(&img, 16);
+                let lb = try_letterbox(&img, 16).unwrap();
                 let (px, lb) = Pixels::keep(img, lb);
                 b.push(i, px, lb);
             }

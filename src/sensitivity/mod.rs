@@ -233,6 +233,8 @@ pub enum SensitivityError {
     NoLayers,
     #[error("--sparsities: give at least one sparsity")]
     NoSparsities,
+    #[error("--img-size: {0}")]
+    ImgSize(String),
     #[error("--sparsities: {value} is outside (0, 1): give fractions such as 0.05,0.5 or percents such as 5,50")]
     Sparsity { value: f64 },
     /// The dataset's class list is not the model's.

@@ -6,7 +6,7 @@
 //! outputs), then only the blocks that depend on L.
 
 use super::{Metrics, PointRecord, SensitivityError};
-use crate::data::{letterbox, load_rgb, DataError, DetectionDataset, Letterboxed};
+use crate::data::{load_rgb, try_letterbox, DataError, DetectionDataset, Letterboxed};
 use crate::eval::{self, EvalConfig, EvalError, EvalReport, ImagePrediction};
 use crate::model::weights::ConvKeys;
 use crate::model::{
@@ -120,15 +120,20 @@ impl Batch {
 
     /// The input, N·3·S·S floats, exactly as `letterbox` gives each image.
     pub fn input(&self, size: u32, dataset: &DetectionDataset) -> Result<Vec<f32>, WorkerError> {
+        let boxed = |img: &image::RgbImage, path: &std::path::Path| {
+            try_letterbox(img, size)
+                .map_err(|source| WorkerError::Decode(DataError::Letterbox { file: path.to_path_buf(), source }))
+        };
         let plane = 3 * size as usize * size as usize;
         let mut out = Vec::with_capacity(plane * self.metas.len());
         for ((i, _), px) in self.metas.iter().zip(&self.images) {
             match px {
-                Pixels::Rgb(img) => out.extend_from_slice(&letterbox(img, size).data),
+                Pixels::Rgb(img) => out.extend_from_slice(&boxed(img, &dataset.samples[*i].image)?.data),
                 Pixels::Letterboxed(v) => out.extend_from_slice(v),
                 Pixels::Reload => {
-                    let img = load_rgb(&dataset.samples[*i].image).map_err(WorkerError::Decode)?;
-                    out.extend_from_slice(&letterbox(&img, size).data);
+                    let path = &dataset.samples[*i].image;
+                    let img = load_rgb(path).map_err(WorkerError::Decode)?;
+                    out.extend_from_slice(&boxed(&img, path)?.data);
                 }
             }
         }
@@ -505,7 +510,7 @@ mod tests {
         assert_eq!(ds.samples.len(), 4);
         let mut batch = Batch::default();
         for (i, p) in pics.iter().enumerate() {
-            let (px, lb) = Pixels::keep(p.clone(), letterbox(p, size));
+            let (px, lb) = Pixels::keep(p.clone(), try_letterbox(p, size).unwrap());
             batch.push(i, px, lb);
         }
         batch.images[3] = Pixels::Reload;
@@ -514,7 +519,7 @@ mod tests {
         assert!(batch.metas.iter().all(|(_, lb)| lb.data.is_empty()));
         let plane = (3 * size * size) as usize;
         assert_eq!(batch.bytes(), (32 * 32 * 3 + 20 * 12 * 3 + plane * 4) as u64);
-        let before: Vec<f32> = pics.iter().flat_map(|p| letterbox(p, size).data).collect();
+        let before: Vec<f32> = pics.iter().flat_map(|p| try_letterbox(p, size).unwrap().data).collect();
         let got = batch.input(size, &ds).unwrap();
         assert_eq!(got.len(), before.len());
         assert!(got.iter().zip(&before).all(|(a, b)| a.to_bits() == b.to_bits()));
