@@ -31,6 +31,19 @@ macro_rules! run_err {
     }};
 }
 
+/// Runs prunescope with `args` and kills it (SIGKILL) after `delay_ms`, or lets it finish.
+fn kill_after(args: Vec<String>, delay_ms: u64) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_prunescope"))
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 /// SHA-256 of every file under `dir`, by path.
 fn hashes(dir: &Path) -> BTreeMap<PathBuf, String> {
     let mut out = BTreeMap::new();
@@ -181,17 +194,8 @@ fn a_killed_prune_leaves_the_old_or_the_new_checkpoint() {
     let mut outcomes = BTreeMap::new();
     for delay_ms in [20u64, 60, 100, 140, 180, 220, 300, 400] {
         std::fs::write(&target, &old).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_prunescope"))
-            .args(["prune", "--cfg", &s(&cfg), "--weights", &s(&w), "--plan"])
-            .arg(&plan)
-            .args(["--out", &s(&target)])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
-        let _ = child.kill();
-        let _ = child.wait();
+        let prune = ["prune", "--cfg", &s(&cfg), "--weights", &s(&w), "--plan", &s(&plan), "--out", &s(&target)];
+        kill_after(prune.iter().map(|a| a.to_string()).collect(), delay_ms);
         let now = std::fs::read(&target).unwrap();
         let kind = if now == old {
             "old"
@@ -244,15 +248,7 @@ fn a_killed_compare_leaves_a_complete_report() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let files = ["confusion.png", "layers.png", "report.json", "report.md"];
     for delay_ms in [50u64, 150, 300, 500, 800, 1200] {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_prunescope"))
-            .args(args(&format!("new{delay_ms}-a,new{delay_ms}-b")))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
-        let _ = child.kill();
-        let _ = child.wait();
+        kill_after(args(&format!("new{delay_ms}-a,new{delay_ms}-b")), delay_ms);
         let mut names: Vec<String> = std::fs::read_dir(&report)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

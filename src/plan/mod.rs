@@ -153,15 +153,14 @@ pub enum PlanError {
     /// `layers[index]` of a plan repeats an earlier layer.
     #[error("layers[{index}]: {layer} appears twice")]
     LayerTwice { index: usize, layer: String },
-    /// The plan names a cfg of other content (hashes, shortened) than the model's.
-    #[error("the plan was made for another cfg ({}, sha256 {plan_sha256}…), not {} (sha256 {model_sha256}…)", plan.display(), model.display())]
-    OtherCfg { plan: PathBuf, plan_sha256: String, model: PathBuf, model_sha256: String },
-    /// The plan names weights of other content than the model's.
+    /// The plan names a cfg or weights (`what`) of other content (hashes, shortened) than the
+    /// model's.
     #[error(
-        "the plan was made for other weights ({}, sha256 {plan_sha256}…), not {} (sha256 {model_sha256}…): suggest a new plan for these weights",
-        plan.display(), model.display()
+        "the plan was made for {what} ({}, sha256 {plan_sha256}…), not {} (sha256 {model_sha256}…){}",
+        plan.display(), model.display(),
+        if what.ends_with("weights") { ": suggest a new plan for these weights" } else { "" }
     )]
-    OtherWeights { plan: PathBuf, plan_sha256: String, model: PathBuf, model_sha256: String },
+    OtherModel { what: &'static str, plan: PathBuf, plan_sha256: String, model: PathBuf, model_sha256: String },
     /// A plan layer at a block that is no convolution of the model's cfg.
     #[error("unknown layer {layer}: {cfg} has no convolution at block {block}")]
     UnknownLayer { layer: String, cfg: String, block: usize },
@@ -354,21 +353,17 @@ impl Plan {
         self.check_values()?;
         let short = |h: &str| h[..12.min(h.len())].to_string();
         let (mine, theirs) = (&self.model, &model.reference);
-        if mine.cfg.sha256 != theirs.cfg.sha256 {
-            return Err(PlanError::OtherCfg {
-                plan: mine.cfg.path.clone(),
-                plan_sha256: short(&mine.cfg.sha256),
-                model: theirs.cfg.path.clone(),
-                model_sha256: short(&theirs.cfg.sha256),
-            });
-        }
-        if mine.weights.sha256 != theirs.weights.sha256 {
-            return Err(PlanError::OtherWeights {
-                plan: mine.weights.path.clone(),
-                plan_sha256: short(&mine.weights.sha256),
-                model: theirs.weights.path.clone(),
-                model_sha256: short(&theirs.weights.sha256),
-            });
+        for (what, a, b) in [("another cfg", &mine.cfg, &theirs.cfg), ("other weights", &mine.weights, &theirs.weights)]
+        {
+            if a.sha256 != b.sha256 {
+                return Err(PlanError::OtherModel {
+                    what,
+                    plan: a.path.clone(),
+                    plan_sha256: short(&a.sha256),
+                    model: b.path.clone(),
+                    model_sha256: short(&b.sha256),
+                });
+            }
         }
         for l in &self.layers {
             if model.conv_keys(l.block).is_none() {
