@@ -231,7 +231,13 @@ impl DirLock {
         let me = format!(
             "pid {}: {}",
             std::process::id(),
-            std::env::args().collect::<Vec<_>>().join(" ").chars().take(300).collect::<String>()
+            std::env::args_os()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join(" ")
+                .chars()
+                .take(300)
+                .collect::<String>()
         );
         let _ = file.set_len(0).and_then(|_| file.write_all(me.as_bytes())).and_then(|_| file.flush());
         Ok(Self { _file: file, path })

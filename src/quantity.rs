@@ -42,6 +42,24 @@ pub fn count_in(s: &str, what: &str, min: usize, max: usize) -> Result<usize, St
     Ok(v)
 }
 
+/// A finite number in (0, `max`] (`--lr`).
+pub fn positive(s: &str, what: &str, max: f64) -> Result<f64, String> {
+    let v = number(s, what)?;
+    if !(v > 0.0 && v <= max) {
+        return Err(format!("{what} `{}`: expected a number above 0 and at most {max}", s.trim()));
+    }
+    Ok(v)
+}
+
+/// A finite number in [0, `max`] (`--warmup`).
+pub fn non_negative(s: &str, what: &str, max: f64) -> Result<f64, String> {
+    let v = number(s, what)?;
+    if !(0.0..=max).contains(&v) {
+        return Err(format!("{what} `{}`: expected a number from 0 to {max}", s.trim()));
+    }
+    Ok(v)
+}
+
 /// Images per forward pass: 1 to 1,024.
 pub fn batch(s: &str) -> Result<usize, String> {
     count_in(s, "batch", 1, 1024)

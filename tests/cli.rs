@@ -211,3 +211,87 @@ fn inspect_layer_weights() {
     assert!(!ok);
     assert!(err.contains("--layer conv_3") && err.contains("yolov3-tiny-shapes.cfg"), "{err}");
 }
+
+/// Found by trying the CLI as a new user: outputs onto inputs, training into an earlier
+/// training's folder, absurd counts and non-UTF-8 paths are refused or handled, never a
+/// silent overwrite, an abort or a panic.
+#[test]
+fn outputs_counts_and_odd_paths() {
+    use std::os::unix::ffi::OsStrExt;
+    let s = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sample_runs/shapes");
+    let (cfg, w, data) =
+        (s.join("yolov3-tiny-shapes.cfg"), s.join("yolov3-tiny-shapes.safetensors"), s.join("data.yaml"));
+    let d = tempfile::tempdir().unwrap();
+    let copy = d.path().join("model.cfg");
+    std::fs::copy(&cfg, &copy).unwrap();
+    let (ok, _, err) = prunescope(&[
+        "eval",
+        "--cfg",
+        copy.to_str().unwrap(),
+        "--weights",
+        w.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--save-dets",
+        copy.to_str().unwrap(),
+        "--limit",
+        "2",
+    ]);
+    assert!(!ok && err.contains("input --cfg"), "{err}");
+    assert_eq!(std::fs::read(&copy).unwrap(), std::fs::read(&cfg).unwrap());
+    let label = d.path().join("label.txt");
+    std::fs::write(&label, "0 0.5 0.5 0.1 0.1\n").unwrap();
+    let (ok, _, err) = prunescope(&[
+        "eval",
+        "--cfg",
+        cfg.to_str().unwrap(),
+        "--weights",
+        w.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--save-dets",
+        label.to_str().unwrap(),
+        "--limit",
+        "2",
+    ]);
+    assert!(!ok && err.contains("is not a .json results file"), "{err}");
+    let earlier = d.path().join("earlier");
+    std::fs::create_dir(&earlier).unwrap();
+    std::fs::write(earlier.join("best.safetensors"), b"an earlier checkpoint").unwrap();
+    let (ok, _, err) = prunescope(&[
+        "train",
+        "--cfg",
+        cfg.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        earlier.to_str().unwrap(),
+    ]);
+    assert!(!ok && err.contains("the folder exists and is not empty"), "{err}");
+    assert_eq!(std::fs::read(earlier.join("best.safetensors")).unwrap(), b"an earlier checkpoint");
+    let (ok, _, err) = prunescope(&[
+        "train",
+        "--cfg",
+        cfg.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        d.path().join("t").to_str().unwrap(),
+        "--epochs",
+        "0",
+    ]);
+    assert!(!ok && err.contains("epochs `0`"), "{err}");
+    let (ok, _, err) =
+        prunescope(&["synth", "--out", d.path().join("s").to_str().unwrap(), "--train", "99999999999999"]);
+    assert!(!ok && err.contains("train `99999999999999`: expected a whole number from 0 to 1000000"), "{err}");
+    // A run folder whose name is not UTF-8 (Latin-1 é).
+    let odd = d.path().join(std::ffi::OsStr::from_bytes(b"r\xe9"));
+    let out = Command::new(env!("CARGO_BIN_EXE_prunescope"))
+        .args(["analyze", "--cfg", cfg.to_str().unwrap(), "--weights", w.to_str().unwrap()])
+        .args(["--data", data.to_str().unwrap(), "--limit", "4", "--layers", "conv_4", "--sparsities", "50", "--out"])
+        .arg(&odd)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(odd.join("run.json").is_file());
+}

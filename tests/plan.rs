@@ -216,3 +216,19 @@ fn layer_stats_cut_what_pruning_removes() {
         }
     }
 }
+
+/// A run missing points is refused: unmeasured layers would get 0 % as if suggested.
+#[test]
+fn an_unfinished_run_is_refused() {
+    let m = model();
+    let mut run = store::read(&run_dir()).unwrap();
+    let total = run.header.layers.len() * run.header.sparsities.len();
+    let last = run.header.layers.last().unwrap().clone();
+    run.points.retain(|p| p.layer != last);
+    let e = plan::suggest(&run, &run_dir(), &m, &Rule::PerLayer(Budget::Relative(0.02)), Metric::Map50, &[])
+        .unwrap_err()
+        .to_string();
+    let done = total - run.header.sparsities.len();
+    assert!(e.contains(&format!("the run is unfinished ({done} of {total} points measured, none for {last})")), "{e}");
+    assert!(e.contains("--resume"), "{e}");
+}

@@ -55,6 +55,19 @@ pub struct Args {
 }
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
+    if let Some(out) = &args.save_dets {
+        crate::fsio::refuse_input_as_output(
+            out,
+            &[("--cfg", &args.cfg), ("--weights", &args.weights), ("--data", &args.data)],
+        )?;
+        let is_json = out.extension().is_some_and(|e| e.eq_ignore_ascii_case("json"));
+        if out.exists() && !is_json {
+            anyhow::bail!(
+                "--save-dets {}: the file exists and is not a .json results file; choose a new file ending in .json",
+                out.display()
+            );
+        }
+    }
     let cfg = Cfg::from_file(&args.cfg)?;
     let size = args.img_size.unwrap_or(cfg.width as u32);
     let graph = Graph::build(&cfg, 1, size as usize, size as usize)?;

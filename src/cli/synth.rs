@@ -9,10 +9,10 @@ pub struct Args {
     #[arg(long)]
     pub out: PathBuf,
     /// Training images.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = 2000, value_parser = |s: &str| crate::quantity::count_in(s, "train", 0, 1_000_000))]
     pub train: usize,
     /// Validation images.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 300, value_parser = |s: &str| crate::quantity::count_in(s, "val", 1, 1_000_000))]
     pub val: usize,
     /// Seed: the same seed gives byte-identical files.
     #[arg(long, default_value_t = 0)]

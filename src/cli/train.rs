@@ -18,9 +18,9 @@ pub struct Common {
     /// Dataset with `train` and `val` splits: an Ultralytics data.yaml or a Darknet .data.
     #[arg(long)]
     pub data: PathBuf,
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 50, value_parser = |s: &str| crate::quantity::count_in(s, "epochs", 1, 100_000))]
     pub epochs: usize,
-    /// Output folder: last and best checkpoints and train_log.jsonl.
+    /// Output folder (new or empty): last and best checkpoints and train_log.jsonl.
     #[arg(long)]
     pub out: PathBuf,
     #[arg(long, default_value_t = 16, value_parser = crate::quantity::batch)]
@@ -33,10 +33,10 @@ pub struct Common {
     pub optimizer: OptimizerKind,
     /// Initial learning rate (after a linear warm-up, a cosine decays it to 1 % of this);
     /// default: 0.01 for SGD, 0.001 for Adam.
-    #[arg(long)]
+    #[arg(long, value_parser = |s: &str| crate::quantity::positive(s, "lr", 10.0))]
     pub lr: Option<f64>,
     /// Warm-up length in epochs.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = |s: &str| crate::quantity::non_negative(s, "warmup", 1000.0))]
     pub warmup: f64,
     /// cpu, cuda, cuda:N or auto.
     #[arg(long, default_value = "cpu")]
@@ -80,6 +80,14 @@ pub fn run_finetune(a: &FinetuneArgs) -> anyhow::Result<()> {
 fn run(c: &Common, weights: Option<&PathBuf>, keep_zeros: bool) -> anyhow::Result<()> {
     if !matches!(c.save_as.as_str(), "safetensors" | "weights" | "pth") {
         anyhow::bail!("--save-as {}: expected safetensors, weights or pth", c.save_as);
+    }
+    // Checkpoints and the log of an earlier training are never replaced or mixed with new ones.
+    let non_empty = std::fs::read_dir(&c.out).map(|mut d| d.next().is_some()).unwrap_or(false);
+    if c.out.is_file() || non_empty {
+        anyhow::bail!(
+            "--out {}: the folder exists and is not empty (an earlier training?); training writes last/best checkpoints and train_log.jsonl into a new or empty folder",
+            c.out.display()
+        );
     }
     let cfg = Cfg::from_file(&c.cfg)?;
     trainer::check_trainable(&cfg)?;

@@ -173,6 +173,12 @@ pub enum PlanError {
     /// A run without a baseline has no curves.
     #[error("the run has no baseline yet: it has not started")]
     NoBaseline,
+    /// A suggestion from part of the grid would give unmeasured layers 0 % as if suggested.
+    #[error(
+        "{}: the run is unfinished ({done} of {total} points measured, none for {missing}): finish it with `prunescope analyze … --resume` (or Resume in the explorer), or merge its shards, then suggest",
+        path.display()
+    )]
+    Unfinished { path: PathBuf, done: usize, total: usize, missing: String },
     /// A run whose baseline is no measurement (COCOeval's −1 for "no ground truth").
     #[error(
         "the run's baseline {} is {value}: no valid measurement (no image or no labelled object was evaluated); run the analysis again on a labelled validation set",
@@ -586,6 +592,25 @@ pub fn check_run(run: &StoredRun, model: &PlanModel, run_dir: &Path) -> Result<(
     Ok(())
 }
 
+/// Refuses a run whose grid (layers × sparsities) is not fully measured.
+fn check_finished(run: &StoredRun, run_dir: &Path) -> Result<(), PlanError> {
+    let h = &run.header;
+    let total = h.layers.len() * h.sparsities.len();
+    let measured = |l: &String, s: f64| run.points.iter().any(|p| &p.layer == l && (p.sparsity - s).abs() < 1e-9);
+    let done = h.layers.iter().map(|l| h.sparsities.iter().filter(|&&s| measured(l, s)).count()).sum::<usize>();
+    if done == total {
+        return Ok(());
+    }
+    let missing: Vec<&str> =
+        h.layers.iter().filter(|l| !h.sparsities.iter().any(|&s| measured(l, s))).map(String::as_str).collect();
+    let missing = match missing.len() {
+        0 => "some sparsities of some layers".to_string(),
+        n if n > 6 => format!("{} and {} more layers", missing[..6].join(", "), n - 6),
+        _ => missing.join(", "),
+    };
+    Err(PlanError::Unfinished { path: run_dir.join(store::RUN_FILE), done, total, missing })
+}
+
 /// Suggests a plan from a finished run. Layers in `frozen` stay at 0 %.
 pub fn suggest(
     run: &StoredRun,
@@ -596,6 +621,7 @@ pub fn suggest(
     frozen: &[String],
 ) -> Result<Plan, PlanError> {
     check_run(run, model, run_dir)?;
+    check_finished(run, run_dir)?;
     let curves = Curves::of(run, metric).map_err(|e| e.in_file(run_dir))?;
     for f in frozen {
         if curves.index_of(f).is_none() {
