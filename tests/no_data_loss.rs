@@ -132,6 +132,9 @@ fn the_pipeline_modifies_no_input() {
     assert_eq!(hashes(&e), before);
     let names: Vec<_> = std::fs::read_dir(&report).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(names.len(), 5, "{names:?}");
+    // `--latency-runs 0` measures no latency (it used to time one run anyway).
+    let md = std::fs::read_to_string(report.join("report.md")).unwrap();
+    assert!(md.contains("| not measured |"), "{md}");
     // No temporary file or folder is left next to the outputs.
     let left: Vec<_> = std::fs::read_dir(&out)
         .unwrap()

@@ -57,7 +57,8 @@ pub struct ModelReport {
     pub classes: Vec<ClassReport>,
     pub confusion: ConfusionMatrix,
     /// Median of the timed passes, batch 1, on `device`.
-    pub latency_ms: f64,
+    /// None when no timed runs were asked for (`--latency-runs 0`).
+    pub latency_ms: Option<f64>,
     pub device: String,
     pub layers: Vec<LayerRow>,
 }
@@ -180,7 +181,7 @@ pub fn compare(
             progress(m, d, t);
             true
         })?;
-        let latency_ms = latency(&net, size, device, c.latency_runs)?;
+        let latency_ms = (c.latency_runs > 0).then(|| latency(&net, size, device, c.latency_runs)).transpose()?;
         let total = eff.total();
         out.push(ModelReport {
             label: label.clone(),
@@ -228,7 +229,7 @@ fn latency(net: &Darknet, size: u32, device: tch::Device, runs: usize) -> Result
     }
     sync();
     let mut times = Vec::with_capacity(runs);
-    for _ in 0..runs.max(1) {
+    for _ in 0..runs {
         let t = Instant::now();
         let _ = net.forward(&x)?;
         sync();

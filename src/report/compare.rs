@@ -24,7 +24,7 @@ pub fn markdown(c: &Comparison) -> String {
     for m in &c.models {
         let _ = writeln!(
             s,
-            "| {} | {} | {} ({}) | {} | {} | {} ({}) | {} | {} ({:.2}×) | {:.4} | {:.4} | {:.3} | {:.3} | {:.2} ms |",
+            "| {} | {} | {} ({}) | {} | {} | {} ({}) | {} | {} ({:.2}×) | {:.4} | {:.4} | {:.3} | {:.3} | {} |",
             m.label,
             m.params,
             m.nonzero_params,
@@ -40,7 +40,7 @@ pub fn markdown(c: &Comparison) -> String {
             m.map,
             m.precision,
             m.recall,
-            m.latency_ms
+            m.latency_ms.map(|v| format!("{v:.2} ms")).unwrap_or_else(|| "not measured".into())
         );
     }
     let _ = writeln!(s, "\nLatency: median of timed batch-1 forward passes on {} (masked dense tensors: zeros are not skipped by the kernels).\n", base.device);

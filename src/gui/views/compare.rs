@@ -160,19 +160,23 @@ fn summary(ui: &mut egui::Ui, models: &[ModelReport]) {
                 ("mAP@0.5:0.95", |m| m.map, false),
                 ("precision", |m| m.precision, false),
                 ("recall", |m| m.recall, false),
-                ("latency (ms, batch 1)", |m| m.latency_ms, false),
+                ("latency (ms, batch 1)", |m| m.latency_ms.unwrap_or(f64::NAN), false),
             ];
             for (label, get, integer) in rows {
                 ui.label(label);
                 let b = get(base);
                 for (i, m) in models.iter().enumerate() {
                     let v = get(m);
-                    if integer {
+                    if v.is_nan() {
+                        ui.label("not measured");
+                    } else if integer {
                         ui.label(super::count(v as u64));
                     } else {
                         ui.label(format!("{v:.4}"));
                     }
-                    if i > 0 {
+                    if i > 0 && (v.is_nan() || b.is_nan()) {
+                        ui.label("");
+                    } else if i > 0 {
                         let rel = if b != 0.0 { 100.0 * (v - b) / b } else { 0.0 };
                         let text = if integer { format!("{rel:+.1} %") } else { format!("{:+.4}", v - b) };
                         ui.label(RichText::new(text).strong());
