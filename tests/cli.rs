@@ -129,6 +129,9 @@ fn numeric_options_are_checked() {
         ]);
         assert!(!ok && err.contains(&format!("budget `{budget}`")) && err.contains(expected), "{budget}: {err}");
     }
+    let (ok, _, err) =
+        prunescope(&["suggest", "--run", run.to_str().unwrap(), "--target", "0.3", "--out", plan.to_str().unwrap()]);
+    assert!(!ok && err.contains("--target 0.3: ambiguous"), "{err}");
     assert!(!plan.exists());
 }
 

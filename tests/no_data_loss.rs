@@ -269,3 +269,18 @@ fn a_killed_compare_leaves_a_complete_report() {
         );
     }
 }
+
+/// A report folder holding files a comparison did not write is not replaced (they would be
+/// deleted with it).
+#[test]
+fn a_report_folder_with_foreign_files_is_not_replaced() {
+    let d = tempfile::tempdir().unwrap();
+    let report = d.path().join("report");
+    std::fs::create_dir(&report).unwrap();
+    std::fs::write(report.join("report.json"), "{}").unwrap();
+    std::fs::write(report.join("notes.txt"), "mine").unwrap();
+    let e = prunescope::report::compare::check_report_dir(&report, &[]).unwrap_err().to_string();
+    assert!(e.contains("also holds notes.txt"), "{e}");
+    std::fs::remove_file(report.join("notes.txt")).unwrap();
+    prunescope::report::compare::check_report_dir(&report, &[]).unwrap();
+}

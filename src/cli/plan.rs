@@ -37,11 +37,20 @@ pub struct SuggestArgs {
     pub out: PathBuf,
 }
 
+/// `30` or `30%`; a bare value below 1 (`0.3`) could mean 0.3 % or 30 % and is refused.
 fn percent(s: &str) -> anyhow::Result<f64> {
-    let t = s.trim().trim_end_matches('%');
-    let v: f64 = t.parse().map_err(|_| anyhow::anyhow!("--target {s}: expected a percentage such as 30%"))?;
+    let t = s.trim();
+    let v: f64 = t
+        .trim_end_matches('%')
+        .parse()
+        .ok()
+        .filter(|v: &f64| v.is_finite())
+        .ok_or_else(|| anyhow::anyhow!("--target {s}: expected a percentage such as 30%"))?;
     if !(v > 0.0 && v < 100.0) {
         anyhow::bail!("--target {s}: expected a percentage between 0 and 100");
+    }
+    if v < 1.0 && !t.ends_with('%') {
+        anyhow::bail!("--target {s}: ambiguous (0.3 % or 30 %?): write the percentage with a % sign, e.g. 30% or 0.3%");
     }
     Ok(v / 100.0)
 }

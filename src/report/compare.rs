@@ -160,6 +160,10 @@ pub fn layers_png(c: &Comparison, path: &Path) -> Result<(), ReportError> {
     root.present().map_err(e)
 }
 
+/// The files a comparison report folder holds (with `pruned.*` from the explorer).
+pub const REPORT_FILES: [&str; 6] =
+    ["report.json", "report.md", "confusion.png", "layers.png", "curves.png", "plan.json"];
+
 /// A report folder replaces an earlier report whole (`fsio::write_dir_via`), so it must be new,
 /// empty or an earlier report (it holds report.json), and hold none of the `inputs`.
 pub fn check_report_dir(out: &Path, inputs: &[&Path]) -> Result<(), ReportError> {
@@ -172,6 +176,20 @@ pub fn check_report_dir(out: &Path, inputs: &[&Path]) -> Result<(), ReportError>
         return Err(folder(
             "the folder exists and holds no earlier report (report.json); the report replaces its folder whole, so choose a new or empty folder".into(),
         ));
+    }
+    // An earlier report is replaced whole: files someone added to it would go with it.
+    let ours = |name: &str| REPORT_FILES.contains(&name) || name.starts_with("pruned.") || name.starts_with('.');
+    let foreign: Vec<String> = std::fs::read_dir(out)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .filter(|n| !ours(n))
+        .collect();
+    if !foreign.is_empty() {
+        return Err(folder(format!(
+            "the earlier report here also holds {} (not written by a comparison), which replacing the report would delete: move it away or choose another folder",
+            foreign.join(", ")
+        )));
     }
     if let Ok(o) = std::fs::canonicalize(out) {
         for p in inputs {
