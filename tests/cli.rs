@@ -227,36 +227,17 @@ fn outputs_counts_and_odd_paths() {
     let d = tempfile::tempdir().unwrap();
     let copy = d.path().join("model.cfg");
     std::fs::copy(&cfg, &copy).unwrap();
-    let (ok, _, err) = prunescope(&[
-        "eval",
-        "--cfg",
-        copy.to_str().unwrap(),
-        "--weights",
-        w.to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-        "--save-dets",
-        copy.to_str().unwrap(),
-        "--limit",
-        "2",
-    ]);
+    let eval_saving = |cfg: &std::path::Path, dets: &std::path::Path| {
+        let (cfg, dets) = (cfg.to_str().unwrap(), dets.to_str().unwrap());
+        let (w, data) = (w.to_str().unwrap(), data.to_str().unwrap());
+        prunescope(&["eval", "--cfg", cfg, "--weights", w, "--data", data, "--save-dets", dets, "--limit", "2"])
+    };
+    let (ok, _, err) = eval_saving(&copy, &copy);
     assert!(!ok && err.contains("input --cfg"), "{err}");
     assert_eq!(std::fs::read(&copy).unwrap(), std::fs::read(&cfg).unwrap());
     let label = d.path().join("label.txt");
     std::fs::write(&label, "0 0.5 0.5 0.1 0.1\n").unwrap();
-    let (ok, _, err) = prunescope(&[
-        "eval",
-        "--cfg",
-        cfg.to_str().unwrap(),
-        "--weights",
-        w.to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-        "--save-dets",
-        label.to_str().unwrap(),
-        "--limit",
-        "2",
-    ]);
+    let (ok, _, err) = eval_saving(&cfg, &label);
     assert!(!ok && err.contains("is not a .json results file"), "{err}");
     let earlier = d.path().join("earlier");
     std::fs::create_dir(&earlier).unwrap();
