@@ -127,6 +127,11 @@ where
     result
 }
 
+/// True when `dir` is a folder with at least one entry (false when it is absent or unreadable).
+pub fn non_empty_dir(dir: &Path) -> bool {
+    std::fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(false)
+}
+
 /// True when `a` and `b` name the same existing file (through links and relative paths).
 pub fn same_file(a: &Path, b: &Path) -> bool {
     match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {

@@ -82,7 +82,7 @@ fn run(c: &Common, weights: Option<&PathBuf>, keep_zeros: bool) -> anyhow::Resul
         anyhow::bail!("--save-as {}: expected safetensors, weights or pth", c.save_as);
     }
     // Checkpoints and the log of an earlier training are never replaced or mixed with new ones.
-    let non_empty = std::fs::read_dir(&c.out).map(|mut d| d.next().is_some()).unwrap_or(false);
+    let non_empty = crate::fsio::non_empty_dir(&c.out);
     if c.out.is_file() || non_empty {
         anyhow::bail!(
             "--out {}: the folder exists and is not empty (an earlier training?); training writes last/best checkpoints and train_log.jsonl into a new or empty folder",

@@ -171,7 +171,7 @@ pub fn check_report_dir(out: &Path, inputs: &[&Path]) -> Result<(), ReportError>
     if out.is_file() {
         return Err(folder("this is a file; the report is a folder".into()));
     }
-    let non_empty = std::fs::read_dir(out).map(|mut d| d.next().is_some()).unwrap_or(false);
+    let non_empty = crate::fsio::non_empty_dir(out);
     if non_empty && !out.join("report.json").is_file() {
         return Err(folder(
             "the folder exists and holds no earlier report (report.json); the report replaces its folder whole, so choose a new or empty folder".into(),
