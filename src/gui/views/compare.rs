@@ -2,10 +2,9 @@
 //! show them side by side (the table, the layers, the confusion matrices) with exports.
 
 use super::super::app::{App, Pick};
-use super::super::widgets::heatmap::Heatmap;
 use crate::eval::compare::ModelReport;
 use crate::gui::app::Action;
-use egui::{RichText, Vec2};
+use egui::RichText;
 
 pub fn show(app: &mut App, ui: &mut egui::Ui) {
     ui.heading("Prune & compare");
@@ -88,50 +87,7 @@ pub fn show(app: &mut App, ui: &mut egui::Ui) {
             layers(ui, &c.models);
         });
         ui.add_space(8.0);
-        ui.strong("Confusion matrices");
-        let names: Vec<String> = c.names.iter().cloned().chain(std::iter::once("background".to_string())).collect();
-        let n = names.len();
-        let flat = |m: &ModelReport| -> Vec<f64> { m.confusion.counts.iter().flatten().map(|&x| x as f64).collect() };
-        let mut hovered = None;
-        let panels = c.models.len() + usize::from(c.models.len() >= 2);
-        let side = ((ui.available_width() - 24.0) / panels as f32).clamp(160.0, 330.0);
-        ui.horizontal(|ui| {
-            for (i, m) in c.models.iter().enumerate() {
-                let values = flat(m);
-                if values.len() == n * n {
-                    let title = m.label.clone();
-                    if let Some(h) =
-                        (Heatmap { id: &m.label, title: &title, values: &values, names: &names, diverging: false })
-                            .show(ui, Vec2::new(side, side + 40.0))
-                    {
-                        hovered = Some((i, h.0, h.1));
-                    }
-                }
-            }
-            if c.models.len() >= 2 {
-                let (a, b) = (flat(&c.models[0]), flat(&c.models[1]));
-                if a.len() == n * n && b.len() == n * n {
-                    let d: Vec<f64> = b.iter().zip(&a).map(|(x, y)| x - y).collect();
-                    let title = format!("{} − {}", c.models[1].label, c.models[0].label);
-                    if let Some(h) =
-                        (Heatmap { id: "difference", title: &title, values: &d, names: &names, diverging: true })
-                            .show(ui, Vec2::new(side, side + 40.0))
-                    {
-                        hovered = Some((2, h.0, h.1));
-                    }
-                }
-            }
-        });
-        if let Some((_, r, col)) = hovered {
-            let cells: Vec<String> = c
-                .models
-                .iter()
-                .map(|m| {
-                    format!("{}: {}", m.label, m.confusion.counts.get(r).and_then(|x| x.get(col)).copied().unwrap_or(0))
-                })
-                .collect();
-            ui.label(format!("predicted {} / true {} — {}", names[r], names[col], cells.join(", ")));
-        }
+        super::confusion::show(ui, c);
     });
 }
 

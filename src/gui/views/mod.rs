@@ -3,6 +3,7 @@
 
 mod analysis;
 mod compare;
+mod confusion;
 mod layers;
 mod plan;
 mod sensitivity;
