@@ -37,7 +37,13 @@ pub struct Project {
     pub generation: u64,
     /// The generation `prediction` was computed for.
     pub costed_generation: u64,
-    pub saved_generation: u64,
+    /// The layers as last loaded or saved: the plan is unsaved while it differs from them.
+    saved: Vec<PlanLayer>,
+    /// The run the loaded plan was made from, when it is not the open run: its thresholds
+    /// are costed here with the open run's curves.
+    pub plan_from_other_run: Option<RunRef>,
+    /// The threshold a layer had when it was frozen, given back when it is unfrozen.
+    thawed: std::collections::HashMap<usize, f64>,
     undo: Vec<Vec<PlanLayer>>,
     redo: Vec<Vec<PlanLayer>>,
 }
@@ -60,7 +66,6 @@ impl Project {
             let plan = Plan::read(p).map_err(|e| e.to_string())?;
             project.replace_plan(plan, p)?;
             project.undo.clear();
-            project.saved_generation = project.generation;
         }
         Ok(project)
     }
@@ -106,6 +111,7 @@ impl Project {
             });
             plan.img_size = r.header.eval.img_size;
         }
+        let saved = plan.layers.clone();
         Ok(Project {
             paths,
             model,
@@ -116,15 +122,39 @@ impl Project {
             costs_after: None,
             generation: 1,
             costed_generation: 0,
-            saved_generation: 1,
+            saved,
+            plan_from_other_run: None,
+            thawed: Default::default(),
             undo: Vec::new(),
             redo: Vec::new(),
         })
     }
 
-    /// Whether the plan changed since it was loaded or saved.
+    /// Whether the plan differs from what was last loaded or saved (undoing back to the
+    /// saved thresholds makes it saved again).
     pub fn unsaved(&self) -> bool {
-        self.generation != self.saved_generation
+        let key = |l: &PlanLayer| (l.block, l.sparsity.to_bits(), l.origin);
+        let nonzero = |v: &[PlanLayer]| -> Vec<_> {
+            v.iter().filter(|l| l.sparsity > 0.0 || l.origin != Origin::Manual).map(key).collect()
+        };
+        nonzero(&self.plan.layers) != nonzero(&self.saved)
+    }
+
+    /// The run the open run's curves come from, as plans name it.
+    pub fn run_ref(&self) -> Option<RunRef> {
+        let (r, dir) = (self.run.as_ref()?, self.paths.run.as_ref()?);
+        Some(RunRef { path: dir.clone(), created_at: r.header.created_at.clone(), dataset: r.header.dataset.clone() })
+    }
+
+    /// Whether `layer` has a measured curve in the open run.
+    pub fn has_curve(&self, layer: &str) -> bool {
+        self.curves.as_ref().is_some_and(|c| c.index_of(layer).is_some())
+    }
+
+    /// The pruned layers of the plan that the open run has no curve for: their drop is not
+    /// in the estimate.
+    pub fn pruned_without_curve(&self) -> Vec<&PlanLayer> {
+        self.plan.layers.iter().filter(|l| l.sparsity > 0.0 && !self.has_curve(&l.layer)).collect()
     }
 
     pub fn row(&self, block: usize) -> Option<&LayerRow> {
@@ -212,14 +242,14 @@ impl Project {
             return;
         }
         self.checkpoint();
-        let curves = self.curves.as_ref();
         if let Some(l) = self.plan.layers.iter_mut().find(|l| l.block == block) {
             if l.origin == Origin::Frozen {
                 l.origin = Origin::Manual;
+                l.sparsity = self.thawed.remove(&block).unwrap_or(0.0);
             } else {
+                self.thawed.insert(block, l.sparsity);
                 l.origin = Origin::Frozen;
                 l.sparsity = 0.0;
-                l.predicted_drop = curves.map(|_| 0.0);
             }
         }
         self.changed();
@@ -238,7 +268,7 @@ impl Project {
             l.sparsity = 0.0;
         }
         self.changed();
-        self.saved_generation = self.generation;
+        self.saved = self.plan.layers.clone();
     }
 
     /// Takes a suggested or loaded plan's layers; one undo step.
@@ -250,16 +280,30 @@ impl Project {
     }
 
     /// Replaces the plan by one read from `path` (checked against the model); one undo step.
-    pub fn replace_plan(&mut self, plan: Plan, path: &Path) -> Result<(), String> {
+    /// A plan made from another run is costed with the open run's curves (and saved as made
+    /// from it); which run it came from is kept in `plan_from_other_run` to say so.
+    pub fn replace_plan(&mut self, mut plan: Plan, path: &Path) -> Result<(), String> {
         plan.check(&self.model).map_err(|m| format!("{}: {m}", path.display()))?;
         self.checkpoint();
-        let run = self.plan.run.clone();
-        self.plan = plan;
-        if self.plan.run.is_none() {
-            self.plan.run = run;
+        let open = self.run_ref();
+        self.plan_from_other_run = match (&plan.run, &open) {
+            (Some(from), Some(open)) if same_run(from, open) => None,
+            (Some(from), _) => Some(from.clone()),
+            (None, _) => None,
+        };
+        if open.is_some() || plan.run.is_none() {
+            plan.run = open.or(plan.run);
         }
+        let metric_changed = self.plan.metric != plan.metric;
+        self.plan = plan;
         self.paths.plan = Some(path.to_path_buf());
+        self.thawed.clear();
+        if metric_changed {
+            // The curves in the plan's metric (a plan can be suggested from any metric of a run).
+            self.refresh_curves();
+        }
         self.changed();
+        self.saved = self.plan.layers.clone();
         Ok(())
     }
 
@@ -303,7 +347,7 @@ impl Project {
         plan.created_at = crate::provenance::now_rfc3339();
         plan.write(path).map_err(|e| e.to_string())?;
         self.paths.plan = Some(path.to_path_buf());
-        self.saved_generation = self.generation;
+        self.saved = self.plan.layers.clone();
         Ok(())
     }
 
@@ -324,20 +368,6 @@ impl Project {
         self.refresh_curves();
     }
 
-    /// Attaches the run an analysis just started (its header is on disk).
-    /// The plan starts empty for the new run; the previous plan stays one undo step away.
-    pub fn attach_run(&mut self, dir: &Path) -> Result<(), String> {
-        let run = store::read(dir).map_err(|e| e.to_string())?;
-        crate::plan::check_run(&run, &self.model, dir).map_err(|e| e.to_string())?;
-        let paths = ProjectPaths { run: Some(dir.to_path_buf()), plan: None, ..self.paths.clone() };
-        let fresh = Project::new(paths, self.model.clone(), Some(run))?;
-        let mut undo = std::mem::take(&mut self.undo);
-        undo.push(self.plan.layers.clone());
-        let generation = self.generation + 1;
-        *self = Project { generation, saved_generation: 0, undo, ..fresh };
-        Ok(())
-    }
-
     fn refresh_curves(&mut self) {
         let Some(run) = &self.run else { return };
         if run.baseline.is_none() {
@@ -348,4 +378,10 @@ impl Project {
             self.changed();
         }
     }
+}
+
+/// Whether two references name the same run: the same folder, or (a moved copy) the same
+/// creation time and dataset.
+fn same_run(a: &RunRef, b: &RunRef) -> bool {
+    crate::fsio::same_path(&a.path, &b.path) || (a.created_at == b.created_at && a.dataset.sha256 == b.dataset.sha256)
 }

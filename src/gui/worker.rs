@@ -72,6 +72,8 @@ pub struct CompareOutcome {
     pub comparison: Comparison,
     pub dir: PathBuf,
     pub pruned: PathBuf,
+    /// The plan applied, with what it predicted (shown beside what was measured).
+    pub plan: Option<Plan>,
 }
 
 /// Spawns jobs and collects their messages.
@@ -255,7 +257,12 @@ fn prune_and_compare(
     })
     .map_err(|e| e.to_string())?;
     let comparison = comparison.ok_or("the comparison produced no result")?;
-    Ok(CompareOutcome { comparison, dir: job.dir.clone(), pruned: job.dir.join(pruned_name) })
+    Ok(CompareOutcome {
+        comparison,
+        dir: job.dir.clone(),
+        pruned: job.dir.join(pruned_name),
+        plan: Some(plan.clone()),
+    })
 }
 
 /// Evaluates the origin, the pruned checkpoint at `pruned` and the optional third one.

@@ -7,11 +7,27 @@ use crate::gui::state::ProjectPaths;
 use crate::plan::ExportFormat;
 use std::path::PathBuf;
 
+/// The answers to "the plan has unsaved edits".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// Save the plan, then go on.
+    SaveFirst,
+    /// Go on; the edits are lost.
+    Discard,
+    Cancel,
+}
+
 /// One thing the user asked for.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     OpenProject(ProjectPaths),
     OpenFolder(PathBuf),
+    /// Another run of the open model (a new plan for it).
+    OpenRun(PathBuf),
+    /// The run the loaded plan was made from, with that plan.
+    OpenPlanRun,
+    /// The answer to the question about unsaved plan edits.
+    Confirm(Answer),
     /// Show the Open window (Ctrl+O).
     ShowOpen,
     /// Files dropped on the window.
@@ -63,7 +79,18 @@ impl App {
         match a {
             Action::OpenProject(p) => self.open_project(p),
             Action::OpenFolder(d) => self.open_folder(&d),
-            Action::ShowOpen => self.open.visible = true,
+            Action::OpenRun(d) => self.open_run(d),
+            Action::OpenPlanRun => self.open_plan_run(),
+            Action::Confirm(answer) => self.answer(answer),
+            Action::ShowOpen => {
+                // The window shows the open project's files (a failed load leaves its own).
+                if let (Some(p), None) = (&self.project, &self.loading) {
+                    if !self.open.visible {
+                        self.open.fill(&p.paths);
+                    }
+                }
+                self.open.visible = true;
+            }
             Action::Dropped(paths) => self.dropped(paths),
             Action::Dialog(pick) => self.dialog(pick),
             Action::SetTab(t) => self.tab = t,
@@ -82,6 +109,30 @@ impl App {
             Action::SavePlan => self.save_plan_here_or_ask(),
             Action::ExportBesidePlan(kind) => self.export_beside_plan(kind),
             Action::Quit => self.quit = true,
+        }
+    }
+
+    /// Goes on with (or drops) the action that waits for the user's answer.
+    fn answer(&mut self, answer: Answer) {
+        let Some(waiting) = self.confirm.take() else { return };
+        match answer {
+            Answer::Discard => {
+                self.discard_ok = true;
+                self.apply(waiting);
+                self.discard_ok = false;
+            }
+            Answer::SaveFirst => {
+                self.after_save = Some(waiting);
+                self.save_plan_here_or_ask();
+            }
+            Answer::Cancel => {}
+        }
+    }
+
+    /// After a save: what waited for it.
+    pub(super) fn saved(&mut self) {
+        if let Some(a) = self.after_save.take() {
+            self.apply(a);
         }
     }
 

@@ -100,8 +100,12 @@ impl App {
             Ok(()) => {
                 self.notice = Some(format!("saved plan to {}", path.display()));
                 self.plan_file = path.display().to_string();
+                self.saved();
             }
-            Err(e) => self.errors.push(e),
+            Err(e) => {
+                self.after_save = None;
+                self.errors.push(e)
+            }
         }
     }
 

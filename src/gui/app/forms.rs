@@ -123,6 +123,10 @@ pub struct AnalysisStatus {
     /// project only while it is that project.
     pub weights: PathBuf,
     pub run_dir: Option<PathBuf>,
+    /// What the run streamed so far, replayed into the project when the run is opened while
+    /// it is being written.
+    pub baseline: Option<(crate::sensitivity::Metrics, f64)>,
+    pub points: Vec<crate::sensitivity::PointRecord>,
 }
 
 /// Suggest settings.
@@ -184,14 +188,40 @@ pub enum SortBy {
     Drop,
 }
 
-/// Layer table settings.
+/// Layer table settings (and how the large sensitivity plot scales its y axis).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct TableState {
     pub sort: SortBy,
     pub descending: bool,
     pub filter: String,
     /// The bar chart shows parameters instead of MACs.
     pub params_chart: bool,
+    pub y_axis: YAxis,
+}
+
+/// The y range of the large sensitivity plot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum YAxis {
+    /// The range of every analysed layer (as the grid), so layers compare at a glance.
+    #[default]
+    Shared,
+    /// This layer's points, but never narrower than a few points of the metric: run-to-run
+    /// noise of ±0.002 must not look like a cliff.
+    Fit,
+    /// From zero to the baseline.
+    Zero,
+}
+
+impl YAxis {
+    pub const ALL: [YAxis; 3] = [YAxis::Shared, YAxis::Fit, YAxis::Zero];
+    pub fn label(self) -> &'static str {
+        match self {
+            YAxis::Shared => "shared",
+            YAxis::Fit => "this layer",
+            YAxis::Zero => "from 0",
+        }
+    }
 }
 
 /// What a file dialog was opened for.

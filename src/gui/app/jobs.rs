@@ -65,6 +65,13 @@ impl App {
                     // A suggestion for the project that was open when it was asked for.
                     (Ok(plan), Some(p)) if plan.model == p.model.reference => {
                         p.take_layers(&plan);
+                        // Another rule is another plan: Save writes a new file, not over the
+                        // one loaded.
+                        if let Some(rule) = self.suggested_rule.take() {
+                            let dir = Path::new(self.plan_file.trim()).parent().map(Path::to_path_buf);
+                            let dir = dir.unwrap_or_else(|| PathBuf::from("plans"));
+                            self.plan_file = fresh_file(&dir, &rule_slug(&rule)).display().to_string();
+                        }
                         self.notice = Some(format!("suggested: {}", plan.rule.unwrap_or_default()));
                     }
                     (Err(e), _) => self.errors.push(e),
@@ -130,9 +137,15 @@ impl App {
         self.recent.insert(0, project.paths.clone());
         self.recent.truncate(10);
         self.open.fill(&project.paths);
-        self.plan_file = match &project.paths.plan {
-            Some(p) => p.display().to_string(),
-            None => project.paths.cfg.parent().unwrap_or(Path::new(".")).join("plans/plan.json").display().to_string(),
+        self.plan_file = match (&project.paths.plan, &project.paths.run) {
+            (Some(p), _) => p.display().to_string(),
+            // A new plan for a run: beside it, named after it.
+            (None, Some(run)) => {
+                let name = run.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or("plan".into());
+                let dir = run.parent().unwrap_or(Path::new(".")).join("plans");
+                fresh_file(&dir, &name).display().to_string()
+            }
+            (None, None) => project.paths.cfg.parent().unwrap_or(Path::new(".")).join("plans/plan.json").display().to_string(),
         };
         if let Some(d) = &project.paths.data {
             self.analysis_form.data = d.display().to_string();
@@ -157,6 +170,41 @@ impl App {
         } else if self.analysis_form.out.is_empty() {
             let dir = project.paths.cfg.parent().unwrap_or(Path::new("."));
             self.analysis_form.out = dir.join("sensitivity").display().to_string();
+        }
+        // A run being written: what streamed in before or during the load is replayed.
+        let analysing = self.analysis.run_dir.as_ref();
+        if project.paths.run.as_ref().zip(analysing).is_some_and(|(r, a)| crate::fsio::same_path(r, a)) {
+            if let Some((m, s)) = self.analysis.baseline {
+                project.set_baseline(m, s);
+            }
+            for pt in &self.analysis.points {
+                project.add_point(pt.clone());
+            }
+        }
+        // The run menu: the open run, the runs beside it and beside the model.
+        let same_model = |a: &Project| crate::fsio::same_path(&a.paths.weights, &project.paths.weights);
+        if !self.project.as_ref().is_some_and(same_model) {
+            self.runs.clear();
+            if crate::fsio::same_path(&self.analysis.weights, &project.paths.weights) {
+                if let Some(d) = self.analysis.run_dir.clone() {
+                    self.remember_run(&d);
+                }
+            }
+        }
+        let mut folders: Vec<PathBuf> = project.paths.run.iter().filter_map(|r| r.parent().map(Path::to_path_buf)).collect();
+        folders.extend(project.paths.cfg.parent().map(Path::to_path_buf));
+        for folder in folders {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(&folder)
+                .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+                .unwrap_or_default();
+            found.retain(|d| d.join(crate::sensitivity::store::RUN_FILE).is_file());
+            found.sort();
+            for d in found {
+                self.remember_run(&d);
+            }
+        }
+        if let Some(r) = &project.paths.run {
+            self.remember_run(r);
         }
         self.bridge.start_cost_worker(project.model.clone(), project.plan.method);
         self.requested_generation = 0;
@@ -191,7 +239,9 @@ impl App {
     pub fn run_suggest(&mut self) {
         let Some(p) = &self.project else { return };
         self.suggesting = true;
-        self.bridge.suggest(p, self.suggest.rule());
+        let rule = self.suggest.rule();
+        self.suggested_rule = Some(rule.clone());
+        self.bridge.suggest(p, rule);
     }
 
     pub fn start_analysis(&mut self, resume: bool) {
@@ -204,6 +254,7 @@ impl App {
         }
         match self.analysis_form.config(p, resume) {
             Ok(c) => {
+                self.notice = None;
                 let cancel = Arc::new(AtomicBool::new(false));
                 self.analysis = AnalysisStatus {
                     running: true,
@@ -225,8 +276,15 @@ impl App {
         }
     }
 
+    /// Adds a run folder to the run menu's list.
+    pub(super) fn remember_run(&mut self, dir: &Path) {
+        if !self.runs.iter().any(|r| crate::fsio::same_path(r, dir)) {
+            self.runs.push(dir.to_path_buf());
+        }
+    }
+
     /// The open project, when it is the one the running analysis writes.
-    fn analysed_project(&mut self) -> Option<&mut Project> {
+    pub(super) fn analysed_project(&mut self) -> Option<&mut Project> {
         let dir = self.analysis.run_dir.clone()?;
         self.project.as_mut().filter(|p| p.paths.run.as_ref().is_some_and(|r| crate::fsio::same_path(r, &dir)))
     }
@@ -244,27 +302,20 @@ impl App {
                 a.done = already_done;
                 a.log.push(format!("{} layers, {total} points ({already_done} already done)", layers.len()));
                 a.run_dir = Some(run_dir.clone());
-                let weights = a.weights.clone();
-                let ours = |p: &Project| crate::fsio::same_path(&p.paths.weights, &weights);
-                if let Some(p) = self.project.as_mut().filter(|p| ours(p)) {
-                    let same = p.paths.run.as_ref().is_some_and(|r| crate::fsio::same_path(r, &run_dir));
-                    if !same || p.run.is_none() {
-                        match p.attach_run(&run_dir) {
-                            Ok(()) => {
-                                self.bridge.start_cost_worker(p.model.clone(), p.plan.method);
-                                self.requested_generation = 0;
-                                self.selected = 0;
-                                self.stats = None;
-                                self.stats_pending = None;
-                                let name = run_dir.file_name().map(|n| n.to_string_lossy().into_owned());
-                                let dir = p.paths.cfg.parent().unwrap_or(Path::new(".")).join("plans");
-                                self.plan_file =
-                                    dir.join(format!("{}.json", name.unwrap_or("plan".into()))).display().to_string();
-                                self.request_stats();
-                            }
-                            Err(e) => self.errors.push(e),
-                        }
-                    }
+                a.baseline = None;
+                a.points.clear();
+                self.remember_run(&run_dir);
+                // The run is a job beside the open project: it is opened when the user asks
+                // ("Open this run"), or now when the project has no run and no edits to lose.
+                let weights = self.analysis.weights.clone();
+                let open_now = self.project.as_ref().is_some_and(|p| {
+                    crate::fsio::same_path(&p.paths.weights, &weights) && p.run.is_none() && !p.unsaved()
+                });
+                if open_now {
+                    self.act(Action::OpenRun(run_dir));
+                } else if self.analysed_project().is_none() {
+                    let name = run_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                    self.notice = Some(format!("analysis writing run {name}: open it from the Analysis tab or the run menu"));
                 }
             }
             Event::Baseline { metrics, seconds } => {
@@ -272,11 +323,13 @@ impl App {
                     "baseline mAP@0.5 {:.4}, mAP@0.5:0.95 {:.4} ({seconds:.1} s)",
                     metrics.map50, metrics.map
                 ));
+                self.analysis.baseline = Some((metrics, seconds));
                 if let Some(p) = self.analysed_project() {
                     p.set_baseline(metrics, seconds);
                 }
             }
             Event::Point(pt) => {
+                self.analysis.points.push(pt.clone());
                 if let Some(p) = self.analysed_project() {
                     p.add_point(pt);
                 }
@@ -294,6 +347,11 @@ impl App {
                     s.total_points, s.computed_points, s.resumed_points, s.timing.wall_s
                 ));
                 a.done = a.total;
+                let opened = self.analysed_project().is_some();
+                if let (false, Some(d)) = (opened, &self.analysis.run_dir) {
+                    let name = d.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                    self.notice = Some(format!("analysis finished: run {name} (Open this run in the Analysis tab)"));
+                }
             }
             Event::Cancelled => a.log.push("cancelled: finished points are kept; Resume continues".into()),
         }
@@ -330,10 +388,34 @@ impl App {
             self.errors.push(format!("Prune & compare: report folder {e}"));
             return;
         }
+        self.notice = None;
         self.compare.running = true;
         self.compare.stage = "starting".into();
         self.compare.done = 0;
         self.compare.total = 0;
         self.bridge.prune_and_compare(p, plan, job);
+    }
+}
+
+/// `dir/name.json`, or `dir/name-2.json`, `-3` … when taken: a new plan never lands on an
+/// existing file.
+pub(super) fn fresh_file(dir: &Path, name: &str) -> PathBuf {
+    let first = dir.join(format!("{name}.json"));
+    if !first.exists() {
+        return first;
+    }
+    (2..).map(|i| dir.join(format!("{name}-{i}.json"))).find(|p| !p.exists()).unwrap_or(first)
+}
+
+/// A file name for the plan a rule suggests (`budget-0.01`, `budget-2pct`, `macs30`).
+pub(super) fn rule_slug(rule: &crate::plan::Rule) -> String {
+    use crate::plan::{Budget, Resource, Rule};
+    match rule {
+        Rule::PerLayer(Budget::Absolute(a)) => format!("budget-{a}"),
+        Rule::PerLayer(Budget::Relative(r)) => format!("budget-{}pct", r * 100.0),
+        Rule::Global { resource, fraction } => {
+            let what = if *resource == Resource::Macs { "macs" } else { "params" };
+            format!("{what}{}", (fraction * 100.0).round())
+        }
     }
 }

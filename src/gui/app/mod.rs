@@ -15,7 +15,7 @@ mod forms;
 mod jobs;
 mod persist;
 
-pub use action::Action;
+pub use action::{Action, Answer};
 pub use forms::*;
 pub use persist::{sample_dir, Persisted};
 
@@ -53,6 +53,16 @@ pub struct App {
     window_title: String,
     /// What the user asked for this frame ([`Action`]), applied at its end.
     actions: Vec<Action>,
+    /// Run folders the run menu offers: the open one, its siblings, those analysed here.
+    pub runs: Vec<PathBuf>,
+    /// An action that would discard unsaved plan edits, waiting for the user's answer.
+    pub confirm: Option<Action>,
+    /// The user agreed to discard the edits for the next open.
+    discard_ok: bool,
+    /// What to do once the plan is saved (Save in the discard question).
+    after_save: Option<Action>,
+    /// The rule of the suggestion in flight (names the new plan file).
+    suggested_rule: Option<crate::plan::Rule>,
     quit: bool,
 }
 
@@ -86,6 +96,11 @@ impl App {
             pending_save: None,
             window_title: String::new(),
             actions: Vec::new(),
+            runs: Vec::new(),
+            confirm: None,
+            discard_ok: false,
+            after_save: None,
+            suggested_rule: None,
             quit: false,
         };
         if let Some(p) = &persisted {
@@ -119,10 +134,34 @@ impl App {
         app
     }
 
+    /// Opens a project (on a worker); when the open plan has unsaved edits the user is asked
+    /// first ([`App::confirm`]).
     pub fn open_project(&mut self, paths: ProjectPaths) {
+        if !std::mem::take(&mut self.discard_ok) && self.project.as_ref().is_some_and(|p| p.unsaved()) {
+            self.confirm = Some(Action::OpenProject(paths));
+            return;
+        }
         self.notice = Some(format!("opening {} …", paths.title()));
         self.loading = Some(paths.clone());
         self.bridge.load(paths);
+    }
+
+    /// Opens another run of the open model (with a new plan).
+    pub fn open_run(&mut self, dir: PathBuf) {
+        let Some(p) = &self.project else {
+            self.errors.push(format!("{}: open a model before a run of it", dir.display()));
+            return;
+        };
+        let paths = ProjectPaths { run: Some(dir), plan: None, ..p.paths.clone() };
+        self.open_project(paths);
+    }
+
+    /// Opens the run the loaded plan was made from, with that plan.
+    pub fn open_plan_run(&mut self) {
+        let Some(p) = &self.project else { return };
+        let Some(from) = &p.plan_from_other_run else { return };
+        let paths = ProjectPaths { run: Some(from.path.clone()), plan: p.paths.plan.clone(), ..p.paths.clone() };
+        self.open_project(paths);
     }
 
     pub fn open_folder(&mut self, dir: &Path) {

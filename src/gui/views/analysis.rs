@@ -51,6 +51,21 @@ pub fn show(app: &mut App, ui: &mut egui::Ui) {
                 .animate(running),
         );
     }
+    let run = app.analysis.run_dir.clone();
+    let open = app.project.as_ref().and_then(|p| p.paths.run.clone());
+    if let Some(dir) = run.filter(|d| !open.as_deref().is_some_and(|o| crate::fsio::same_path(o, d))) {
+        ui.horizontal(|ui| {
+            let (what, hint) = if running {
+                ("is being written", "open it now: the points that finished are shown and the rest stream in")
+            } else {
+                ("is not the open run", "open it beside the model (the open plan is kept until then)")
+            };
+            ui.label(format!("run {} {what}", super::run_name(&dir))).on_hover_text(dir.display().to_string());
+            if ui.button(RichText::new("Open this run").strong()).on_hover_text(hint).clicked() {
+                app.act(Action::OpenRun(dir));
+            }
+        });
+    }
     ui.add_space(6.0);
     egui::ScrollArea::vertical().stick_to_bottom(true).max_height(ui.available_height()).show(ui, |ui| {
         for line in &app.analysis.log {

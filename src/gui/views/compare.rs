@@ -55,9 +55,7 @@ pub fn show(app: &mut App, ui: &mut egui::Ui) {
         if running {
             let c = &app.compare;
             let frac = if c.total > 0 { c.done as f32 / c.total as f32 } else { 0.0 };
-            ui.add(
-                egui::ProgressBar::new(frac).text(format!("{} {}/{} images", c.stage, c.done, c.total)).animate(true),
-            );
+            ui.add(egui::ProgressBar::new(frac).text(super::compare_progress(c)).animate(true));
         }
     });
     let Some(o) = &app.compare.outcome else {
@@ -81,7 +79,7 @@ pub fn show(app: &mut App, ui: &mut egui::Ui) {
     let Some(o) = &app.compare.outcome else { return };
     let c = &o.comparison;
     egui::ScrollArea::vertical().auto_shrink([false, false]).show(ui, |ui| {
-        summary(ui, &c.models);
+        summary(ui, &c.models, o.plan.as_ref());
         ui.add_space(8.0);
         egui::CollapsingHeader::new(RichText::new("Per layer").strong()).default_open(false).show(ui, |ui| {
             layers(ui, &c.models);
@@ -91,57 +89,93 @@ pub fn show(app: &mut App, ui: &mut egui::Ui) {
     });
 }
 
-fn summary(ui: &mut egui::Ui, models: &[ModelReport]) {
+/// Why the pruned file size and latency do not shrink (until filters are removed physically).
+pub const MASKED_NOTE: &str = "Pruned weights are masked: zeros are stored and run densely, so the file size and \
+the latency do not shrink (latency differences are run-to-run noise); the compressed size and the effective counts \
+show what the zeros save.";
+
+/// The side-by-side table: each model, its change against the first, and the plan's
+/// estimate beside the pruned model's measured values.
+fn summary(ui: &mut egui::Ui, models: &[ModelReport], plan: Option<&crate::plan::Plan>) {
     let Some(base) = models.first() else { return };
-    egui::Grid::new("compare-summary").striped(true).min_col_width(96.0).num_columns(models.len() * 2 + 1).show(
-        ui,
-        |ui| {
-            ui.strong("");
+    let pr = plan.map(|p| &p.predicted).filter(|p| p.params_before > 0);
+    let metric = plan.map(|p| p.metric.label());
+    let estimate_head = "plan's estimate";
+    let cols = models.len() * 2 + 1 + usize::from(pr.is_some());
+    egui::Grid::new("compare-summary").striped(true).min_col_width(90.0).num_columns(cols).show(ui, |ui| {
+        ui.strong("");
+        for (i, m) in models.iter().enumerate() {
+            ui.strong(&m.label);
+            if i > 0 {
+                ui.strong("Δ");
+            }
+            if i == 1 && pr.is_some() {
+                ui.strong(estimate_head).on_hover_text(
+                    "What the plan predicted. Parameters and MACs are exact effective counts; the metric is an \
+                     additive estimate: the baseline minus the sum of each layer's drop measured alone (layers \
+                     interact, so the measured drop is usually larger).",
+                );
+            }
+        }
+        ui.end_row();
+        type Get = fn(&ModelReport) -> f64;
+        // (label, value, integer, dense: a masked checkpoint does not change it)
+        let rows: [(&str, Get, bool, bool); 11] = [
+            ("parameters", |m| m.params as f64, true, false),
+            ("non-zero parameters", |m| m.nonzero_params as f64, true, false),
+            ("effective parameters", |m| m.effective_params as f64, true, false),
+            ("MACs (effective, ptflops)", |m| m.effective_macs as f64, true, false),
+            ("file size (bytes)", |m| m.file_bytes as f64, true, true),
+            ("compressed size (bytes)", |m| m.compressed_bytes as f64, true, false),
+            ("mAP@0.5", |m| m.map50, false, false),
+            ("mAP@0.5:0.95", |m| m.map, false, false),
+            ("precision", |m| m.precision, false, false),
+            ("recall", |m| m.recall, false, false),
+            ("latency (ms, batch 1)", |m| m.latency_ms.unwrap_or(f64::NAN), false, true),
+        ];
+        for (label, get, integer, dense) in rows {
+            let head = ui.label(if dense { format!("{label} †") } else { label.to_string() });
+            if dense {
+                head.on_hover_text(MASKED_NOTE);
+            }
+            let b = get(base);
             for (i, m) in models.iter().enumerate() {
-                ui.strong(&m.label);
-                if i > 0 {
-                    ui.strong("Δ");
+                let v = get(m);
+                if v.is_nan() {
+                    ui.label("not measured");
+                } else if integer {
+                    ui.label(super::count(v as u64));
+                } else {
+                    ui.label(format!("{v:.4}"));
+                }
+                if i > 0 && (v.is_nan() || b.is_nan()) {
+                    ui.label("");
+                } else if i > 0 {
+                    let text = if integer {
+                        let rel = if b != 0.0 { 100.0 * (v - b) / b } else { 0.0 };
+                        format!("{} %", super::signed(rel, 1))
+                    } else {
+                        super::signed(v - b, 4)
+                    };
+                    let text = RichText::new(text);
+                    ui.label(if dense { text.weak() } else { text.strong() });
+                }
+                if i == 1 {
+                    if let Some(pr) = pr {
+                        let estimate = match label {
+                            "effective parameters" => Some(super::count(pr.params_after)),
+                            "MACs (effective, ptflops)" => Some(super::count(pr.macs_after)),
+                            l if Some(l) == metric => pr.metric.map(|e| format!("{e:.4} (additive)")),
+                            _ => None,
+                        };
+                        ui.label(estimate.unwrap_or_default());
+                    }
                 }
             }
             ui.end_row();
-            type Get = fn(&ModelReport) -> f64;
-            let rows: [(&str, Get, bool); 11] = [
-                ("parameters", |m| m.params as f64, true),
-                ("non-zero parameters", |m| m.nonzero_params as f64, true),
-                ("effective parameters", |m| m.effective_params as f64, true),
-                ("MACs (effective, ptflops)", |m| m.effective_macs as f64, true),
-                ("file size (bytes)", |m| m.file_bytes as f64, true),
-                ("compressed size (bytes)", |m| m.compressed_bytes as f64, true),
-                ("mAP@0.5", |m| m.map50, false),
-                ("mAP@0.5:0.95", |m| m.map, false),
-                ("precision", |m| m.precision, false),
-                ("recall", |m| m.recall, false),
-                ("latency (ms, batch 1)", |m| m.latency_ms.unwrap_or(f64::NAN), false),
-            ];
-            for (label, get, integer) in rows {
-                ui.label(label);
-                let b = get(base);
-                for (i, m) in models.iter().enumerate() {
-                    let v = get(m);
-                    if v.is_nan() {
-                        ui.label("not measured");
-                    } else if integer {
-                        ui.label(super::count(v as u64));
-                    } else {
-                        ui.label(format!("{v:.4}"));
-                    }
-                    if i > 0 && (v.is_nan() || b.is_nan()) {
-                        ui.label("");
-                    } else if i > 0 {
-                        let rel = if b != 0.0 { 100.0 * (v - b) / b } else { 0.0 };
-                        let text = if integer { format!("{rel:+.1} %") } else { format!("{:+.4}", v - b) };
-                        ui.label(RichText::new(text).strong());
-                    }
-                }
-                ui.end_row();
-            }
-        },
-    );
+        }
+    });
+    ui.label(RichText::new(format!("† {MASKED_NOTE}")).weak().small());
 }
 
 fn layers(ui: &mut egui::Ui, models: &[ModelReport]) {

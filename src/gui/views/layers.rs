@@ -5,7 +5,7 @@ use super::super::app::{App, SortBy};
 use super::super::widgets::small_plot::{CURVE, THRESHOLD};
 use crate::gui::app::Action;
 use egui::RichText;
-use egui_plot::{Bar, BarChart, Legend, Plot};
+use egui_plot::{Bar, BarChart, Plot};
 
 pub fn show(app: &mut App, ui: &mut egui::Ui) {
     let selected = app.selected_block();
@@ -55,10 +55,12 @@ pub fn show(app: &mut App, ui: &mut egui::Ui) {
     let chart_h = (ui.available_height() * 0.4).max(160.0);
     let mut clicked_block = None;
     egui::Panel::bottom("layer-chart").resizable(true).default_size(chart_h).show(ui, |ui| {
+        // The bars follow the table: its filter, its order, its selection.
         let params = app.table.params_chart;
+        let (scale, unit) = if params { (1e6, "M parameters") } else { (1e9, "GMac") };
         let mut kept = Vec::new();
         let mut removed = Vec::new();
-        for (i, r) in p.layers.iter().enumerate() {
+        for (i, r) in rows.iter().enumerate() {
             let dense = if params { r.params } else { r.macs } as f64;
             let left = after
                 .as_ref()
@@ -66,17 +68,38 @@ pub fn show(app: &mut App, ui: &mut egui::Ui) {
                 .map(|c| if params { c.params } else { c.macs } as f64)
                 .unwrap_or(dense)
                 .min(dense);
-            let scale = if params { 1e6 } else { 1e9 };
-            kept.push(Bar::new(i as f64, left / scale).width(0.8).name(&r.name).fill(CURVE));
+            let outline = if selected == Some(r.block) {
+                egui::Stroke::new(2.0, ui.visuals().strong_text_color())
+            } else {
+                egui::Stroke::NONE
+            };
+            kept.push(Bar::new(i as f64, left / scale).width(0.8).name(&r.name).fill(CURVE).stroke(outline));
             removed.push(
-                Bar::new(i as f64, (dense - left) / scale).width(0.8).name(&r.name).fill(THRESHOLD.gamma_multiply(0.6)),
+                Bar::new(i as f64, (dense - left) / scale)
+                    .width(0.8)
+                    .name(&r.name)
+                    .fill(THRESHOLD.gamma_multiply(0.6))
+                    .stroke(outline),
             );
         }
-        let kept = BarChart::new("kept", kept).color(CURVE);
-        let removed = BarChart::new("removed by the plan", removed).color(THRESHOLD).stack_on(&[&kept]);
-        let names: Vec<String> = p.layers.iter().map(|r| r.name.clone()).collect();
+        let tip = move |what: &'static str| {
+            Box::new(move |b: &Bar, _: &BarChart| format!("{}\n{what}: {:.4} {unit}", b.name, b.value))
+                as Box<dyn Fn(&Bar, &BarChart) -> String>
+        };
+        let kept = BarChart::new("kept", kept).color(CURVE).element_formatter(tip("kept"));
+        let removed = BarChart::new("removed by the plan", removed)
+            .color(THRESHOLD)
+            .stack_on(&[&kept])
+            .element_formatter(tip("removed by the plan"));
+        let names: Vec<String> = rows.iter().map(|r| r.name.clone()).collect();
+        ui.horizontal(|ui| {
+            ui.label(RichText::new("■ kept").color(CURVE));
+            ui.label(RichText::new("■ removed by the plan").color(THRESHOLD));
+            ui.label(
+                RichText::new(format!("{} of {} layers, in the table's order", rows.len(), p.layers.len())).weak(),
+            );
+        });
         Plot::new("layer-bars")
-            .legend(Legend::default())
             .x_axis_formatter(move |mark, _| {
                 let i = mark.value.round();
                 if (mark.value - i).abs() < 1e-6 && i >= 0.0 {
@@ -86,7 +109,7 @@ pub fn show(app: &mut App, ui: &mut egui::Ui) {
                 }
             })
             .allow_scroll(false)
-            .y_axis_label(if params { "parameters (M)" } else { "GMac" })
+            .y_axis_label(unit)
             .x_axis_label("convolution")
             .show(ui, |pu| {
                 pu.bar_chart(kept);
@@ -121,7 +144,7 @@ pub fn show(app: &mut App, ui: &mut egui::Ui) {
                 header(ui, &mut sort, &mut desc, "MACs", SortBy::Macs);
                 ui.strong("% MACs");
                 header(ui, &mut sort, &mut desc, "sparsity", SortBy::Sparsity);
-                header(ui, &mut sort, &mut desc, "pred. drop", SortBy::Drop);
+                header(ui, &mut sort, &mut desc, "est. drop", SortBy::Drop);
                 ui.strong("state");
                 ui.end_row();
                 for r in &rows {
@@ -136,13 +159,16 @@ pub fn show(app: &mut App, ui: &mut egui::Ui) {
                     let s = p.sparsity(r.block);
                     ui.label(if s > 0.0 { format!("{:.0} %", s * 100.0) } else { "–".into() });
                     ui.label(p.predicted_drop(r.block).map(|d| format!("{d:.4}")).unwrap_or("–".into()));
-                    ui.label(if p.is_frozen(r.block) {
-                        "frozen"
+                    if p.is_frozen(r.block) {
+                        ui.label("frozen");
                     } else if analysed.contains(&r.block) {
-                        "analysed"
+                        ui.label("analysed");
+                    } else if s > 0.0 && p.curves.is_some() {
+                        ui.label(RichText::new("⚠ no curve").color(ui.visuals().warn_fg_color))
+                            .on_hover_text("pruned by the plan, but the open run has no curve for it: its drop is not in the estimate");
                     } else {
-                        "not analysed"
-                    });
+                        ui.label("not analysed");
+                    }
                     ui.end_row();
                 }
             });

@@ -9,7 +9,7 @@ mod plan;
 mod sensitivity;
 
 use super::app::{App, Pick, Tab};
-use crate::gui::app::Action;
+use crate::gui::app::{Action, Answer};
 use crate::plan::ExportFormat;
 use egui::RichText;
 
@@ -38,6 +38,7 @@ pub fn show(app: &mut App, ui: &mut egui::Ui) {
                         p.paths.data.as_ref().map(|d| d.display().to_string()).unwrap_or("–".into()),
                         p.paths.run.as_ref().map(|d| d.display().to_string()).unwrap_or("–".into())
                     ));
+                    run_menu(app, ui);
                 }
                 (None, None) => {
                     ui.label("no project: File ▸ Open (Ctrl+O) or drop a folder here");
@@ -58,7 +59,102 @@ pub fn show(app: &mut App, ui: &mut egui::Ui) {
         Tab::Compare => compare::show(app, ui),
     });
     open_window(app, ui.ctx());
+    confirm_window(app, ui.ctx());
     drop_hint(ui.ctx());
+}
+
+/// The name of a run folder as menus show it.
+pub(super) fn run_name(dir: &std::path::Path) -> String {
+    dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| dir.display().to_string())
+}
+
+/// The open run and the others of this model the user can switch to.
+fn run_menu(app: &mut App, ui: &mut egui::Ui) {
+    let Some(p) = &app.project else { return };
+    let open = p.paths.run.clone();
+    let label = open.as_deref().map(run_name).unwrap_or_else(|| "no run".into());
+    let writing = app.analysis.running.then_some(app.analysis.run_dir.as_deref()).flatten();
+    let mut chosen = None;
+    ui.label("run");
+    egui::ComboBox::from_id_salt("run-menu")
+        .selected_text(label)
+        .width(180.0)
+        .show_ui(ui, |ui| {
+            for dir in &app.runs {
+                let is_open = open.as_deref().is_some_and(|o| crate::fsio::same_path(o, dir));
+                let mut text = run_name(dir);
+                if writing.is_some_and(|w| crate::fsio::same_path(w, dir)) {
+                    text.push_str("  (being written)");
+                }
+                if ui.selectable_label(is_open, text).on_hover_text(dir.display().to_string()).clicked() && !is_open {
+                    chosen = Some(dir.clone());
+                }
+            }
+            if app.runs.is_empty() {
+                ui.label("no run yet: start one in the Analysis tab");
+            }
+        })
+        .response
+        .on_hover_text(open.map(|o| o.display().to_string()).unwrap_or("no sensitivity run is open".into()));
+    if let Some(d) = chosen {
+        app.act(Action::OpenRun(d));
+    }
+}
+
+/// Asks before an open discards unsaved plan edits.
+fn confirm_window(app: &mut App, ctx: &egui::Context) {
+    let Some(waiting) = &app.confirm else { return };
+    let what = match waiting {
+        Action::OpenProject(p) => match &p.run {
+            Some(r) => format!("Opening run {} starts a new plan.", run_name(r)),
+            None => format!("Opening {} starts a new plan.", p.title()),
+        },
+        _ => "This replaces the plan.".into(),
+    };
+    let mut answer = None;
+    egui::Modal::new(egui::Id::unique("unsaved-plan")).show(ctx, |ui| {
+        ui.heading("The plan has unsaved edits");
+        ui.label(what);
+        ui.label(format!("Save them to {} first?", crate::gui::views::short_path(app.plan_file.trim(), 60)));
+        ui.horizontal(|ui| {
+            if ui.button("Save, then open").clicked() {
+                answer = Some(Answer::SaveFirst);
+            }
+            if ui.button("Discard edits").clicked() {
+                answer = Some(Answer::Discard);
+            }
+            if ui.button("Cancel").clicked() || ui.input(|i| i.key_pressed(egui::Key::Escape)) {
+                answer = Some(Answer::Cancel);
+            }
+        });
+    });
+    if let Some(a) = answer {
+        app.act(Action::Confirm(a));
+    }
+}
+
+/// A path shortened in the middle to about `max` characters (the file name stays whole).
+pub fn short_path(path: &str, max: usize) -> String {
+    let chars: Vec<char> = path.chars().collect();
+    if chars.len() <= max {
+        return path.to_string();
+    }
+    let tail = max * 2 / 3;
+    let head = max.saturating_sub(tail + 1);
+    let start: String = chars[..head].iter().collect();
+    let end: String = chars[chars.len() - tail..].iter().collect();
+    format!("{start}…{end}")
+}
+
+/// A signed value with `decimals`, without a minus sign on what rounds to zero.
+pub fn signed(x: f64, decimals: usize) -> String {
+    let s = format!("{x:+.decimals$}");
+    let zero = format!("{:.decimals$}", 0.0);
+    if s[1..] == zero {
+        zero
+    } else {
+        s.replacen('-', "−", 1)
+    }
 }
 
 fn menu(app: &mut App, ui: &mut egui::Ui) {
@@ -67,7 +163,7 @@ fn menu(app: &mut App, ui: &mut egui::Ui) {
             app.act(Action::Dialog(Pick::Folder));
         }
         if ui.button("Open files…  (Ctrl+O)").clicked() {
-            app.open.visible = true;
+            app.act(Action::ShowOpen);
         }
         if let Some(s) = super::app::sample_dir() {
             if ui.button("Open the sample").clicked() {
@@ -173,11 +269,12 @@ fn status(app: &mut App, ui: &mut egui::Ui) {
         if app.analysis.running {
             ui.spinner();
             let a = &app.analysis;
-            ui.label(format!("analysis {}/{} points", a.done, a.total));
+            let run = a.run_dir.as_deref().map(|d| format!(" → {}", run_name(d))).unwrap_or_default();
+            ui.label(format!("analysis {}/{} points{run}", a.done, a.total));
         }
         if app.compare.running {
             ui.spinner();
-            ui.label(format!("{} {}/{}", app.compare.stage, app.compare.done, app.compare.total));
+            ui.label(compare_progress(&app.compare));
         }
         if let Some(n) = &app.notice {
             ui.label(RichText::new(n).weak());
@@ -250,6 +347,16 @@ fn drop_hint(ctx: &egui::Context) {
             egui::FontId::proportional(22.0),
             egui::Color32::WHITE,
         );
+    }
+}
+
+/// The stage of a running prune & compare ("evaluating pruned 12/60 images"; pruning has
+/// no image count).
+pub(super) fn compare_progress(c: &crate::gui::app::CompareState) -> String {
+    if c.stage.starts_with("evaluating") && c.total > 0 {
+        format!("{} {}/{} images", c.stage, c.done, c.total)
+    } else {
+        format!("{}…", c.stage)
     }
 }
 

@@ -11,7 +11,8 @@ pub fn show(app: &mut App, ui: &mut egui::Ui) {
     ui.horizontal(|ui| {
         ui.heading("Plan");
         if p.unsaved() {
-            ui.label(RichText::new("unsaved").color(ui.visuals().warn_fg_color));
+            ui.label(RichText::new("unsaved").color(ui.visuals().warn_fg_color))
+                .on_hover_text("the thresholds differ from the plan file's (Ctrl+S saves)");
         }
     });
     let file = p.paths.plan.as_ref().and_then(|f| f.file_name()).map(|f| f.to_string_lossy().into_owned());
@@ -24,8 +25,34 @@ pub fn show(app: &mut App, ui: &mut egui::Ui) {
         ))
         .weak(),
     );
+    let mut open_plan_run = false;
+    if let Some(from) = &p.plan_from_other_run {
+        let warn = ui.visuals().warn_fg_color;
+        egui::Frame::group(ui.style()).stroke(egui::Stroke::new(1.0, warn)).show(ui, |ui| {
+            ui.label(RichText::new("⚠ plan made from another run").color(warn).strong());
+            ui.label(format!(
+                "It came from run {} ({}, {} images of {}). Its thresholds are costed here with the open \
+                 run's curves{}.",
+                super::run_name(&from.path),
+                from.created_at,
+                from.dataset.images,
+                super::short_path(&from.dataset.path.display().to_string(), 40),
+                p.paths.run.as_deref().map(|r| format!(" ({})", super::run_name(r))).unwrap_or_default()
+            ))
+            .on_hover_text(from.path.display().to_string());
+            open_plan_run = ui
+                .button("Open that run")
+                .on_hover_text("open the run the plan was made from, with this plan")
+                .clicked();
+        });
+    }
+    if open_plan_run {
+        app.act(Action::OpenPlanRun);
+    }
+    let Some(p) = &app.project else { return };
     ui.separator();
     let pr = &p.plan.predicted;
+    let metric = p.plan.metric.label();
     egui::Grid::new("totals").num_columns(3).show(ui, |ui| {
         if pr.params_before == 0 {
             ui.spinner();
@@ -35,29 +62,36 @@ pub fn show(app: &mut App, ui: &mut egui::Ui) {
         }
         let pct = |b: u64, a: u64| if b > 0 { 100.0 * (b as f64 - a as f64) / b as f64 } else { 0.0 };
         ui.label("parameters");
-        ui.label(format!(
-            "{} → {}",
-            super::count(pr.params_before),
-            RichText::new(super::count(pr.params_after)).text()
-        ));
-        ui.label(RichText::new(format!("−{:.1} %", pct(pr.params_before, pr.params_after))).strong());
+        ui.label(format!("{} → {}", super::count(pr.params_before), super::count(pr.params_after)));
+        ui.label(RichText::new(format!("{} %", super::signed(-pct(pr.params_before, pr.params_after), 1))).strong());
         ui.end_row();
         ui.label("MACs").on_hover_text("ptflops convention; effective: dead channels and zero weights left out");
         ui.label(format!("{} → {}", super::macs(pr.macs_before), super::macs(pr.macs_after)));
-        ui.label(RichText::new(format!("−{:.1} %", pct(pr.macs_before, pr.macs_after))).strong());
+        ui.label(RichText::new(format!("{} %", super::signed(-pct(pr.macs_before, pr.macs_after), 1))).strong());
         ui.end_row();
         if let (Some(b), Some(m)) = (pr.baseline, pr.metric) {
-            ui.label(p.plan.metric.label())
-                .on_hover_text("estimate: baseline minus the sum of the layers' measured drops");
+            ui.label(format!("{metric} (estimate)")).on_hover_text(
+                "additive estimate: the baseline minus the sum of each layer's drop measured alone; layers \
+                 interact, so the measured drop after pruning is usually larger",
+            );
             ui.label(format!("{b:.4} → {m:.4}"));
-            ui.label(RichText::new(format!("−{:.4}", pr.drop)).strong());
+            ui.label(RichText::new(super::signed(-pr.drop, 4)).strong());
             ui.end_row();
         }
     });
     // One line whatever the state, so that nothing below moves while the totals update.
     let pruned = p.plan.layers.iter().filter(|l| l.sparsity > 0.0).count();
-    ui.horizontal(|ui| {
+    let blind = p.pruned_without_curve();
+    ui.horizontal_wrapped(|ui| {
         ui.label(RichText::new(format!("{pruned} of {} layers pruned", p.plan.layers.len())).weak());
+        if !blind.is_empty() && p.curves.is_some() {
+            let names: Vec<&str> = blind.iter().map(|l| l.layer.as_str()).collect();
+            ui.label(
+                RichText::new(format!("· {} without a curve in this run: not in the estimate", blind.len()))
+                    .color(ui.visuals().warn_fg_color),
+            )
+            .on_hover_text(names.join(", "));
+        }
         if !current {
             ui.spinner();
             ui.label(RichText::new("updating").weak());
@@ -67,6 +101,8 @@ pub fn show(app: &mut App, ui: &mut egui::Ui) {
 
     ui.strong("Suggest thresholds");
     let has_run = p.curves.is_some();
+    let baseline = p.curves.as_ref().map(|c| c.baseline);
+    let planned_drop = pr.baseline.map(|_| pr.drop);
     let f = &mut app.suggest;
     ui.radio_value(&mut f.global, false, "per-layer budget");
     ui.add_enabled_ui(!f.global, |ui| {
@@ -76,9 +112,21 @@ pub fn show(app: &mut App, ui: &mut egui::Ui) {
                 "drop ≤",
                 egui::DragValue::new(&mut f.budget).range(0.0..=100.0).speed(0.05).max_decimals(2),
             );
-            ui.selectable_value(&mut f.budget_relative, false, "mAP points");
+            ui.selectable_value(&mut f.budget_relative, false, "points")
+                .on_hover_text(format!("a point is 0.01 of {metric}, which runs from 0 to 1"));
             ui.selectable_value(&mut f.budget_relative, true, "% of baseline");
         });
+        if let crate::plan::Rule::PerLayer(budget) = f.rule() {
+            let allowed = baseline.map(|b| budget.allowed(b));
+            let mut text = match allowed {
+                Some(a) => format!("each layer may lose {a:.4} {metric}"),
+                None => format!("each layer may lose {} of {metric}", f.budget / 100.0),
+            };
+            if let Some(d) = planned_drop {
+                text.push_str(&format!("; the plan's layers add up to {d:.4} (additive estimate)"));
+            }
+            ui.label(RichText::new(text).weak());
+        }
     });
     ui.radio_value(&mut f.global, true, "global target");
     ui.add_enabled_ui(f.global, |ui| {
@@ -140,9 +188,7 @@ pub fn show(app: &mut App, ui: &mut egui::Ui) {
             app.act(Action::ClearPlan);
         }
     });
-    ui.horizontal(|ui| {
-        super::field(ui, "plan file", egui::TextEdit::singleline(&mut app.plan_file).desired_width(f32::INFINITY));
-    });
+    plan_file(app, ui);
     ui.horizontal(|ui| {
         if ui.button("Save").on_hover_text("to the plan file (Ctrl+S)").clicked() {
             app.act(Action::SavePlan);
@@ -163,4 +209,33 @@ pub fn show(app: &mut App, ui: &mut egui::Ui) {
     if ui.button(RichText::new("Prune & compare…").strong()).clicked() {
         app.tab = Tab::Compare;
     }
+}
+
+/// Where Save writes: the path shortened in the middle (whole on hover), editable on ✎.
+fn plan_file(app: &mut App, ui: &mut egui::Ui) {
+    let id = egui::Id::unique("editing-plan-file");
+    let mut editing = ui.data(|d| d.get_temp::<bool>(id)).unwrap_or(false);
+    ui.horizontal(|ui| {
+        let l = ui.label("plan file");
+        if editing {
+            let r = ui
+                .add(egui::TextEdit::singleline(&mut app.plan_file).desired_width(ui.available_width() - 30.0))
+                .labelled_by(l.id);
+            if r.lost_focus() {
+                editing = false;
+            }
+        } else {
+            let width = ((ui.available_width() - 30.0) / 7.0).max(16.0) as usize;
+            let shown = if app.plan_file.trim().is_empty() {
+                "(Save asks where)".to_string()
+            } else {
+                super::short_path(app.plan_file.trim(), width)
+            };
+            ui.label(RichText::new(shown).monospace()).on_hover_text(app.plan_file.clone()).labelled_by(l.id);
+        }
+        if ui.small_button("✎").on_hover_text("type the path").clicked() {
+            editing = !editing;
+        }
+    });
+    ui.data_mut(|d| d.insert_temp(id, editing));
 }

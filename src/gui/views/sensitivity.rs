@@ -1,7 +1,7 @@
 //! The sensitivity view: small multiples of every analysed layer, a large plot of the
 //! selected one whose threshold is dragged, and the inspection of its weights.
 
-use super::super::app::App;
+use super::super::app::{App, YAxis};
 use super::super::widgets::small_plot::{SmallPlot, CURVE, THRESHOLD};
 use crate::gui::app::Action;
 use egui::{RichText, Vec2};
@@ -23,7 +23,9 @@ pub fn show(app: &mut App, ui: &mut egui::Ui) {
         return;
     }
     egui::Panel::right("detail").resizable(true).default_size(ui.available_width() * 0.5).show(ui, |ui| {
-        detail(app, ui);
+        // Sized from the visible height, scrolled when the window is smaller than the content.
+        let visible = ui.available_height();
+        egui::ScrollArea::vertical().auto_shrink([false, false]).show(ui, |ui| detail(app, ui, visible));
     });
     egui::CentralPanel::default().show(ui, |ui| grid_only(app, ui));
 }
@@ -37,19 +39,13 @@ pub fn grid_only(app: &mut App, ui: &mut egui::Ui) {
     let n = curves.layers.len();
     let rows = n.div_ceil(cols);
     let x_max = curves.layers.iter().map(|l| l.max_sparsity()).fold(0.0f64, f64::max).max(0.1) * 1.05;
-    let (mut lo, mut hi) = (curves.baseline, curves.baseline);
-    for l in &curves.layers {
-        for &(_, y) in &l.points {
-            lo = lo.min(y);
-            hi = hi.max(y);
-        }
-    }
-    let pad = (hi - lo).max(1e-3) * 0.08;
-    let y_range = (lo - pad, hi + pad);
+    let y_range = shared_y_range(curves);
     let mut clicked = None;
+    let images = p.run.as_ref().map(|r| format!(" on {} images", r.header.dataset.images)).unwrap_or_default();
     ui.label(
         RichText::new(format!(
-            "{} of {} layers analysed · {} vs sparsity · dashed: baseline {:.4} · orange: threshold",
+            "{} of {} layers analysed · {} vs sparsity, one scale for all · dashed: baseline {:.4}{images} · \
+             orange: threshold",
             n,
             p.layers.len(),
             curves.metric.label(),
@@ -82,7 +78,7 @@ pub fn grid_only(app: &mut App, ui: &mut egui::Ui) {
                         .map(|d| format!("{d:.4}"))
                         .unwrap_or("past the measured range".into());
                     let resp = resp.on_hover_text(format!(
-                        "{}: threshold {:.0} %, predicted drop {drop}\nclick to select",
+                        "{}: threshold {:.0} %, estimated drop {drop} (this layer alone)\nclick to select",
                         l.layer,
                         p.sparsity(l.block) * 100.0
                     ));
@@ -99,7 +95,37 @@ pub fn grid_only(app: &mut App, ui: &mut egui::Ui) {
     }
 }
 
-fn detail(app: &mut App, ui: &mut egui::Ui) {
+/// The y range of every analysed layer's points and the baseline, padded.
+fn shared_y_range(curves: &crate::plan::Curves) -> (f64, f64) {
+    let (mut lo, mut hi) = (curves.baseline, curves.baseline);
+    for l in &curves.layers {
+        for &(_, y) in &l.points {
+            lo = lo.min(y);
+            hi = hi.max(y);
+        }
+    }
+    let pad = (hi - lo).max(1e-3) * 0.08;
+    (lo - pad, hi + pad)
+}
+
+/// The y range of the large plot for `mode`.
+fn y_range(mode: YAxis, curves: &crate::plan::Curves, points: &[(f64, f64)]) -> (f64, f64) {
+    let baseline = curves.baseline;
+    match mode {
+        YAxis::Shared => shared_y_range(curves),
+        YAxis::Fit => {
+            let lo = points.iter().map(|p| p.1).fold(baseline, f64::min);
+            let hi = points.iter().map(|p| p.1).fold(baseline, f64::max);
+            // At least 0.02 of the metric: a flat layer's noise stays flat.
+            let span = (hi - lo).max(0.02);
+            let mid = (hi + lo) / 2.0;
+            (mid - span * 0.55, mid + span * 0.55)
+        }
+        YAxis::Zero => (0.0, points.iter().map(|p| p.1).fold(baseline, f64::max) * 1.05),
+    }
+}
+
+fn detail(app: &mut App, ui: &mut egui::Ui, visible: f32) {
     let Some(p) = &app.project else { return };
     let Some(curves) = &p.curves else { return };
     let Some(curve) = curves.layers.get(app.selected) else { return };
@@ -123,9 +149,13 @@ fn detail(app: &mut App, ui: &mut egui::Ui) {
         let drop = p.predicted_drop(block);
         ui.label(RichText::new(format!("threshold {:.0} %", s * 100.0)).color(THRESHOLD).strong());
         match drop {
-            Some(d) => {
-                ui.label(format!("predicted drop {d:.4} → {} {:.4}", curves.metric.label(), curves.baseline - d))
-            }
+            Some(d) => ui
+                .label(format!(
+                    "estimated drop {d:.4} → {} {:.4} (this layer alone)",
+                    curves.metric.label(),
+                    curves.baseline - d
+                ))
+                .on_hover_text("read from the layer's measured curve, interpolated between measured points"),
             None => ui.label(RichText::new("past the measured range: no prediction").color(ui.visuals().warn_fg_color)),
         };
         if frozen {
@@ -141,10 +171,27 @@ fn detail(app: &mut App, ui: &mut egui::Ui) {
         crate::plan::Rule::PerLayer(b) => baseline - b.allowed(baseline),
         crate::plan::Rule::Global { .. } => baseline,
     });
-    let height = (ui.available_height() * 0.55).max(180.0);
-    // Until points arrive only the baseline is known: keep a sensible vertical range.
-    let lowest = curve.points.iter().map(|p| p.1).fold(baseline, f64::min);
-    let pad = (baseline.abs() * 0.02).max(0.005);
+    let height = (visible * 0.5).max(180.0);
+    let mut mode = app.table.y_axis;
+    let budget_color = egui::Color32::from_rgb(231, 76, 60);
+    // The legend above the plot, where it covers no data.
+    ui.horizontal_wrapped(|ui| {
+        ui.label(RichText::new(format!("━● {metric} measured")).color(CURVE));
+        ui.label(RichText::new(format!("┅ baseline {baseline:.4}")).color(egui::Color32::GRAY));
+        if let Some(y) = budget_line {
+            ui.label(RichText::new(format!("┈ per-layer budget {y:.4}")).color(budget_color));
+        }
+        ui.label(RichText::new("┃ threshold").color(THRESHOLD));
+        ui.separator();
+        ui.label("y axis");
+        for m in YAxis::ALL {
+            ui.selectable_value(&mut mode, m, m.label());
+        }
+    });
+    if mode != app.table.y_axis {
+        app.table.y_axis = mode;
+    }
+    let (y_lo, y_hi) = y_range(mode, curves, &curve.points);
     let resp = Plot::new(("detail-plot", block))
         .height(height)
         .allow_drag(false)
@@ -154,22 +201,19 @@ fn detail(app: &mut App, ui: &mut egui::Ui) {
         .allow_double_click_reset(false)
         .include_x(0.0)
         .include_x(100.0)
-        .include_y(lowest - pad)
-        .include_y(baseline + pad)
-        .x_axis_label("sparsity (%)")
+        .include_y(y_lo)
+        .include_y(y_hi)
+        .x_grid_spacer(egui_plot::uniform_grid_spacer(|_| [5.0, 10.0, 50.0]))
+        .x_axis_formatter(|m, _| format!("{:.0} %", m.value))
+        .x_axis_label("sparsity")
         .y_axis_label(metric)
-        .legend(egui_plot::Legend::default())
         .show(ui, |pu| {
             pu.hline(HLine::new("baseline", baseline).style(LineStyle::dashed_loose()).color(egui::Color32::GRAY));
             if let Some(y) = budget_line {
-                pu.hline(
-                    HLine::new("per-layer budget", y)
-                        .style(LineStyle::dotted_dense())
-                        .color(egui::Color32::from_rgb(231, 76, 60)),
-                );
+                pu.hline(HLine::new("per-layer budget", y).style(LineStyle::dotted_dense()).color(budget_color));
             }
             pu.line(Line::new(metric, PlotPoints::from(pts.clone())).color(CURVE).width(2.0));
-            pu.points(Points::new("measured", PlotPoints::from(pts)).color(CURVE).radius(4.0));
+            pu.points(Points::new(metric, PlotPoints::from(pts)).color(CURVE).radius(4.0));
             pu.vline(VLine::new("threshold", s * 100.0).color(THRESHOLD).width(2.5));
         });
     let r = &resp.response;
@@ -198,10 +242,10 @@ fn detail(app: &mut App, ui: &mut egui::Ui) {
     resp.response.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Slider, true, "threshold plot"));
     ui.label(RichText::new("drag to set the threshold (Shift snaps to measured points) · +/− keys · F freezes").weak());
     ui.separator();
-    inspection(app, ui, block, s);
+    inspection(app, ui, block, s, visible);
 }
 
-fn inspection(app: &mut App, ui: &mut egui::Ui, block: usize, s: f64) {
+fn inspection(app: &mut App, ui: &mut egui::Ui, block: usize, s: f64, visible: f32) {
     let Some(p) = &app.project else { return };
     let method = p.plan.method;
     ui.horizontal(|ui| {
@@ -236,7 +280,7 @@ fn inspection(app: &mut App, ui: &mut egui::Ui, block: usize, s: f64) {
         ));
     }
     let cut = if method.is_structured() { 0.0 } else { c.threshold };
-    let h = ((ui.available_height() - 30.0) / 2.0).max(90.0);
+    let h = (visible * 0.28).max(110.0);
     ui.columns(2, |cols| {
         let bars: Vec<Bar> = stats
             .histogram
