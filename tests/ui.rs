@@ -14,7 +14,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 const SAMPLE: &str = "sample_runs/shapes";
-const SIZE: egui::Vec2 = egui::Vec2::new(1600.0, 1000.0);
+/// Every view must be usable at 1280×800 (a laptop screen): the tests drive them there.
+const SIZE: egui::Vec2 = egui::Vec2::new(1280.0, 800.0);
 
 fn harness(paths: ProjectPaths) -> Harness<'static, App> {
     harness_of(App::new(None, None, Some(paths)))
@@ -93,12 +94,17 @@ fn sample_opens_with_one_plot_per_analysed_layer() {
     let paths = sample();
     let run = store::read(paths.run.as_ref().unwrap()).unwrap();
     let mut h = opened_harness(paths);
-    let cells = h.query_all_by_label_contains("sensitivity plot ").count();
-    assert_eq!(cells, run.header.layers.len());
-    for name in &run.header.layers {
-        h.get_by_label(&format!("sensitivity plot {name}"));
-    }
     h.snapshot("sensitivity");
+    // Only the rows in view are drawn; selecting a layer scrolls its plot into view.
+    let cells = h.query_all_by_label_contains("sensitivity plot ").count();
+    assert!(cells > 0 && cells <= run.header.layers.len());
+    for (i, name) in run.header.layers.iter().enumerate() {
+        h.state_mut().act(prunescope::gui::app::Action::Select(i));
+        h.run_steps(2);
+        let r = h.get_by_label(&format!("sensitivity plot {name}")).rect();
+        assert!(r.top() >= 0.0 && r.bottom() <= SIZE.y, "{name} at {r:?}");
+    }
+    assert_eq!(h.state().selected, run.header.layers.len() - 1);
 }
 
 #[test]
@@ -107,6 +113,12 @@ fn dragging_a_threshold_changes_the_totals() {
     let before = h.state().project.as_ref().unwrap().plan.predicted;
     assert_eq!(before.params_after, before.params_before, "an empty plan prunes nothing");
     // Select conv_19 (the largest layer) and drag its threshold to the right.
+    h.get_by_label("sensitivity plot conv_2").click();
+    h.run_steps(2);
+    assert_eq!(h.state().selected_block(), Some(2), "a click on a plot selects its layer");
+    let i = h.state().project.as_ref().unwrap().curves.as_ref().unwrap().index_of("conv_19").unwrap();
+    h.state_mut().act(prunescope::gui::app::Action::Select(i));
+    h.run_steps(2);
     h.get_by_label("sensitivity plot conv_19").click();
     h.run_steps(2);
     let rect = h.get_by_label("threshold plot").rect();
@@ -197,8 +209,8 @@ fn keyboard_moves_selection_and_threshold() {
 
 #[test]
 fn suggest_fills_the_thresholds() {
-    let mut paths = sample();
-    paths.plan = None;
+    let paths = sample();
+    let loaded_plan = paths.plan.clone().unwrap();
     let run_dir = paths.run.clone().unwrap();
     let mut h = opened_harness(paths);
     {
@@ -232,6 +244,10 @@ fn suggest_fills_the_thresholds() {
     assert!(got.iter().any(|(_, s)| *s > 0.0));
     assert!(p.plan.predicted.macs_reduction() >= 0.3);
     assert_eq!(p.plan.predicted, expected.predicted);
+    // Another rule is another plan: Save (Ctrl+S) writes a new file, not over the one loaded.
+    let file = Path::new(app.plan_file.trim());
+    assert_eq!(file.file_name().unwrap(), "macs30.json");
+    assert!(!file.exists() && !prunescope::fsio::same_path(file, &loaded_plan));
     h.get_by_label("Layers").click();
     h.run_steps(3);
     h.snapshot("layers");
@@ -264,13 +280,24 @@ fn prune_and_compare_shows_the_table() {
     for label in ["non-zero parameters", "effective parameters", "mAP@0.5:0.95", "compressed size (bytes)"] {
         h.get_by_label(label);
     }
+    // The plan's estimate beside what was measured: the effective counts are exact, the
+    // metric is the additive estimate.
+    h.get_by_label("plan's estimate");
+    let pr = p.plan.predicted;
+    h.get_by_label(&format!("{:.4} (additive)", pr.metric.unwrap()));
+    let shown = h.query_all_by_label(&prunescope::gui::views::count(pr.params_after)).count();
+    assert!(shown >= 2, "measured and estimated: {shown}");
+    // Masked checkpoints are dense on disk and at run time: said where those numbers are.
+    h.get_by_label("file size (bytes) †");
+    h.get_by_label("latency (ms, batch 1) †");
+    h.get_by_label_contains("Pruned weights are masked");
     // Column heads and confusion matrix titles.
     assert_eq!(h.query_all_by_label("origin").count(), 2);
     assert_eq!(h.query_all_by_label("pruned").count(), 2);
     h.get_by_label("pruned − origin");
     // Latency and the (temporary) report folder differ from run to run: leave them out.
     let rows = [
-        h.get_by_label("latency (ms, batch 1)").rect(),
+        h.get_by_label("latency (ms, batch 1) †").rect(),
         h.get_by_label("report folder").rect(),
         h.get_by_label_contains("report in ").rect(),
         h.get_by_label_contains("pruned and compared into").rect(),
@@ -328,7 +355,12 @@ fn analysis_streams_points_into_the_grid() {
     let out = tempfile::tempdir().unwrap();
     let mut h = opened_harness(sample());
     start_analysis(&mut h, &out.path().join("run"), "conv_0, conv_2", "20, 50", 16);
-    wait(&mut h, "the analysis", |a| !a.analysis.running);
+    // Opened while it is written: what finished is shown, the rest streams in.
+    wait(&mut h, "the run's first point", |a| !a.analysis.points.is_empty() || !a.analysis.running);
+    h.get_by_label("Open this run").click();
+    h.step();
+    wait(&mut h, "the analysis", |a| !a.analysis.running && a.loading.is_none());
+    h.step();
     let app = h.state();
     assert!(app.errors.is_empty(), "{:?}", app.errors);
     let p = app.project.as_ref().unwrap();
@@ -466,9 +498,7 @@ fn analysis_cancels_and_resumes() {
     let run = out.path().join("run");
     let mut h = opened_harness(sample());
     start_analysis(&mut h, &run, "conv_8, conv_12, conv_19", "30, 60", 24);
-    wait(&mut h, "the first point", |a| {
-        a.project.as_ref().and_then(|p| p.run.as_ref()).is_some_and(|r| !r.points.is_empty()) || !a.analysis.running
-    });
+    wait(&mut h, "the first point", |a| !a.analysis.points.is_empty() || !a.analysis.running);
     h.get_by_label("■ Cancel").click();
     wait(&mut h, "the cancellation", |a| !a.analysis.running);
     assert!(h.state().errors.is_empty(), "{:?}", h.state().errors);
@@ -480,6 +510,9 @@ fn analysis_cancels_and_resumes() {
     assert!(h.state().errors.is_empty(), "{:?}", h.state().errors);
     let stored = store::read(&run).unwrap();
     assert_eq!(stored.points.len(), 6);
+    h.get_by_label("Open this run").click();
+    h.step();
+    opened(&mut h);
     let p = h.state().project.as_ref().unwrap();
     let curves = p.curves.as_ref().unwrap();
     assert_eq!(curves.layers, Curves::of(&stored, curves.metric).unwrap().layers);
@@ -528,4 +561,194 @@ fn a_failure_ends_only_its_own_job() {
     assert!(h.state().analysis.running, "the analysis was marked as ended by another job's failure");
     h.state_mut().cancel_analysis();
     wait(&mut h, "the cancelled analysis", |a| !a.analysis.running);
+}
+
+/// Starting an analysis does not take over the workspace: the open run and the edited plan
+/// stay (unsaved) until the user opens the new run, and opening it asks before the edits go.
+#[test]
+fn start_keeps_the_open_run_and_plan() {
+    let out = tempfile::tempdir().unwrap();
+    let run = out.path().join("run");
+    let paths = sample();
+    let sample_run = paths.run.clone().unwrap();
+    let mut h = opened_harness(paths);
+    h.state_mut().project.as_mut().unwrap().edit_sparsity(19, 0.45);
+    let edited = h.state().project.as_ref().unwrap().plan.layers.clone();
+    let plan_file = h.state().plan_file.clone();
+    start_analysis(&mut h, &run, "conv_0", "50", 8);
+    wait(&mut h, "the analysis", |a| !a.analysis.running);
+    assert!(h.state().errors.is_empty(), "{:?}", h.state().errors);
+    {
+        let p = h.state().project.as_ref().unwrap();
+        assert_eq!(p.paths.run.as_deref(), Some(sample_run.as_path()), "the open run was replaced");
+        assert_eq!(p.plan.layers, edited, "the edited plan was replaced");
+        assert!(p.unsaved());
+        assert_eq!(h.state().plan_file, plan_file);
+    }
+    // The new run is in the run menu and one click away; opening it asks first.
+    assert!(h.state().runs.iter().any(|r| r == &run));
+    h.get_by_label("Open this run").click();
+    h.run_steps(3);
+    h.get_by_label("The plan has unsaved edits");
+    h.get_by_label("Cancel").click();
+    h.run_steps(2);
+    assert!(h.state().confirm.is_none() && h.state().loading.is_none());
+    assert_eq!(h.state().project.as_ref().unwrap().plan.layers, edited);
+    // Save, then open: the edits land in a file of the user's choice, then the run opens.
+    let saved = out.path().join("edited.json");
+    h.state_mut().plan_file = saved.display().to_string();
+    h.get_by_label("Open this run").click();
+    h.run_steps(3);
+    h.get_by_label("Save, then open").click();
+    h.step();
+    wait(&mut h, "the new run", |a| {
+        a.loading.is_none() && a.project.as_ref().is_some_and(|p| p.paths.run.as_deref() == Some(run.as_path()))
+    });
+    assert!(h.state().errors.is_empty(), "{:?}", h.state().errors);
+    assert_eq!(Plan::read(&saved).unwrap().sparsity_of(19), 0.45);
+    let p = h.state().project.as_ref().unwrap();
+    assert!(p.plan.layers.iter().all(|l| l.sparsity == 0.0), "a new run starts a new plan");
+    assert!(!p.unsaved());
+    // Discard: back to the sample run with an edit, and its edits dropped on request.
+    h.state_mut().project.as_mut().unwrap().edit_sparsity(0, 0.5);
+    h.state_mut().act(prunescope::gui::app::Action::OpenRun(sample_run.clone()));
+    h.run_steps(3);
+    h.get_by_label("Discard edits").click();
+    h.step();
+    wait(&mut h, "the sample run", |a| {
+        a.loading.is_none() && a.project.as_ref().is_some_and(|p| p.paths.run.as_deref() == Some(sample_run.as_path()))
+    });
+}
+
+/// A copy of the sample run that holds only `layers` (a run of another analysis).
+fn partial_run(dir: &Path, layers: &[&str]) -> std::path::PathBuf {
+    let from = sample().run.unwrap();
+    let run = dir.join("partial-run");
+    std::fs::create_dir_all(&run).unwrap();
+    let mut header: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(from.join("run.json")).unwrap()).unwrap();
+    header["layers"] = serde_json::json!(layers);
+    // The copy names the sample's files by absolute paths (it lives elsewhere).
+    for ptr in ["/model/cfg/path", "/model/weights/path", "/dataset/path"] {
+        let rel = header.pointer(ptr).unwrap().as_str().unwrap().to_string();
+        *header.pointer_mut(ptr).unwrap() = from.join(rel).canonicalize().unwrap().display().to_string().into();
+    }
+    header["created_at"] = "2026-12-01T00:00:00Z".into();
+    std::fs::write(run.join("run.json"), serde_json::to_string_pretty(&header).unwrap()).unwrap();
+    let points: String = std::fs::read_to_string(from.join("points.jsonl"))
+        .unwrap()
+        .lines()
+        .filter(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["kind"] == "baseline" || layers.contains(&v["layer"].as_str().unwrap_or(""))
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(run.join("points.jsonl"), points).unwrap();
+    run
+}
+
+/// A plan made from another run says so, names that run, offers to open it, and marks the
+/// pruned layers the open run has no curve for.
+#[test]
+fn a_plan_from_another_run_is_named_and_its_blind_layers_marked() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut paths = sample();
+    let plan_file = paths.plan.take().unwrap();
+    let sample_run = paths.run.replace(partial_run(dir.path(), &["conv_0", "conv_19"])).unwrap();
+    let mut h = opened_harness(paths);
+    assert!(h.query_by_label("⚠ plan made from another run").is_none());
+    h.state_mut().act(prunescope::gui::app::Action::LoadPlan(plan_file.clone()));
+    h.step();
+    wait(&mut h, "the totals", |a| a.totals_current());
+    let plan = Plan::read(&plan_file).unwrap();
+    let p = h.state().project.as_ref().unwrap();
+    assert_eq!(
+        p.plan.layers.iter().map(|l| l.sparsity).collect::<Vec<_>>(),
+        plan.layers.iter().map(|l| l.sparsity).collect::<Vec<_>>()
+    );
+    let from = p.plan_from_other_run.as_ref().expect("the plan's run is named");
+    assert!(prunescope::fsio::same_path(&from.path, &sample_run));
+    let blind: Vec<String> = plan
+        .layers
+        .iter()
+        .filter(|l| l.sparsity > 0.0 && l.layer != "conv_0" && l.layer != "conv_19")
+        .map(|l| l.layer.clone())
+        .collect();
+    assert!(!blind.is_empty());
+    assert_eq!(p.pruned_without_curve().len(), blind.len());
+    assert!(!p.unsaved(), "a plan just loaded is saved");
+    h.get_by_label("⚠ plan made from another run");
+    h.get_by_label_contains("sensitivity-l1");
+    h.get_by_label(&format!("· {} without a curve in this run: not in the estimate", blind.len()));
+    h.get_by_label("Layers").click();
+    h.run_steps(2);
+    assert_eq!(h.query_all_by_label("⚠ no curve").count(), blind.len());
+    // Open that run: the plan on its own run, no warning, every layer with a curve.
+    h.get_by_label("Open that run").click();
+    h.step();
+    opened(&mut h);
+    let p = h.state().project.as_ref().unwrap();
+    assert!(p.paths.run.as_ref().is_some_and(|r| prunescope::fsio::same_path(r, &sample_run)));
+    assert!(p.plan_from_other_run.is_none());
+    assert!(p.pruned_without_curve().is_empty());
+    assert_eq!(p.plan.layers, {
+        let mut q = plan.clone();
+        q.refresh_prediction(&p.model, p.curves.as_ref());
+        q.layers
+    });
+    assert!(h.query_by_label("⚠ plan made from another run").is_none());
+}
+
+/// The detail column of the Sensitivity view scrolls: the last row of "what each measured
+/// sparsity removes" can be reached at 1280×800.
+#[test]
+fn the_sensitivity_column_scrolls_to_its_last_row() {
+    let mut h = opened_harness(sample());
+    h.get_by_label("what each measured sparsity removes").scroll_to_me();
+    h.run_steps(2);
+    h.get_by_label("what each measured sparsity removes").click_accesskit();
+    h.run_steps(3);
+    let last = h.get_by_label("88 %");
+    last.scroll_to_me();
+    h.run_steps(3);
+    let r = h.get_by_label("88 %").rect();
+    assert!(r.bottom() <= SIZE.y && r.top() >= 0.0, "the last row is at {r:?}, outside the window");
+}
+
+/// Unfreezing gives the layer its threshold back; the unsaved badge follows undo and load.
+#[test]
+fn unfreeze_restores_the_threshold_and_unsaved_follows_the_plan() {
+    let paths = sample();
+    let plan_file = paths.plan.clone().unwrap();
+    let mut h = opened_harness(paths);
+    assert!(h.query_by_label("unsaved").is_none(), "the badge right after loading");
+    let i = h.state().project.as_ref().unwrap().curves.as_ref().unwrap().index_of("conv_19").unwrap();
+    h.state_mut().select(i);
+    let before = h.state().project.as_ref().unwrap().plan.sparsity_of(19);
+    h.key_press(egui::Key::Plus);
+    h.step();
+    let edited = h.state().project.as_ref().unwrap().plan.sparsity_of(19);
+    assert!((edited - before - 0.01).abs() < 1e-9);
+    h.step();
+    h.get_by_label("unsaved");
+    h.key_press(egui::Key::F);
+    h.step();
+    assert_eq!(h.state().project.as_ref().unwrap().plan.sparsity_of(19), 0.0);
+    h.key_press(egui::Key::F);
+    h.step();
+    assert_eq!(h.state().project.as_ref().unwrap().plan.sparsity_of(19), edited, "unfreeze restores");
+    // Undo to the loaded thresholds: saved again.
+    for _ in 0..3 {
+        h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::Z);
+        h.step();
+    }
+    h.step();
+    assert_eq!(h.state().project.as_ref().unwrap().plan.sparsity_of(19), before);
+    assert!(h.query_by_label("unsaved").is_none(), "the badge after undoing to the saved plan");
+    // Loading a plan file: saved.
+    h.state_mut().project.as_mut().unwrap().edit_sparsity(19, 0.05);
+    h.state_mut().act(prunescope::gui::app::Action::LoadPlan(plan_file));
+    h.run_steps(2);
+    assert!(h.query_by_label("unsaved").is_none(), "the badge after loading a plan");
 }

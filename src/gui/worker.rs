@@ -257,12 +257,7 @@ fn prune_and_compare(
     })
     .map_err(|e| e.to_string())?;
     let comparison = comparison.ok_or("the comparison produced no result")?;
-    Ok(CompareOutcome {
-        comparison,
-        dir: job.dir.clone(),
-        pruned: job.dir.join(pruned_name),
-        plan: Some(plan.clone()),
-    })
+    Ok(CompareOutcome { comparison, dir: job.dir.clone(), pruned: job.dir.join(pruned_name), plan: Some(plan.clone()) })
 }
 
 /// Evaluates the origin, the pruned checkpoint at `pruned` and the optional third one.

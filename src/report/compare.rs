@@ -43,7 +43,7 @@ pub fn markdown(c: &Comparison) -> String {
             m.latency_ms.map(|v| format!("{v:.2} ms")).unwrap_or_else(|| "not measured".into())
         );
     }
-    let _ = writeln!(s, "\nLatency: median of timed batch-1 forward passes on {} (masked dense tensors: zeros are not skipped by the kernels).\n", base.device);
+    let _ = writeln!(s, "\nLatency: median of timed batch-1 forward passes on {}. Pruned weights are masked: the zeros are stored and run densely, so the file size and the latency do not shrink (latency differences are run-to-run noise); the compressed size and the effective counts show what the zeros save.\n", base.device);
     let _ = write!(s, "## Per-layer parameters (non-zero)\n\n| layer | ");
     let _ = writeln!(s, "{} |", c.models.iter().map(|m| m.label.as_str()).collect::<Vec<_>>().join(" | "));
     let _ = writeln!(s, "|---|{}", "---:|".repeat(c.models.len()));

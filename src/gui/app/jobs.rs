@@ -145,7 +145,9 @@ impl App {
                 let dir = run.parent().unwrap_or(Path::new(".")).join("plans");
                 fresh_file(&dir, &name).display().to_string()
             }
-            (None, None) => project.paths.cfg.parent().unwrap_or(Path::new(".")).join("plans/plan.json").display().to_string(),
+            (None, None) => {
+                project.paths.cfg.parent().unwrap_or(Path::new(".")).join("plans/plan.json").display().to_string()
+            }
         };
         if let Some(d) = &project.paths.data {
             self.analysis_form.data = d.display().to_string();
@@ -191,7 +193,8 @@ impl App {
                 }
             }
         }
-        let mut folders: Vec<PathBuf> = project.paths.run.iter().filter_map(|r| r.parent().map(Path::to_path_buf)).collect();
+        let mut folders: Vec<PathBuf> =
+            project.paths.run.iter().filter_map(|r| r.parent().map(Path::to_path_buf)).collect();
         folders.extend(project.paths.cfg.parent().map(Path::to_path_buf));
         for folder in folders {
             let mut found: Vec<PathBuf> = std::fs::read_dir(&folder)
@@ -315,7 +318,8 @@ impl App {
                     self.act(Action::OpenRun(run_dir));
                 } else if self.analysed_project().is_none() {
                     let name = run_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                    self.notice = Some(format!("analysis writing run {name}: open it from the Analysis tab or the run menu"));
+                    self.notice =
+                        Some(format!("analysis writing run {name}: open it from the Analysis tab or the run menu"));
                 }
             }
             Event::Baseline { metrics, seconds } => {

@@ -48,6 +48,10 @@ pub struct App {
     pending_restore: Option<Persisted>,
     /// Grid columns of the last frame (for up/down keys).
     pub grid_columns: usize,
+    /// The grid's scroll offset and visible height in the last frame, and whether the
+    /// selection moved and must be scrolled into view.
+    pub grid_view: (f32, f32),
+    pub reveal_selected: bool,
     /// A plan save waiting for the totals of the current plan.
     pending_save: Option<PathBuf>,
     window_title: String,
@@ -93,6 +97,8 @@ impl App {
             requested_generation: 0,
             pending_restore: None,
             grid_columns: 1,
+            grid_view: (0.0, f32::INFINITY),
+            reveal_selected: false,
             pending_save: None,
             window_title: String::new(),
             actions: Vec::new(),
@@ -193,6 +199,7 @@ impl App {
         let i = i.min(n - 1);
         if i != self.selected {
             self.selected = i;
+            self.reveal_selected = true;
             self.request_stats();
         }
     }

@@ -6,7 +6,13 @@ use crate::eval::compare::ModelReport;
 use crate::gui::app::Action;
 use egui::RichText;
 
+/// The form, the progress and the results scroll together: at 1280×800 a 21-class matrix
+/// needs more height than is left below a fixed form.
 pub fn show(app: &mut App, ui: &mut egui::Ui) {
+    egui::ScrollArea::vertical().auto_shrink([false, false]).id_salt("compare-view").show(ui, |ui| content(app, ui));
+}
+
+fn content(app: &mut App, ui: &mut egui::Ui) {
     ui.heading("Prune & compare");
     ui.label(
         RichText::new(
@@ -78,15 +84,13 @@ pub fn show(app: &mut App, ui: &mut egui::Ui) {
     }
     let Some(o) = &app.compare.outcome else { return };
     let c = &o.comparison;
-    egui::ScrollArea::vertical().auto_shrink([false, false]).show(ui, |ui| {
-        summary(ui, &c.models, o.plan.as_ref());
-        ui.add_space(8.0);
-        egui::CollapsingHeader::new(RichText::new("Per layer").strong()).default_open(false).show(ui, |ui| {
-            layers(ui, &c.models);
-        });
-        ui.add_space(8.0);
-        super::confusion::show(ui, c);
+    summary(ui, &c.models, o.plan.as_ref());
+    ui.add_space(8.0);
+    egui::CollapsingHeader::new(RichText::new("Per layer").strong()).default_open(false).show(ui, |ui| {
+        layers(ui, &c.models);
     });
+    ui.add_space(8.0);
+    super::confusion::show(ui, c);
 }
 
 /// Why the pruned file size and latency do not shrink (until filters are removed physically).
@@ -175,7 +179,33 @@ fn summary(ui: &mut egui::Ui, models: &[ModelReport], plan: Option<&crate::plan:
             ui.end_row();
         }
     });
+    if let (Some(run), Some(pr)) = (plan.and_then(|p| p.run.as_ref()), pr) {
+        if let (Some(b), Some(first)) = (pr.baseline, models.first()) {
+            ui.label(
+                RichText::new(format!(
+                    "The estimate starts from the run's baseline {b:.4} ({}, {} images); this comparison measured the \
+                     origin at {:.4}.",
+                    super::run_name(&run.path),
+                    run.dataset.images,
+                    plan.map(|p| p.metric).map(|m| metric_of(first, m)).unwrap_or(f64::NAN),
+                ))
+                .weak()
+                .small(),
+            );
+        }
+    }
     ui.label(RichText::new(format!("† {MASKED_NOTE}")).weak().small());
+}
+
+/// The value of `metric` in a report.
+fn metric_of(m: &ModelReport, metric: crate::sensitivity::Metric) -> f64 {
+    use crate::sensitivity::Metric;
+    match metric {
+        Metric::Map50 => m.map50,
+        Metric::Map => m.map,
+        Metric::Precision => m.precision,
+        Metric::Recall => m.recall,
+    }
 }
 
 fn layers(ui: &mut egui::Ui, models: &[ModelReport]) {

@@ -18,13 +18,11 @@ pub fn show(app: &mut App, ui: &mut egui::Ui) {
     ui.horizontal(|ui| {
         super::text_field(ui, "filter", &mut app.table.filter, "conv_1, 3x3 …", 160.0);
         ui.separator();
-        ui.label("chart");
+        ui.label("chart").on_hover_text(
+            "MACs: ptflops convention; after the plan: effective (dead channels and zero weights left out)",
+        );
         ui.selectable_value(&mut app.table.params_chart, false, "MACs");
         ui.selectable_value(&mut app.table.params_chart, true, "parameters");
-        ui.label(
-            RichText::new("MACs: ptflops convention; after the plan: effective (dead channels and zeros left out)")
-                .weak(),
-        );
     });
     let after = p.costs_after.as_deref();
     let filter = app.table.filter.to_lowercase();
@@ -164,8 +162,9 @@ pub fn show(app: &mut App, ui: &mut egui::Ui) {
                     } else if analysed.contains(&r.block) {
                         ui.label("analysed");
                     } else if s > 0.0 && p.curves.is_some() {
-                        ui.label(RichText::new("⚠ no curve").color(ui.visuals().warn_fg_color))
-                            .on_hover_text("pruned by the plan, but the open run has no curve for it: its drop is not in the estimate");
+                        ui.label(RichText::new("⚠ no curve").color(ui.visuals().warn_fg_color)).on_hover_text(
+                            "pruned by the plan, but the open run has no curve for it: its drop is not in the estimate",
+                        );
                     } else {
                         ui.label("not analysed");
                     }

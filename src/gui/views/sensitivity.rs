@@ -32,6 +32,9 @@ pub fn show(app: &mut App, ui: &mut egui::Ui) {
 
 /// The grid of small multiples (only the visible rows are drawn).
 pub fn grid_only(app: &mut App, ui: &mut egui::Ui) {
+    let reveal = std::mem::take(&mut app.reveal_selected);
+    let (offset, visible) = app.grid_view;
+    let selected = app.selected;
     let Some(p) = &app.project else { return };
     let Some(curves) = &p.curves else { return };
     let spacing = 6.0;
@@ -54,7 +57,18 @@ pub fn grid_only(app: &mut App, ui: &mut egui::Ui) {
         .weak(),
     );
     ui.spacing_mut().item_spacing = Vec2::splat(spacing);
-    egui::ScrollArea::vertical().auto_shrink([false, false]).show_rows(ui, CELL.y, rows, |ui, range| {
+    let mut area = egui::ScrollArea::vertical().auto_shrink([false, false]);
+    if reveal {
+        // A selection made by keys or elsewhere scrolls into view (only as far as needed).
+        let row_h = CELL.y + spacing;
+        let top = (selected / cols) as f32 * row_h;
+        if top < offset {
+            area = area.vertical_scroll_offset(top);
+        } else if top + row_h > offset + visible {
+            area = area.vertical_scroll_offset(top + row_h - visible);
+        }
+    }
+    let shown = area.show_rows(ui, CELL.y, rows, |ui, range| {
         for r in range {
             ui.horizontal(|ui| {
                 for c in 0..cols {
@@ -89,6 +103,7 @@ pub fn grid_only(app: &mut App, ui: &mut egui::Ui) {
             });
         }
     });
+    app.grid_view = (shown.state.clamped_offset().y, shown.inner_rect.height());
     app.grid_columns = cols;
     if let Some(i) = clicked {
         app.act(Action::Select(i));
@@ -204,8 +219,11 @@ fn detail(app: &mut App, ui: &mut egui::Ui, visible: f32) {
         .include_y(y_lo)
         .include_y(y_hi)
         .x_grid_spacer(egui_plot::uniform_grid_spacer(|_| [5.0, 10.0, 50.0]))
-        .x_axis_formatter(|m, _| format!("{:.0} %", m.value))
-        .x_axis_label("sparsity")
+        // Labels every 10 % where they fit (egui_plot's default wants 60 px between them).
+        .custom_x_axes(vec![egui_plot::AxisHints::new_x()
+            .label("sparsity")
+            .formatter(|m, _| format!("{:.0} %", m.value))
+            .label_spacing(28.0..=40.0)])
         .y_axis_label(metric)
         .show(ui, |pu| {
             pu.hline(HLine::new("baseline", baseline).style(LineStyle::dashed_loose()).color(egui::Color32::GRAY));
