@@ -156,7 +156,7 @@ pub fn show(app: &mut App, ui: &mut egui::Ui) {
                     ui.label(format!("{:.2}", r.macs_percent));
                     let s = p.sparsity(r.block);
                     ui.label(if s > 0.0 { format!("{:.0} %", s * 100.0) } else { "–".into() });
-                    ui.label(p.predicted_drop(r.block).map(|d| format!("{d:.4}")).unwrap_or("–".into()));
+                    ui.label(p.predicted_drop(r.block).map(|d| super::fixed(d, 4)).unwrap_or("–".into()));
                     if p.is_frozen(r.block) {
                         ui.label("frozen");
                     } else if analysed.contains(&r.block) {

@@ -146,6 +146,15 @@ pub fn short_path(path: &str, max: usize) -> String {
     format!("{start}…{end}")
 }
 
+/// A value with `decimals`; what rounds to zero has no minus sign.
+pub fn fixed(x: f64, decimals: usize) -> String {
+    let s = format!("{x:.decimals$}");
+    match s.strip_prefix('-') {
+        Some(rest) if rest.chars().all(|c| c == '0' || c == '.') => rest.to_string(),
+        _ => s,
+    }
+}
+
 /// A signed value with `decimals`, without a minus sign on what rounds to zero.
 pub fn signed(x: f64, decimals: usize) -> String {
     let s = format!("{x:+.decimals$}");
@@ -395,5 +404,30 @@ pub fn macs(n: u64) -> String {
         format!("{:.3} GMac", n as f64 / 1e9)
     } else {
         format!("{:.2} MMac", n as f64 / 1e6)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{fixed, short_path, signed};
+
+    #[test]
+    fn numbers_that_round_to_zero_have_no_sign() {
+        assert_eq!(signed(-0.00001, 4), "0.0000");
+        assert_eq!(signed(0.00001, 4), "0.0000");
+        assert_eq!(signed(-0.0123, 4), "−0.0123");
+        assert_eq!(signed(0.0123, 4), "+0.0123");
+        assert_eq!(fixed(-0.00001, 4), "0.0000");
+        assert_eq!(fixed(-0.0123, 4), "-0.0123");
+        assert_eq!(fixed(0.5, 1), "0.5");
+    }
+
+    #[test]
+    fn long_paths_are_shortened_in_the_middle() {
+        let p = "/home/someone/experiments/yolo/sample_runs/shapes/plans/l1-params50.json";
+        let s = short_path(p, 40);
+        assert_eq!(s.chars().count(), 40);
+        assert!(s.ends_with("plans/l1-params50.json") && s.starts_with("/home/") && s.contains('…'), "{s}");
+        assert_eq!(short_path("plans/a.json", 40), "plans/a.json");
     }
 }

@@ -123,7 +123,7 @@ pub fn show(app: &mut App, ui: &mut egui::Ui) {
                 None => format!("each layer may lose {} of {metric}", f.budget / 100.0),
             };
             if let Some(d) = planned_drop {
-                text.push_str(&format!("; the plan's layers add up to {d:.4} (additive estimate)"));
+                text.push_str(&format!("; the plan's layers add up to {} (additive estimate)", super::fixed(d, 4)));
             }
             ui.label(RichText::new(text).weak());
         }

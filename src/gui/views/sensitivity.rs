@@ -89,7 +89,7 @@ pub fn grid_only(app: &mut App, ui: &mut egui::Ui) {
                     .show(ui, CELL);
                     let drop = p
                         .predicted_drop(l.block)
-                        .map(|d| format!("{d:.4}"))
+                        .map(|d| super::fixed(d, 4))
                         .unwrap_or("past the measured range".into());
                     let resp = resp.on_hover_text(format!(
                         "{}: threshold {:.0} %, estimated drop {drop} (this layer alone)\nclick to select",
@@ -166,7 +166,8 @@ fn detail(app: &mut App, ui: &mut egui::Ui, visible: f32) {
         match drop {
             Some(d) => ui
                 .label(format!(
-                    "estimated drop {d:.4} → {} {:.4} (this layer alone)",
+                    "estimated drop {} → {} {:.4} (this layer alone)",
+                    super::fixed(d, 4),
                     curves.metric.label(),
                     curves.baseline - d
                 ))
