@@ -97,8 +97,10 @@ pub fn show(app: &mut App, ui: &mut egui::Ui) {
                 RichText::new(format!("{} of {} layers, in the table's order", rows.len(), p.layers.len())).weak(),
             );
         });
-        Plot::new("layer-bars")
-            .x_axis_formatter(move |mark, _| {
+        // A name under every bar where they fit (egui_plot skips the ones that would overlap).
+        let x_axis = egui_plot::AxisHints::new_x()
+            .label("convolution")
+            .formatter(move |mark, _| {
                 let i = mark.value.round();
                 if (mark.value - i).abs() < 1e-6 && i >= 0.0 {
                     names.get(i as usize).cloned().unwrap_or_default()
@@ -106,9 +108,12 @@ pub fn show(app: &mut App, ui: &mut egui::Ui) {
                     String::new()
                 }
             })
+            .label_spacing(24.0..=36.0);
+        Plot::new("layer-bars")
+            .custom_x_axes(vec![x_axis])
+            .x_grid_spacer(egui_plot::uniform_grid_spacer(|_| [1.0, 5.0, 10.0]))
             .allow_scroll(false)
             .y_axis_label(unit)
-            .x_axis_label("convolution")
             .show(ui, |pu| {
                 pu.bar_chart(kept);
                 pu.bar_chart(removed);
