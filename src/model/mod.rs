@@ -5,6 +5,7 @@ pub mod cfg;
 pub mod effective;
 pub mod forward;
 pub mod graph;
+pub mod onnx;
 pub mod weights;
 
 pub use cfg::{Activation, Block, BlockKind, Cfg, CfgError, Conv, Yolo};

@@ -1,0 +1,704 @@
+//! Runs an [`OnnxModel`] node by node on tch (inference semantics, the device of the inputs).
+//! Each operator follows the ONNX specification of opsets 11–21; what it does not cover (an
+//! attribute value, a mode, a rank) is an error naming the node, never a silently wrong result.
+//! Tensors are freed after their last use unless every node output is kept.
+
+use super::{Attr, Node, OnnxError, OnnxModel};
+use std::collections::HashMap;
+use tch::{Kind, Tensor};
+
+/// The operators the executor implements.
+pub const SUPPORTED: &[&str] = &[
+    "Add",
+    "AveragePool",
+    "BatchNormalization",
+    "Cast",
+    "Clip",
+    "Concat",
+    "Constant",
+    "Conv",
+    "Div",
+    "Flatten",
+    "Gather",
+    "Gemm",
+    "GlobalAveragePool",
+    "HardSigmoid",
+    "HardSwish",
+    "Identity",
+    "LeakyRelu",
+    "MatMul",
+    "MaxPool",
+    "Mul",
+    "Pad",
+    "ReduceMean",
+    "Relu",
+    "Reshape",
+    "Resize",
+    "Shape",
+    "Sigmoid",
+    "Slice",
+    "Softmax",
+    "Split",
+    "Squeeze",
+    "Sub",
+    "Transpose",
+    "Unsqueeze",
+    "Upsample",
+];
+
+/// What a run keeps: the graph outputs only, or every node output too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    Outputs,
+    All,
+}
+
+type OpResult = Result<Vec<Tensor>, String>;
+
+impl OnnxModel {
+    /// Runs the graph on `feeds` (graph input name → tensor) and returns the graph outputs
+    /// (and with [`Keep::All`] every node output) by name.
+    pub fn run(&self, feeds: Vec<(String, Tensor)>, keep: Keep) -> Result<HashMap<String, Tensor>, OnnxError> {
+        let _guard = tch::no_grad_guard();
+        let mut values: HashMap<String, Tensor> = HashMap::new();
+        for input in &self.inputs {
+            let Some((_, t)) = feeds.iter().find(|(n, _)| *n == input.name) else {
+                return Err(OnnxError::Model {
+                    path: self.path.clone(),
+                    what: format!("no value for graph input '{}'", input.name),
+                });
+            };
+            values.insert(input.name.clone(), t.shallow_clone());
+        }
+        let device = feeds.first().map(|(_, t)| t.device()).unwrap_or(tch::Device::Cpu);
+        let last_use = self.last_uses();
+        let outputs: std::collections::HashSet<&str> = self.outputs.iter().map(|o| o.name.as_str()).collect();
+        let mut weights_on_device: HashMap<&str, Tensor> = HashMap::new();
+        for (i, node) in self.nodes.iter().enumerate() {
+            let mut args: Vec<Option<Tensor>> = Vec::with_capacity(node.inputs.len());
+            for name in &node.inputs {
+                if name.is_empty() {
+                    args.push(None);
+                } else if let Some(t) = values.get(name) {
+                    args.push(Some(t.shallow_clone()));
+                } else if let Some(t) = self.initializers.get(name) {
+                    let t = weights_on_device.entry(name.as_str()).or_insert_with(|| t.to_device(device));
+                    args.push(Some(t.shallow_clone()));
+                } else {
+                    return Err(self.node_error(node, format!("input '{name}' has no value")));
+                }
+            }
+            let produced = apply(node, &args, self.opset, device).map_err(|e| self.node_error(node, e))?;
+            for (name, t) in node.outputs.iter().zip(produced) {
+                if !name.is_empty() {
+                    values.insert(name.clone(), t);
+                }
+            }
+            if keep == Keep::Outputs {
+                for name in &node.inputs {
+                    if last_use.get(name.as_str()) == Some(&i) && !outputs.contains(name.as_str()) {
+                        values.remove(name);
+                    }
+                }
+            }
+        }
+        if keep == Keep::Outputs {
+            values.retain(|k, _| outputs.contains(k.as_str()));
+        }
+        Ok(values)
+    }
+
+    /// The index of the last node that reads each tensor.
+    fn last_uses(&self) -> HashMap<&str, usize> {
+        let mut last = HashMap::new();
+        for (i, n) in self.nodes.iter().enumerate() {
+            for name in &n.inputs {
+                last.insert(name.as_str(), i);
+            }
+        }
+        last
+    }
+
+    fn node_error(&self, node: &Node, what: String) -> OnnxError {
+        OnnxError::Node { path: self.path.clone(), node: node.name.clone(), op: node.op.clone(), what }
+    }
+}
+
+/// The tensor of input `i`, which the operator requires.
+fn need(args: &[Option<Tensor>], i: usize) -> Result<&Tensor, String> {
+    args.get(i).and_then(Option::as_ref).ok_or_else(|| format!("input {i} is required"))
+}
+
+fn opt(args: &[Option<Tensor>], i: usize) -> Option<&Tensor> {
+    args.get(i).and_then(Option::as_ref)
+}
+
+fn int(node: &Node, key: &str, default: i64) -> Result<i64, String> {
+    match node.attrs.get(key) {
+        None => Ok(default),
+        Some(Attr::Int(v)) => Ok(*v),
+        Some(other) => Err(format!("attribute '{key}' should be an int, not {other:?}")),
+    }
+}
+
+fn float(node: &Node, key: &str, default: f32) -> Result<f32, String> {
+    match node.attrs.get(key) {
+        None => Ok(default),
+        Some(Attr::Float(v)) => Ok(*v),
+        Some(other) => Err(format!("attribute '{key}' should be a float, not {other:?}")),
+    }
+}
+
+fn ints(node: &Node, key: &str) -> Result<Option<Vec<i64>>, String> {
+    match node.attrs.get(key) {
+        None => Ok(None),
+        Some(Attr::Ints(v)) => Ok(Some(v.clone())),
+        Some(other) => Err(format!("attribute '{key}' should be a list of ints, not {other:?}")),
+    }
+}
+
+fn text(node: &Node, key: &str, default: &str) -> Result<String, String> {
+    match node.attrs.get(key) {
+        None => Ok(default.to_string()),
+        Some(Attr::Text(v)) => Ok(v.clone()),
+        Some(other) => Err(format!("attribute '{key}' should be a string, not {other:?}")),
+    }
+}
+
+/// An integer tensor's values (shapes, axes, indices).
+fn values_of(t: &Tensor) -> Result<Vec<i64>, String> {
+    let flat = t.f_reshape([-1]).and_then(|t| t.f_to_kind(Kind::Int64)).map_err(|e| e.to_string())?;
+    Vec::<i64>::try_from(&flat.to_device(tch::Device::Cpu)).map_err(|e| e.to_string())
+}
+
+fn floats_of(t: &Tensor) -> Result<Vec<f64>, String> {
+    let flat = t.f_reshape([-1]).and_then(|t| t.f_to_kind(Kind::Double)).map_err(|e| e.to_string())?;
+    Vec::<f64>::try_from(&flat.to_device(tch::Device::Cpu)).map_err(|e| e.to_string())
+}
+
+/// `axis` of a tensor of rank `rank`, negative counting from the end, checked.
+fn axis(a: i64, rank: usize) -> Result<i64, String> {
+    let r = rank as i64;
+    let v = if a < 0 { a + r } else { a };
+    if (0..r.max(1)).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("axis {a} is out of range for rank {rank}"))
+    }
+}
+
+fn tch(e: tch::TchError) -> String {
+    // libtorch's messages carry a C++ backtrace after the first line.
+    e.to_string().lines().next().unwrap_or_default().to_string()
+}
+
+fn one(t: Result<Tensor, tch::TchError>) -> OpResult {
+    t.map(|t| vec![t]).map_err(tch)
+}
+
+fn apply(node: &Node, args: &[Option<Tensor>], opset: i64, device: tch::Device) -> OpResult {
+    let x = || need(args, 0);
+    match node.op.as_str() {
+        "Identity" => Ok(vec![x()?.shallow_clone()]),
+        "Relu" => one(x()?.f_relu()),
+        "Sigmoid" => one(x()?.f_sigmoid()),
+        "HardSwish" => one(x()?.f_hardswish()),
+        "HardSigmoid" => {
+            let (alpha, beta) = (float(node, "alpha", 0.2)? as f64, float(node, "beta", 0.5)? as f64);
+            one(x()?.f_mul_scalar(alpha).and_then(|t| t.f_add_scalar(beta)).and_then(|t| t.f_clamp(0.0, 1.0)))
+        }
+        "LeakyRelu" => {
+            let alpha = float(node, "alpha", 0.01)? as f64;
+            let x = x()?;
+            one(x.f_clamp_min(0.0).and_then(|p| x.f_clamp_max(0.0)?.f_mul_scalar(alpha)?.f_add(&p)))
+        }
+        "Clip" => clip(node, args, opset),
+        "Add" => one(x()?.f_add(need(args, 1)?)),
+        "Sub" => one(x()?.f_sub(need(args, 1)?)),
+        "Mul" => one(x()?.f_mul(need(args, 1)?)),
+        "Div" => {
+            let (a, b) = (x()?, need(args, 1)?);
+            if a.is_floating_point() {
+                one(a.f_div(b))
+            } else {
+                one(a.f_div_tensor_mode(b, "trunc"))
+            }
+        }
+        "MatMul" => one(x()?.f_matmul(need(args, 1)?)),
+        "Gemm" => gemm(node, args),
+        "Conv" => conv(node, args),
+        "MaxPool" => pool(node, x()?, true),
+        "AveragePool" => pool(node, x()?, false),
+        "GlobalAveragePool" => {
+            let x = x()?;
+            let dims: Vec<i64> = (2..x.dim() as i64).collect();
+            one(x.f_mean_dim(dims.as_slice(), true, None))
+        }
+        "ReduceMean" => reduce_mean(node, args, opset),
+        "BatchNormalization" => {
+            let eps = float(node, "epsilon", 1e-5)? as f64;
+            one(x()?.f_batch_norm(
+                Some(need(args, 1)?),
+                Some(need(args, 2)?),
+                Some(need(args, 3)?),
+                Some(need(args, 4)?),
+                false,
+                0.0,
+                eps,
+                false,
+            ))
+        }
+        "Softmax" => softmax(node, x()?, opset),
+        "Concat" => {
+            let xs: Vec<&Tensor> = args.iter().flatten().collect();
+            let rank = xs.first().map(|t| t.dim()).ok_or("no inputs")?;
+            one(Tensor::f_cat(&xs, axis(int(node, "axis", 0)?, rank)?))
+        }
+        "Split" => split(node, args, opset),
+        "Slice" => slice(args),
+        "Reshape" => reshape(node, args),
+        "Transpose" => {
+            let x = x()?;
+            let perm = ints(node, "perm")?.unwrap_or_else(|| (0..x.dim() as i64).rev().collect());
+            one(x.f_permute(perm.as_slice()))
+        }
+        "Flatten" => {
+            let x = x()?;
+            let a = axis(int(node, "axis", 1)?, x.dim() + 1)? as usize;
+            let size = x.size();
+            let outer: i64 = size[..a].iter().product();
+            let inner: i64 = size[a..].iter().product();
+            one(x.f_reshape([outer, inner]))
+        }
+        "Squeeze" => {
+            let x = x()?;
+            let axes = if opset >= 13 { opt(args, 1).map(values_of).transpose()? } else { ints(node, "axes")? };
+            match axes {
+                None => one(x.f_squeeze()),
+                Some(axes) => {
+                    let mut axes: Vec<i64> = axes.iter().map(|&a| axis(a, x.dim())).collect::<Result<_, _>>()?;
+                    axes.sort_unstable();
+                    let mut t = x.shallow_clone();
+                    for a in axes.iter().rev() {
+                        if t.size()[*a as usize] != 1 {
+                            return Err(format!("cannot squeeze axis {a} of size {}", t.size()[*a as usize]));
+                        }
+                        t = t.f_squeeze_dim(*a).map_err(tch)?;
+                    }
+                    Ok(vec![t])
+                }
+            }
+        }
+        "Unsqueeze" => {
+            let x = x()?;
+            let axes = if opset >= 13 { values_of(need(args, 1)?)? } else { ints(node, "axes")?.unwrap_or_default() };
+            let rank = x.dim() + axes.len();
+            let mut axes: Vec<i64> = axes.iter().map(|&a| axis(a, rank)).collect::<Result<_, _>>()?;
+            axes.sort_unstable();
+            let mut t = x.shallow_clone();
+            for a in axes {
+                t = t.f_unsqueeze(a).map_err(tch)?;
+            }
+            Ok(vec![t])
+        }
+        "Resize" | "Upsample" => resize(node, args),
+        "Pad" => pad(node, args, opset),
+        "Constant" => constant(node, device),
+        "Shape" => {
+            let size = x()?.size();
+            let rank = size.len() as i64;
+            let clamp = |v: i64| if v < 0 { (v + rank).max(0) } else { v.min(rank) };
+            let start = clamp(int(node, "start", 0)?) as usize;
+            let end = clamp(int(node, "end", rank)?) as usize;
+            let part = if start < end { &size[start..end] } else { &[][..] };
+            Ok(vec![Tensor::from_slice(part).to_device(device)])
+        }
+        "Gather" => {
+            let (data, indices) = (x()?, need(args, 1)?);
+            let a = axis(int(node, "axis", 0)?, data.dim())?;
+            let n = data.size()[a as usize];
+            let idx = indices.f_to_kind(Kind::Int64).map_err(tch)?;
+            // Negative indices count from the end.
+            let idx = idx.f_remainder(n).map_err(tch)?;
+            let picked = data.f_index_select(a, &idx.f_reshape([-1]).map_err(tch)?).map_err(tch)?;
+            let mut shape: Vec<i64> = data.size()[..a as usize].to_vec();
+            shape.extend(indices.size());
+            shape.extend(&data.size()[a as usize + 1..]);
+            one(picked.f_reshape(shape.as_slice()))
+        }
+        "Cast" => {
+            let to = int(node, "to", 1)? as i32;
+            let kind = match proto_kind(to) {
+                Some(k) => k,
+                None => return Err(format!("cast to element type {to} is not supported")),
+            };
+            one(x()?.f_to_kind(kind))
+        }
+        other => Err(format!("operator {other} is not implemented")),
+    }
+}
+
+fn proto_kind(data_type: i32) -> Option<Kind> {
+    use super::proto::tensor_proto::DataType as D;
+    match D::try_from(data_type).ok()? {
+        D::Float => Some(Kind::Float),
+        D::Double => Some(Kind::Double),
+        D::Int64 => Some(Kind::Int64),
+        D::Int32 => Some(Kind::Int),
+        D::Bool => Some(Kind::Bool),
+        D::Uint8 => Some(Kind::Uint8),
+        D::Float16 => Some(Kind::Half),
+        _ => None,
+    }
+}
+
+fn clip(node: &Node, args: &[Option<Tensor>], opset: i64) -> OpResult {
+    let x = need(args, 0)?;
+    let (lo, hi) = if opset >= 11 {
+        let scalar = |i| opt(args, i).map(floats_of).transpose().map(|v| v.and_then(|v| v.first().copied()));
+        (scalar(1)?, scalar(2)?)
+    } else {
+        (Some(float(node, "min", f32::MIN)? as f64), Some(float(node, "max", f32::MAX)? as f64))
+    };
+    let t = match lo {
+        Some(lo) => x.f_clamp_min(lo).map_err(tch)?,
+        None => x.shallow_clone(),
+    };
+    let t = match hi {
+        Some(hi) => t.f_clamp_max(hi).map_err(tch)?,
+        None => t,
+    };
+    Ok(vec![t])
+}
+
+fn gemm(node: &Node, args: &[Option<Tensor>]) -> OpResult {
+    let (alpha, beta) = (float(node, "alpha", 1.0)? as f64, float(node, "beta", 1.0)? as f64);
+    let mut a = need(args, 0)?.shallow_clone();
+    let mut b = need(args, 1)?.shallow_clone();
+    if a.dim() != 2 || b.dim() != 2 {
+        return Err(format!("Gemm takes 2-D inputs, got {:?} and {:?}", a.size(), b.size()));
+    }
+    if int(node, "transA", 0)? != 0 {
+        a = a.f_transpose(0, 1).map_err(tch)?;
+    }
+    if int(node, "transB", 0)? != 0 {
+        b = b.f_transpose(0, 1).map_err(tch)?;
+    }
+    let mut y = a.f_matmul(&b).map_err(tch)?;
+    if alpha != 1.0 {
+        y = y.f_mul_scalar(alpha).map_err(tch)?;
+    }
+    if let Some(c) = opt(args, 2) {
+        let c = if beta != 1.0 { c.f_mul_scalar(beta).map_err(tch)? } else { c.shallow_clone() };
+        y = y.f_add(&c).map_err(tch)?;
+    }
+    Ok(vec![y])
+}
+
+/// Spatial pads as (begin, end) per spatial axis, from `pads` or `auto_pad`.
+fn spatial_pads(
+    node: &Node,
+    in_size: &[i64],
+    kernel: &[i64],
+    strides: &[i64],
+    dilations: &[i64],
+) -> Result<Vec<(i64, i64)>, String> {
+    let n = kernel.len();
+    let auto = text(node, "auto_pad", "NOTSET")?;
+    match auto.as_str() {
+        "NOTSET" | "" => {
+            let pads = ints(node, "pads")?.unwrap_or_else(|| vec![0; 2 * n]);
+            if pads.len() != 2 * n || pads.iter().any(|&p| p < 0) {
+                return Err(format!("pads {pads:?} do not fit {n} spatial axes"));
+            }
+            Ok((0..n).map(|i| (pads[i], pads[i + n])).collect())
+        }
+        "VALID" => Ok(vec![(0, 0); n]),
+        "SAME_UPPER" | "SAME_LOWER" => Ok((0..n)
+            .map(|i| {
+                let out = (in_size[i] + strides[i] - 1) / strides[i];
+                let total = ((out - 1) * strides[i] + dilations[i] * (kernel[i] - 1) + 1 - in_size[i]).max(0);
+                let small = total / 2;
+                if auto == "SAME_UPPER" {
+                    (small, total - small)
+                } else {
+                    (total - small, small)
+                }
+            })
+            .collect()),
+        other => Err(format!("auto_pad {other} is not supported")),
+    }
+}
+
+/// Pads the last `pads.len()` axes explicitly (torch pads symmetric only).
+fn pad_explicit(x: &Tensor, pads: &[(i64, i64)], value: f64) -> Result<Tensor, String> {
+    // constant_pad_nd takes (begin, end) pairs from the last axis backwards.
+    let flat: Vec<i64> = pads.iter().rev().flat_map(|&(b, e)| [b, e]).collect();
+    if value == 0.0 {
+        x.f_constant_pad_nd(flat.as_slice()).map_err(tch)
+    } else {
+        Tensor::f_pad(x, flat.as_slice(), "constant", Some(value)).map_err(tch)
+    }
+}
+
+fn conv(node: &Node, args: &[Option<Tensor>]) -> OpResult {
+    let (x, w) = (need(args, 0)?, need(args, 1)?);
+    if x.dim() != 4 || w.dim() != 4 {
+        return Err(format!("only 2-D convolutions are supported (input {:?}, weight {:?})", x.size(), w.size()));
+    }
+    let kernel = ints(node, "kernel_shape")?.unwrap_or_else(|| w.size()[2..].to_vec());
+    let strides = ints(node, "strides")?.unwrap_or_else(|| vec![1, 1]);
+    let dilations = ints(node, "dilations")?.unwrap_or_else(|| vec![1, 1]);
+    let group = int(node, "group", 1)?;
+    let pads = spatial_pads(node, &x.size()[2..], &kernel, &strides, &dilations)?;
+    let symmetric = pads.iter().all(|(b, e)| b == e);
+    let (input, padding) = if symmetric {
+        (x.shallow_clone(), pads.iter().map(|p| p.0).collect::<Vec<_>>())
+    } else {
+        (pad_explicit(x, &pads, 0.0)?, vec![0, 0])
+    };
+    one(input.f_conv2d(w, opt(args, 2), strides.as_slice(), padding.as_slice(), dilations.as_slice(), group))
+}
+
+fn pool(node: &Node, x: &Tensor, max: bool) -> OpResult {
+    if x.dim() != 4 {
+        return Err(format!("only 2-D pooling is supported (input {:?})", x.size()));
+    }
+    let kernel = ints(node, "kernel_shape")?.ok_or("kernel_shape is required")?;
+    if kernel.len() != 2 {
+        return Err(format!("kernel_shape {kernel:?}: only 2-D pooling is supported"));
+    }
+    let strides = ints(node, "strides")?.unwrap_or_else(|| vec![1, 1]);
+    let dilations = ints(node, "dilations")?.unwrap_or_else(|| vec![1, 1]);
+    let ceil = int(node, "ceil_mode", 0)? != 0;
+    let pads = spatial_pads(node, &x.size()[2..], &kernel, &strides, &dilations)?;
+    if max {
+        // Padding never wins a max: pad with −∞ where torch would not pad symmetrically.
+        let symmetric = pads.iter().all(|(b, e)| b == e && 2 * b <= kernel[0].min(kernel[1]));
+        let (input, padding) = if symmetric {
+            (x.shallow_clone(), pads.iter().map(|p| p.0).collect::<Vec<_>>())
+        } else {
+            (pad_explicit(x, &pads, f64::NEG_INFINITY)?, vec![0, 0])
+        };
+        return one(input.f_max_pool2d(
+            kernel.as_slice(),
+            strides.as_slice(),
+            padding.as_slice(),
+            dilations.as_slice(),
+            ceil,
+        ));
+    }
+    if dilations.iter().any(|&d| d != 1) {
+        return Err("AveragePool with dilations is not supported".into());
+    }
+    // The average over the window's elements inside the input (count_include_pad = 0) or
+    // inside input and pads (1): a sum of the zero-padded input over a sum of a mask.
+    let include = int(node, "count_include_pad", 0)? != 0;
+    let padded = pad_explicit(x, &pads, 0.0)?;
+    let ones = Tensor::f_ones([1, 1, x.size()[2], x.size()[3]], (x.kind(), x.device())).map_err(tch)?;
+    let mask = if include { pad_explicit(&ones, &pads, 1.0)? } else { pad_explicit(&ones, &pads, 0.0)? };
+    let avg = |t: &Tensor| t.f_avg_pool2d(kernel.as_slice(), strides.as_slice(), [0, 0], ceil, true, None::<i64>);
+    let num = avg(&padded).map_err(tch)?;
+    let den = avg(&mask).map_err(tch)?;
+    one(num.f_div(&den))
+}
+
+fn reduce_mean(node: &Node, args: &[Option<Tensor>], opset: i64) -> OpResult {
+    let x = need(args, 0)?;
+    let keep = int(node, "keepdims", 1)? != 0;
+    let axes = if opset >= 18 { opt(args, 1).map(values_of).transpose()? } else { ints(node, "axes")? };
+    let axes = match axes {
+        Some(a) if !a.is_empty() => a.iter().map(|&a| axis(a, x.dim())).collect::<Result<Vec<_>, _>>()?,
+        _ if int(node, "noop_with_empty_axes", 0)? != 0 => return Ok(vec![x.shallow_clone()]),
+        _ => (0..x.dim() as i64).collect(),
+    };
+    one(x.f_mean_dim(axes.as_slice(), keep, None))
+}
+
+fn softmax(node: &Node, x: &Tensor, opset: i64) -> OpResult {
+    if opset >= 13 {
+        let a = axis(int(node, "axis", -1)?, x.dim())?;
+        return one(x.f_softmax(a, None));
+    }
+    // Before opset 13 the input is seen as 2-D, [outer, inner] around the axis.
+    let a = axis(int(node, "axis", 1)?, x.dim())? as usize;
+    let size = x.size();
+    let outer: i64 = size[..a].iter().product();
+    let y = x.f_reshape([outer, -1]).and_then(|t| t.f_softmax(1, None)).and_then(|t| t.f_reshape(size.as_slice()));
+    one(y)
+}
+
+fn split(node: &Node, args: &[Option<Tensor>], opset: i64) -> OpResult {
+    let x = need(args, 0)?;
+    let a = axis(int(node, "axis", 0)?, x.dim())?;
+    let len = x.size()[a as usize];
+    let given = if opset >= 13 { opt(args, 1).map(values_of).transpose()? } else { ints(node, "split")? };
+    let parts = node.outputs.len() as i64;
+    let sizes = match given {
+        Some(s) => s,
+        None => {
+            let n = int(node, "num_outputs", parts)?.max(1);
+            let each = (len + n - 1) / n;
+            (0..n).map(|i| each.min(len - i * each).max(0)).collect()
+        }
+    };
+    if sizes.iter().sum::<i64>() != len || sizes.iter().any(|&s| s < 0) {
+        return Err(format!("split sizes {sizes:?} do not add up to {len}"));
+    }
+    x.f_split_with_sizes(sizes.as_slice(), a).map_err(tch)
+}
+
+fn slice(args: &[Option<Tensor>]) -> OpResult {
+    let x = need(args, 0)?;
+    let starts = values_of(need(args, 1)?)?;
+    let ends = values_of(need(args, 2)?)?;
+    let rank = x.dim();
+    let axes = match opt(args, 3) {
+        Some(t) => values_of(t)?.into_iter().map(|a| axis(a, rank)).collect::<Result<Vec<_>, _>>()?,
+        None => (0..starts.len() as i64).collect(),
+    };
+    let steps = match opt(args, 4) {
+        Some(t) => values_of(t)?,
+        None => vec![1; starts.len()],
+    };
+    if starts.len() != ends.len() || axes.len() != starts.len() || steps.len() != starts.len() {
+        return Err("starts, ends, axes and steps differ in length".into());
+    }
+    let mut t = x.shallow_clone();
+    for i in 0..starts.len() {
+        let (a, step) = (axes[i], steps[i]);
+        let dim = t.size()[a as usize];
+        if step == 0 {
+            return Err("a slice step of 0".into());
+        }
+        let norm = |v: i64| if v < 0 { v.saturating_add(dim) } else { v };
+        if step > 0 {
+            let s = norm(starts[i]).clamp(0, dim);
+            let e = norm(ends[i]).clamp(0, dim);
+            t = t.f_slice(a, s, e.max(s), step).map_err(tch)?;
+        } else {
+            // Walk backwards: indices s, s+step, … while > e.
+            let s = norm(starts[i]).clamp(-1, dim - 1);
+            let e = norm(ends[i]).clamp(-1, dim - 1);
+            let idx: Vec<i64> = (0..).map(|k| s + k * step).take_while(|&j| j > e && j >= 0).collect();
+            let idx = Tensor::from_slice(&idx).to_device(t.device());
+            t = t.f_index_select(a, &idx).map_err(tch)?;
+        }
+    }
+    Ok(vec![t])
+}
+
+fn reshape(node: &Node, args: &[Option<Tensor>]) -> OpResult {
+    let x = need(args, 0)?;
+    let mut shape = values_of(need(args, 1)?)?;
+    let allow_zero = int(node, "allowzero", 0)? != 0;
+    if !allow_zero {
+        let given = shape.clone();
+        for (i, d) in shape.iter_mut().enumerate() {
+            if *d == 0 {
+                *d = *x
+                    .size()
+                    .get(i)
+                    .ok_or_else(|| format!("shape {given:?}: 0 at axis {i} has no input axis to copy"))?;
+            }
+        }
+    }
+    one(x.f_reshape(shape.as_slice()))
+}
+
+fn resize(node: &Node, args: &[Option<Tensor>]) -> OpResult {
+    let x = need(args, 0)?;
+    let mode = text(node, "mode", "nearest")?;
+    let transform = text(node, "coordinate_transformation_mode", "half_pixel")?;
+    let rounding = text(node, "nearest_mode", "round_prefer_floor")?;
+    let upsample = node.op == "Upsample";
+    // Nearest with asymmetric coordinates and floor is what Ultralytics, torchvision and
+    // Darknet-style upsampling export; other modes would need their own kernels.
+    if mode != "nearest" || (!upsample && (transform != "asymmetric" || rounding != "floor")) {
+        return Err(format!(
+            "Resize mode '{mode}', coordinate_transformation_mode '{transform}', nearest_mode '{rounding}' is not \
+             supported (only nearest / asymmetric / floor)"
+        ));
+    }
+    if x.dim() != 4 {
+        return Err(format!("only 4-D Resize is supported (input {:?})", x.size()));
+    }
+    let scales_at = if upsample { 1 } else { 2 };
+    let scales = opt(args, scales_at).map(floats_of).transpose()?.filter(|s| !s.is_empty());
+    let sizes = if upsample { None } else { opt(args, 3).map(values_of).transpose()?.filter(|s| !s.is_empty()) };
+    let size = x.size();
+    let (out, sh, sw) = match (scales, sizes) {
+        (Some(s), _) if s.len() == 4 => {
+            if s[0] != 1.0 || s[1] != 1.0 {
+                return Err(format!("scales {s:?}: only the two spatial axes may be resized"));
+            }
+            let out = [(size[2] as f64 * s[2]).floor() as i64, (size[3] as f64 * s[3]).floor() as i64];
+            (out, Some(s[2]), Some(s[3]))
+        }
+        (_, Some(z)) if z.len() == 4 => {
+            if z[0] != size[0] || z[1] != size[1] {
+                return Err(format!("sizes {z:?}: only the two spatial axes may be resized"));
+            }
+            ([z[2], z[3]], None, None)
+        }
+        _ => return Err("neither scales nor sizes for all four axes".into()),
+    };
+    one(x.f_upsample_nearest2d(out, sh, sw))
+}
+
+fn pad(node: &Node, args: &[Option<Tensor>], opset: i64) -> OpResult {
+    let x = need(args, 0)?;
+    let rank = x.dim();
+    let mode = text(node, "mode", "constant")?;
+    let (pads, value) = if opset >= 11 {
+        let pads = values_of(need(args, 1)?)?;
+        let value = opt(args, 2).map(floats_of).transpose()?.and_then(|v| v.first().copied()).unwrap_or(0.0);
+        (pads, value)
+    } else {
+        (ints(node, "pads")?.unwrap_or_default(), float(node, "value", 0.0)? as f64)
+    };
+    let axes: Vec<i64> = match opt(args, 3) {
+        Some(t) => values_of(t)?.into_iter().map(|a| axis(a, rank)).collect::<Result<_, _>>()?,
+        None => (0..rank as i64).collect(),
+    };
+    if pads.len() != 2 * axes.len() {
+        return Err(format!("pads {pads:?} do not fit {} axes", axes.len()));
+    }
+    let mut per_axis = vec![(0i64, 0i64); rank];
+    for (i, &a) in axes.iter().enumerate() {
+        per_axis[a as usize] = (pads[i], pads[i + axes.len()]);
+    }
+    if mode == "constant" {
+        if per_axis.iter().any(|&(b, e)| b < 0 || e < 0) {
+            return Err("negative pads are not supported".into());
+        }
+        return pad_explicit(x, &per_axis, value).map(|t| vec![t]);
+    }
+    let spatial_only = rank == 4 && per_axis[..2].iter().all(|&p| p == (0, 0));
+    if !spatial_only {
+        return Err(format!("Pad mode '{mode}' is supported on the two spatial axes of a 4-D input only"));
+    }
+    let flat = [per_axis[3].0, per_axis[3].1, per_axis[2].0, per_axis[2].1];
+    match mode.as_str() {
+        "reflect" => one(x.f_reflection_pad2d(flat)),
+        "edge" => one(x.f_replication_pad2d(flat)),
+        other => Err(format!("Pad mode '{other}' is not supported (constant, reflect, edge)")),
+    }
+}
+
+fn constant(node: &Node, device: tch::Device) -> OpResult {
+    let t = if let Some(Attr::Tensor(t)) = node.attrs.get("value") {
+        t.shallow_clone()
+    } else if let Some(Attr::Float(v)) = node.attrs.get("value_float") {
+        Tensor::from(*v)
+    } else if let Some(Attr::Floats(v)) = node.attrs.get("value_floats") {
+        Tensor::from_slice(v)
+    } else if let Some(Attr::Int(v)) = node.attrs.get("value_int") {
+        Tensor::from(*v)
+    } else if let Some(Attr::Ints(v)) = node.attrs.get("value_ints") {
+        Tensor::from_slice(v)
+    } else {
+        return Err("Constant without a supported value attribute (value, value_float(s), value_int(s))".into());
+    };
+    Ok(vec![t.to_device(device)])
+}

@@ -1,0 +1,166 @@
+//! The ONNX reader and executor against onnxruntime (tests/fixtures/onnx, see its README):
+//! every Conv/Gemm/MatMul node output within 1e-4 absolute and the graph outputs within 1e-4
+//! relative to max(1, |reference|), for all four models; and the files it must refuse.
+
+use prunescope::model::onnx::exec::Keep;
+use prunescope::model::onnx::{OnnxError, OnnxModel};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use tch::{Kind, Tensor};
+
+const MODELS: [&str; 4] = ["yolov8pico-pose", "yolo11pico-detect", "yolov8pico-cls", "mobilenet_v3_small-cls"];
+
+fn dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/onnx")
+}
+
+/// The tensors of a safetensors file (f32 and i64), by name.
+fn read_tensors(path: &Path) -> HashMap<String, Tensor> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let kind = match view.dtype() {
+                safetensors::Dtype::F32 => Kind::Float,
+                safetensors::Dtype::I64 => Kind::Int64,
+                other => panic!("{name}: dtype {other:?}"),
+            };
+            let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
+            (name, Tensor::from_data_size(view.data(), &shape, kind))
+        })
+        .collect()
+}
+
+fn max_abs(a: &Tensor, b: &Tensor) -> f64 {
+    (a - b).abs().max().double_value(&[])
+}
+
+#[test]
+fn every_model_matches_onnxruntime_node_by_node() {
+    let dir = dir();
+    for name in MODELS {
+        let model = OnnxModel::read(&dir.join(format!("{name}.onnx"))).unwrap_or_else(|e| panic!("{e}"));
+        let io = read_tensors(&dir.join(format!("{name}_io.safetensors")));
+        let input = io["a.input"].shallow_clone();
+        let feeds = vec![(model.inputs[0].name.clone(), input)];
+        let got = model.run(feeds, Keep::All).unwrap_or_else(|e| panic!("{e}"));
+        let mut nodes = 0;
+        for (key, want) in &io {
+            if let Some(tensor) = key.strip_prefix("a.node.") {
+                let have = got.get(tensor).unwrap_or_else(|| panic!("{name}: no value for node output {tensor}"));
+                assert_eq!(have.size(), want.size(), "{name}: {tensor}");
+                let d = max_abs(have, want);
+                assert!(d <= 1e-4, "{name}: node output {tensor} differs by {d}");
+                nodes += 1;
+            } else if let Some(output) = key.strip_prefix("a.output.") {
+                let have = &got[output];
+                assert_eq!(have.size(), want.size(), "{name}: {output}");
+                let scale = want.abs().clamp_min(1.0);
+                let d = ((have - want).abs() / scale).max().double_value(&[]);
+                assert!(d <= 1e-4, "{name}: graph output {output} differs by {d} (relative)");
+            }
+        }
+        assert!(nodes > 10, "{name}: only {nodes} node outputs compared");
+        // Outputs only: the same values, intermediate tensors freed.
+        let feeds = vec![(model.inputs[0].name.clone(), io["a.input"].shallow_clone())];
+        let outs = model.run(feeds, Keep::Outputs).unwrap();
+        assert_eq!(outs.len(), model.outputs.len(), "{name}");
+        for o in &model.outputs {
+            assert_eq!(max_abs(&outs[&o.name], &got[&o.name]), 0.0, "{name}: {}", o.name);
+        }
+    }
+}
+
+#[test]
+fn ultralytics_metadata_is_read() {
+    let m = OnnxModel::read(&dir().join("yolov8pico-pose.onnx")).unwrap();
+    assert_eq!(m.opset, 18);
+    assert_eq!(m.metadata.get("task").map(String::as_str), Some("pose"));
+    assert_eq!(m.metadata.get("kpt_shape").map(String::as_str), Some("[17, 3]"));
+    assert!(m.metadata["license"].starts_with("AGPL-3.0"));
+    let mobilenet = OnnxModel::read(&dir().join("mobilenet_v3_small-cls.onnx")).unwrap();
+    assert_eq!(mobilenet.opset, 20);
+    assert!(mobilenet.metadata.is_empty());
+}
+
+/// A copy of a fixture in a temporary folder, changed by `edit` (the decoded protobuf).
+fn edited(
+    name: &str,
+    edit: impl FnOnce(&mut prunescope::model::onnx::proto::ModelProto),
+) -> (tempfile::TempDir, PathBuf) {
+    use prost::Message;
+    let tmp = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(dir().join(name)).unwrap();
+    let mut m = prunescope::model::onnx::proto::ModelProto::decode(bytes.as_slice()).unwrap();
+    edit(&mut m);
+    let path = tmp.path().join(name);
+    std::fs::write(&path, m.encode_to_vec()).unwrap();
+    (tmp, path)
+}
+
+fn refused(path: &Path) -> String {
+    match OnnxModel::read(path) {
+        Ok(_) => panic!("{} was accepted", path.display()),
+        Err(e) => {
+            let text = e.to_string();
+            assert!(text.contains(&path.display().to_string()), "the file is not named: {text}");
+            text
+        }
+    }
+}
+
+#[test]
+fn unsupported_and_broken_files_are_refused_with_the_file_and_node_named() {
+    // An operator outside the supported set: named with its node and opset.
+    let (_t, p) = edited("yolov8pico-cls.onnx", |m| {
+        let n = m.graph.as_mut().unwrap().node.iter_mut().find(|n| n.op_type() == "Sigmoid").unwrap();
+        n.op_type = Some("Erf".into());
+    });
+    let e = refused(&p);
+    assert!(e.contains("operator Erf (opset 18) is not supported") && e.contains("Conv"), "{e}");
+    // Opset out of range.
+    let (_t, p) = edited("yolov8pico-cls.onnx", |m| m.opset_import[0].version = Some(9));
+    let e = refused(&p);
+    assert!(e.contains("opset 9") && e.contains("11–21"), "{e}");
+    // An initializer whose raw data is shorter than its dims.
+    let (_t, p) = edited("yolov8pico-cls.onnx", |m| {
+        let t = m
+            .graph
+            .as_mut()
+            .unwrap()
+            .initializer
+            .iter_mut()
+            .find(|t| t.raw_data.as_ref().is_some_and(|r| r.len() > 64))
+            .unwrap();
+        t.raw_data.as_mut().unwrap().truncate(64);
+    });
+    let e = refused(&p);
+    assert!(e.contains("raw data holds 64 bytes"), "{e}");
+    // A truncated protobuf.
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path().join("cut.onnx");
+    let bytes = std::fs::read(dir().join("yolov8pico-cls.onnx")).unwrap();
+    std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
+    let e = refused(&p);
+    assert!(e.contains("not an ONNX model"), "{e}");
+    // The external data file missing.
+    let p = tmp.path().join("mobilenet_v3_small-cls.onnx");
+    std::fs::copy(dir().join("mobilenet_v3_small-cls.onnx"), &p).unwrap();
+    let e = refused(&p);
+    assert!(e.contains("mobilenet_v3_small-cls.onnx.data"), "{e}");
+    // A Resize mode the executor does not implement: refused when run, naming the node.
+    let (_t, p) = edited("yolov8pico-pose.onnx", |m| {
+        let n = m.graph.as_mut().unwrap().node.iter_mut().find(|n| n.op_type() == "Resize").unwrap();
+        for a in &mut n.attribute {
+            if a.name() == "mode" {
+                a.s = Some(b"linear".to_vec());
+            }
+        }
+    });
+    let m = OnnxModel::read(&p).unwrap();
+    let x = Tensor::zeros([1, 3, 160, 160], (Kind::Float, tch::Device::Cpu));
+    let e = m.run(vec![(m.inputs[0].name.clone(), x)], Keep::Outputs).unwrap_err();
+    assert!(matches!(e, OnnxError::Node { .. }), "{e}");
+    assert!(e.to_string().contains("Resize mode 'linear'"), "{e}");
+}
