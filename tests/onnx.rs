@@ -158,9 +158,61 @@ fn unsupported_and_broken_files_are_refused_with_the_file_and_node_named() {
             }
         }
     });
-    let m = OnnxModel::read(&p).unwrap();
-    let x = Tensor::zeros([1, 3, 160, 160], (Kind::Float, tch::Device::Cpu));
-    let e = m.run(vec![(m.inputs[0].name.clone(), x)], Keep::Outputs).unwrap_err();
+    // (Found by the dry run that reading a fixed-batch file makes.)
+    let e = OnnxModel::read(&p).unwrap_err();
     assert!(matches!(e, OnnxError::Node { .. }), "{e}");
-    assert!(e.to_string().contains("Resize mode 'linear'"), "{e}");
+    assert!(e.to_string().contains("node '/model.10/Resize' (Resize): Resize mode 'linear'"), "{e}");
+}
+
+/// Parameters as models.json counts them (weights and biases of Conv/Gemm/MatMul, shared
+/// initializers once per use) and the thop total as ultralytics-thop gives it at the export size.
+#[test]
+fn params_and_thop_macs_equal_the_references() {
+    let models: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir().join("models.json")).unwrap()).unwrap();
+    for name in MODELS {
+        let m = OnnxModel::read(&dir().join(format!("{name}.onnx"))).unwrap();
+        let shape = m.input_shape(None).unwrap();
+        let costs = m.costs(&shape).unwrap_or_else(|e| panic!("{e}"));
+        let params: u64 = costs.iter().map(|c| c.params).sum();
+        assert_eq!(params, models[name]["onnx_weight_params"].as_u64().unwrap(), "{name}: parameters");
+        if let Some(thop) = models[name]["thop_macs_at_imgsz"].as_u64() {
+            let ours: u64 = costs.iter().map(|c| c.thop_macs).sum();
+            assert_eq!(ours, thop, "{name}: thop MACs");
+        }
+        let macs: u64 = costs.iter().map(|c| c.macs).sum();
+        assert!(macs > 0, "{name}");
+    }
+}
+
+/// Files exported at a fixed batch (1 for Ultralytics, 2 for the torch export) run at any
+/// batch: image by image the outputs equal those of the image alone.
+#[test]
+fn fixed_batch_exports_run_at_any_batch() {
+    for name in MODELS {
+        let m = OnnxModel::read(&dir().join(format!("{name}.onnx"))).unwrap();
+        let shape = m.input_shape(None).unwrap();
+        let input = m.inputs[0].name.clone();
+        let images: Vec<Tensor> = (0..8)
+            .map(|i| {
+                Tensor::rand([1, shape[1], shape[2], shape[3]], (Kind::Float, tch::Device::Cpu))
+                    * (1.0 + i as f64 * 0.1)
+            })
+            .collect();
+        let batch = Tensor::cat(&images, 0);
+        let out = &m.outputs[0].name;
+        let together = m.run(vec![(input.clone(), batch)], Keep::Outputs).unwrap_or_else(|e| panic!("{name}: {e}"));
+        for (i, image) in images.iter().enumerate() {
+            let alone = m.run(vec![(input.clone(), image.shallow_clone())], Keep::Outputs).unwrap();
+            // Relative to max(1, |value|): boxes are in input pixels.
+            let want = &alone[out];
+            let d = ((&together[out].narrow(0, i as i64, 1) - want).abs() / want.abs().clamp_min(1.0))
+                .max()
+                .double_value(&[]);
+            assert!(d <= 1e-5, "{name}: image {i} of 8 differs by {d} from its batch-1 output");
+        }
+    }
+    let m = OnnxModel::read(&dir().join("mobilenet_v3_small-cls.onnx")).unwrap();
+    assert_eq!(m.file_batch, Some(2));
+    assert!(!m.batch_reshapes.is_empty(), "the batch-carrying Reshape is found");
 }

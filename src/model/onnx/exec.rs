@@ -88,6 +88,9 @@ impl OnnxModel {
                     return Err(self.node_error(node, format!("input '{name}' has no value")));
                 }
             }
+            if self.batch_reshapes.contains(&i) {
+                args[1] = Some(batch_shape(&args)?);
+            }
             let produced = apply(node, &args, self.opset, device).map_err(|e| self.node_error(node, e))?;
             for (name, t) in node.outputs.iter().zip(produced) {
                 if !name.is_empty() {
@@ -122,6 +125,37 @@ impl OnnxModel {
     fn node_error(&self, node: &Node, what: String) -> OnnxError {
         OnnxError::Node { path: self.path.clone(), node: node.name.clone(), op: node.op.clone(), what }
     }
+}
+
+/// A Reshape target whose first element is the batch of its data input.
+fn batch_shape(args: &[Option<Tensor>]) -> Result<Tensor, OnnxError> {
+    let (data, target) = (args[0].as_ref(), args[1].as_ref());
+    let (Some(data), Some(target)) = (data, target) else {
+        return Err(OnnxError::Model { path: Default::default(), what: "a batch Reshape without its inputs".into() });
+    };
+    let mut shape = values_of(target).unwrap_or_default();
+    if let (Some(s), Some(&b)) = (shape.first_mut(), data.size().first()) {
+        *s = b;
+    }
+    Ok(Tensor::from_slice(&shape))
+}
+
+/// The first element of an integer tensor.
+pub(super) fn first_value(t: &Tensor) -> Option<i64> {
+    values_of(t).ok()?.first().copied()
+}
+
+/// A deterministic input in [0, 1) for probing a graph (no global RNG state touched).
+pub(super) fn probe_input(shape: &[i64], seed: u64) -> Tensor {
+    let n: i64 = shape.iter().product();
+    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let values: Vec<f32> = (0..n)
+        .map(|_| {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (state >> 40) as f32 / (1u64 << 24) as f32
+        })
+        .collect();
+    Tensor::from_slice(&values).reshape(shape)
 }
 
 /// The tensor of input `i`, which the operator requires.

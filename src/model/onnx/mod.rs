@@ -2,6 +2,7 @@
 //! weights inline or in an external data file) and the executor (`exec`). Everything a file
 //! can get wrong is an [`OnnxError`] naming the file and the node or tensor, never a panic.
 
+pub mod cost;
 pub mod exec;
 pub mod proto;
 
@@ -59,6 +60,11 @@ pub struct OnnxModel {
     pub inputs: Vec<ValueInfo>,
     pub outputs: Vec<ValueInfo>,
     pub initializers: HashMap<String, Tensor>,
+    /// The batch size the file fixes (its input's first dimension), if it fixes one.
+    pub file_batch: Option<i64>,
+    /// Reshape nodes (by index) whose constant shape carries the file's batch size: at run
+    /// time their first dimension becomes the batch of the input.
+    pub batch_reshapes: std::collections::HashSet<usize>,
 }
 
 /// Why an ONNX file cannot be read or run.
@@ -142,7 +148,8 @@ impl OnnxModel {
             .iter()
             .map(|e| (e.key.clone().unwrap_or_default(), e.value.clone().unwrap_or_default()))
             .collect();
-        let m = OnnxModel {
+        let file_batch = inputs[0].dims.first().copied().flatten();
+        let mut m = OnnxModel {
             path: p(),
             opset,
             producer: model.producer_name.unwrap_or_default(),
@@ -151,8 +158,11 @@ impl OnnxModel {
             inputs,
             outputs,
             initializers,
+            file_batch,
+            batch_reshapes: Default::default(),
         };
         m.check_wiring()?;
+        m.generalize_batch()?;
         Ok(m)
     }
 
@@ -177,6 +187,72 @@ impl OnnxModel {
                 path: self.path.clone(),
                 what: format!("graph output '{}' is never produced", o.name),
             });
+        }
+        Ok(())
+    }
+
+    /// A graph exported at a fixed batch (Ultralytics' default, torch's exporter) carries it
+    /// in Reshape constants such as `[1, 4, 16, A]`. Those whose first element is the file's
+    /// batch and whose input's first axis is the batch (seen in a dry run) follow the batch of
+    /// the input at run time. Checked here: a batch of two different images must give, image
+    /// by image, what each gives alone; where not, the first node that mixes images is named.
+    fn generalize_batch(&mut self) -> Result<(), OnnxError> {
+        let Some(b0) = self.file_batch else { return Ok(()) };
+        let Ok(shape) = self.input_shape(None) else { return Ok(()) };
+        let at = |b: i64| [b, shape[1], shape[2], shape[3]];
+        let name = self.inputs[0].name.clone();
+        let probe = exec::probe_input(&at(b0), 0);
+        let values = self.run(vec![(name.clone(), probe)], exec::Keep::All)?;
+        let constants: HashMap<&str, &Tensor> = self
+            .nodes
+            .iter()
+            .filter(|n| n.op == "Constant")
+            .filter_map(|n| n.outputs.first().zip(values.get(n.outputs.first()?)))
+            .map(|(o, t)| (o.as_str(), t))
+            .chain(self.initializers.iter().map(|(k, v)| (k.as_str(), v)))
+            .collect();
+        let mut marked = std::collections::HashSet::new();
+        for (i, n) in self.nodes.iter().enumerate() {
+            if n.op != "Reshape" {
+                continue;
+            }
+            let (Some(data), Some(target)) = (n.inputs.first(), n.inputs.get(1)) else { continue };
+            let Some(target) = constants.get(target.as_str()) else { continue };
+            let first = exec::first_value(target);
+            let data_batch = values.get(data).map(|t| t.size().first().copied());
+            if first == Some(b0) && data_batch == Some(Some(b0)) {
+                marked.insert(i);
+            }
+        }
+        self.batch_reshapes = marked;
+        // Two images together, and each alone, at a batch other than the file's.
+        let (b1, b2) = (exec::probe_input(&at(1), 1), exec::probe_input(&at(1), 2));
+        let both = Tensor::cat(&[&b1, &b2], 0);
+        let together = self.run(vec![(name.clone(), both)], exec::Keep::All)?;
+        let first = self.run(vec![(name.clone(), b1)], exec::Keep::All)?;
+        let second = self.run(vec![(name, b2)], exec::Keep::All)?;
+        for n in &self.nodes {
+            for o in &n.outputs {
+                let (Some(t), Some(a), Some(b)) = (together.get(o), first.get(o), second.get(o)) else { continue };
+                if !t.is_floating_point() || t.size().first() != Some(&2) || a.size().first() != Some(&1) {
+                    continue;
+                }
+                let alone = Tensor::cat(&[a, b], 0);
+                let same = t.size() == alone.size()
+                    && (t - &alone).abs().max().double_value(&[])
+                        <= 1e-4 * alone.abs().max().double_value(&[]).max(1.0);
+                if !same {
+                    return Err(OnnxError::Node {
+                        path: self.path.clone(),
+                        node: n.name.clone(),
+                        op: n.op.clone(),
+                        what: format!(
+                            "the file is exported at batch {b0} and this node mixes the images of a batch, so it cannot \
+                             run at other batch sizes; export it with a dynamic batch axis"
+                        ),
+                    });
+                }
+            }
         }
         Ok(())
     }
