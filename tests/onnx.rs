@@ -216,3 +216,63 @@ fn fixed_batch_exports_run_at_any_batch() {
     assert_eq!(m.file_batch, Some(2));
     assert!(!m.batch_reshapes.is_empty(), "the batch-carrying Reshape is found");
 }
+
+/// Writes one float tensor to a safetensors file under `name`.
+fn write_one(path: &Path, name: &str, t: &Tensor) {
+    let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
+    let values = Vec::<f32>::try_from(t.reshape([-1])).unwrap();
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape, &bytes).unwrap();
+    std::fs::write(path, safetensors::serialize([(name, view)], None).unwrap()).unwrap();
+}
+
+fn forward_cli(args: &[&str]) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_prunescope")).arg("forward").args(args).output().unwrap();
+    assert!(out.status.success(), "forward {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// `prunescope forward` on an ONNX model and on a Darknet model gives the references' outputs.
+#[test]
+fn forward_writes_what_the_references_compute() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (input, out) = (tmp.path().join("in.safetensors"), tmp.path().join("out.safetensors"));
+    // ONNX: one tensor in the file, whatever its name; every node output with --all-nodes.
+    let io = read_tensors(&dir().join("mobilenet_v3_small-cls_io.safetensors"));
+    write_one(&input, "x", &io["a.input"]);
+    forward_cli(&[
+        "--model",
+        dir().join("mobilenet_v3_small-cls.onnx").to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--all-nodes",
+    ]);
+    let got = read_tensors(&out);
+    let d = max_abs(&got["logits"], &io["a.output.logits"]);
+    assert!(d <= 1e-4, "logits differ by {d}");
+    for (key, want) in &io {
+        if let Some(tensor) = key.strip_prefix("a.node.") {
+            assert!(max_abs(&got[tensor], want) <= 1e-4, "{tensor}");
+        }
+    }
+    // Darknet: the parity fixture of PyTorch-YOLOv3.
+    let darknet = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/darknet");
+    let io = read_tensors(&darknet.join("parity_io.safetensors"));
+    write_one(&input, "input", &io["a.input"]);
+    forward_cli(&[
+        "--cfg",
+        darknet.join("parity.cfg").to_str().unwrap(),
+        "--weights",
+        darknet.join("parity.weights").to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let got = read_tensors(&out);
+    // Scaled as tests/parity.rs does (box sizes in pixels reach ~10,000 with these weights).
+    let want = &io["a.output"];
+    let d = ((&got["output"] - want).abs() / want.abs().clamp_min(1.0)).max().double_value(&[]);
+    assert!(d <= 1e-4, "Darknet output differs by {d} (scaled)");
+}

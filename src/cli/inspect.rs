@@ -8,13 +8,17 @@ use crate::sensitivity::DEFAULT_SPARSITIES;
 use anyhow::Context;
 use serde::Serialize;
 use std::path::PathBuf;
-use tch::Device;
+use tch::{Device, Tensor};
 
 #[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["model", "cfg"])))]
 pub struct Args {
+    /// An ONNX model: its nodes (ONNX names), parameters, MACs, the thop total, metadata.
+    #[arg(long, conflicts_with_all = ["cfg", "weights", "latency", "layer", "batch"])]
+    pub model: Option<PathBuf>,
     /// Darknet cfg file.
     #[arg(long)]
-    pub cfg: PathBuf,
+    pub cfg: Option<PathBuf>,
     /// Weights to check against the cfg (.weights, .pth or .safetensors); adds non-zero counts.
     #[arg(long)]
     pub weights: Option<PathBuf>,
@@ -98,7 +102,12 @@ struct Report {
 }
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
-    let cfg = Cfg::from_file(&args.cfg)?;
+    let cfg_path = match (&args.model, &args.cfg) {
+        (Some(model), _) => return run_onnx(args, model),
+        (None, Some(cfg)) => cfg,
+        (None, None) => anyhow::bail!("give --model M.onnx or --cfg C"),
+    };
+    let cfg = Cfg::from_file(cfg_path)?;
     let (h, w) = match args.img_size {
         Some(s) => (s as usize, s as usize),
         None => (cfg.height, cfg.width),
@@ -114,7 +123,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         Some(path) => {
             let layout = Layout::of(&cfg, &graph);
             let weights =
-                Weights::load(path, &layout).with_context(|| format!("loading weights for {}", args.cfg.display()))?;
+                Weights::load(path, &layout).with_context(|| format!("loading weights for {}", cfg_path.display()))?;
             if args.latency > 0 {
                 latency = Some(measure_latency(&cfg, &graph, &weights, device, args.latency)?);
             }
@@ -122,7 +131,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                 let keys = crate::plan::suggest::block_of(name).and_then(|b| layout.conv(b)).ok_or_else(|| {
                     anyhow::anyhow!(
                         "--layer {name}: {} has no convolution of that name (they are conv_{{block}}: {})",
-                        args.cfg.display(),
+                        cfg_path.display(),
                         layout.convs.iter().map(|k| format!("conv_{}", k.block)).collect::<Vec<_>>().join(", ")
                     )
                 })?;
@@ -151,7 +160,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     };
     let report = Report {
         format: "prunescope.inspect/1",
-        cfg: args.cfg.display().to_string(),
+        cfg: cfg_path.display().to_string(),
         input_shape: graph.input_shape.clone(),
         macs_convention: "ptflops",
         layers: graph
@@ -326,4 +335,125 @@ fn measure_latency(
         mean_ms: ms.iter().sum::<f64>() / runs as f64,
         min_ms: sorted[0],
     })
+}
+
+/// One node of an ONNX model as `inspect` lists it.
+#[derive(Serialize)]
+struct OnnxRow {
+    index: usize,
+    name: String,
+    op: String,
+    output_shape: Vec<i64>,
+    params: u64,
+    macs: u64,
+    thop_macs: u64,
+}
+
+#[derive(Serialize)]
+struct OnnxReport {
+    format: &'static str,
+    model: String,
+    opset: i64,
+    producer: String,
+    input_shape: Vec<i64>,
+    /// The batch size the file fixes, if any (it runs at any batch).
+    file_batch: Option<i64>,
+    metadata: std::collections::BTreeMap<String, String>,
+    macs_convention: &'static str,
+    nodes: Vec<OnnxRow>,
+    total_params: u64,
+    total_macs: u64,
+    /// The total as ultralytics-thop counts it (what `model.info()` reports, GFLOPs = 2× this).
+    total_macs_thop: u64,
+}
+
+fn run_onnx(args: &Args, path: &std::path::Path) -> anyhow::Result<()> {
+    let model = crate::model::onnx::OnnxModel::read(path)?;
+    let shape = model.input_shape(args.img_size.map(i64::from))?;
+    let costs = model.costs(&shape)?;
+    let name = model.inputs[0].name.clone();
+    let x = Tensor::zeros(shape.as_slice(), (tch::Kind::Float, Device::Cpu));
+    let values = model.run(vec![(name, x)], crate::model::onnx::exec::Keep::All)?;
+    let nodes: Vec<OnnxRow> = model
+        .nodes
+        .iter()
+        .zip(&costs)
+        .enumerate()
+        .map(|(index, (n, c))| OnnxRow {
+            index,
+            name: n.name.clone(),
+            op: n.op.clone(),
+            output_shape: n.outputs.first().and_then(|o| values.get(o)).map(Tensor::size).unwrap_or_default(),
+            params: c.params,
+            macs: c.macs,
+            thop_macs: c.thop_macs,
+        })
+        .collect();
+    let report = OnnxReport {
+        format: "prunescope.inspect/1",
+        model: path.display().to_string(),
+        opset: model.opset,
+        producer: model.producer.clone(),
+        input_shape: shape,
+        file_batch: model.file_batch,
+        metadata: model.metadata.clone(),
+        macs_convention: "ptflops",
+        total_params: costs.iter().map(|c| c.params).sum(),
+        total_macs: costs.iter().map(|c| c.macs).sum(),
+        total_macs_thop: costs.iter().map(|c| c.thop_macs).sum(),
+        nodes,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", onnx_table(&report));
+    }
+    Ok(())
+}
+
+fn onnx_table(r: &OnnxReport) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{} (opset {}, {}), input {:?}",
+        r.model,
+        r.opset,
+        if r.producer.is_empty() { "unknown producer" } else { &r.producer },
+        r.input_shape
+    );
+    if let Some(b) = r.file_batch {
+        let _ = writeln!(s, "exported at batch {b}; runs at any batch");
+    }
+    for key in ["task", "names", "imgsz", "stride", "kpt_shape"] {
+        if let Some(v) = r.metadata.get(key) {
+            let _ = writeln!(s, "{key}: {v}");
+        }
+    }
+    if let Some(l) = r.metadata.get("license") {
+        let _ = writeln!(s, "licence (from the file's metadata): {l}");
+    }
+    let _ = writeln!(s, "\n{:>4}  {:<48} {:<18} {:>18} {:>10} {:>14}", "#", "node", "op", "output", "params", "MACs");
+    for n in r.nodes.iter().filter(|n| n.params > 0 || n.macs > 0) {
+        let _ = writeln!(
+            s,
+            "{:>4}  {:<48} {:<18} {:>18} {:>10} {:>14}",
+            n.index,
+            n.name,
+            n.op,
+            format!("{:?}", n.output_shape),
+            thousands(n.params, ','),
+            thousands(n.macs, ',')
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\ntotal: {} parameters, {} MACs (ptflops convention), {} MACs as thop counts them (Ultralytics GFLOPs {:.3})",
+        thousands(r.total_params, ','),
+        thousands(r.total_macs, ','),
+        thousands(r.total_macs_thop, ','),
+        2.0 * r.total_macs_thop as f64 / 1e9
+    );
+    let _ = writeln!(s, "{} nodes; only those with parameters or MACs are listed (--json lists all)", r.nodes.len());
+    s
 }

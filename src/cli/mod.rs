@@ -4,6 +4,7 @@ pub mod analyze;
 pub mod cocoeval;
 pub mod compare;
 pub mod eval;
+pub mod forward;
 pub mod gui;
 pub mod inspect;
 pub mod plan;
@@ -32,6 +33,9 @@ pub struct Cli {
 pub enum Command {
     /// Per-layer shapes, parameters and MACs of a Darknet cfg (optionally checking weights).
     Inspect(inspect::Args),
+    /// One forward pass of an input tensor (ONNX or Darknet); the outputs, and with
+    /// --all-nodes every node output, written to a safetensors file.
+    Forward(forward::Args),
     /// COCO bbox evaluation of a results file against ground truth (pycocotools' COCOeval).
     Cocoeval(cocoeval::Args),
     /// Evaluate a model on a validation set: mAP, P/R, per-class AP, confusion matrix.
@@ -62,6 +66,7 @@ pub enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Some(Command::Inspect(args)) => inspect::run(&args),
+        Some(Command::Forward(args)) => forward::run(&args),
         Some(Command::Cocoeval(args)) => cocoeval::run(&args),
         Some(Command::Eval(args)) => eval::run(&args),
         Some(Command::Synth(args)) => synth::run(&args),
