@@ -276,3 +276,48 @@ fn forward_writes_what_the_references_compute() {
     let d = ((&got["output"] - want).abs() / want.abs().clamp_min(1.0)).max().double_value(&[]);
     assert!(d <= 1e-4, "Darknet output differs by {d} (scaled)");
 }
+
+/// From the cached tensors of a full forward, running any node and its descendants gives
+/// the full forward's outputs bit for bit (the sensitivity engine's suffix run).
+#[test]
+fn suffix_runs_equal_the_full_forward_bit_for_bit() {
+    for name in MODELS {
+        let m = OnnxModel::read(&dir().join(format!("{name}.onnx"))).unwrap();
+        let shape = m.input_shape(None).unwrap();
+        let x = Tensor::rand(shape.as_slice(), (Kind::Float, tch::Device::Cpu));
+        let full = m.run(vec![(m.inputs[0].name.clone(), x)], Keep::All).unwrap();
+        let convs: Vec<usize> = m.nodes.iter().enumerate().filter(|(_, n)| n.op == "Conv").map(|(i, _)| i).collect();
+        // Every fourth convolution, the first and the last.
+        let mut starts: Vec<usize> = convs.iter().step_by(4).copied().collect();
+        starts.extend(convs.last());
+        for start in starts {
+            let desc = m.descendants(start);
+            assert_eq!(desc[0], start);
+            let mut cached = full.shallow_clone_map();
+            for &i in &desc {
+                for o in &m.nodes[i].outputs {
+                    cached.remove(o);
+                }
+            }
+            let out = m.run_from(start, &cached, Keep::Outputs).unwrap_or_else(|e| panic!("{name} from {start}: {e}"));
+            for o in &m.outputs {
+                assert!(
+                    out[&o.name].equal(&full[&o.name]),
+                    "{name}: suffix from node {start} ({}) changes {}",
+                    m.nodes[start].name,
+                    o.name
+                );
+            }
+        }
+    }
+}
+
+trait ShallowCloneMap {
+    fn shallow_clone_map(&self) -> HashMap<String, Tensor>;
+}
+
+impl ShallowCloneMap for HashMap<String, Tensor> {
+    fn shallow_clone_map(&self) -> HashMap<String, Tensor> {
+        self.iter().map(|(k, v)| (k.clone(), v.shallow_clone())).collect()
+    }
+}

@@ -59,7 +59,6 @@ impl OnnxModel {
     /// Runs the graph on `feeds` (graph input name → tensor) and returns the graph outputs
     /// (and with [`Keep::All`] every node output) by name.
     pub fn run(&self, feeds: Vec<(String, Tensor)>, keep: Keep) -> Result<HashMap<String, Tensor>, OnnxError> {
-        let _guard = tch::no_grad_guard();
         let mut values: HashMap<String, Tensor> = HashMap::new();
         for input in &self.inputs {
             let Some((_, t)) = feeds.iter().find(|(n, _)| *n == input.name) else {
@@ -70,11 +69,72 @@ impl OnnxModel {
             };
             values.insert(input.name.clone(), t.shallow_clone());
         }
-        let device = feeds.first().map(|(_, t)| t.device()).unwrap_or(tch::Device::Cpu);
-        let last_use = self.last_uses();
+        let all: Vec<usize> = (0..self.nodes.len()).collect();
+        self.execute(&all, values, keep)
+    }
+
+    /// The nodes that depend on node `start`'s outputs, `start` included, in graph order.
+    /// (Exporters interleave branches, so "every node after `start`" would run too much.)
+    pub fn descendants(&self, start: usize) -> Vec<usize> {
+        let mut reached: std::collections::HashSet<&str> = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        for (i, n) in self.nodes.iter().enumerate().skip(start) {
+            if i == start || n.inputs.iter().any(|x| reached.contains(x.as_str())) {
+                reached.extend(n.outputs.iter().map(String::as_str));
+                out.push(i);
+            }
+        }
+        out
+    }
+
+    /// Runs node `start` and its descendants only, taking every other tensor they read from
+    /// `cached` (a full run's values, say): the sensitivity engine's suffix run. Returns the
+    /// graph outputs (with [`Keep::All`], every computed tensor too); outputs that do not
+    /// depend on `start` come from `cached`.
+    pub fn run_from(
+        &self,
+        start: usize,
+        cached: &HashMap<String, Tensor>,
+        keep: Keep,
+    ) -> Result<HashMap<String, Tensor>, OnnxError> {
+        let nodes = self.descendants(start);
+        let produced: std::collections::HashSet<&str> =
+            nodes.iter().flat_map(|&i| self.nodes[i].outputs.iter().map(String::as_str)).collect();
+        let mut values = HashMap::new();
+        let needed = nodes
+            .iter()
+            .flat_map(|&i| self.nodes[i].inputs.iter())
+            .chain(self.outputs.iter().map(|o| &o.name))
+            .filter(|n| !n.is_empty() && !produced.contains(n.as_str()) && !self.initializers.contains_key(*n));
+        for name in needed {
+            let t = cached.get(name).ok_or_else(|| OnnxError::Model {
+                path: self.path.clone(),
+                what: format!("suffix run from node {start}: no cached value for '{name}'"),
+            })?;
+            values.insert(name.clone(), t.shallow_clone());
+        }
+        self.execute(&nodes, values, keep)
+    }
+
+    /// Runs `order` (node indices in graph order) over `values`.
+    fn execute(
+        &self,
+        order: &[usize],
+        mut values: HashMap<String, Tensor>,
+        keep: Keep,
+    ) -> Result<HashMap<String, Tensor>, OnnxError> {
+        let _guard = tch::no_grad_guard();
+        let device = values.values().next().map(Tensor::device).unwrap_or(tch::Device::Cpu);
+        let mut last_use: HashMap<&str, usize> = HashMap::new();
+        for &i in order {
+            for name in &self.nodes[i].inputs {
+                last_use.insert(name.as_str(), i);
+            }
+        }
         let outputs: std::collections::HashSet<&str> = self.outputs.iter().map(|o| o.name.as_str()).collect();
         let mut weights_on_device: HashMap<&str, Tensor> = HashMap::new();
-        for (i, node) in self.nodes.iter().enumerate() {
+        for &i in order {
+            let node = &self.nodes[i];
             let mut args: Vec<Option<Tensor>> = Vec::with_capacity(node.inputs.len());
             for name in &node.inputs {
                 if name.is_empty() {
@@ -109,17 +169,6 @@ impl OnnxModel {
             values.retain(|k, _| outputs.contains(k.as_str()));
         }
         Ok(values)
-    }
-
-    /// The index of the last node that reads each tensor.
-    fn last_uses(&self) -> HashMap<&str, usize> {
-        let mut last = HashMap::new();
-        for (i, n) in self.nodes.iter().enumerate() {
-            for name in &n.inputs {
-                last.insert(name.as_str(), i);
-            }
-        }
-        last
     }
 
     fn node_error(&self, node: &Node, what: String) -> OnnxError {
