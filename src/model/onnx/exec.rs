@@ -513,8 +513,29 @@ fn spatial_pads(
     }
 }
 
+/// The most elements a tensor that a file's attributes size (Resize, Pad) may have: 2³¹.
+const MAX_GROWN: i128 = 1 << 31;
+
+/// Refuses an output of `shape` past [`MAX_GROWN`] elements before it is allocated.
+fn check_grown(shape: &[i64]) -> Result<(), String> {
+    let n = shape.iter().try_fold(1i128, |acc, &d| if d < 0 { None } else { Some(acc * d as i128) });
+    match n {
+        Some(n) if n <= MAX_GROWN => Ok(()),
+        _ => Err(format!("the output would be {shape:?}, more than {MAX_GROWN} elements")),
+    }
+}
+
 /// Pads the last `pads.len()` axes explicitly (torch pads symmetric only).
 fn pad_explicit(x: &Tensor, pads: &[(i64, i64)], value: f64) -> Result<Tensor, String> {
+    let size = x.size();
+    let first = size.len().saturating_sub(pads.len());
+    let mut grown = size.clone();
+    for (i, &(b, e)) in pads.iter().enumerate() {
+        if let Some(d) = grown.get_mut(first + i) {
+            *d = d.saturating_add(b).saturating_add(e);
+        }
+    }
+    check_grown(&grown)?;
     // constant_pad_nd takes (begin, end) pairs from the last axis backwards.
     let flat: Vec<i64> = pads.iter().rev().flat_map(|&(b, e)| [b, e]).collect();
     if value == 0.0 {
@@ -726,6 +747,10 @@ fn resize(node: &Node, args: &[Option<Tensor>]) -> OpResult {
         }
         _ => return Err("neither scales nor sizes for all four axes".into()),
     };
+    check_grown(&[size[0], size[1], out[0], out[1]])?;
+    if out.iter().any(|&d| d <= 0) {
+        return Err(format!("the output size {out:?} is empty"));
+    }
     one(x.f_upsample_nearest2d(out, sh, sw))
 }
 

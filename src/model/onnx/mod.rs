@@ -237,7 +237,7 @@ impl OnnxModel {
                 if !t.is_floating_point() || t.size().first() != Some(&2) || a.size().first() != Some(&1) {
                     continue;
                 }
-                let alone = Tensor::cat(&[a, b], 0);
+                let Ok(alone) = Tensor::f_cat(&[a, b], 0) else { continue };
                 let same = t.size() == alone.size()
                     && (t - &alone).abs().max().double_value(&[])
                         <= 1e-4 * alone.abs().max().double_value(&[]).max(1.0);
