@@ -26,4 +26,4 @@ lint:
 
 ## bench: the benchmarks (figures printed, nothing asserted)
 bench:
-	source scripts/env.sh && cargo bench --locked --bench eval_overhead && cargo bench --locked --bench sensitivity_speed && cargo bench --locked --bench gui_frame
+	source scripts/env.sh && cargo bench --locked --bench eval_overhead && cargo bench --locked --bench sensitivity_speed && cargo bench --locked --bench gui_frame && cargo bench --locked --bench onnx_speed

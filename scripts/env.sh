@@ -25,6 +25,19 @@ prunescope_setup_torch() {
             return 1
         }
     fi
+    # The reference the ONNX tests and benchmarks hold the executor against; never a
+    # dependency of prunescope itself.
+    local ort_version="1.32.0"
+    local ort_marker="$venv/.prunescope-onnxruntime-$ort_version"
+    if [ ! -f "$ort_marker" ]; then
+        echo "prunescope: installing onnxruntime==$ort_version and numpy into $venv (the ONNX reference, once per user)" >&2
+        "$venv/bin/python" -m pip install --quiet "onnxruntime==$ort_version" numpy \
+            && "$venv/bin/python" -c "import onnxruntime, numpy" \
+            && touch "$ort_marker" || {
+            echo "prunescope: installing onnxruntime==$ort_version failed (see above)" >&2
+            return 1
+        }
+    fi
     # torch-sys asks `python3` on PATH where the wheel's libtorch lives.
     export PATH="$venv/bin:$PATH"
     export LIBTORCH_USE_PYTORCH=1

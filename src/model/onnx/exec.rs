@@ -133,8 +133,36 @@ impl OnnxModel {
         }
         let outputs: std::collections::HashSet<&str> = self.outputs.iter().map(|o| o.name.as_str()).collect();
         let mut weights_on_device: HashMap<&str, Tensor> = HashMap::new();
+        // SiLU pairs run as one kernel unless every node output is wanted.
+        let in_order: std::collections::HashSet<usize> = order.iter().copied().collect();
+        let fused: HashMap<usize, usize> = match keep {
+            Keep::All => HashMap::new(),
+            Keep::Outputs => self
+                .silu
+                .iter()
+                .filter(|(s, m)| in_order.contains(s) && in_order.contains(m))
+                .map(|(&s, &m)| (s, m))
+                .collect(),
+        };
+        let fused_muls: std::collections::HashSet<usize> = fused.values().copied().collect();
         for &i in order {
             let node = &self.nodes[i];
+            if let Some(&mul) = fused.get(&i) {
+                let x = node
+                    .inputs
+                    .first()
+                    .and_then(|n| values.get(n))
+                    .ok_or_else(|| self.node_error(node, "no input".into()))?;
+                let y = x.f_silu().map_err(|e| self.node_error(node, tch(e)))?;
+                if let Some(out) = self.nodes[mul].outputs.first() {
+                    values.insert(out.clone(), y);
+                }
+                continue;
+            }
+            if fused_muls.contains(&i) {
+                self.free_inputs(&mut values, node, i, &last_use, &outputs, keep);
+                continue;
+            }
             let mut args: Vec<Option<Tensor>> = Vec::with_capacity(node.inputs.len());
             for name in &node.inputs {
                 if name.is_empty() {
@@ -157,18 +185,31 @@ impl OnnxModel {
                     values.insert(name.clone(), t);
                 }
             }
-            if keep == Keep::Outputs {
-                for name in &node.inputs {
-                    if last_use.get(name.as_str()) == Some(&i) && !outputs.contains(name.as_str()) {
-                        values.remove(name);
-                    }
-                }
-            }
+            self.free_inputs(&mut values, node, i, &last_use, &outputs, keep);
         }
         if keep == Keep::Outputs {
             values.retain(|k, _| outputs.contains(k.as_str()));
         }
         Ok(values)
+    }
+
+    /// Drops the inputs node `i` was the last to read (unless every tensor is kept).
+    fn free_inputs(
+        &self,
+        values: &mut HashMap<String, Tensor>,
+        node: &Node,
+        i: usize,
+        last_use: &HashMap<&str, usize>,
+        outputs: &std::collections::HashSet<&str>,
+        keep: Keep,
+    ) {
+        if keep == Keep::Outputs {
+            for name in &node.inputs {
+                if last_use.get(name.as_str()) == Some(&i) && !outputs.contains(name.as_str()) {
+                    values.remove(name);
+                }
+            }
+        }
     }
 
     fn node_error(&self, node: &Node, what: String) -> OnnxError {

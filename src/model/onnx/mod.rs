@@ -65,6 +65,9 @@ pub struct OnnxModel {
     /// Reshape nodes (by index) whose constant shape carries the file's batch size: at run
     /// time their first dimension becomes the batch of the input.
     pub batch_reshapes: std::collections::HashSet<usize>,
+    /// `x · Sigmoid(x)` pairs (Sigmoid node → its Mul), run as one SiLU when only the
+    /// outputs are kept: a third fewer kernel calls in Ultralytics graphs.
+    pub silu: HashMap<usize, usize>,
 }
 
 /// Why an ONNX file cannot be read or run.
@@ -160,7 +163,9 @@ impl OnnxModel {
             initializers,
             file_batch,
             batch_reshapes: Default::default(),
+            silu: HashMap::new(),
         };
+        m.silu = m.silu_pairs();
         m.check_wiring()?;
         m.generalize_batch()?;
         Ok(m)
@@ -255,6 +260,35 @@ impl OnnxModel {
             }
         }
         Ok(())
+    }
+
+    /// Sigmoid nodes whose output only a Mul of the Sigmoid's own input reads.
+    fn silu_pairs(&self) -> HashMap<usize, usize> {
+        let mut readers: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (i, n) in self.nodes.iter().enumerate() {
+            for x in &n.inputs {
+                readers.entry(x.as_str()).or_default().push(i);
+            }
+        }
+        let outputs: std::collections::HashSet<&str> = self.outputs.iter().map(|o| o.name.as_str()).collect();
+        let mut pairs = HashMap::new();
+        for (i, n) in self.nodes.iter().enumerate() {
+            let (Some(x), Some(y)) = (n.inputs.first(), n.outputs.first()) else { continue };
+            if n.op != "Sigmoid" || outputs.contains(y.as_str()) {
+                continue;
+            }
+            if let Some([j]) = readers.get(y.as_str()).map(Vec::as_slice) {
+                let m = &self.nodes[*j];
+                let mut ins: Vec<&str> = m.inputs.iter().map(String::as_str).collect();
+                ins.sort_unstable();
+                let mut want = vec![x.as_str(), y.as_str()];
+                want.sort_unstable();
+                if m.op == "Mul" && ins == want && *j > i {
+                    pairs.insert(i, *j);
+                }
+            }
+        }
+        pairs
     }
 
     /// The node that produces tensor `name`.

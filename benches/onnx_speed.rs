@@ -1,0 +1,81 @@
+//! Images/s of prunescope's ONNX executor against onnxruntime (the per-user venv's, run by
+//! `scripts/ort_speed.py`) on the same number of CPU threads, for the fixture detector,
+//! pose model and classifier: ours at batch 1 and 8, onnxruntime at the batch the file
+//! allows. Goal (issue 15): ours at batch 8 ≥ onnxruntime at batch 1, and ≥ 0.7× onnxruntime
+//! at equal batch. Prints the figures and the ratios; asserts nothing.
+//!
+//! Run with `make bench` (or `cargo bench --bench onnx_speed` inside the libtorch env).
+
+use prunescope::model::onnx::exec::Keep;
+use prunescope::model::onnx::OnnxModel;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use tch::{Kind, Tensor};
+
+const THREADS: i32 = 2;
+const SECONDS: f64 = 3.0;
+
+fn ours(model: &OnnxModel, batch: i64) -> f64 {
+    let mut shape = model.input_shape(None).unwrap();
+    shape[0] = batch;
+    let x = Tensor::rand(shape.as_slice(), (Kind::Float, tch::Device::Cpu));
+    let name = model.inputs[0].name.clone();
+    let run = || model.run(vec![(name.clone(), x.shallow_clone())], Keep::Outputs).unwrap();
+    for _ in 0..3 {
+        run();
+    }
+    let (mut n, start) = (0, Instant::now());
+    while start.elapsed().as_secs_f64() < SECONDS {
+        run();
+        n += 1;
+    }
+    (n as i64 * batch) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// (batch, images/s) of onnxruntime, or why it could not be measured.
+fn onnxruntime(path: &Path) -> Result<(i64, f64), String> {
+    let venv =
+        std::env::var_os("PRUNESCOPE_TORCH_VENV").ok_or("PRUNESCOPE_TORCH_VENV is not set (source scripts/env.sh)")?;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/ort_speed.py");
+    let out = std::process::Command::new(Path::new(&venv).join("bin/python"))
+        .arg(script)
+        .arg(path)
+        .arg(THREADS.to_string())
+        .arg(SECONDS.to_string())
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut parts = text.split_whitespace();
+    let batch = parts.next().and_then(|s| s.parse().ok()).ok_or("no batch printed")?;
+    let speed = parts.next().and_then(|s| s.parse().ok()).ok_or("no speed printed")?;
+    Ok((batch, speed))
+}
+
+fn main() {
+    tch::set_num_threads(THREADS);
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/onnx");
+    println!("ONNX executor vs onnxruntime, {THREADS} CPU threads, {SECONDS} s per figure");
+    println!(
+        "{:<26} {:>12} {:>12} {:>16} {:>14} {:>14}",
+        "model", "ours b1", "ours b8", "onnxruntime", "b8 / ort", "equal batch"
+    );
+    for name in ["yolo11pico-detect", "yolov8pico-pose", "mobilenet_v3_small-cls"] {
+        let path = dir.join(format!("{name}.onnx"));
+        let model = OnnxModel::read(&path).unwrap();
+        let (b1, b8) = (ours(&model, 1), ours(&model, 8));
+        match onnxruntime(&path) {
+            Ok((batch, ort)) => {
+                let equal = if batch == 1 { b1 } else { ours(&model, batch) };
+                println!(
+                    "{name:<26} {b1:>10.1}/s {b8:>10.1}/s {ort:>10.1}/s (b{batch}) {:>13.2}× {:>13.2}×",
+                    b8 / ort,
+                    equal / ort
+                );
+            }
+            Err(e) => println!("{name:<26} {b1:>10.1}/s {b8:>10.1}/s   onnxruntime not measured: {}", e.trim()),
+        }
+    }
+}
