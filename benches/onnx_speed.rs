@@ -6,8 +6,9 @@
 //!
 //! Run with `make bench` (or `cargo bench --bench onnx_speed` inside the libtorch env).
 
-use prunescope::model::onnx::exec::Keep;
-use prunescope::model::onnx::OnnxModel;
+use prunescope::model::ir::exec::Keep;
+use prunescope::model::ir::Net;
+use prunescope::model::onnx;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tch::{Kind, Tensor};
@@ -15,7 +16,7 @@ use tch::{Kind, Tensor};
 const THREADS: i32 = 2;
 const SECONDS: f64 = 3.0;
 
-fn ours(model: &OnnxModel, batch: i64) -> f64 {
+fn ours(model: &Net, batch: i64) -> f64 {
     let mut shape = model.input_shape(None).unwrap();
     shape[0] = batch;
     let x = Tensor::rand(shape.as_slice(), (Kind::Float, tch::Device::Cpu));
@@ -64,7 +65,7 @@ fn main() {
     );
     for name in ["yolo11pico-detect", "yolov8pico-pose", "mobilenet_v3_small-cls"] {
         let path = dir.join(format!("{name}.onnx"));
-        let model = OnnxModel::read(&path).unwrap();
+        let model = onnx::read(&path).unwrap();
         let (b1, b8) = (ours(&model, 1), ours(&model, 8));
         match onnxruntime(&path) {
             Ok((batch, ort)) => {

@@ -797,12 +797,12 @@ fn onnx_files() {
             b
         };
         std::fs::write(&path, &bytes).map_err(|e| e.to_string())?;
-        match prunescope::model::onnx::OnnxModel::read(&path) {
+        match prunescope::model::onnx::read(&path) {
             Err(e) => names_file(&e.to_string(), &path),
             Ok(m) => {
                 let Ok(shape) = m.input_shape(None) else { return Ok(false) };
                 let x = tch::Tensor::zeros(shape.as_slice(), (tch::Kind::Float, tch::Device::Cpu));
-                match m.run(vec![(m.inputs[0].name.clone(), x)], prunescope::model::onnx::exec::Keep::Outputs) {
+                match m.run(vec![(m.inputs[0].name.clone(), x)], prunescope::model::ir::exec::Keep::Outputs) {
                     Ok(_) => Ok(true),
                     Err(e) => names_file(&e.to_string(), &path),
                 }

@@ -2,8 +2,9 @@
 //! every Conv/Gemm/MatMul node output within 1e-4 absolute and the graph outputs within 1e-4
 //! relative to max(1, |reference|), for all four models; and the files it must refuse.
 
-use prunescope::model::onnx::exec::Keep;
-use prunescope::model::onnx::{OnnxError, OnnxModel};
+use prunescope::model::ir::exec::Keep;
+use prunescope::model::ir::NetError;
+use prunescope::model::onnx;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use tch::{Kind, Tensor};
@@ -40,7 +41,7 @@ fn max_abs(a: &Tensor, b: &Tensor) -> f64 {
 fn every_model_matches_onnxruntime_node_by_node() {
     let dir = dir();
     for name in MODELS {
-        let model = OnnxModel::read(&dir.join(format!("{name}.onnx"))).unwrap_or_else(|e| panic!("{e}"));
+        let model = onnx::read(&dir.join(format!("{name}.onnx"))).unwrap_or_else(|e| panic!("{e}"));
         let io = read_tensors(&dir.join(format!("{name}_io.safetensors")));
         let input = io["a.input"].shallow_clone();
         let feeds = vec![(model.inputs[0].name.clone(), input)];
@@ -74,12 +75,12 @@ fn every_model_matches_onnxruntime_node_by_node() {
 
 #[test]
 fn ultralytics_metadata_is_read() {
-    let m = OnnxModel::read(&dir().join("yolov8pico-pose.onnx")).unwrap();
+    let m = onnx::read(&dir().join("yolov8pico-pose.onnx")).unwrap();
     assert_eq!(m.opset, 18);
     assert_eq!(m.metadata.get("task").map(String::as_str), Some("pose"));
     assert_eq!(m.metadata.get("kpt_shape").map(String::as_str), Some("[17, 3]"));
     assert!(m.metadata["license"].starts_with("AGPL-3.0"));
-    let mobilenet = OnnxModel::read(&dir().join("mobilenet_v3_small-cls.onnx")).unwrap();
+    let mobilenet = onnx::read(&dir().join("mobilenet_v3_small-cls.onnx")).unwrap();
     assert_eq!(mobilenet.opset, 20);
     assert!(mobilenet.metadata.is_empty());
 }
@@ -100,7 +101,7 @@ fn edited(
 }
 
 fn refused(path: &Path) -> String {
-    match OnnxModel::read(path) {
+    match onnx::read(path) {
         Ok(_) => panic!("{} was accepted", path.display()),
         Err(e) => {
             let text = e.to_string();
@@ -159,8 +160,8 @@ fn unsupported_and_broken_files_are_refused_with_the_file_and_node_named() {
         }
     });
     // (Found by the dry run that reading a fixed-batch file makes.)
-    let e = OnnxModel::read(&p).unwrap_err();
-    assert!(matches!(e, OnnxError::Node { .. }), "{e}");
+    let e = onnx::read(&p).unwrap_err();
+    assert!(matches!(e, NetError::Node { .. }), "{e}");
     assert!(e.to_string().contains("node '/model.10/Resize' (Resize): Resize mode 'linear'"), "{e}");
 }
 
@@ -171,7 +172,7 @@ fn params_and_thop_macs_equal_the_references() {
     let models: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir().join("models.json")).unwrap()).unwrap();
     for name in MODELS {
-        let m = OnnxModel::read(&dir().join(format!("{name}.onnx"))).unwrap();
+        let m = onnx::read(&dir().join(format!("{name}.onnx"))).unwrap();
         let shape = m.input_shape(None).unwrap();
         let costs = m.costs(&shape).unwrap_or_else(|e| panic!("{e}"));
         let params: u64 = costs.iter().map(|c| c.params).sum();
@@ -190,7 +191,7 @@ fn params_and_thop_macs_equal_the_references() {
 #[test]
 fn fixed_batch_exports_run_at_any_batch() {
     for name in MODELS {
-        let m = OnnxModel::read(&dir().join(format!("{name}.onnx"))).unwrap();
+        let m = onnx::read(&dir().join(format!("{name}.onnx"))).unwrap();
         let shape = m.input_shape(None).unwrap();
         let input = m.inputs[0].name.clone();
         let images: Vec<Tensor> = (0..8)
@@ -212,7 +213,7 @@ fn fixed_batch_exports_run_at_any_batch() {
             assert!(d <= 1e-5, "{name}: image {i} of 8 differs by {d} from its batch-1 output");
         }
     }
-    let m = OnnxModel::read(&dir().join("mobilenet_v3_small-cls.onnx")).unwrap();
+    let m = onnx::read(&dir().join("mobilenet_v3_small-cls.onnx")).unwrap();
     assert_eq!(m.file_batch, Some(2));
     assert!(!m.batch_reshapes.is_empty(), "the batch-carrying Reshape is found");
 }
@@ -282,7 +283,7 @@ fn forward_writes_what_the_references_compute() {
 #[test]
 fn suffix_runs_equal_the_full_forward_bit_for_bit() {
     for name in MODELS {
-        let m = OnnxModel::read(&dir().join(format!("{name}.onnx"))).unwrap();
+        let m = onnx::read(&dir().join(format!("{name}.onnx"))).unwrap();
         let shape = m.input_shape(None).unwrap();
         let x = Tensor::rand(shape.as_slice(), (Kind::Float, tch::Device::Cpu));
         let full = m.run(vec![(m.inputs[0].name.clone(), x)], Keep::All).unwrap();

@@ -1,8 +1,8 @@
 //! `prunescope forward`: one forward pass of an input tensor, the outputs (and every node
 //! output) written to a safetensors file, to check an import against onnxruntime or PyTorch.
 
-use crate::model::onnx::exec::Keep;
-use crate::model::onnx::OnnxModel;
+use crate::model::ir::exec::Keep;
+use crate::model::onnx;
 use crate::model::{parse_device, Cfg, Darknet, Graph, Layout, Weights};
 use anyhow::{bail, Context};
 use std::collections::BTreeMap;
@@ -49,7 +49,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let tensors = read_input(&args.input)?;
     let outputs: BTreeMap<String, Tensor> = match (&args.model, &args.cfg, &args.weights) {
         (Some(path), _, _) => {
-            let model = OnnxModel::read(path)?;
+            let model = onnx::read(path)?;
             let name = model.inputs[0].name.clone();
             let x = pick(&tensors, &name, &args.input)?.to_device(device);
             let keep = if args.all_nodes { Keep::All } else { Keep::Outputs };

@@ -368,12 +368,12 @@ struct OnnxReport {
 }
 
 fn run_onnx(args: &Args, path: &std::path::Path) -> anyhow::Result<()> {
-    let model = crate::model::onnx::OnnxModel::read(path)?;
+    let model = crate::model::onnx::read(path)?;
     let shape = model.input_shape(args.img_size.map(i64::from))?;
     let costs = model.costs(&shape)?;
     let name = model.inputs[0].name.clone();
     let x = Tensor::zeros(shape.as_slice(), (tch::Kind::Float, Device::Cpu));
-    let values = model.run(vec![(name, x)], crate::model::onnx::exec::Keep::All)?;
+    let values = model.run(vec![(name, x)], crate::model::ir::exec::Keep::All)?;
     let nodes: Vec<OnnxRow> = model
         .nodes
         .iter()

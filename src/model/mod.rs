@@ -5,6 +5,7 @@ pub mod cfg;
 pub mod effective;
 pub mod forward;
 pub mod graph;
+pub mod ir;
 pub mod onnx;
 pub mod weights;
 

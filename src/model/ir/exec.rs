@@ -1,9 +1,9 @@
-//! Runs an [`OnnxModel`] node by node on tch (inference semantics, the device of the inputs).
+//! Runs a [`Net`] node by node on tch (inference semantics, the device of the inputs).
 //! Each operator follows the ONNX specification of opsets 11–21; what it does not cover (an
 //! attribute value, a mode, a rank) is an error naming the node, never a silently wrong result.
 //! Tensors are freed after their last use unless every node output is kept.
 
-use super::{Attr, Node, OnnxError, OnnxModel};
+use super::{Attr, Net, NetError, Node};
 use std::collections::HashMap;
 use tch::{Kind, Tensor};
 
@@ -55,14 +55,14 @@ pub enum Keep {
 
 type OpResult = Result<Vec<Tensor>, String>;
 
-impl OnnxModel {
+impl Net {
     /// Runs the graph on `feeds` (graph input name → tensor) and returns the graph outputs
     /// (and with [`Keep::All`] every node output) by name.
-    pub fn run(&self, feeds: Vec<(String, Tensor)>, keep: Keep) -> Result<HashMap<String, Tensor>, OnnxError> {
+    pub fn run(&self, feeds: Vec<(String, Tensor)>, keep: Keep) -> Result<HashMap<String, Tensor>, NetError> {
         let mut values: HashMap<String, Tensor> = HashMap::new();
         for input in &self.inputs {
             let Some((_, t)) = feeds.iter().find(|(n, _)| *n == input.name) else {
-                return Err(OnnxError::Model {
+                return Err(NetError::Model {
                     path: self.path.clone(),
                     what: format!("no value for graph input '{}'", input.name),
                 });
@@ -96,7 +96,7 @@ impl OnnxModel {
         start: usize,
         cached: &HashMap<String, Tensor>,
         keep: Keep,
-    ) -> Result<HashMap<String, Tensor>, OnnxError> {
+    ) -> Result<HashMap<String, Tensor>, NetError> {
         let nodes = self.descendants(start);
         let produced: std::collections::HashSet<&str> =
             nodes.iter().flat_map(|&i| self.nodes[i].outputs.iter().map(String::as_str)).collect();
@@ -107,7 +107,7 @@ impl OnnxModel {
             .chain(self.outputs.iter().map(|o| &o.name))
             .filter(|n| !n.is_empty() && !produced.contains(n.as_str()) && !self.initializers.contains_key(*n));
         for name in needed {
-            let t = cached.get(name).ok_or_else(|| OnnxError::Model {
+            let t = cached.get(name).ok_or_else(|| NetError::Model {
                 path: self.path.clone(),
                 what: format!("suffix run from node {start}: no cached value for '{name}'"),
             })?;
@@ -122,7 +122,7 @@ impl OnnxModel {
         order: &[usize],
         mut values: HashMap<String, Tensor>,
         keep: Keep,
-    ) -> Result<HashMap<String, Tensor>, OnnxError> {
+    ) -> Result<HashMap<String, Tensor>, NetError> {
         let _guard = tch::no_grad_guard();
         let device = values.values().next().map(Tensor::device).unwrap_or(tch::Device::Cpu);
         let mut last_use: HashMap<&str, usize> = HashMap::new();
@@ -133,17 +133,15 @@ impl OnnxModel {
         }
         let outputs: std::collections::HashSet<&str> = self.outputs.iter().map(|o| o.name.as_str()).collect();
         let mut weights_on_device: HashMap<&str, Tensor> = HashMap::new();
-        // SiLU pairs run as one kernel unless every node output is wanted.
+        // SiLU pairs run as one kernel whatever is kept, so that cached tensors (Keep::All)
+        // and outputs are computed alike and a suffix run from them is exact.
         let in_order: std::collections::HashSet<usize> = order.iter().copied().collect();
-        let fused: HashMap<usize, usize> = match keep {
-            Keep::All => HashMap::new(),
-            Keep::Outputs => self
-                .silu
-                .iter()
-                .filter(|(s, m)| in_order.contains(s) && in_order.contains(m))
-                .map(|(&s, &m)| (s, m))
-                .collect(),
-        };
+        let fused: HashMap<usize, usize> = self
+            .silu
+            .iter()
+            .filter(|(s, m)| in_order.contains(s) && in_order.contains(m))
+            .map(|(&s, &m)| (s, m))
+            .collect();
         let fused_muls: std::collections::HashSet<usize> = fused.values().copied().collect();
         for &i in order {
             let node = &self.nodes[i];
@@ -154,6 +152,12 @@ impl OnnxModel {
                     .and_then(|n| values.get(n))
                     .ok_or_else(|| self.node_error(node, "no input".into()))?;
                 let y = x.f_silu().map_err(|e| self.node_error(node, tch(e)))?;
+                if keep == Keep::All {
+                    let sigmoid = x.f_sigmoid().map_err(|e| self.node_error(node, tch(e)))?;
+                    if let Some(out) = node.outputs.first() {
+                        values.insert(out.clone(), sigmoid);
+                    }
+                }
                 if let Some(out) = self.nodes[mul].outputs.first() {
                     values.insert(out.clone(), y);
                 }
@@ -212,16 +216,16 @@ impl OnnxModel {
         }
     }
 
-    fn node_error(&self, node: &Node, what: String) -> OnnxError {
-        OnnxError::Node { path: self.path.clone(), node: node.name.clone(), op: node.op.clone(), what }
+    fn node_error(&self, node: &Node, what: String) -> NetError {
+        NetError::Node { path: self.path.clone(), node: node.name.clone(), op: node.op.clone(), what }
     }
 }
 
 /// A Reshape target whose first element is the batch of its data input.
-fn batch_shape(args: &[Option<Tensor>]) -> Result<Tensor, OnnxError> {
+fn batch_shape(args: &[Option<Tensor>]) -> Result<Tensor, NetError> {
     let (data, target) = (args[0].as_ref(), args[1].as_ref());
     let (Some(data), Some(target)) = (data, target) else {
-        return Err(OnnxError::Model { path: Default::default(), what: "a batch Reshape without its inputs".into() });
+        return Err(NetError::Model { path: Default::default(), what: "a batch Reshape without its inputs".into() });
     };
     let mut shape = values_of(target).unwrap_or_default();
     if let (Some(s), Some(&b)) = (shape.first_mut(), data.size().first()) {
@@ -462,18 +466,18 @@ fn apply(node: &Node, args: &[Option<Tensor>], opset: i64, device: tch::Device) 
     }
 }
 
+/// The tch kind of an ONNX element type code (`TensorProto.DataType`, which Cast's `to` uses).
 fn proto_kind(data_type: i32) -> Option<Kind> {
-    use super::proto::tensor_proto::DataType as D;
-    match D::try_from(data_type).ok()? {
-        D::Float => Some(Kind::Float),
-        D::Double => Some(Kind::Double),
-        D::Int64 => Some(Kind::Int64),
-        D::Int32 => Some(Kind::Int),
-        D::Bool => Some(Kind::Bool),
-        D::Uint8 => Some(Kind::Uint8),
-        D::Float16 => Some(Kind::Half),
-        _ => None,
-    }
+    Some(match data_type {
+        1 => Kind::Float,
+        2 => Kind::Uint8,
+        6 => Kind::Int,
+        7 => Kind::Int64,
+        9 => Kind::Bool,
+        10 => Kind::Half,
+        11 => Kind::Double,
+        _ => return None,
+    })
 }
 
 fn clip(node: &Node, args: &[Option<Tensor>], opset: i64) -> OpResult {

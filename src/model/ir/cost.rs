@@ -17,7 +17,7 @@
 //! Softmax (functional in the attention and the DFL), pools, upsampling and activations = 0.
 
 use super::exec::Keep;
-use super::{OnnxError, OnnxModel};
+use super::{Net, NetError};
 use tch::{Kind, Tensor};
 
 /// The cost of one node.
@@ -28,10 +28,10 @@ pub struct NodeCost {
     pub thop_macs: u64,
 }
 
-impl OnnxModel {
+impl Net {
     /// The cost of every node (in graph order) for an input of `shape` (batch 1 is the
     /// convention for MACs).
-    pub fn costs(&self, shape: &[i64]) -> Result<Vec<NodeCost>, OnnxError> {
+    pub fn costs(&self, shape: &[i64]) -> Result<Vec<NodeCost>, NetError> {
         let input = Tensor::zeros(shape, (Kind::Float, tch::Device::Cpu));
         let name = self.inputs[0].name.clone();
         let values = self.run(vec![(name.clone(), input.shallow_clone())], Keep::All)?;
@@ -98,10 +98,10 @@ impl OnnxModel {
 
     /// The input shape at batch 1: the graph input's dims, with `img_size` for symbolic
     /// spatial axes (and the given ones where the file fixes them).
-    pub fn input_shape(&self, img_size: Option<i64>) -> Result<Vec<i64>, OnnxError> {
+    pub fn input_shape(&self, img_size: Option<i64>) -> Result<Vec<i64>, NetError> {
         let dims = &self.inputs[0].dims;
         if dims.len() != 4 {
-            return Err(OnnxError::Model {
+            return Err(NetError::Model {
                 path: self.path.clone(),
                 what: format!(
                     "input '{}' has rank {}; expected an image batch [N, C, H, W]",
@@ -111,7 +111,7 @@ impl OnnxModel {
             });
         }
         let spatial = |d: Option<i64>| {
-            img_size.or(d).ok_or_else(|| OnnxError::Model {
+            img_size.or(d).ok_or_else(|| NetError::Model {
                 path: self.path.clone(),
                 what: "the input size is symbolic: give it (--img-size)".into(),
             })
