@@ -270,8 +270,18 @@ fn forward_writes_what_the_references_compute() {
         input.to_str().unwrap(),
         "--out",
         out.to_str().unwrap(),
+        "--all-nodes",
     ]);
     let got = read_tensors(&out);
+    let mut blocks = 0;
+    for (key, want) in &io {
+        if let Some(i) = key.strip_prefix("a.layer.") {
+            let d = max_abs(&got[&format!("block_{i}")], want);
+            assert!(d <= 1e-4, "Darknet block {i} differs by {d}");
+            blocks += 1;
+        }
+    }
+    assert_eq!(blocks, 16);
     // Scaled as tests/parity.rs does (box sizes in pixels reach ~10,000 with these weights).
     let want = &io["a.output"];
     let d = ((&got["output"] - want).abs() / want.abs().clamp_min(1.0)).max().double_value(&[]);

@@ -3,7 +3,7 @@
 
 use crate::model::ir::exec::Keep;
 use crate::model::onnx;
-use crate::model::{parse_device, Cfg, Darknet, Graph, Layout, Weights};
+use crate::model::{parse_device, Cfg, Graph, Layout, Weights};
 use anyhow::{bail, Context};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -29,8 +29,8 @@ pub struct Args {
     /// (Darknet: `output`, [N, rows, 5 + classes]).
     #[arg(long)]
     pub out: PathBuf,
-    /// Also write the output of every node (ONNX: under its tensor name; Darknet: `layer.{i}`
-    /// for cfg block i).
+    /// Also write the output of every node, under its tensor name (Darknet: `block_{i}` for
+    /// cfg block i, `conv_{i}` and `batch_norm_{i}` inside a convolutional block).
     #[arg(long)]
     pub all_nodes: bool,
     /// cpu, cuda, cuda:N or auto.
@@ -66,21 +66,10 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             let layout = Layout::of(&cfg, &graph);
             let weights = Weights::load(weights_path, &layout)
                 .with_context(|| format!("loading weights for {}", cfg_path.display()))?;
-            let net = Darknet::new(&cfg, &graph, &weights, device)?;
-            let x = x.to_device(device);
-            let mut out = BTreeMap::new();
-            if args.all_nodes {
-                let all = net.forward_all(&x)?;
-                for (i, t) in all.blocks.into_iter().enumerate() {
-                    if let Some(t) = t {
-                        out.insert(format!("layer.{i}"), t);
-                    }
-                }
-                out.insert("output".to_string(), all.detections);
-            } else {
-                out.insert("output".to_string(), net.forward(&x)?);
-            }
-            out
+            // The same IR and executor as ONNX models.
+            let net = crate::model::darknet::to_net(&cfg, &graph, &weights, cfg_path)?;
+            let keep = if args.all_nodes { Keep::All } else { Keep::Outputs };
+            net.run(vec![("input".to_string(), x.to_device(device))], keep)?.into_iter().collect()
         }
         _ => bail!("give --model M.onnx, or --cfg C --weights W"),
     };

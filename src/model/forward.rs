@@ -458,7 +458,7 @@ fn conv(c: &ConvLayer, x: &Tensor, train: bool) -> Result<Tensor, ForwardError> 
 
 /// PyTorch-YOLOv3's YOLOLayer in eval mode, with Darknet's `scale_x_y` (YOLOv4): the cell
 /// offset `σ(t)` (or `t` with `new_coords`) becomes `σ(t)·s − (s−1)/2` before the grid is added.
-fn yolo(
+pub(crate) fn yolo(
     x: &Tensor,
     anchors: &[(f32, f32)],
     no: i64,

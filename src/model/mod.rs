@@ -2,6 +2,7 @@
 //! forward pass.
 
 pub mod cfg;
+pub mod darknet;
 pub mod effective;
 pub mod forward;
 pub mod graph;

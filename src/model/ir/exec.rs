@@ -28,6 +28,7 @@ pub const SUPPORTED: &[&str] = &[
     "LeakyRelu",
     "MatMul",
     "MaxPool",
+    "Mish",
     "Mul",
     "Pad",
     "ReduceMean",
@@ -331,6 +332,21 @@ fn apply(node: &Node, args: &[Option<Tensor>], opset: i64, device: tch::Device) 
         "Relu" => one(x()?.f_relu()),
         "Sigmoid" => one(x()?.f_sigmoid()),
         "HardSwish" => one(x()?.f_hardswish()),
+        "Mish" => one(x()?.f_mish()),
+        // The IR's own operator (not read from ONNX files): a Darknet yolo head's decoding.
+        "DarknetYolo" => {
+            let image = need(args, 1)?.size();
+            let anchors = match node.attrs.get("anchors") {
+                Some(Attr::Floats(a)) if a.len() % 2 == 0 => a.chunks(2).map(|c| (c[0], c[1])).collect::<Vec<_>>(),
+                _ => return Err("anchors should be a list of (w, h) floats".into()),
+            };
+            let (outputs, new_coords) = (int(node, "outputs", 0)?, int(node, "new_coords", 0)? != 0);
+            let scale = float(node, "scale_x_y", 1.0)? as f64;
+            let (h, w) = (image.get(2).copied().unwrap_or(0), image.get(3).copied().unwrap_or(0));
+            crate::model::forward::yolo(x()?, &anchors, outputs, new_coords, scale, h, w)
+                .map(|t| vec![t])
+                .map_err(|e| e.to_string())
+        }
         "HardSigmoid" => {
             let (alpha, beta) = (float(node, "alpha", 0.2)? as f64, float(node, "beta", 0.5)? as f64);
             one(x()?.f_mul_scalar(alpha).and_then(|t| t.f_add_scalar(beta)).and_then(|t| t.f_clamp(0.0, 1.0)))
