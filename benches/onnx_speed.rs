@@ -55,6 +55,39 @@ fn onnxruntime(path: &Path) -> Result<(i64, f64), String> {
     Ok((batch, speed))
 }
 
+/// The bundled Darknet sample at batch 8: the Darknet forward (what the engine runs today)
+/// against the same model imported into the IR.
+fn darknet_sample() {
+    use prunescope::model::{darknet, Cfg, Darknet, Graph, Layout, Weights};
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("sample_runs/shapes");
+    let cfg_path = dir.join("yolov3-tiny-shapes.cfg");
+    let cfg = Cfg::from_file(&cfg_path).unwrap();
+    let graph = Graph::build(&cfg, 8, cfg.height, cfg.width).unwrap();
+    let weights = Weights::load(&dir.join("yolov3-tiny-shapes.safetensors"), &Layout::of(&cfg, &graph)).unwrap();
+    let forward = Darknet::new(&cfg, &graph, &weights, tch::Device::Cpu).unwrap();
+    let ir = darknet::to_net(&cfg, &graph, &weights, &cfg_path).unwrap();
+    let x = Tensor::rand([8, 3, cfg.height as i64, cfg.width as i64], (Kind::Float, tch::Device::Cpu));
+    let speed = |f: &dyn Fn()| {
+        for _ in 0..3 {
+            f();
+        }
+        let (mut n, start) = (0, Instant::now());
+        while start.elapsed().as_secs_f64() < SECONDS {
+            f();
+            n += 1;
+        }
+        (n * 8) as f64 / start.elapsed().as_secs_f64()
+    };
+    let a = speed(&|| drop(forward.forward(&x).unwrap()));
+    let b = speed(&|| drop(ir.run(vec![("input".into(), x.shallow_clone())], Keep::Outputs).unwrap()));
+    println!(
+        "darknet sample ({}x{}, batch 8): Darknet forward {a:.1}/s, the same model through the IR {b:.1}/s ({:.2}×)",
+        cfg.width,
+        cfg.height,
+        b / a
+    );
+}
+
 fn main() {
     tch::set_num_threads(THREADS);
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/onnx");
@@ -79,4 +112,5 @@ fn main() {
             Err(e) => println!("{name:<26} {b1:>10.1}/s {b8:>10.1}/s   onnxruntime not measured: {}", e.trim()),
         }
     }
+    darknet_sample();
 }
