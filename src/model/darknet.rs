@@ -131,7 +131,7 @@ pub fn to_net(cfg: &Cfg, graph: &Graph, weights: &Weights, path: &Path) -> Resul
                     ("anchors", Attr::Floats(anchors)),
                     ("outputs", Attr::Int(y.outputs_per_anchor() as i64)),
                     ("new_coords", Attr::Int(i64::from(y.new_coords))),
-                    ("scale_x_y", Attr::Float(y.scale_x_y as f32)),
+                    ("scale_x_y", Attr::Float(y.scale_x_y)),
                 ];
                 b.node(&format!("yolo_{i}"), "DarknetYolo", vec![x, "input".into()], &out, attrs);
                 heads.push(out);
