@@ -5,7 +5,7 @@
 mod common;
 
 use prunescope::model::{Cfg, Graph, Layout, TensorF32, Weights};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 fn parity() -> (Cfg, Layout, Weights) {
@@ -65,20 +65,6 @@ fn darknet_header_of_16_bytes_is_read() {
     assert_eq!(Weights::load(&p, &layout).unwrap(), w);
 }
 
-/// The Python of the torch venv that scripts/env.sh made: from PRUNESCOPE_TORCH_VENV when set
-/// (env.sh exports it), else found from the libtorch this test binary was linked against (the
-/// wheel's `torch/lib` inside that venv), so a plain `cargo test` works too.
-fn venv_python() -> PathBuf {
-    if let Ok(venv) = std::env::var("PRUNESCOPE_TORCH_VENV") {
-        return PathBuf::from(venv).join("bin/python");
-    }
-    let lib = PathBuf::from(env!("PRUNESCOPE_LIBTORCH_LIB"));
-    lib.ancestors()
-        .map(|d| d.join("bin/python"))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("no Python venv above libtorch at {}: source scripts/env.sh first", lib.display()))
-}
-
 /// The .pth we write loads with torch.load(weights_only=True) and equals the state dict
 /// PyTorch-YOLOv3 itself saved: same keys (buffers included, so load_state_dict(strict=True)
 /// accepts it), shapes, dtypes and values.
@@ -100,7 +86,7 @@ for k in ref:
         assert torch.equal(a, b), k
 print("OK", len(ref))
 "#;
-    let out = Command::new(venv_python())
+    let out = Command::new(common::venv_python())
         .args(["-W", "ignore", "-c", script])
         .arg(common::darknet("parity.pth"))
         .arg(&ours)

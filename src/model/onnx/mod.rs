@@ -218,3 +218,108 @@ fn external_bytes(t: &proto::TensorProto, dir: &Path, bytes: usize) -> Result<Ve
     f.read_exact(&mut buf).map_err(|e| format!("{}: {e}", file.display()))?;
     Ok(buf)
 }
+
+/// Writes `source` (an ONNX file) to `out` with the initializers in `changed` replaced (same
+/// names, shapes and element types): the graph, the metadata and the external-data layout
+/// are kept. External tensors go to `<out file name>.data` beside `out`, at their original
+/// offsets (the original data file copied, the changed ranges overwritten).
+pub fn write_changed(source: &Path, out: &Path, changed: &HashMap<String, Tensor>) -> Result<(), NetError> {
+    let p = || source.to_path_buf();
+    let bytes = std::fs::read(source).map_err(|e| NetError::Read { path: p(), source: e })?;
+    let mut model =
+        proto::ModelProto::decode(bytes.as_slice()).map_err(|e| NetError::Decode { path: p(), source: e })?;
+    let dir = source.parent().unwrap_or(Path::new("."));
+    let graph =
+        model.graph.as_mut().ok_or_else(|| NetError::Model { path: p(), what: "the model has no graph".into() })?;
+    let out_name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model.onnx".into());
+    let data_name = format!("{out_name}.data");
+    // The external data files of the source, copied once each into the one new data file.
+    let mut external: Option<(String, Vec<u8>)> = None;
+    let mut remaining: std::collections::HashSet<&str> = changed.keys().map(String::as_str).collect();
+    for t in &mut graph.initializer {
+        let name = t.name.clone().unwrap_or_default();
+        let is_external = t.data_location == Some(proto::tensor_proto::DataLocation::External as i32);
+        let new = changed.get(&name);
+        if let Some(new) = new {
+            remaining.remove(name.as_str());
+            let (kind, _) = kind_of(t.data_type.unwrap_or(0)).map_err(|what| NetError::Tensor {
+                path: p(),
+                name: name.clone(),
+                what,
+            })?;
+            if new.size() != t.dims || new.kind() != kind {
+                return Err(NetError::Tensor {
+                    path: p(),
+                    name,
+                    what: format!(
+                        "the new value is {:?} {:?}, the file's is {:?} {kind:?}",
+                        new.size(),
+                        new.kind(),
+                        t.dims
+                    ),
+                });
+            }
+        }
+        if !is_external {
+            if let Some(new) = new {
+                t.raw_data = Some(le_bytes(new));
+                t.float_data.clear();
+                t.int64_data.clear();
+                t.int32_data.clear();
+                t.double_data.clear();
+            }
+            continue;
+        }
+        let get = |k: &str| t.external_data.iter().find(|e| e.key.as_deref() == Some(k)).and_then(|e| e.value.clone());
+        let location = get("location").unwrap_or_default();
+        let offset: usize = get("offset").and_then(|v| v.parse().ok()).unwrap_or(0);
+        match &external {
+            None => {
+                let file = dir.join(&location);
+                let data = std::fs::read(&file).map_err(|e| NetError::Read { path: file.clone(), source: e })?;
+                external = Some((location.clone(), data));
+            }
+            Some((loc, _)) if *loc != location => {
+                return Err(NetError::Model {
+                    path: p(),
+                    what: format!("external data in two files ({loc}, {location}) is not supported for writing"),
+                });
+            }
+            Some(_) => {}
+        }
+        if let (Some(new), Some((_, data))) = (new, external.as_mut()) {
+            let b = le_bytes(new);
+            let end = offset.checked_add(b.len()).filter(|&e| e <= data.len()).ok_or_else(|| NetError::Tensor {
+                path: p(),
+                name: name.clone(),
+                what: "its external data range is past the end of the data file".into(),
+            })?;
+            data[offset..end].copy_from_slice(&b);
+        }
+        for e in &mut t.external_data {
+            if e.key.as_deref() == Some("location") {
+                e.value = Some(data_name.clone());
+            }
+        }
+    }
+    if let Some(name) = remaining.into_iter().next() {
+        return Err(NetError::Tensor { path: p(), name: name.to_string(), what: "no initializer of that name".into() });
+    }
+    if let Some((_, data)) = external {
+        let data_path = out.with_file_name(&data_name);
+        crate::fsio::write_atomic(&data_path, data)
+            .map_err(|e| NetError::Model { path: data_path.clone(), what: e.to_string() })?;
+    }
+    crate::fsio::write_atomic(out, model.encode_to_vec())
+        .map_err(|e| NetError::Model { path: out.to_path_buf(), what: e.to_string() })
+}
+
+/// A tensor's values as little-endian bytes (the ONNX raw_data layout).
+fn le_bytes(t: &Tensor) -> Vec<u8> {
+    let t = t.to_device(tch::Device::Cpu).contiguous();
+    let n = t.numel();
+    let size = t.kind().elt_size_in_bytes();
+    let mut out = vec![0u8; n * size];
+    t.copy_data_u8(&mut out, n);
+    out
+}
