@@ -411,3 +411,27 @@ fn changed_initializers_are_written_and_run_in_onnxruntime() {
     let conv = m.nodes.iter().find(|n| n.op == "Conv").unwrap();
     assert!(m.initializers[&conv.inputs[1]].get(0).abs().sum(Kind::Float).double_value(&[]) > 0.0);
 }
+
+/// `inspect --model --json` carries the totals models.json holds for the Ultralytics models.
+#[test]
+fn inspect_json_totals_equal_the_references() {
+    let models: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir().join("models.json")).unwrap()).unwrap();
+    for name in ["yolo11pico-detect", "yolov8pico-cls"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_prunescope"))
+            .args(["inspect", "--json", "--model"])
+            .arg(dir().join(format!("{name}.onnx")))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(j["total_params"], models[name]["onnx_weight_params"], "{name}");
+        assert_eq!(j["total_macs_thop"], models[name]["thop_macs_at_imgsz"], "{name}");
+        assert!(j["total_macs"].as_u64().unwrap() > 0);
+        assert_eq!(j["metadata"]["license"], models[name]["metadata_props"]["license"]);
+        assert!(j["nodes"].as_array().unwrap().iter().any(|n| n["name"].as_str().unwrap().starts_with("/model.")));
+    }
+    // Darknet and ONNX are exclusive; one of them is required.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_prunescope")).args(["inspect"]).output().unwrap();
+    assert!(!out.status.success());
+}

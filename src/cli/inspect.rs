@@ -425,13 +425,21 @@ fn onnx_table(r: &OnnxReport) -> String {
     if let Some(b) = r.file_batch {
         let _ = writeln!(s, "exported at batch {b}; runs at any batch");
     }
-    for key in ["task", "names", "imgsz", "stride", "kpt_shape"] {
-        if let Some(v) = r.metadata.get(key) {
-            let _ = writeln!(s, "{key}: {v}");
+    if let Some(u) = crate::model::onnx::ultralytics::Ultralytics::of(&r.metadata) {
+        let show = |v: Option<String>| v.unwrap_or_else(|| "–".into());
+        let _ = writeln!(
+            s,
+            "Ultralytics {} model: {} classes ({}), input {}, stride {}{}",
+            show(u.task.clone()),
+            u.names.as_ref().map(Vec::len).map(|n| n.to_string()).unwrap_or("?".into()),
+            u.names.as_ref().map(|n| n.join(", ")).unwrap_or_default(),
+            show(u.imgsz.map(|[h, w]| format!("{h}×{w}"))),
+            show(u.stride.map(|x| x.to_string())),
+            u.kpt_shape.map(|[k, d]| format!(", {k} keypoints × {d}")).unwrap_or_default()
+        );
+        if let Some(l) = &u.license {
+            let _ = writeln!(s, "licence (from the file's metadata): {l}");
         }
-    }
-    if let Some(l) = r.metadata.get("license") {
-        let _ = writeln!(s, "licence (from the file's metadata): {l}");
     }
     let _ = writeln!(s, "\n{:>4}  {:<48} {:<18} {:>18} {:>10} {:>14}", "#", "node", "op", "output", "params", "MACs");
     for n in r.nodes.iter().filter(|n| n.params > 0 || n.macs > 0) {

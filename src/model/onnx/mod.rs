@@ -4,6 +4,7 @@
 //! tensor, never a panic.
 
 pub mod proto;
+pub mod ultralytics;
 
 use crate::model::ir::{exec, Attr, Net, NetError, Node, ValueInfo, OPSETS};
 use prost::Message;
