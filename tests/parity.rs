@@ -172,7 +172,7 @@ fn weights_of_another_cfg_are_refused_by_the_model() {
 
 /// The Darknet model imported into the format-neutral IR (`model::darknet::to_net`) and run
 /// by the IR's executor: the reference's outputs and block outputs within 1e-4, the Darknet
-/// forward's outputs bit for bit, and IR suffix runs from any convolution bit for bit.
+/// forward's within 1e-5, and IR suffix runs from any convolution bit for bit.
 #[test]
 fn parity_through_the_ir() {
     use prunescope::model::ir::exec::Keep;
@@ -197,7 +197,10 @@ fn parity_through_the_ir() {
         assert_eq!(checked, 16, "case {case}");
         let net = Darknet::new(&cfg, &graph, &w, Device::Cpu).unwrap();
         let darknet = net.forward_all(input).unwrap();
-        assert_eq!(max_abs_diff(&out["output"], &darknet.detections), 0.0, "case {case}: IR vs Darknet forward");
+        // Not bit for bit: the IR runs convolutions channels-last, whose kernels round
+        // differently from the Darknet forward's NCHW ones.
+        let d = max_scaled_diff(&out["output"], &darknet.detections);
+        assert!(d <= 1e-5, "case {case}: IR vs Darknet forward differ by {d} (scaled)");
         for start in (0..ir.nodes.len()).filter(|&i| ir.nodes[i].op == "Conv") {
             let mut cached: std::collections::HashMap<String, Tensor> =
                 out.iter().map(|(k, v)| (k.clone(), v.shallow_clone())).collect();

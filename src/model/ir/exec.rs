@@ -68,7 +68,8 @@ impl Net {
                     what: format!("no value for graph input '{}'", input.name),
                 });
             };
-            values.insert(input.name.clone(), t.shallow_clone());
+            let t = if t.dim() == 4 && t.is_floating_point() { channels_last(t) } else { t.shallow_clone() };
+            values.insert(input.name.clone(), t);
         }
         let all: Vec<usize> = (0..self.nodes.len()).collect();
         self.execute(&all, values, keep)
@@ -220,6 +221,12 @@ impl Net {
     fn node_error(&self, node: &Node, what: String) -> NetError {
         NetError::Node { path: self.path.clone(), node: node.name.clone(), op: node.op.clone(), what }
     }
+}
+
+/// The same NCHW tensor stored channels-last (NHWC strides), the layout libtorch's CPU
+/// convolutions work in.
+pub fn channels_last(t: &Tensor) -> Tensor {
+    t.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
 }
 
 /// A Reshape target whose first element is the batch of its data input.
