@@ -49,7 +49,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let tensors = read_input(&args.input)?;
     let outputs: BTreeMap<String, Tensor> = match (&args.model, &args.cfg, &args.weights) {
         (Some(path), _, _) => {
-            let model = onnx::read(path)?;
+            let mut model = onnx::read(path)?;
+            model.to_device(device);
             let name = model.inputs[0].name.clone();
             let x = pick(&tensors, &name, &args.input)?.to_device(device);
             let keep = if args.all_nodes { Keep::All } else { Keep::Outputs };
@@ -67,7 +68,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             let weights = Weights::load(weights_path, &layout)
                 .with_context(|| format!("loading weights for {}", cfg_path.display()))?;
             // The same IR and executor as ONNX models.
-            let net = crate::model::darknet::to_net(&cfg, &graph, &weights, cfg_path)?;
+            let mut net = crate::model::darknet::to_net(&cfg, &graph, &weights, cfg_path)?;
+            net.to_device(device);
             let keep = if args.all_nodes { Keep::All } else { Keep::Outputs };
             net.run(vec![("input".to_string(), x.to_device(device))], keep)?.into_iter().collect()
         }

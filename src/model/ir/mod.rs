@@ -89,6 +89,16 @@ pub enum NetError {
 }
 
 impl Net {
+    /// Moves the weights to `device` once (the executor runs where its inputs are; weights
+    /// elsewhere would be copied on every run).
+    pub fn to_device(&mut self, device: tch::Device) {
+        for t in self.initializers.values_mut() {
+            if t.device() != device {
+                *t = t.to_device(device);
+            }
+        }
+    }
+
     /// Finishes a net an importer built: checks its wiring, lets a fixed-batch graph run at
     /// any batch, and finds the SiLU pairs.
     pub fn prepare(mut self) -> Result<Self, NetError> {
