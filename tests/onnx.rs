@@ -435,3 +435,43 @@ fn inspect_json_totals_equal_the_references() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_prunescope")).args(["inspect"]).output().unwrap();
     assert!(!out.status.success());
 }
+
+/// The task layer reads the task from Ultralytics' metadata and splits the fixtures' outputs:
+/// detect rows (boxes in pixels, scores in [0, 1]), pose keypoints, classifier probabilities
+/// (Ultralytics' softmax kept, torchvision's logits turned into one).
+#[test]
+fn the_task_layer_reads_the_fixture_outputs() {
+    use prunescope::model::task::Task;
+    let io = |name: &str| read_tensors(&dir().join(format!("{name}_io.safetensors")));
+    let det = onnx::read(&dir().join("yolo11pico-detect.onnx")).unwrap();
+    let task = Task::of(&det, None, None).unwrap();
+    assert_eq!(task, Task::Detect { classes: 5 });
+    let out = &io("yolo11pico-detect")["a.output.output0"];
+    let d = task.detections(out).unwrap();
+    assert_eq!((d.boxes.size(), d.scores.size()), (vec![1, 525, 4], vec![1, 525, 5]));
+    // Row a of the split is column a of the output.
+    assert!(d.boxes.get(0).get(7).equal(&out.get(0).narrow(0, 0, 4).select(1, 7)));
+    assert!(d.scores.min().double_value(&[]) >= 0.0 && d.scores.max().double_value(&[]) <= 1.0);
+    let pose = onnx::read(&dir().join("yolov8pico-pose.onnx")).unwrap();
+    let task = Task::of(&pose, None, None).unwrap();
+    assert_eq!(task, Task::Pose { classes: 1, kpt_shape: [17, 3] });
+    let out = &io("yolov8pico-pose")["a.output.output0"];
+    let d = task.detections(out).unwrap();
+    let k = d.keypoints.unwrap();
+    assert_eq!(k.size(), vec![1, 525, 17, 3]);
+    // Keypoint 2 of anchor 9: values 4 + 1 + 2·3 … of column 9.
+    assert!(k.get(0).get(9).get(2).equal(&out.get(0).narrow(0, 5 + 2 * 3, 3).select(1, 9)));
+    let cls = onnx::read(&dir().join("yolov8pico-cls.onnx")).unwrap();
+    let task = Task::of(&cls, None, None).unwrap();
+    assert_eq!(task, Task::Classify { classes: 20 });
+    let out = &io("yolov8pico-cls")["a.output.output0"];
+    assert!(task.probabilities(out).unwrap().equal(out), "a softmax output is kept");
+    let mobilenet = onnx::read(&dir().join("mobilenet_v3_small-cls.onnx")).unwrap();
+    assert!(Task::of(&mobilenet, None, None).unwrap_err().contains("--task"), "no metadata: the user says");
+    let task = Task::of(&mobilenet, Some("classify"), Some(20)).unwrap();
+    let logits = &io("mobilenet_v3_small-cls")["a.output.logits"];
+    let p = task.probabilities(logits).unwrap();
+    let sums = p.sum_dim_intlist([1i64].as_slice(), false, Kind::Double);
+    assert!((sums - 1.0).abs().max().double_value(&[]) < 1e-5);
+    assert!(p.argmax(1, false).equal(&logits.argmax(1, false)));
+}

@@ -8,6 +8,7 @@ pub mod forward;
 pub mod graph;
 pub mod ir;
 pub mod onnx;
+pub mod task;
 pub mod weights;
 
 pub use cfg::{Activation, Block, BlockKind, Cfg, CfgError, Conv, Yolo};
