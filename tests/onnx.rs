@@ -161,6 +161,11 @@ fn unsupported_and_broken_files_are_refused_with_the_file_and_node_named() {
             }
         }
     });
+    // An input of another size than the export's: refused before any node runs.
+    let m = onnx::read(&dir().join("yolo11pico-detect.onnx")).unwrap();
+    let x = Tensor::zeros([2, 3, 64, 64], (Kind::Float, tch::Device::Cpu));
+    let e = m.run(vec![("images".into(), x)], Keep::Outputs).unwrap_err().to_string();
+    assert!(e.contains("is [2, 3, 64, 64]; the model takes [N, 3, 160, 160]"), "{e}");
     // (Found by the dry run that reading a fixed-batch file makes.)
     let e = onnx::read(&p).unwrap_err();
     assert!(matches!(e, NetError::Node { .. }), "{e}");

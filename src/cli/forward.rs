@@ -107,12 +107,18 @@ fn pick(tensors: &BTreeMap<String, Tensor>, name: &str, path: &Path) -> anyhow::
     }
     match tensors.values().collect::<Vec<_>>().as_slice() {
         [one] => Ok(one.shallow_clone()),
-        _ => bail!(
-            "{}: no tensor named '{name}' and {} tensors ({}): name the input '{name}' or keep only it",
-            path.display(),
-            tensors.len(),
-            tensors.keys().cloned().collect::<Vec<_>>().join(", ")
-        ),
+        _ => {
+            let mut names: Vec<String> = tensors.keys().take(6).cloned().collect();
+            if tensors.len() > names.len() {
+                names.push("…".into());
+            }
+            bail!(
+                "{}: no tensor named '{name}' and {} tensors ({}): name the input '{name}' or keep only it",
+                path.display(),
+                tensors.len(),
+                names.join(", ")
+            )
+        }
     }
 }
 

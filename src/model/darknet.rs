@@ -12,8 +12,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use tch::Tensor;
 
-/// The IR of `cfg` with `weights` (checked against the cfg's layout), for inputs of any batch
-/// and of the channels and input size `graph` was built for (sizes a multiple of 32 run).
+/// The IR of `cfg` with `weights` (checked against the layout of `graph`, built for any input
+/// size), for inputs of any batch and any size a multiple of 32.
 pub fn to_net(cfg: &Cfg, graph: &Graph, weights: &Weights, path: &Path) -> Result<Net, NetError> {
     let layout = Layout::of(cfg, graph);
     let bad = |what: String| NetError::Model { path: path.to_path_buf(), what };
@@ -146,12 +146,8 @@ pub fn to_net(cfg: &Cfg, graph: &Graph, weights: &Weights, path: &Path) -> Resul
     }
     let input = ValueInfo {
         name: "input".into(),
-        dims: vec![
-            None,
-            Some(cfg.channels as i64),
-            Some(graph.input_shape[2] as i64),
-            Some(graph.input_shape[3] as i64),
-        ],
+        // Any batch and any size a multiple of 32 (the yolo heads take their strides from it).
+        dims: vec![None, Some(cfg.channels as i64), None, None],
     };
     let net = Net {
         path: path.to_path_buf(),

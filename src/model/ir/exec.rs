@@ -68,6 +68,28 @@ impl Net {
                     what: format!("no value for graph input '{}'", input.name),
                 });
             };
+            // Axes the graph fixes (all but the batch) must match: a graph exported for one
+            // size carries it in its constants.
+            let size = t.size();
+            let fixed_differs = input.dims.len() == size.len()
+                && input.dims.iter().zip(&size).skip(1).any(|(d, &s)| d.is_some_and(|d| d != s));
+            if fixed_differs || (!input.dims.is_empty() && input.dims.len() != size.len()) {
+                // Any batch runs (see `Net::generalize_batch`).
+                let want: Vec<String> = input
+                    .dims
+                    .iter()
+                    .enumerate()
+                    .map(|(i, d)| d.filter(|_| i > 0).map(|d| d.to_string()).unwrap_or("N".into()))
+                    .collect();
+                return Err(NetError::Model {
+                    path: self.path.clone(),
+                    what: format!(
+                        "input '{}' is {size:?}; the model takes [{}] (an export fixes its input size: export again at the size you need)",
+                        input.name,
+                        want.join(", ")
+                    ),
+                });
+            }
             let t = if t.dim() == 4 && t.is_floating_point() { channels_last(t) } else { t.shallow_clone() };
             values.insert(input.name.clone(), t);
         }
