@@ -480,3 +480,45 @@ fn the_task_layer_reads_the_fixture_outputs() {
     assert!((sums - 1.0).abs().max().double_value(&[]) < 1e-5);
     assert!(p.argmax(1, false).equal(&logits.argmax(1, false)));
 }
+
+/// A bias shared by three convolutions (onnxslim merged equal biases) is copied before one
+/// of them changes it: only that convolution sees the change, in memory and in the written
+/// file, which onnxruntime runs to our executor's output.
+#[test]
+fn a_shared_initializer_is_copied_before_it_changes() {
+    let source = dir().join("yolo11pico-detect.onnx");
+    let mut net = onnx::read(&source).unwrap();
+    let shared = "model.23.cv2.0.2.bias";
+    let readers: Vec<usize> =
+        (0..net.nodes.len()).filter(|&i| net.nodes[i].inputs.iter().any(|x| x == shared)).collect();
+    assert_eq!(readers.len(), 3, "the fixture's shared bias");
+    let params_before: u64 = net.costs(&net.input_shape(None).unwrap()).unwrap().iter().map(|c| c.params).sum();
+    let own = net.own_initializer(readers[0], 2).unwrap();
+    assert_ne!(own, shared);
+    let _ = net.initializers.get_mut(&own).unwrap().f_zero_().unwrap();
+    assert!(net.initializers[shared].abs().sum(Kind::Float).double_value(&[]) > 0.0, "the other two keep theirs");
+    // A second call for the same input: already its own.
+    assert_eq!(net.own_initializer(readers[0], 2).unwrap(), own);
+    let params_after: u64 = net.costs(&net.input_shape(None).unwrap()).unwrap().iter().map(|c| c.params).sum();
+    assert_eq!(params_after, params_before, "a copy counts as the shared one did");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("owned.onnx");
+    onnx::write_net(&source, &out, &net, &[own.as_str()]).unwrap();
+    let back = onnx::read(&out).unwrap();
+    assert_eq!(back.nodes[readers[0]].inputs[2], own);
+    assert_eq!(back.nodes[readers[1]].inputs[2], shared);
+    assert_eq!(back.initializers[&own].abs().sum(Kind::Float).double_value(&[]), 0.0);
+    let x = Tensor::rand([1, 3, 160, 160], (Kind::Float, tch::Device::Cpu));
+    let ours = net.run(vec![("images".into(), x.shallow_clone())], Keep::Outputs).unwrap();
+    let written = back.run(vec![("images".into(), x.shallow_clone())], Keep::Outputs).unwrap();
+    assert!(ours["output0"].equal(&written["output0"]));
+    let original = onnx::read(&source).unwrap().run(vec![("images".into(), x.shallow_clone())], Keep::Outputs).unwrap();
+    assert!(max_abs(&ours["output0"], &original["output0"]) > 0.0, "the change reached the output");
+    let input = tmp.path().join("x.safetensors");
+    write_one(&input, "x", &x);
+    let ort_out = tmp.path().join("y.safetensors");
+    onnxruntime(&out, &input, &ort_out);
+    let theirs = &read_tensors(&ort_out)["y"];
+    let d = ((&ours["output0"] - theirs).abs() / theirs.abs().clamp_min(1.0)).max().double_value(&[]);
+    assert!(d <= 1e-4, "onnxruntime differs by {d} (relative to max(1, |value|))");
+}

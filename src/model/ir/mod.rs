@@ -89,6 +89,23 @@ pub enum NetError {
 }
 
 impl Net {
+    /// Gives input `input` of node `node` an initializer of its own when other nodes (or
+    /// other inputs) read the same one, so that a mask changes that node only: the copy is
+    /// named `<name>/<node name>`. Returns the name the node now reads.
+    pub fn own_initializer(&mut self, node: usize, input: usize) -> Option<String> {
+        let name = self.nodes.get(node)?.inputs.get(input)?.clone();
+        let t = self.initializers.get(&name)?;
+        let readers = self.nodes.iter().flat_map(|n| n.inputs.iter()).filter(|i| **i == name).count();
+        if readers <= 1 {
+            return Some(name);
+        }
+        let copy = format!("{name}/{}", self.nodes[node].name);
+        let value = t.copy();
+        self.initializers.insert(copy.clone(), value);
+        self.nodes[node].inputs[input] = copy.clone();
+        Some(copy)
+    }
+
     /// Moves the weights to `device` once (the executor runs where its inputs are; weights
     /// elsewhere would be copied on every run).
     pub fn to_device(&mut self, device: tch::Device) {

@@ -225,6 +225,33 @@ fn external_bytes(t: &proto::TensorProto, dir: &Path, bytes: usize) -> Result<Ve
 /// are kept. External tensors go to `<out file name>.data` beside `out`, at their original
 /// offsets (the original data file copied, the changed ranges overwritten).
 pub fn write_changed(source: &Path, out: &Path, changed: &HashMap<String, Tensor>) -> Result<(), NetError> {
+    write_with(source, out, changed, None)
+}
+
+/// Writes `net`, read from `source`, to `out`: the initializers named in `changed` with the
+/// net's values (new ones, such as the copies [`Net::own_initializer`] made, stored inline)
+/// and every node's inputs as the net has them; the rest as in [`write_changed`].
+pub fn write_net(source: &Path, out: &Path, net: &Net, changed: &[&str]) -> Result<(), NetError> {
+    let values = changed
+        .iter()
+        .map(|n| {
+            let t = net.initializers.get(*n).ok_or_else(|| NetError::Tensor {
+                path: source.to_path_buf(),
+                name: n.to_string(),
+                what: "the net has no initializer of that name".into(),
+            })?;
+            Ok((n.to_string(), t.shallow_clone()))
+        })
+        .collect::<Result<HashMap<_, _>, NetError>>()?;
+    write_with(source, out, &values, Some(&net.nodes))
+}
+
+fn write_with(
+    source: &Path,
+    out: &Path,
+    changed: &HashMap<String, Tensor>,
+    nodes: Option<&[Node]>,
+) -> Result<(), NetError> {
     let p = || source.to_path_buf();
     let bytes = std::fs::read(source).map_err(|e| NetError::Read { path: p(), source: e })?;
     let mut model =
@@ -303,8 +330,56 @@ pub fn write_changed(source: &Path, out: &Path, changed: &HashMap<String, Tensor
             }
         }
     }
-    if let Some(name) = remaining.into_iter().next() {
-        return Err(NetError::Tensor { path: p(), name: name.to_string(), what: "no initializer of that name".into() });
+    match nodes {
+        None => {
+            if let Some(name) = remaining.into_iter().next() {
+                return Err(NetError::Tensor {
+                    path: p(),
+                    name: name.to_string(),
+                    what: "no initializer of that name".into(),
+                });
+            }
+        }
+        Some(nodes) => {
+            if nodes.len() != graph.node.len() {
+                return Err(NetError::Model {
+                    path: p(),
+                    what: format!(
+                        "the net has {} nodes, the file {}: not the net read from it",
+                        nodes.len(),
+                        graph.node.len()
+                    ),
+                });
+            }
+            for (proto_node, node) in graph.node.iter_mut().zip(nodes) {
+                proto_node.input.clone_from(&node.inputs);
+            }
+            let mut added: Vec<&str> = remaining.into_iter().collect();
+            added.sort_unstable();
+            for name in added {
+                let t = &changed[name];
+                let data_type = match t.kind() {
+                    Kind::Float => 1,
+                    Kind::Int64 => 7,
+                    Kind::Int => 6,
+                    Kind::Double => 11,
+                    other => {
+                        return Err(NetError::Tensor {
+                            path: p(),
+                            name: name.into(),
+                            what: format!("element type {other:?}"),
+                        })
+                    }
+                };
+                graph.initializer.push(proto::TensorProto {
+                    name: Some(name.to_string()),
+                    dims: t.size(),
+                    data_type: Some(data_type),
+                    raw_data: Some(le_bytes(t)),
+                    ..Default::default()
+                });
+            }
+        }
     }
     if let Some((_, data)) = external {
         let data_path = out.with_file_name(&data_name);
