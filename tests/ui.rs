@@ -4,6 +4,9 @@
 //! engine's own reference functions (`Plan::refresh_prediction`, `plan::suggest`), and the
 //! main views are compared with snapshot images rendered by wgpu on a software adapter.
 
+mod common;
+
+use common::ui::{harness_of, opened, wait, SIZE};
 use egui_kittest::kittest::Queryable;
 use egui_kittest::Harness;
 use prunescope::gui::{App, ProjectPaths};
@@ -11,48 +14,11 @@ use prunescope::plan::{self, Rule};
 use prunescope::plan::{Curves, Plan, Resource};
 use prunescope::sensitivity::store;
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 const SAMPLE: &str = "sample_runs/shapes";
-/// Every view must be usable at 1280×800 (a laptop screen): the tests drive them there.
-const SIZE: egui::Vec2 = egui::Vec2::new(1280.0, 800.0);
 
 fn harness(paths: ProjectPaths) -> Harness<'static, App> {
     harness_of(App::new(None, None, Some(paths)))
-}
-
-fn harness_of(app: App) -> Harness<'static, App> {
-    Harness::builder()
-        .with_size(SIZE)
-        .with_context_setup(prunescope::gui::setup_context)
-        .build_ui_state(|ui, app: &mut App| app.frame(ui), app)
-}
-
-/// Steps frames until `done` holds (workers report between frames).
-fn wait(h: &mut Harness<'static, App>, what: &str, done: impl Fn(&App) -> bool) {
-    let start = Instant::now();
-    loop {
-        h.step();
-        if done(h.state()) {
-            // A few more frames so that what arrived is also drawn.
-            h.run_steps(3);
-            return;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "timed out waiting for {what}; errors: {:?}",
-            h.state().errors
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-fn opened(h: &mut Harness<'static, App>) {
-    wait(h, "the project", |a| a.loading.is_none() && (a.project.is_some() || !a.errors.is_empty()));
-    assert!(h.state().errors.is_empty(), "{:?}", h.state().errors);
-    wait(h, "the totals", |a| a.totals_current());
-    // The selected layer's weight statistics (a spinner until they arrive).
-    wait(h, "the layer statistics", |a| a.layer_count() == 0 || a.stats.is_some());
 }
 
 /// Fills the analysis form as a user types it and presses Start.

@@ -2,8 +2,10 @@
 //! class name is on both axes of every matrix, the axes carry their titles, the difference
 //! matrix has its better/worse legend, and the hovered cell is reported by its full names.
 
+mod common;
+
+use common::ui::{harness_of, opened};
 use egui_kittest::kittest::Queryable;
-use egui_kittest::Harness;
 use prunescope::eval::compare::{Comparison, ModelReport};
 use prunescope::eval::ClassReport;
 use prunescope::gui::app::Tab;
@@ -11,9 +13,6 @@ use prunescope::gui::worker::CompareOutcome;
 use prunescope::gui::App;
 use prunescope::metrics::confusion::ConfusionMatrix;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
-
-const SIZE: egui::Vec2 = egui::Vec2::new(1280.0, 800.0);
 
 const NAMES: [&str; 20] = [
     "water activities",
@@ -37,24 +36,6 @@ const NAMES: [&str; 20] = [
     "winter activities",
     "religious activities",
 ];
-
-/// Steps frames until `done` holds (workers report between frames).
-fn wait(h: &mut Harness<'static, App>, what: &str, done: impl Fn(&App) -> bool) {
-    let start = Instant::now();
-    loop {
-        h.step();
-        if done(h.state()) {
-            h.run_steps(3);
-            return;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "timed out waiting for {what}; errors: {:?}",
-            h.state().errors
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
 
 /// A model whose confusion matrix (predicted × true, background last) has a strong diagonal,
 /// a few confusions, false detections and misses; `pruned` loses some of each class's correct
@@ -123,15 +104,9 @@ fn comparison() -> Comparison {
 
 #[test]
 fn a_20_class_confusion_matrix_shows_full_names_and_axis_titles() {
-    let app = App::new(None, None, None);
-    let mut h = Harness::builder()
-        .with_size(SIZE)
-        .with_context_setup(prunescope::gui::setup_context)
-        .build_ui_state(|ui, app: &mut App| app.frame(ui), app);
+    let mut h = harness_of(App::new(None, None, None));
     // The bundled sample opens first; let it settle so that nothing arrives mid-snapshot.
-    wait(&mut h, "the project", |a| a.loading.is_none() && (a.project.is_some() || !a.errors.is_empty()));
-    wait(&mut h, "the totals", |a| a.project.is_none() || a.totals_current());
-    wait(&mut h, "the layer statistics", |a| a.layer_count() == 0 || a.stats.is_some());
+    opened(&mut h);
     {
         let app = h.state_mut();
         app.compare.outcome = Some(CompareOutcome {

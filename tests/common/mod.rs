@@ -2,6 +2,8 @@
 #![allow(dead_code)]
 
 pub mod fuzz;
+#[cfg(feature = "gui")]
+pub mod ui;
 
 use std::path::PathBuf;
 
