@@ -234,9 +234,16 @@ fn write_one(path: &Path, name: &str, t: &Tensor) {
     std::fs::write(path, safetensors::serialize([(name, view)], None).unwrap()).unwrap();
 }
 
-fn forward_cli(args: &[&str]) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_prunescope")).arg("forward").args(args).output().unwrap();
-    assert!(out.status.success(), "forward {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+/// `prunescope forward MODEL_ARGS --input INPUT --out OUT --all-nodes`.
+fn forward_cli(model: &[&Path], input: &Path, out: &Path) {
+    let flags = if model.len() == 1 { &["--model"][..] } else { &["--cfg", "--weights"][..] };
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_prunescope"));
+    cmd.arg("forward");
+    for (flag, path) in flags.iter().zip(model) {
+        cmd.arg(flag).arg(path);
+    }
+    let out = cmd.arg("--input").arg(input).arg("--out").arg(out).arg("--all-nodes").output().unwrap();
+    assert!(out.status.success(), "forward {model:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// `prunescope forward` on an ONNX model and on a Darknet model gives the references' outputs.
@@ -247,15 +254,7 @@ fn forward_writes_what_the_references_compute() {
     // ONNX: one tensor in the file, whatever its name; every node output with --all-nodes.
     let io = read_tensors(&dir().join("mobilenet_v3_small-cls_io.safetensors"));
     write_one(&input, "x", &io["a.input"]);
-    forward_cli(&[
-        "--model",
-        dir().join("mobilenet_v3_small-cls.onnx").to_str().unwrap(),
-        "--input",
-        input.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--all-nodes",
-    ]);
+    forward_cli(&[&dir().join("mobilenet_v3_small-cls.onnx")], &input, &out);
     let got = read_tensors(&out);
     let d = max_abs(&got["logits"], &io["a.output.logits"]);
     assert!(d <= 1e-4, "logits differ by {d}");
@@ -268,17 +267,7 @@ fn forward_writes_what_the_references_compute() {
     let darknet = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/darknet");
     let io = read_tensors(&darknet.join("parity_io.safetensors"));
     write_one(&input, "input", &io["a.input"]);
-    forward_cli(&[
-        "--cfg",
-        darknet.join("parity.cfg").to_str().unwrap(),
-        "--weights",
-        darknet.join("parity.weights").to_str().unwrap(),
-        "--input",
-        input.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--all-nodes",
-    ]);
+    forward_cli(&[&darknet.join("parity.cfg"), &darknet.join("parity.weights")], &input, &out);
     let got = read_tensors(&out);
     let mut blocks = 0;
     for (key, want) in &io {
