@@ -16,12 +16,8 @@ use tch::{Kind, Tensor};
 const THREADS: i32 = 2;
 const SECONDS: f64 = 3.0;
 
-fn ours(model: &Net, batch: i64) -> f64 {
-    let mut shape = model.input_shape(None).unwrap();
-    shape[0] = batch;
-    let x = Tensor::rand(shape.as_slice(), (Kind::Float, tch::Device::Cpu));
-    let name = model.inputs[0].name.clone();
-    let run = || model.run(vec![(name.clone(), x.shallow_clone())], Keep::Outputs).unwrap();
+/// Images/s of `run` on batches of `batch`: 3 warm-up calls, then as many as fit in SECONDS.
+fn images_per_s(batch: i64, run: &dyn Fn()) -> f64 {
     for _ in 0..3 {
         run();
     }
@@ -30,7 +26,15 @@ fn ours(model: &Net, batch: i64) -> f64 {
         run();
         n += 1;
     }
-    (n as i64 * batch) as f64 / start.elapsed().as_secs_f64()
+    (n * batch) as f64 / start.elapsed().as_secs_f64()
+}
+
+fn ours(model: &Net, batch: i64) -> f64 {
+    let mut shape = model.input_shape(None).unwrap();
+    shape[0] = batch;
+    let x = Tensor::rand(shape.as_slice(), (Kind::Float, tch::Device::Cpu));
+    let name = model.inputs[0].name.clone();
+    images_per_s(batch, &|| drop(model.run(vec![(name.clone(), x.shallow_clone())], Keep::Outputs).unwrap()))
 }
 
 /// (batch, images/s) of onnxruntime, or why it could not be measured.
@@ -67,19 +71,8 @@ fn darknet_sample() {
     let forward = Darknet::new(&cfg, &graph, &weights, tch::Device::Cpu).unwrap();
     let ir = darknet::to_net(&cfg, &graph, &weights, &cfg_path).unwrap();
     let x = Tensor::rand([8, 3, cfg.height as i64, cfg.width as i64], (Kind::Float, tch::Device::Cpu));
-    let speed = |f: &dyn Fn()| {
-        for _ in 0..3 {
-            f();
-        }
-        let (mut n, start) = (0, Instant::now());
-        while start.elapsed().as_secs_f64() < SECONDS {
-            f();
-            n += 1;
-        }
-        (n * 8) as f64 / start.elapsed().as_secs_f64()
-    };
-    let a = speed(&|| drop(forward.forward(&x).unwrap()));
-    let b = speed(&|| drop(ir.run(vec![("input".into(), x.shallow_clone())], Keep::Outputs).unwrap()));
+    let a = images_per_s(8, &|| drop(forward.forward(&x).unwrap()));
+    let b = images_per_s(8, &|| drop(ir.run(vec![("input".into(), x.shallow_clone())], Keep::Outputs).unwrap()));
     println!(
         "darknet sample ({}x{}, batch 8): Darknet forward {a:.1}/s, the same model through the IR {b:.1}/s ({:.2}×)",
         cfg.width,
