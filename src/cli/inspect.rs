@@ -8,7 +8,7 @@ use crate::sensitivity::DEFAULT_SPARSITIES;
 use anyhow::Context;
 use serde::Serialize;
 use std::path::PathBuf;
-use tch::{Device, Tensor};
+use tch::Device;
 
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("source").required(true).args(["model", "cfg"])))]
@@ -371,9 +371,6 @@ fn run_onnx(args: &Args, path: &std::path::Path) -> anyhow::Result<()> {
     let model = crate::model::onnx::read(path)?;
     let shape = model.input_shape(args.img_size.map(i64::from))?;
     let costs = model.costs(&shape)?;
-    let name = model.inputs[0].name.clone();
-    let x = Tensor::zeros(shape.as_slice(), (tch::Kind::Float, Device::Cpu));
-    let values = model.run(vec![(name, x)], crate::model::ir::exec::Keep::All)?;
     let nodes: Vec<OnnxRow> = model
         .nodes
         .iter()
@@ -383,7 +380,7 @@ fn run_onnx(args: &Args, path: &std::path::Path) -> anyhow::Result<()> {
             index,
             name: n.name.clone(),
             op: n.op.clone(),
-            output_shape: n.outputs.first().and_then(|o| values.get(o)).map(Tensor::size).unwrap_or_default(),
+            output_shape: c.output_shape.clone(),
             params: c.params,
             macs: c.macs,
             thop_macs: c.thop_macs,

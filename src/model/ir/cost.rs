@@ -21,11 +21,13 @@ use super::{Net, NetError};
 use tch::{Kind, Tensor};
 
 /// The cost of one node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct NodeCost {
     pub params: u64,
     pub macs: u64,
     pub thop_macs: u64,
+    /// The shape of the node's first output in the dry run.
+    pub output_shape: Vec<i64>,
 }
 
 impl Net {
@@ -59,6 +61,7 @@ impl Net {
                         params: weight(input(1)) + weight(input(2)),
                         macs: n * per_output + if bias { n } else { 0 },
                         thop_macs: n * per_output,
+                        ..Default::default()
                     }
                 }
                 "Gemm" => {
@@ -70,6 +73,7 @@ impl Net {
                         params: weight(input(1)) + weight(input(2)),
                         macs: numel(&x) * cols + if bias { cols } else { 0 },
                         thop_macs: n * k,
+                        ..Default::default()
                     }
                 }
                 "MatMul" => {
@@ -79,6 +83,7 @@ impl Net {
                         params: weight(input(0)) + weight(input(1)),
                         macs: numel(&x) * k,
                         thop_macs: numel(&x) * k,
+                        ..Default::default()
                     }
                 }
                 "BatchNormalization" => NodeCost { macs: 2 * n, ..Default::default() },
@@ -91,7 +96,7 @@ impl Net {
                 "Resize" | "Upsample" => NodeCost { macs: n, ..Default::default() },
                 _ => NodeCost::default(),
             };
-            out.push(cost);
+            out.push(NodeCost { output_shape: y, ..cost });
         }
         Ok(out)
     }
