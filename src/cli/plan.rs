@@ -1,7 +1,8 @@
 //! `prunescope suggest` (a plan from a finished run), `prunescope export-plan` (CSV,
 //! Torch-Pruning, NNI) and `prunescope prune` (apply a plan to a checkpoint).
 
-use crate::plan::{self, ExportFormat, Plan, PlanModel, Rule};
+use crate::model::{Model, ModelFiles};
+use crate::plan::{self, ExportFormat, Plan, Rule};
 use crate::plan::{Budget, Resource};
 use crate::sensitivity::{store, Metric};
 use std::path::PathBuf;
@@ -64,7 +65,7 @@ pub fn run_suggest(a: &SuggestArgs) -> anyhow::Result<()> {
     crate::fsio::refuse_input_as_output(&a.out, &inputs)?;
     let run = store::read(&a.run)?;
     let (cfg, weights) = store::model_files(&run, &a.run, a.cfg.as_deref(), a.weights.as_deref())?;
-    let model = PlanModel::load(&cfg, &weights, Some(run.header.eval.img_size))?;
+    let model = Model::open(&ModelFiles::Darknet { cfg, weights }, Some(run.header.eval.img_size))?;
     let rule = match (&a.budget, &a.target) {
         (Some(b), None) => Rule::PerLayer(*b),
         (None, Some(t)) => Rule::Global { resource: a.resource, fraction: percent(t)? },
@@ -147,7 +148,8 @@ pub struct PruneArgs {
 pub fn run_prune(a: &PruneArgs) -> anyhow::Result<()> {
     crate::fsio::refuse_input_as_output(&a.out, &[("--weights", &a.weights), ("--cfg", &a.cfg), ("--plan", &a.plan)])?;
     let p = Plan::read(&a.plan)?;
-    let model = PlanModel::load(&a.cfg, &a.weights, Some(p.img_size))?;
+    let files = ModelFiles::Darknet { cfg: a.cfg.clone(), weights: a.weights.clone() };
+    let model = Model::open(&files, Some(p.img_size))?;
     p.check(&model).map_err(|e| e.in_file(&a.plan))?;
     let (counts, nonzero) = p.prune_into(&model, &a.out)?;
     for (layer, c) in &counts {

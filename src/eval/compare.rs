@@ -3,11 +3,11 @@
 //! deflate-compressed size, mAP, P/R, per-class AP, confusion matrices, latency, and the
 //! per-layer parameter table. `report::compare` writes it as report.json, report.md and PNGs.
 
-use super::{self as eval, ClassReport, EvalConfig};
+use super::{self as eval, ClassReport, EvalConfig, NetPredictor, Predictor};
 use crate::data::{DetectionDataset, OnBad, OpenOptions};
 use crate::metrics::confusion::ConfusionMatrix;
 use crate::model::effective;
-use crate::model::{parse_device, Cfg, Darknet, Graph, Layout, Weights};
+use crate::model::{parse_device, Model, ModelFiles};
 use serde::Serialize;
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -81,9 +81,7 @@ pub enum CompareError {
     #[error("nothing to compare: give at least one checkpoint")]
     Nothing,
     #[error(transparent)]
-    Cfg(#[from] crate::model::CfgError),
-    #[error(transparent)]
-    Weights(#[from] crate::model::WeightsError),
+    Model(#[from] crate::model::ModelError),
     #[error(transparent)]
     Forward(#[from] crate::model::ForwardError),
     #[error(transparent)]
@@ -145,38 +143,37 @@ pub fn compare(
     if models.is_empty() {
         return Err(CompareError::Nothing);
     }
-    let cfg = Cfg::from_file(&c.cfg)?;
-    let size = c.img_size.unwrap_or(cfg.width as u32);
-    let graph = Graph::build(&cfg, 1, size as usize, size as usize)?;
-    let layout = Layout::of(&cfg, &graph);
     let device = parse_device(&c.device).map_err(CompareError::Device)?;
-    let opts = OpenOptions { classes: Some(cfg.classes()), on_bad: OnBad::Skip, limit: c.limit, ..Default::default() };
+    let files = |weights: &PathBuf| ModelFiles::Darknet { cfg: c.cfg.clone(), weights: weights.clone() };
+    let first = Model::open(&files(&models[0].1), c.img_size)?;
+    let size = first.img_size;
+    let opts = OpenOptions { classes: Some(first.classes()), on_bad: OnBad::Skip, limit: c.limit, ..Default::default() };
     let ds = DetectionDataset::open_with(&c.data, opts)?;
     let ecfg = EvalConfig { img_size: size, ..Default::default() };
-    let dense = effective::dense(&graph);
     let mut out = Vec::new();
     for (m, (label, path)) in models.iter().enumerate() {
-        let weights = Weights::load(path, &layout)?;
+        let model = if m == 0 { first.clone() } else { Model::open(&files(path), Some(size))? };
+        let weights = &model.weights;
         let bytes = std::fs::read(path).map_err(|source| CompareError::Read { path: path.clone(), source })?;
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let compressed =
             compressed_size(&name, &bytes).map_err(|source| CompareError::Compress { path: path.clone(), source })?;
-        let eff = effective::effective(&cfg, &graph, &layout, &weights);
+        let eff = effective::effective(&model, weights);
         let mut layers = Vec::new();
-        for keys in &layout.convs {
+        for (k, layer) in model.layers.iter().enumerate() {
             let nz = weights
-                .of_layer(keys)
+                .of_layer(&layer.keys)
                 .map_err(|source| CompareError::Layer { path: path.clone(), source })?
                 .count_nonzero() as u64;
             layers.push(LayerRow {
-                layer: format!("conv_{}", keys.block),
-                params: dense[keys.block].params,
+                layer: layer.name.clone(),
+                params: layer.params,
                 nonzero: nz,
-                effective_params: eff.blocks[keys.block].params,
-                effective_macs: eff.blocks[keys.block].macs,
+                effective_params: eff.layers[k].params,
+                effective_macs: eff.layers[k].macs,
             });
         }
-        let net = Darknet::new(&cfg, &graph, &weights, device)?;
+        let net = NetPredictor::new(&model, weights, device)?;
         let report = eval::evaluate(&net, &ds, &ecfg, &mut |d, t| {
             progress(m, d, t);
             true
@@ -189,10 +186,10 @@ pub fn compare(
             file_bytes: bytes.len() as u64,
             compressed_bytes: compressed,
             compression_ratio: bytes.len() as f64 / compressed.max(1) as f64,
-            params: graph.total_params(),
+            params: model.params,
             nonzero_params: weights.count_nonzero() as u64,
             effective_params: total.params,
-            macs: graph.total_macs(),
+            macs: model.macs,
             effective_macs: total.macs,
             map50: report.map50,
             map: report.map,
@@ -216,7 +213,7 @@ pub fn compare(
     })
 }
 
-fn latency(net: &Darknet, size: u32, device: tch::Device, runs: usize) -> Result<f64, CompareError> {
+fn latency(net: &NetPredictor, size: u32, device: tch::Device, runs: usize) -> Result<f64, CompareError> {
     let x = tch::Tensor::zeros([1, 3, size as i64, size as i64], (tch::Kind::Float, device));
     let sync = || {
         if let tch::Device::Cuda(i) = device {
@@ -225,13 +222,13 @@ fn latency(net: &Darknet, size: u32, device: tch::Device, runs: usize) -> Result
     };
     let _guard = tch::no_grad_guard();
     for _ in 0..3 {
-        let _ = net.forward(&x)?;
+        let _ = net.predict(&x)?;
     }
     sync();
     let mut times = Vec::with_capacity(runs);
     for _ in 0..runs {
         let t = Instant::now();
-        let _ = net.forward(&x)?;
+        let _ = net.predict(&x)?;
         sync();
         times.push(t.elapsed().as_secs_f64() * 1000.0);
     }

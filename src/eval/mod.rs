@@ -11,7 +11,9 @@ use crate::metrics::confusion::ConfusionMatrix;
 use crate::metrics::nms::{self, Det, NmsConfig};
 use crate::metrics::pr::{self, ClassPr};
 use crate::metrics::voc;
-use crate::model::{Darknet, ForwardError};
+use crate::model::ir::{exec::Keep, Net};
+use crate::model::task::Task;
+use crate::model::{Darknet, ForwardError, Model, ModelError, Weights};
 use serde::Serialize;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
@@ -30,6 +32,53 @@ impl Predictor for Darknet {
 
     fn device(&self) -> Device {
         Darknet::device(self)
+    }
+}
+
+/// A model's IR on one device, read through its task: what evaluations, comparisons and the
+/// sensitivity engine run (whatever the model's format).
+pub struct NetPredictor {
+    pub net: Net,
+    pub task: Task,
+    device: Device,
+}
+
+impl NetPredictor {
+    /// `model` with `weights` (its own, or a pruned copy) on `device`.
+    pub fn new(model: &Model, weights: &Weights, device: Device) -> Result<Self, ModelError> {
+        Ok(NetPredictor { net: model.net(weights, device)?, task: model.task.clone(), device })
+    }
+
+    /// YOLO rows `[N, rows, 5 + C]` of the net's first output: the Darknet heads' as they
+    /// are; an Ultralytics detector's `[N, 4 + C, A]` transposed, with objectness 1.
+    pub fn rows(&self, output: &Tensor) -> Result<Tensor, ForwardError> {
+        match &self.task {
+            Task::DarknetYolo { .. } => Ok(output.shallow_clone()),
+            Task::Detect { .. } => {
+                let d = self.task.detections(output).map_err(ForwardError::Task)?;
+                let ones = d.boxes.f_narrow(2, 0, 1)?.f_ones_like()?;
+                Ok(Tensor::f_cat(&[&d.boxes, &ones, &d.scores], 2)?)
+            }
+            other => Err(ForwardError::Task(format!("a {other:?} model has no detections to evaluate"))),
+        }
+    }
+
+    /// The net's first output for `batch`.
+    pub fn output(&self, batch: &Tensor) -> Result<Tensor, ForwardError> {
+        let input = self.net.inputs[0].name.clone();
+        let mut out = self.net.run(vec![(input, batch.shallow_clone())], Keep::Outputs)?;
+        let name = &self.net.outputs[0].name;
+        out.remove(name).ok_or_else(|| ForwardError::Task(format!("the model did not produce its output '{name}'")))
+    }
+}
+
+impl Predictor for NetPredictor {
+    fn predict(&self, batch: &Tensor) -> Result<Tensor, ForwardError> {
+        self.rows(&self.output(batch)?)
+    }
+
+    fn device(&self) -> Device {
+        self.device
     }
 }
 

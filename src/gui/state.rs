@@ -3,7 +3,8 @@
 
 use crate::model::effective::Cost;
 use crate::plan::{drop_of, RunRef};
-use crate::plan::{Curves, Origin, Plan, PlanLayer, PlanModel};
+use crate::model::{Model, ModelFiles};
+use crate::plan::{Curves, Origin, Plan, PlanLayer};
 pub use crate::project::ProjectPaths;
 use crate::sensitivity::{store, Metric, StoredRun};
 use std::path::Path;
@@ -14,6 +15,8 @@ use std::sync::Arc;
 pub struct LayerRow {
     pub name: String,
     pub block: usize,
+    /// Its position in the model's layers (and in the per-layer costs).
+    pub index: usize,
     /// Conv weight shape (out, in/groups, k, k).
     pub shape: Vec<usize>,
     pub params: u64,
@@ -25,12 +28,12 @@ pub struct LayerRow {
 /// An open project: the model, its run and curves, and the plan being edited.
 pub struct Project {
     pub paths: ProjectPaths,
-    pub model: Arc<PlanModel>,
+    pub model: Arc<Model>,
     pub layers: Vec<LayerRow>,
     pub run: Option<StoredRun>,
     pub curves: Option<Curves>,
     pub plan: Plan,
-    /// The effective cost per block after the plan, as the cost worker last gave it (the
+    /// The effective cost per layer after the plan, as the cost worker last gave it (the
     /// totals are in `plan.predicted`, current when `costed_generation` is).
     pub costs_after: Option<Vec<Cost>>,
     /// Bumped on every plan change; a prediction for an older generation is stale.
@@ -57,7 +60,8 @@ impl Project {
             None => None,
         };
         let img_size = run.as_ref().map(|r| r.header.eval.img_size);
-        let model = PlanModel::load(&paths.cfg, &paths.weights, img_size).map_err(|e| e.to_string())?;
+        let files = ModelFiles::Darknet { cfg: paths.cfg.clone(), weights: paths.weights.clone() };
+        let model = Model::open(&files, img_size).map_err(|e| e.to_string())?;
         if let (Some(r), Some(dir)) = (&run, &paths.run) {
             crate::plan::check_run(r, &model, dir).map_err(|e| e.to_string())?;
         }
@@ -72,22 +76,20 @@ impl Project {
 
     /// A project of a model already loaded and a run already read (not checked against
     /// each other: [`Project::load`] does that).
-    pub fn new(paths: ProjectPaths, model: Arc<PlanModel>, run: Option<StoredRun>) -> Result<Self, String> {
-        let total = model.graph.total_macs().max(1) as f64;
+    pub fn new(paths: ProjectPaths, model: Arc<Model>, run: Option<StoredRun>) -> Result<Self, String> {
+        let total = model.macs.max(1) as f64;
         let layers: Vec<LayerRow> = model
-            .layout
-            .convs
+            .layers
             .iter()
-            .map(|k| {
-                let node = &model.graph.nodes[k.block];
-                LayerRow {
-                    name: format!("conv_{}", k.block),
-                    block: k.block,
-                    shape: model.weights.tensors.get(&k.weight).map(|t| t.shape.clone()).unwrap_or_default(),
-                    params: node.params,
-                    macs: node.macs,
-                    macs_percent: 100.0 * node.macs as f64 / total,
-                }
+            .enumerate()
+            .map(|(index, l)| LayerRow {
+                name: l.name.clone(),
+                block: l.id,
+                index,
+                shape: l.weight_shape.clone(),
+                params: l.params,
+                macs: l.macs,
+                macs_percent: 100.0 * l.macs as f64 / total,
             })
             .collect();
         let curves = match &run {

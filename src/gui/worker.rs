@@ -5,7 +5,8 @@ use super::state::{Project, ProjectPaths};
 use crate::eval::compare::{self, CompareConfig, Comparison};
 use crate::model::effective::Cost;
 use crate::plan::PlanCoster;
-use crate::plan::{Curves, Plan, PlanModel, Prediction, Rule};
+use crate::model::Model;
+use crate::plan::{Curves, Plan, Prediction, Rule};
 use crate::prune::stats::LayerStats;
 use crate::prune::Method;
 use crate::sensitivity::{self, AnalysisConfig, Event};
@@ -141,7 +142,7 @@ impl Bridge {
     }
 
     /// Starts the cost worker of a newly opened project (the previous one ends with its channel).
-    pub fn start_cost_worker(&mut self, model: Arc<PlanModel>, method: Method) {
+    pub fn start_cost_worker(&mut self, model: Arc<Model>, method: Method) {
         let (tx, rx) = crossbeam_channel::unbounded::<CostRequest>();
         self.cost_tx = Some(tx);
         self.spawn(Job::PlanCost, move |n| {
@@ -152,7 +153,7 @@ impl Bridge {
                     req = newer;
                 }
                 let (prediction, after) = coster.predict(&model, &req.plan, req.curves.as_ref());
-                n.send(Msg::Cost { generation: req.generation, prediction, after: after.blocks });
+                n.send(Msg::Cost { generation: req.generation, prediction, after: after.layers });
             }
         });
     }
@@ -231,7 +232,7 @@ pub struct CompareJob {
 }
 
 fn prune_and_compare(
-    model: &PlanModel,
+    model: &Model,
     paths: &ProjectPaths,
     plan: &Plan,
     job: &CompareJob,
@@ -287,9 +288,9 @@ fn compare_in(
     .map_err(|e| e.to_string())
 }
 
-fn layer_stats(model: &PlanModel, block: usize) -> Result<LayerStats, String> {
-    let keys = model.layout.conv(block).ok_or_else(|| format!("conv_{block}: no convolution in the model"))?;
-    LayerStats::of(&model.weights, keys, 60).map_err(|e| e.to_string())
+fn layer_stats(model: &Model, block: usize) -> Result<LayerStats, String> {
+    let layer = model.layer_by_id(block).ok_or_else(|| format!("block {block}: no prunable layer in the model"))?;
+    LayerStats::of(&model.weights, &layer.keys, 60).map_err(|e| e.to_string())
 }
 
 /// A working folder for GUI jobs, under the user's cache.

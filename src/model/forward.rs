@@ -22,6 +22,12 @@ pub enum ForwardError {
     Weights(#[source] LayoutError),
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
+    /// The IR executor.
+    #[error("{0}")]
+    Net(#[from] super::ir::NetError),
+    /// Output the task cannot read.
+    #[error("{0}")]
+    Task(String),
 }
 
 /// A `--device` value that names no device of this machine; `value` is what was given.

@@ -8,15 +8,15 @@ pub mod suggest;
 pub use suggest::{Budget, Curves, LayerCurve, Resource};
 
 use crate::model::effective::{ConvCounts, EffectiveCost, ModelCounts};
-use crate::model::{Cfg, Graph, Layout, Weights, WeightsFormat};
-use crate::provenance::{DatasetRef, FileRef, ModelRef};
+use crate::model::{Model, Weights};
+use crate::provenance::{DatasetRef, ModelRef};
 use crate::prune::{prune_layer, Method, PruneCount};
 use crate::sensitivity::store;
 use crate::sensitivity::{Metric, StoredRun};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use suggest::{block_of, Level};
+use suggest::Level;
 
 pub const PLAN_FORMAT: &str = "prunescope.plan/1";
 
@@ -98,9 +98,7 @@ pub struct Plan {
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
     #[error("{0}")]
-    Cfg(#[from] crate::model::CfgError),
-    #[error("{0}")]
-    Weights(#[from] crate::model::WeightsError),
+    Model(#[from] crate::model::ModelError),
     #[error("{0}")]
     Store(#[from] store::StoreError),
     #[error("{0}")]
@@ -147,9 +145,9 @@ pub enum PlanError {
     /// `layers[index]` of a plan has a sparsity outside [0, 1).
     #[error("layers[{index}] ({layer}): sparsity {sparsity} is outside [0, 1)")]
     LayerSparsity { index: usize, layer: String, sparsity: f64 },
-    /// `layers[index]` of a plan is named after another block than its own.
-    #[error("layers[{index}]: name `{layer}` does not match block {block}: expected conv_{block}")]
-    LayerName { index: usize, layer: String, block: usize },
+    /// `layers[index]` of a plan names a layer the model has under another index.
+    #[error("layers[{index}]: name `{layer}` does not match block {block}: the model calls block {block} `{expected}`")]
+    LayerName { index: usize, layer: String, block: usize, expected: String },
     /// `layers[index]` of a plan repeats an earlier layer.
     #[error("layers[{index}]: {layer} appears twice")]
     LayerTwice { index: usize, layer: String },
@@ -161,14 +159,14 @@ pub enum PlanError {
         if what.ends_with("weights") { ": suggest a new plan for these weights" } else { "" }
     )]
     OtherModel { what: &'static str, plan: PathBuf, plan_sha256: String, model: PathBuf, model_sha256: String },
-    /// A plan layer at a block that is no convolution of the model's cfg.
-    #[error("unknown layer {layer}: {cfg} has no convolution at block {block}")]
-    UnknownLayer { layer: String, cfg: String, block: usize },
+    /// A plan layer at a block that is no prunable layer of the model.
+    #[error("unknown layer {layer}: {model} has no prunable layer at block {block} (it has {layers})")]
+    UnknownLayer { layer: String, model: String, block: usize, layers: String },
     /// A sparsity set by hand outside [0, 1).
     #[error("sparsity {sparsity} is outside [0, 1)")]
     Sparsity { sparsity: f64 },
     /// A layer set by hand that the plan does not list.
-    #[error("conv_{block} is not in the plan")]
+    #[error("block {block} is not in the plan")]
     NotInPlan { block: usize },
     /// A run without a baseline has no curves.
     #[error("the run has no baseline yet: it has not started")]
@@ -230,51 +228,17 @@ fn parent_dir(file: &Path) -> &Path {
     }
 }
 
-/// A model loaded for planning: cfg, graph at the plan's size, layout, weights and hashes.
-#[derive(Debug, Clone)]
-pub struct PlanModel {
-    pub cfg: Cfg,
-    pub graph: Graph,
-    pub layout: Layout,
-    pub weights: Weights,
-    pub reference: ModelRef,
-    pub img_size: u32,
-}
-
-impl PlanModel {
-    /// Loads cfg and weights; `img_size` defaults to the cfg's width.
-    pub fn load(cfg_path: &Path, weights_path: &Path, img_size: Option<u32>) -> Result<Self, PlanError> {
-        let cfg = Cfg::from_file(cfg_path)?;
-        let size = img_size.unwrap_or(cfg.width as u32) as usize;
-        let graph = Graph::build(&cfg, 1, size, size)?;
-        let layout = Layout::of(&cfg, &graph);
-        let weights = Weights::load(weights_path, &layout)?;
-        let hash = |p: &Path| store::file_sha256(p);
-        // Absolute, so that a plan made here names the same files wherever it is saved.
-        let abs = crate::provenance::absolute;
-        let reference = ModelRef {
-            cfg: FileRef { path: abs(cfg_path), sha256: hash(cfg_path)? },
-            weights: FileRef { path: abs(weights_path), sha256: hash(weights_path)? },
-        };
-        Ok(PlanModel { cfg, graph, layout, weights, reference, img_size: size as u32 })
-    }
-
-    fn conv_keys(&self, block: usize) -> Option<&crate::model::weights::ConvKeys> {
-        self.layout.conv(block)
-    }
-
-    /// Counts of convolution `block` pruned alone at `sparsity`.
-    fn pruned_counts(&self, block: usize, method: Method, sparsity: f64) -> Option<ConvCounts> {
-        let keys = self.conv_keys(block)?;
-        let mut w = self.weights.of_layer(keys).ok()?;
-        prune_layer(&mut w, keys, method, sparsity);
-        ConvCounts::of(&self.cfg, &w, keys)
-    }
+/// Counts of `model`'s layer `id` pruned alone at `sparsity`.
+fn pruned_counts(model: &Model, id: usize, method: Method, sparsity: f64) -> Option<ConvCounts> {
+    let layer = model.layer_by_id(id)?;
+    let mut w = model.weights.of_layer(&layer.keys).ok()?;
+    prune_layer(&mut w, &layer.keys, method, sparsity);
+    Some(ConvCounts::of(layer, &w))
 }
 
 impl Plan {
     /// An empty plan (every layer of `layers` at 0 %) for `model`.
-    pub fn new(model: &PlanModel, method: Method, metric: Metric, layers: &[usize]) -> Self {
+    pub fn new(model: &Model, method: Method, metric: Metric, layers: &[usize]) -> Self {
         Plan {
             format: PLAN_FORMAT.into(),
             model: model.reference.clone(),
@@ -285,9 +249,10 @@ impl Plan {
             rule: None,
             layers: layers
                 .iter()
-                .map(|&b| PlanLayer {
-                    layer: format!("conv_{b}"),
-                    block: b,
+                .filter_map(|&b| model.layer_by_id(b))
+                .map(|l| PlanLayer {
+                    layer: l.name.clone(),
+                    block: l.id,
                     sparsity: 0.0,
                     origin: Origin::Manual,
                     predicted_drop: Some(0.0),
@@ -335,15 +300,12 @@ impl Plan {
         }
     }
 
-    /// Sparsities in [0, 1), names of the form `conv_{block}`, no layer twice.
+    /// Sparsities in [0, 1), no layer twice.
     pub fn check_values(&self) -> Result<(), PlanError> {
         for (index, l) in self.layers.iter().enumerate() {
             let layer = || l.layer.clone();
             if !(l.sparsity >= 0.0 && l.sparsity < 1.0) {
                 return Err(PlanError::LayerSparsity { index, layer: layer(), sparsity: l.sparsity });
-            }
-            if block_of(&l.layer) != Some(l.block) {
-                return Err(PlanError::LayerName { index, layer: layer(), block: l.block });
             }
             if self.layers[..index].iter().any(|o| o.block == l.block) {
                 return Err(PlanError::LayerTwice { index, layer: layer() });
@@ -353,9 +315,9 @@ impl Plan {
     }
 
     /// Refuses a plan made for another model (content hashes) or naming layers the model
-    /// does not have as convolutions.
+    /// cannot prune (or under another index).
     /// The error names no file: callers say which plan it is ([`PlanError::in_file`]).
-    pub fn check(&self, model: &PlanModel) -> Result<(), PlanError> {
+    pub fn check(&self, model: &Model) -> Result<(), PlanError> {
         self.check_values()?;
         let short = |h: &str| h[..12.min(h.len())].to_string();
         let (mine, theirs) = (&self.model, &model.reference);
@@ -371,13 +333,25 @@ impl Plan {
                 });
             }
         }
-        for l in &self.layers {
-            if model.conv_keys(l.block).is_none() {
-                return Err(PlanError::UnknownLayer {
-                    layer: l.layer.clone(),
-                    cfg: model.cfg.source.clone(),
-                    block: l.block,
-                });
+        for (index, l) in self.layers.iter().enumerate() {
+            match model.layer_by_id(l.block) {
+                None => {
+                    return Err(PlanError::UnknownLayer {
+                        layer: l.layer.clone(),
+                        model: model.path().display().to_string(),
+                        block: l.block,
+                        layers: model.layer_summary(),
+                    })
+                }
+                Some(m) if m.name != l.layer => {
+                    return Err(PlanError::LayerName {
+                        index,
+                        layer: l.layer.clone(),
+                        block: l.block,
+                        expected: m.name.clone(),
+                    })
+                }
+                Some(_) => {}
             }
         }
         Ok(())
@@ -401,15 +375,14 @@ impl Plan {
     }
 
     /// Recomputes the prediction (exact effective cost, estimated metric).
-    pub fn refresh_prediction(&mut self, model: &PlanModel, curves: Option<&Curves>) {
+    pub fn refresh_prediction(&mut self, model: &Model, curves: Option<&Curves>) {
         for l in &mut self.layers {
             l.predicted_drop = drop_of(curves, &l.layer, l.sparsity);
         }
         let mut w = model.weights.clone();
-        self.apply(&mut w, &model.layout);
-        let before =
-            ModelCounts::of(&model.cfg, &model.layout, &model.weights).effective(&model.cfg, &model.graph, &[]);
-        let after = ModelCounts::of(&model.cfg, &model.layout, &w).effective(&model.cfg, &model.graph, &[]);
+        self.apply(&mut w, model);
+        let before = ModelCounts::of(model, &model.weights).effective(model, &[]);
+        let after = ModelCounts::of(model, &w).effective(model, &[]);
         let drop: f64 = self.layers.iter().filter_map(|l| l.predicted_drop).sum();
         let baseline = curves.map(|c| c.baseline);
         self.predicted = Prediction {
@@ -423,15 +396,15 @@ impl Plan {
         };
     }
 
-    /// Prunes `weights` in place, layer by layer in cfg order.
-    pub fn apply(&self, weights: &mut Weights, layout: &Layout) -> Vec<(String, PruneCount)> {
+    /// Prunes `weights` (the model's, or a copy) in place, layer by layer in plan order.
+    pub fn apply(&self, weights: &mut Weights, model: &Model) -> Vec<(String, PruneCount)> {
         let mut out = Vec::new();
         for l in &self.layers {
             if l.sparsity <= 0.0 {
                 continue;
             }
-            if let Some(keys) = layout.conv(l.block) {
-                out.push((l.layer.clone(), prune_layer(weights, keys, self.method, l.sparsity)));
+            if let Some(layer) = model.layer_by_id(l.block) {
+                out.push((l.layer.clone(), prune_layer(weights, &layer.keys, self.method, l.sparsity)));
             }
         }
         out
@@ -447,18 +420,15 @@ impl Plan {
         }
     }
 
-    /// Prunes a copy of `model`'s checkpoint with the plan and saves it to `out` (format by
-    /// extension, refused before any work); returns what each layer lost and the non-zero
+    /// Prunes a copy of `model`'s weights with the plan and saves the model to `out` (its
+    /// format checked before any work); returns what each layer lost and the non-zero
     /// parameters left.
-    pub fn prune_into(&self, model: &PlanModel, out: &Path) -> Result<(Vec<(String, PruneCount)>, usize), PlanError> {
-        WeightsFormat::from_path(out)?;
-        crate::fsio::refuse_input_as_output(
-            out,
-            &[("checkpoint", &model.reference.weights.path), ("cfg", &model.reference.cfg.path)],
-        )?;
+    pub fn prune_into(&self, model: &Model, out: &Path) -> Result<(Vec<(String, PruneCount)>, usize), PlanError> {
+        model.check_output(out)?;
+        crate::fsio::refuse_input_as_output(out, &model.inputs())?;
         let mut w = model.weights.clone();
-        let counts = self.apply(&mut w, &model.layout);
-        w.save(out, &model.layout)?;
+        let counts = self.apply(&mut w, model);
+        model.save(&w, out)?;
         Ok((counts, w.count_nonzero()))
     }
 
@@ -469,7 +439,7 @@ impl Plan {
             let origin =
                 serde_json::to_value(l.origin).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
             let drop = l.predicted_drop.map(|d| d.to_string()).unwrap_or_default();
-            let _ = writeln!(s, "{},{},{},{origin},{drop}", l.layer, module_name(l.block), l.sparsity);
+            let _ = writeln!(s, "{},{},{},{origin},{drop}", l.layer, module_name(&l.layer), l.sparsity);
         }
         s
     }
@@ -478,7 +448,7 @@ impl Plan {
     /// up with `model.get_submodule(name)`), with the importance the plan was made with.
     pub fn to_torch_pruning(&self) -> serde_json::Value {
         let ratios: serde_json::Map<String, serde_json::Value> =
-            self.pruned().map(|l| (module_name(l.block), l.sparsity.into())).collect();
+            self.pruned().map(|l| (module_name(&l.layer), l.sparsity.into())).collect();
         serde_json::json!({
             "pruning_ratio_dict": ratios,
             "importance": match self.method { Method::L1 | Method::L1Filter => "MagnitudeImportance(p=1)", Method::L2Filter => "MagnitudeImportance(p=2)" },
@@ -495,7 +465,7 @@ impl Plan {
             .pruned()
             .map(|l| {
                 let mut e = serde_json::json!({
-                    "op_names": [module_name(l.block)],
+                    "op_names": [module_name(&l.layer)],
                     "op_types": ["Conv2d"],
                     "sparse_ratio": l.sparsity,
                 });
@@ -535,9 +505,29 @@ impl crate::quantity::Named for ExportFormat {
     }
 }
 
-/// PyTorch-YOLOv3's module name of convolution `block`.
-pub fn module_name(block: usize) -> String {
-    format!("module_list.{block}.conv_{block}")
+/// The PyTorch module a layer came from: PyTorch-YOLOv3's `module_list.{i}.conv_{i}` for a
+/// Darknet `conv_{i}`; for an ONNX node torch named by its scope
+/// (`/model.22/cv2.0/cv2.0.0/conv/Conv`) the module path `model.22.cv2.0.0.conv` (a scope
+/// that extends the one before it, `cv2.0` → `cv2.0.0`, replaces it); any other name as is.
+pub fn module_name(layer: &str) -> String {
+    if let Some(i) = suggest::block_of(layer) {
+        return format!("module_list.{i}.conv_{i}");
+    }
+    let Some(scope) = layer.strip_prefix('/') else { return layer.to_string() };
+    let mut parts: Vec<&str> = scope.split('/').collect();
+    parts.pop(); // the operator ("Conv")
+    let mut path: Vec<&str> = Vec::new();
+    for p in parts {
+        match path.last_mut() {
+            Some(last) if p.starts_with(&format!("{last}.")) => *last = p,
+            _ => path.push(p),
+        }
+    }
+    if path.is_empty() {
+        layer.to_string()
+    } else {
+        path.join(".")
+    }
 }
 
 /// The drop `curves` predict for `layer` at `s` (0 for an unpruned layer they do not cover).
@@ -578,7 +568,7 @@ impl std::fmt::Display for Rule {
 }
 
 /// Checks that `run` was made on `model` (same cfg and weights content).
-pub fn check_run(run: &StoredRun, model: &PlanModel, run_dir: &Path) -> Result<(), PlanError> {
+pub fn check_run(run: &StoredRun, model: &Model, run_dir: &Path) -> Result<(), PlanError> {
     let h = &run.header.model;
     if h.cfg.sha256 != model.reference.cfg.sha256 || h.weights.sha256 != model.reference.weights.sha256 {
         return Err(PlanError::RunMismatch {
@@ -615,7 +605,7 @@ fn check_finished(run: &StoredRun, run_dir: &Path) -> Result<(), PlanError> {
 pub fn suggest(
     run: &StoredRun,
     run_dir: &Path,
-    model: &PlanModel,
+    model: &Model,
     rule: &Rule,
     metric: Metric,
     frozen: &[String],
@@ -666,7 +656,7 @@ pub fn suggest(
 
 fn global(
     curves: &Curves,
-    model: &PlanModel,
+    model: &Model,
     method: Method,
     resource: Resource,
     fraction: f64,
@@ -675,21 +665,20 @@ fn global(
     if !(fraction > 0.0 && fraction < 1.0) {
         return Err(PlanError::Target { percent: fraction * 100.0 });
     }
-    let counts = ModelCounts::of(&model.cfg, &model.layout, &model.weights);
+    let counts = ModelCounts::of(model, &model.weights);
     let pick = |c: crate::model::effective::Cost| match resource {
         Resource::Macs => c.macs,
         Resource::Params => c.params,
     };
-    let base = pick(counts.effective(&model.cfg, &model.graph, &[]).total());
+    let base = pick(counts.effective(model, &[]).total());
     let mut items: Vec<Vec<Level>> = Vec::new();
     for (i, layer) in curves.layers.iter().enumerate() {
         let mut levels = vec![Level { sparsity: 0.0, removed: 0, loss: 0.0 }];
         if !is_frozen(&layer.layer) {
             for &(s, _) in layer.points.iter().skip(1) {
-                let pruned = model
-                    .pruned_counts(layer.block, method, s)
+                let pruned = pruned_counts(model, layer.block, method, s)
                     .ok_or_else(|| PlanError::NotConv { layer: layer.layer.clone() })?;
-                let after = pick(counts.effective(&model.cfg, &model.graph, &[(layer.block, &pruned)]).total());
+                let after = pick(counts.effective(model, &[(layer.block, &pruned)]).total());
                 let loss = curves.drop_at(i, s).unwrap_or(f64::INFINITY);
                 levels.push(Level { sparsity: s, removed: base.saturating_sub(after), loss });
             }
@@ -714,13 +703,12 @@ fn global(
         let mut w = model.weights.clone();
         for (layer, &s) in curves.layers.iter().zip(&sparsities) {
             if s > 0.0 {
-                if let Some(keys) = model.conv_keys(layer.block) {
-                    prune_layer(&mut w, keys, method, s);
+                if let Some(l) = model.layer_by_id(layer.block) {
+                    prune_layer(&mut w, &l.keys, method, s);
                 }
             }
         }
-        let after =
-            pick(ModelCounts::of(&model.cfg, &model.layout, &w).effective(&model.cfg, &model.graph, &[]).total());
+        let after = pick(ModelCounts::of(model, &w).effective(model, &[]).total());
         let removed = base.saturating_sub(after);
         if removed >= goal {
             return Ok(sparsities);
@@ -743,18 +731,18 @@ pub struct PlanCoster {
 }
 
 impl PlanCoster {
-    pub fn new(model: &PlanModel, method: Method) -> Self {
-        let counts = ModelCounts::of(&model.cfg, &model.layout, &model.weights);
-        let before = counts.effective(&model.cfg, &model.graph, &[]);
+    pub fn new(model: &Model, method: Method) -> Self {
+        let counts = ModelCounts::of(model, &model.weights);
+        let before = counts.effective(model, &[]);
         PlanCoster { method, counts, before, pruned: Default::default() }
     }
 
     /// The prediction for `plan` and the effective cost per block after it.
-    pub fn predict(&mut self, model: &PlanModel, plan: &Plan, curves: Option<&Curves>) -> (Prediction, EffectiveCost) {
+    pub fn predict(&mut self, model: &Model, plan: &Plan, curves: Option<&Curves>) -> (Prediction, EffectiveCost) {
         for l in plan.layers.iter().filter(|l| l.sparsity > 0.0) {
             let key = (l.block, l.sparsity.to_bits());
             if !self.pruned.contains_key(&key) {
-                if let Some(c) = model.pruned_counts(l.block, self.method, l.sparsity) {
+                if let Some(c) = pruned_counts(model, l.block, self.method, l.sparsity) {
                     self.pruned.insert(key, c);
                 }
             }
@@ -765,7 +753,7 @@ impl PlanCoster {
             .filter(|l| l.sparsity > 0.0)
             .filter_map(|l| self.pruned.get(&(l.block, l.sparsity.to_bits())).map(|c| (l.block, c)))
             .collect();
-        let after = self.counts.effective(&model.cfg, &model.graph, &replace);
+        let after = self.counts.effective(model, &replace);
         let drop: f64 = plan.layers.iter().filter_map(|l| drop_of(curves, &l.layer, l.sparsity)).sum();
         let baseline = curves.map(|c| c.baseline);
         let (b, a) = (self.before.total(), after.total());

@@ -154,8 +154,12 @@ impl App {
             return;
         }
         self.bridge.spawn(Job::Export, move |n| {
-            let r = crate::model::Weights::load(&src, &model.layout)
-                .and_then(|w| w.save(&dest, &model.layout))
+            let pruned = model.files.with_weights(&src);
+            let r = crate::model::Model::open(&pruned, Some(model.img_size))
+                .and_then(|m| {
+                    m.check_output(&dest)?;
+                    m.save(&m.weights, &dest)
+                })
                 .map_err(|e| e.to_string());
             n.send(match r {
                 Ok(()) => Msg::Notice(format!("exported pruned checkpoint to {}", dest.display())),

@@ -62,7 +62,7 @@ pub fn show(app: &mut App, ui: &mut egui::Ui) {
             let dense = if params { r.params } else { r.macs } as f64;
             let left = after
                 .as_ref()
-                .and_then(|a| a.get(r.block))
+                .and_then(|a| a.get(r.index))
                 .map(|c| if params { c.params } else { c.macs } as f64)
                 .unwrap_or(dense)
                 .min(dense);

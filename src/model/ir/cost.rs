@@ -1,6 +1,7 @@
 //! Parameters and MACs per node of an ONNX graph, from the shapes of one dry run at batch 1.
 //!
-//! Parameters: the weight and bias initializers of Conv, Gemm and MatMul nodes, counted at
+//! Parameters: the weight and bias initializers of Conv, Gemm and MatMul nodes (and the
+//! scale and shift of a BatchNormalization that was not folded into its Conv), counted at
 //! every node that uses them (a bias shared by three convolutions counts three times, as
 //! PyTorch counts the modules it came from). Other initializers (anchors, strides, shape,
 //! split and scale constants) are not parameters.
@@ -86,7 +87,10 @@ impl Net {
                         ..Default::default()
                     }
                 }
-                "BatchNormalization" => NodeCost { macs: 2 * n, ..Default::default() },
+                // Scale and shift are parameters (an unfolded BN: Darknet's, a training export's).
+                "BatchNormalization" => {
+                    NodeCost { params: weight(input(1)) + weight(input(2)), macs: 2 * n, ..Default::default() }
+                }
                 "Relu" | "LeakyRelu" | "Clip" => NodeCost { macs: n, ..Default::default() },
                 "MaxPool" | "AveragePool" | "ReduceMean" => NodeCost { macs: numel(&x), ..Default::default() },
                 "GlobalAveragePool" => {
