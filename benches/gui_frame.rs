@@ -8,9 +8,8 @@
 //! `cargo bench --bench gui_frame [-- --frames N]`
 
 use prunescope::gui::{App, Project, ProjectPaths};
-use prunescope::model::{Cfg, Graph, Layout, Weights};
-use prunescope::plan::PlanModel;
-use prunescope::provenance::{DatasetRef, FileRef, ModelRef};
+use prunescope::model::{Cfg, Graph, Layout, Model, ModelFiles, Weights};
+use prunescope::provenance::DatasetRef;
 use prunescope::prune::Method;
 use prunescope::sensitivity::store::{EvalSettings, RunHeader, RUN_FORMAT};
 use prunescope::sensitivity::{AnalysisConfig, Metric, Metrics, PointRecord, StoredRun, DEFAULT_SPARSITIES};
@@ -31,18 +30,15 @@ fn thread_cpu_seconds() -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-fn synthetic_project() -> Project {
+fn synthetic_project(dir: &Path) -> Project {
     let cfg = Cfg::from_file(Path::new(CFG)).expect("YOLOv3 cfg from tests/fixtures");
     let graph = Graph::build(&cfg, 1, 416, 416).unwrap();
     let layout = Layout::of(&cfg, &graph);
-    let weights = Weights::initialize(&layout, 7);
-    let reference = ModelRef {
-        cfg: FileRef { path: PathBuf::from(CFG), sha256: "0".repeat(64) },
-        weights: FileRef { path: PathBuf::from("synthetic.safetensors"), sha256: "1".repeat(64) },
-    };
-    let model = PlanModel { cfg, graph, layout, weights, reference: reference.clone(), img_size: 416 };
-    let layers: Vec<(String, usize)> =
-        model.layout.convs.iter().map(|k| (format!("conv_{}", k.block), k.block)).collect();
+    let weights_path = dir.join("synthetic.safetensors");
+    Weights::initialize(&layout, 7).save(&weights_path, &layout).unwrap();
+    let model = Model::open(&ModelFiles::Darknet { cfg: PathBuf::from(CFG), weights: weights_path }, Some(416)).unwrap();
+    let reference = model.reference.clone();
+    let layers: Vec<(String, usize)> = model.layers.iter().map(|l| (l.name.clone(), l.id)).collect();
     assert_eq!(layers.len(), 75);
     let baseline = 0.55;
     let mut points = Vec::new();
@@ -81,7 +77,7 @@ fn synthetic_project() -> Project {
         points,
         torn_lines: Vec::new(),
     };
-    let paths = ProjectPaths { cfg: PathBuf::from(CFG), weights: "synthetic.safetensors".into(), ..Default::default() };
+    let paths = ProjectPaths { cfg: PathBuf::from(CFG), weights: dir.join("synthetic.safetensors"), ..Default::default() };
     Project::new(paths, Arc::new(model), Some(run)).unwrap()
 }
 
@@ -152,8 +148,9 @@ fn main() {
         app.poll();
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
+    let dir = tempfile::tempdir().unwrap();
     let t = Instant::now();
-    app.loaded(synthetic_project());
+    app.loaded(synthetic_project(dir.path()));
     println!("synthetic YOLOv3 project: 75 layers × 10 points, loaded in {:.2} s", t.elapsed().as_secs_f64());
     // Warm up: fonts, the first totals.
     let window = egui::vec2(1600.0, 1000.0);

@@ -8,11 +8,10 @@
 //! Arguments: `--images N` (default: all 300), `--method l1|l1-filter|l2-filter`.
 
 use prunescope::data::{DetectionDataset, OnBad, OpenOptions};
-use prunescope::eval::{self, EvalConfig};
-use prunescope::model::{Cfg, Darknet, Graph, Layout, Source, Weights};
+use prunescope::eval::{self, EvalConfig, NetPredictor};
+use prunescope::model::{Model, ModelFiles};
 use prunescope::prune::{self, Method};
 use prunescope::sensitivity::{self, store, AnalysisConfig};
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
@@ -43,14 +42,13 @@ fn main() {
         workers: 1,
         ..Default::default()
     };
-    let cfg = Cfg::from_file(&config.cfg).unwrap();
-    let size = cfg.width as u32;
-    let graph = Graph::build(&cfg, 1, size as usize, size as usize).unwrap();
-    let layout = Layout::of(&cfg, &graph);
-    let weights = Weights::load(&config.weights, &layout).unwrap();
+    let files = ModelFiles::Darknet { cfg: config.cfg.clone(), weights: config.weights.clone() };
+    let model = Model::open(&files, None).unwrap();
+    let size = model.img_size;
+    let weights = &model.weights;
     let opts = OpenOptions { on_bad: OnBad::Error, limit: images, ..Default::default() };
     let ds = DetectionDataset::open_with(&config.data, opts).unwrap();
-    let layers = sensitivity::select_layers(&cfg, &[], false).unwrap();
+    let layers = sensitivity::select_layers(&model, &[], false).unwrap();
     let n_points = layers.len() * config.sparsities.len();
     println!(
         "sample model {} ({} layers × {} sparsities = {n_points} points, {method}), {} images, {threads} threads, one worker",
@@ -77,21 +75,21 @@ fn main() {
     let (mut fwd, mut nms, mut met, mut dec) = (0.0, 0.0, 0.0, 0.0);
     let mut mismatches = 0;
     let mut worst: f64 = 0.0;
-    let base_net = Darknet::new(&cfg, &graph, &weights, Device::Cpu).unwrap();
+    let base_net = NetPredictor::new(&model, weights, Device::Cpu).unwrap();
     let base = eval::evaluate(&base_net, &ds, &ecfg, &mut |_, _| true).unwrap();
     drop(base_net);
     for &l in &layers {
-        let keys = layout.convs.iter().find(|k| k.block == l).unwrap();
+        let layer = &model.layers[l];
         for &s in &config.sparsities {
             let mut w = weights.clone();
-            prune::prune_layer(&mut w, keys, method, s);
-            let net = Darknet::new(&cfg, &graph, &w, Device::Cpu).unwrap();
+            prune::prune_layer(&mut w, &layer.keys, method, s);
+            let net = NetPredictor::new(&model, &w, Device::Cpu).unwrap();
             let r = eval::evaluate(&net, &ds, &ecfg, &mut |_, _| true).unwrap();
             fwd += r.timing.forward_s;
             nms += r.timing.postprocess_s;
             met += r.timing.metrics_s;
             dec += r.timing.decode_wait_s;
-            let p = run.points.iter().find(|p| p.block == l && p.sparsity == s).unwrap();
+            let p = run.points.iter().find(|p| p.layer == layer.name && p.sparsity == s).unwrap();
             let d = [
                 (p.metrics.map50 - r.map50).abs(),
                 (p.metrics.map - r.map).abs(),
@@ -110,7 +108,7 @@ fn main() {
     let baseline_equal = run.baseline.unwrap().0.map50 == base.map50;
 
     // The bare forward: MACs/s of the unpruned model over the decoded images, batch 8.
-    let net = Darknet::new(&cfg, &graph, &weights, Device::Cpu).unwrap();
+    let net = NetPredictor::new(&model, weights, Device::Cpu).unwrap();
     let mut batches = Vec::new();
     for chunk in ds.samples.chunks(config.batch) {
         let mut flat = Vec::new();
@@ -121,16 +119,15 @@ fn main() {
         }
         batches.push(Tensor::from_slice(&flat).view([chunk.len() as i64, 3, size as i64, size as i64]));
     }
-    let _ = net.forward(&batches[0]).unwrap();
+    let _ = net.output(&batches[0]).unwrap();
     let t = Instant::now();
     for _ in 0..3 {
         for b in &batches {
-            let _ =
-                net.forward_from(0, &b.size(), BTreeMap::from([(Source::Image, b.shallow_clone())]), false).unwrap();
+            let _ = net.output(b).unwrap();
         }
     }
     let bare_s = t.elapsed().as_secs_f64() / 3.0;
-    let model_macs: u64 = graph.nodes.iter().map(|n| n.macs).sum();
+    let model_macs = model.macs;
     let bare_rate = model_macs as f64 * ds.samples.len() as f64 / bare_s;
     let tm = &summary.timing;
     let engine_rate = summary.point_macs as f64 / tm.forward_s;

@@ -3,7 +3,8 @@
 
 use prunescope::eval::compare::{self, CompareConfig};
 use prunescope::plan::Budget;
-use prunescope::plan::{self, PlanModel, Rule};
+use prunescope::model::{Model, ModelFiles};
+use prunescope::plan::{self, Rule};
 use prunescope::sensitivity::{store, Metric};
 use std::path::{Path, PathBuf};
 
@@ -15,15 +16,15 @@ fn sample() -> PathBuf {
 fn compare_counts_what_the_pruned_file_holds() {
     let s = sample();
     let (cfg, weights) = (s.join("yolov3-tiny-shapes.cfg"), s.join("yolov3-tiny-shapes.safetensors"));
-    let model = PlanModel::load(&cfg, &weights, None).unwrap();
+    let model = Model::open(&ModelFiles::Darknet { cfg: cfg.clone(), weights: weights.clone() }, None).unwrap();
     let run_dir = s.join("sensitivity-l1");
     let run = store::read(&run_dir).unwrap();
     let p = plan::suggest(&run, &run_dir, &model, &Rule::PerLayer(Budget::Absolute(0.01)), Metric::Map50, &[]).unwrap();
     let d = tempfile::tempdir().unwrap();
     let pruned_path = d.path().join("pruned.safetensors");
     let mut w = model.weights.clone();
-    p.apply(&mut w, &model.layout);
-    w.save(&pruned_path, &model.layout).unwrap();
+    p.apply(&mut w, &model);
+    model.save(&w, &pruned_path).unwrap();
 
     let c = CompareConfig {
         cfg: cfg.clone(),

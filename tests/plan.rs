@@ -3,7 +3,8 @@
 //! layer recounted by hand from the pruned tensors.
 
 use prunescope::model::effective::{self, dense};
-use prunescope::plan::{self, Plan, PlanModel, Rule};
+use prunescope::model::{Model, ModelFiles};
+use prunescope::plan::{self, Plan, Rule};
 use prunescope::plan::{Budget, Curves, Resource};
 use prunescope::prune::Method;
 use prunescope::sensitivity::{store, Metric};
@@ -13,9 +14,10 @@ fn sample() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("sample_runs/shapes")
 }
 
-fn model() -> PlanModel {
+fn model() -> Model {
     // The run refers to the files by repository-relative paths; hashes are what must agree.
-    PlanModel::load(&sample().join("yolov3-tiny-shapes.cfg"), &sample().join("yolov3-tiny-shapes.safetensors"), None)
+    let (cfg, weights) = (sample().join("yolov3-tiny-shapes.cfg"), sample().join("yolov3-tiny-shapes.safetensors"));
+    Model::open(&ModelFiles::Darknet { cfg, weights }, None)
         .unwrap()
 }
 
@@ -67,7 +69,7 @@ fn global_parameter_target_is_reached_with_measured_levels() {
     }
     // Recount: prune a copy by the plan and count non-zero parameters independently.
     let mut w = m.weights.clone();
-    p.apply(&mut w, &m.layout);
+    p.apply(&mut w, &m);
     let nonzero = w.count_nonzero() as u64;
     assert_eq!(nonzero, p.predicted.params_after);
     let impossible = Rule::Global { resource: Resource::Params, fraction: 0.99 };
@@ -142,18 +144,20 @@ fn plans_round_trip_and_bad_plans_are_refused() {
 fn effective_cost_of_a_filter_pruned_layer_by_hand() {
     let m = model();
     let mut w = m.weights.clone();
-    let keys = m.layout.convs.iter().find(|k| k.block == 6).unwrap();
-    let count = prunescope::prune::prune_layer(&mut w, keys, Method::L2Filter, 0.25);
+    let conv_6 = m.layers.iter().position(|l| l.name == "conv_6").unwrap();
+    let count = prunescope::prune::prune_layer(&mut w, &m.layers[conv_6].keys, Method::L2Filter, 0.25);
     assert_eq!(count.filters_zeroed, 32);
-    let e = effective::effective(&m.cfg, &m.graph, &m.layout, &w);
-    let d = dense(&m.graph);
-    assert_eq!(e.blocks[6].params, 96 * (576 + 2));
-    assert_eq!(e.blocks[6].macs, 400 * (96 * 576 + 96 * 3));
-    assert_eq!(e.blocks[7].macs, d[7].macs * 96 / 128);
-    assert_eq!(e.blocks[8].params, 256 * 9 * 96 + 2 * 256);
-    assert_eq!(e.blocks[8].macs, 100 * (256 * 9 * 96 + 256 * 3));
-    assert_eq!(e.blocks[10], d[10]);
-    assert_eq!(e.live_channels[6], 96);
+    let e = effective::effective(&m, &w);
+    let d = dense(&m);
+    let dense_pool = effective::effective(&m, &m.weights).node(&m, "maxpool_7").unwrap();
+    assert_eq!(e.layers[conv_6].params, 96 * (576 + 2));
+    assert_eq!(e.layers[conv_6].macs, 400 * (96 * 576 + 96 * 3));
+    assert_eq!(e.node(&m, "maxpool_7").unwrap().macs, dense_pool.macs * 96 / 128);
+    assert_eq!(e.layers[conv_6 + 1].params, 256 * 9 * 96 + 2 * 256);
+    assert_eq!(e.layers[conv_6 + 1].macs, 100 * (256 * 9 * 96 + 256 * 3));
+    assert_eq!(m.layers[conv_6 + 2].name, "conv_10");
+    assert_eq!(e.layers[conv_6 + 2], d[conv_6 + 2]);
+    assert_eq!(e.live_channels[conv_6], 96);
 }
 
 /// The cached coster behind the GUI's live totals gives what copying the checkpoint,
@@ -189,7 +193,7 @@ fn layer_stats_cut_what_pruning_removes() {
     use prunescope::prune::prune_layer;
     use prunescope::prune::stats::LayerStats;
     let m = model();
-    for keys in m.layout.convs.iter().filter(|k| [0, 8, 19].contains(&k.block)) {
+    for keys in m.layers.iter().map(|l| &l.keys).filter(|k| [0, 8, 19].contains(&k.block)) {
         let st = LayerStats::of(&m.weights, keys, 30).unwrap();
         let original = m.weights.get(&keys.weight).clone();
         assert_eq!(st.histogram.iter().sum::<u64>() as usize, original.data.len());

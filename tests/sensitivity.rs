@@ -3,7 +3,8 @@
 
 mod common;
 
-use prunescope::model::{Cfg, Darknet, Graph, Layout, Weights};
+use prunescope::eval::NetPredictor;
+use prunescope::model::{Cfg, Darknet, Graph, Layout, Model, ModelFiles, Weights};
 use prunescope::prune::{self, Method};
 use prunescope::sensitivity::{self, store, AnalysisConfig, Event, RunSummary};
 use std::path::{Path, PathBuf};
@@ -28,35 +29,38 @@ fn sample_data() -> PathBuf {
 }
 
 /// For every convolution of parity.cfg (every layer kind of the tiny family, two heads) and
-/// each method, the engine's way of computing a point (cached activations, the pruned layer,
-/// then only its dependents) equals the full forward pass of the pruned model.
+/// each method, the engine's way of computing a point (the full pass's tensors, the pruned
+/// layer, then only its dependents) equals the full forward pass of the pruned model through
+/// the same executor bit for bit, and PyTorch-YOLOv3's layer by layer (the Darknet forward)
+/// to 1e-5.
 #[test]
 fn suffix_equals_the_full_forward_for_every_layer() {
+    let files = ModelFiles::Darknet { cfg: common::darknet("parity.cfg"), weights: common::darknet("parity.weights") };
+    let model = Model::open(&files, Some(128)).unwrap();
+    let net = NetPredictor::new(&model, &model.weights, Device::Cpu).unwrap();
     let cfg = Cfg::from_file(&common::darknet("parity.cfg")).unwrap();
     let graph = Graph::build(&cfg, 1, 128, 128).unwrap();
-    let layout = Layout::of(&cfg, &graph);
-    let weights = Weights::load(&common::darknet("parity.weights"), &layout).unwrap();
-    let net = Darknet::new(&cfg, &graph, &weights, Device::Cpu).unwrap();
     tch::manual_seed(1);
     let image = Tensor::rand([2, 3, 128, 128], (Kind::Float, Device::Cpu));
     let sparsities = [0.3, 0.88];
     let mut worst: f64 = 0.0;
-    for keys in &layout.convs {
+    assert_eq!(model.layers.len(), Layout::of(&cfg, &graph).convs.len());
+    for layer in &model.layers {
         for method in [Method::L1, Method::L1Filter, Method::L2Filter] {
-            let got =
-                sensitivity::pruned_detections(&net, &cfg, &graph, &weights, keys.block, method, &sparsities, &image)
-                    .unwrap();
+            let got = sensitivity::pruned_detections(&net, &model, layer.id, method, &sparsities, &image).unwrap();
             for (s, g) in sparsities.iter().zip(&got) {
-                let mut pruned = weights.clone();
-                prune::prune_layer(&mut pruned, keys, method, *s);
-                let full = Darknet::new(&cfg, &graph, &pruned, Device::Cpu).unwrap().forward(&image).unwrap();
-                let d = (g - &full).abs().max().double_value(&[]);
-                assert!(d <= 1e-5, "conv_{} {method} {s}: max |suffix − full| = {d}", keys.block);
+                let mut pruned = model.weights.clone();
+                prune::prune_layer(&mut pruned, &layer.keys, method, *s);
+                let full = NetPredictor::new(&model, &pruned, Device::Cpu).unwrap().output(&image).unwrap();
+                assert!(g.equal(&full), "{} {method} {s}: the suffix run differs from the full pass", layer.name);
+                let darknet = Darknet::new(&cfg, &graph, &pruned, Device::Cpu).unwrap().forward(&image).unwrap();
+                let d = (g - &darknet).abs().max().double_value(&[]);
+                assert!(d <= 1e-5, "{} {method} {s}: max |suffix − Darknet forward| = {d}", layer.name);
                 worst = worst.max(d);
             }
         }
     }
-    eprintln!("largest difference over all layers and methods: {worst:e}");
+    eprintln!("largest difference from the Darknet forward over all layers and methods: {worst:e}");
 }
 
 /// Pruned counts are exact: round(fraction × weights) for L1, round(fraction × filters)
@@ -131,13 +135,11 @@ fn run(c: &AnalysisConfig) -> Result<(RunSummary, Vec<Event>), String> {
 fn naive(c: &AnalysisConfig, block: usize, sparsity: f64) -> prunescope::eval::EvalReport {
     use prunescope::data::{DetectionDataset, OnBad};
     use prunescope::eval::{self, EvalConfig};
-    let cfg = Cfg::from_file(&c.cfg).unwrap();
-    let graph = Graph::build(&cfg, 1, 160, 160).unwrap();
-    let layout = Layout::of(&cfg, &graph);
-    let mut w = Weights::load(&c.weights, &layout).unwrap();
-    let keys = layout.convs.iter().find(|k| k.block == block).unwrap();
-    prune::prune_layer(&mut w, keys, c.method, sparsity);
-    let net = Darknet::new(&cfg, &graph, &w, Device::Cpu).unwrap();
+    let files = ModelFiles::Darknet { cfg: c.cfg.clone(), weights: c.weights.clone() };
+    let model = Model::open(&files, Some(160)).unwrap();
+    let mut w = model.weights.clone();
+    prune::prune_layer(&mut w, &model.layer_by_id(block).unwrap().keys, c.method, sparsity);
+    let net = NetPredictor::new(&model, &w, Device::Cpu).unwrap();
     let mut ds = DetectionDataset::open(&c.data, None, OnBad::Error).unwrap();
     ds.limit(c.limit.unwrap());
     eval::evaluate(&net, &ds, &EvalConfig { img_size: 160, batch: c.batch, ..Default::default() }, &mut |_, _| true)

@@ -147,6 +147,8 @@ pub struct Model {
     pub nodes: Vec<NodeInfo>,
     /// Channels (axis 1) of every activation tensor [`NodeInfo`] refers to; the graph input is 0.
     pub channels: Vec<usize>,
+    /// Elements per image of every activation tensor, by name.
+    pub sizes: HashMap<String, u64>,
     /// Dense totals (batch 1).
     pub params: u64,
     pub macs: u64,
@@ -294,6 +296,9 @@ impl Model {
                 rule,
             });
         }
+        let mut sizes: HashMap<String, u64> =
+            values.iter().map(|(k, t)| (k.clone(), t.numel() as u64)).collect();
+        sizes.insert(net.inputs[0].name.clone(), input_shape.iter().product::<i64>() as u64);
         let params = costs.iter().map(|c| c.params).sum();
         let macs = costs.iter().map(|c| c.macs).sum();
         let input_shape = input_shape.clone();
@@ -307,10 +312,26 @@ impl Model {
             layers,
             nodes,
             channels,
+            sizes,
             params,
             macs,
             format,
         })
+    }
+
+    /// The nodes that depend on node `start`, `start` included, in graph order.
+    pub fn descendants(&self, start: usize) -> Vec<usize> {
+        let mut reached = vec![false; self.channels.len()];
+        let mut out = Vec::new();
+        for (i, n) in self.nodes.iter().enumerate().skip(start) {
+            if i == start || n.inputs.iter().flatten().any(|&t| reached[t]) {
+                for &t in &n.outputs {
+                    reached[t] = true;
+                }
+                out.push(i);
+            }
+        }
+        out
     }
 
     /// The layer called `name`.

@@ -6,10 +6,11 @@ use super::store::{self, EvalSettings, RunHeader, RunWriter, RUN_FORMAT};
 use super::worker::{self, Batch, Job, Pixels, Shared, WorkerMsg};
 use super::{AnalysisConfig, Event, LayerInfo, Metrics, PointRecord, Record, RunSummary, RunTiming, SensitivityError};
 use crate::data::{load_rgb, try_letterbox, DataError, DetectionDataset, Letterboxed, OnBad, OpenOptions, SkipReport};
-use crate::eval::{self, EvalConfig};
+use crate::eval::{self, EvalConfig, NetPredictor};
 use crate::metrics::nms::NmsConfig;
-use crate::model::{parse_device, BlockKind, Cfg, Darknet, Graph, Layout, Source, Weights};
-use crate::provenance::{self, DatasetRef, FileRef, ModelRef};
+use crate::model::ir::exec::Keep;
+use crate::model::{parse_device, Model, ModelFiles};
+use crate::provenance::{self, DatasetRef};
 use crossbeam_channel::Sender;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -33,14 +34,12 @@ fn glob(pattern: &str, name: &str) -> bool {
     go(pattern.as_bytes(), name.as_bytes())
 }
 
-/// The convolutions to analyse, by block index: all of them, minus the yolo output
-/// convolutions unless `include_heads`, filtered by `patterns` (`*`/`?` wildcards; a
-/// leading `!` excludes). A pattern that matches no convolution is an error.
-pub fn select_layers(cfg: &Cfg, patterns: &[String], include_heads: bool) -> Result<Vec<usize>> {
-    let heads = cfg.head_convs();
-    let convs: Vec<usize> =
-        cfg.blocks.iter().filter(|b| matches!(b.kind, BlockKind::Convolutional(_))).map(|b| b.index).collect();
-    let name = |i: usize| format!("conv_{i}");
+/// The layers to analyse, as indices into [`Model::layers`]: all of them, minus the output
+/// convolutions (heads) unless `include_heads`, filtered by `patterns` (`*`/`?` wildcards; a
+/// leading `!` excludes). A pattern that matches no layer is an error.
+pub fn select_layers(model: &Model, patterns: &[String], include_heads: bool) -> Result<Vec<usize>> {
+    let convs: Vec<usize> = (0..model.layers.len()).collect();
+    let name = |i: usize| model.layers[i].name.clone();
     let patterns: Vec<&str> = patterns.iter().map(|p| p.trim()).filter(|p| !p.is_empty()).collect();
     let (excludes, includes): (Vec<&str>, Vec<&str>) = patterns.iter().partition(|p| p.starts_with('!'));
     let excludes: Vec<&str> = excludes.iter().map(|p| &p[1..]).collect();
@@ -48,8 +47,8 @@ pub fn select_layers(cfg: &Cfg, patterns: &[String], include_heads: bool) -> Res
         if !convs.iter().any(|&i| glob(p, &name(i))) {
             return Err(SensitivityError::NoMatch {
                 pattern: p.to_string(),
-                cfg: cfg.source.to_string(),
-                convolutions: summarize_names(&convs),
+                model: model.path().display().to_string(),
+                layers: model.layer_summary(),
             });
         }
     }
@@ -59,7 +58,7 @@ pub fn select_layers(cfg: &Cfg, patterns: &[String], include_heads: bool) -> Res
         .filter(|&i| {
             let n = name(i);
             // A head convolution is analysed with include_heads, or when named exactly.
-            let head_ok = include_heads || !heads.contains(&i) || includes.contains(&n.as_str());
+            let head_ok = include_heads || !model.layers[i].head || includes.contains(&n.as_str());
             let included = includes.is_empty() || includes.iter().any(|p| glob(p, &n));
             head_ok && included && !excludes.iter().any(|p| glob(p, &n))
         })
@@ -68,14 +67,6 @@ pub fn select_layers(cfg: &Cfg, patterns: &[String], include_heads: bool) -> Res
         return Err(SensitivityError::NoLayers);
     }
     Ok(selected)
-}
-
-fn summarize_names(convs: &[usize]) -> String {
-    match (convs.first(), convs.last()) {
-        (Some(a), Some(b)) if convs.len() > 1 => format!("{} convolutions, conv_{a} … conv_{b}", convs.len()),
-        (Some(a), _) => format!("conv_{a}"),
-        _ => "no convolutions".into(),
-    }
 }
 
 /// SHA-256 over the image list (paths relative to the dataset) and every label.
@@ -213,35 +204,32 @@ pub fn run(config: &AnalysisConfig, events: &Sender<Event>, cancel: &AtomicBool)
         let _ = events.send(e);
     };
     let sparsities = check_sparsities(&config.sparsities)?;
-    let cfg = Cfg::from_file(&config.cfg)?;
-    let size = config.img_size.unwrap_or(cfg.width as u32);
-    crate::quantity::check_img_size(size).map_err(SensitivityError::ImgSize)?;
-    let graph = Graph::build(&cfg, 1, size as usize, size as usize)?;
-    let layout = Layout::of(&cfg, &graph);
-    let weights = Weights::load(&config.weights, &layout)?;
+    if let Some(size) = config.img_size {
+        crate::quantity::check_img_size(size).map_err(SensitivityError::ImgSize)?;
+    }
+    let files = ModelFiles::Darknet { cfg: config.cfg.clone(), weights: config.weights.clone() };
+    let model = Model::open(&files, config.img_size)?;
+    let size = model.img_size;
     let opts =
-        OpenOptions { classes: Some(cfg.classes()), on_bad: OnBad::Skip, limit: config.limit, ..Default::default() };
+        OpenOptions { classes: Some(model.classes()), on_bad: OnBad::Skip, limit: config.limit, ..Default::default() };
     let dataset = DetectionDataset::open_with(&config.data, opts)?;
-    if dataset.num_classes() != cfg.classes() {
+    if dataset.num_classes() != model.classes() {
         return Err(SensitivityError::Classes {
             data: config.data.clone(),
             classes: dataset.num_classes(),
-            cfg: config.cfg.clone(),
-            cfg_classes: cfg.classes(),
+            cfg: model.path().to_path_buf(),
+            cfg_classes: model.classes(),
         });
     }
     if dataset.samples.is_empty() {
         return Err(SensitivityError::NoImages { data: config.data.clone() });
     }
-    let layers = select_layers(&cfg, &config.layers, config.include_heads)?;
+    let layers = select_layers(&model, &config.layers, config.include_heads)?;
     let devices = devices(config)?;
 
     let header = RunHeader {
         format: RUN_FORMAT.into(),
-        model: ModelRef {
-            cfg: FileRef { path: config.cfg.clone(), sha256: store::file_sha256(&config.cfg)? },
-            weights: FileRef { path: config.weights.clone(), sha256: store::file_sha256(&config.weights)? },
-        },
+        model: model.reference.clone(),
         dataset: DatasetRef {
             path: config.data.clone(),
             images: dataset.samples.len(),
@@ -249,7 +237,7 @@ pub fn run(config: &AnalysisConfig, events: &Sender<Event>, cancel: &AtomicBool)
         },
         method: config.method,
         sparsities: sparsities.clone(),
-        layers: layers.iter().map(|i| format!("conv_{i}")).collect(),
+        layers: layers.iter().map(|&i| model.layers[i].name.clone()).collect(),
         metric: config.metric,
         eval: EvalSettings { img_size: size, conf: config.conf, iou: config.iou, max_det: config.max_det },
         device: config.device.clone(),
@@ -268,7 +256,7 @@ pub fn run(config: &AnalysisConfig, events: &Sender<Event>, cancel: &AtomicBool)
         }
     }
 
-    // The grid, this shard's part of it, and what is still to do.
+    // The grid (layer indices × sparsities), this shard's part of it, and what is still to do.
     let grid: Vec<(usize, f64)> = layers.iter().flat_map(|&l| sparsities.iter().map(move |&s| (l, s))).collect();
     let mine: Vec<(usize, f64)> = grid
         .iter()
@@ -276,15 +264,18 @@ pub fn run(config: &AnalysisConfig, events: &Sender<Event>, cancel: &AtomicBool)
         .filter(|(k, _)| config.shard.is_none_or(|sh| k % sh.count == sh.index))
         .map(|(_, &p)| p)
         .collect();
-    let done: BTreeSet<(usize, u64)> =
-        stored.as_ref().map(|s| s.points.iter().map(|p| (p.block, p.sparsity.to_bits())).collect()).unwrap_or_default();
+    let index_of = |name: &str| model.layers.iter().position(|l| l.name == name);
+    let done: BTreeSet<(usize, u64)> = stored
+        .as_ref()
+        .map(|s| s.points.iter().filter_map(|p| Some((index_of(&p.layer)?, p.sparsity.to_bits()))).collect())
+        .unwrap_or_default();
     let pending: Vec<(usize, f64)> = mine.iter().copied().filter(|(l, s)| !done.contains(&(*l, s.to_bits()))).collect();
     let already_done = mine.len() - pending.len();
     let layer_infos: Vec<LayerInfo> = layers
         .iter()
         .map(|&i| {
-            let n = &graph.nodes[i];
-            LayerInfo { name: n.name.clone(), block: i, shape: n.output_shape.clone(), params: n.params, macs: n.macs }
+            let l = &model.layers[i];
+            LayerInfo { name: l.name.clone(), block: l.id, shape: l.output_shape.clone(), params: l.params, macs: l.macs }
         })
         .collect();
     send(Event::Started {
@@ -295,22 +286,18 @@ pub fn run(config: &AnalysisConfig, events: &Sender<Event>, cancel: &AtomicBool)
         already_done,
     });
 
-    // What the points read: per layer, the blocks it changes and their outside inputs.
+    // What the points read: per layer, the tensors the nodes depending on it read from
+    // outside (the image aside: the batches keep it).
+    tch::set_num_threads(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2) as i32);
+    let predictor = NetPredictor::new(&model, &model.weights, devices[0])?;
+    let input = predictor.net.inputs[0].name.clone();
     let pending_layers: Vec<usize> = layers.iter().copied().filter(|l| pending.iter().any(|p| p.0 == *l)).collect();
-    let mut cached_sources: BTreeSet<usize> = BTreeSet::new();
+    let mut cached_sources: BTreeSet<String> = BTreeSet::new();
     for &l in &pending_layers {
-        let mut compute = graph.descendants(l);
-        compute[l] = false;
-        for s in graph.subset_inputs(&graph.descendants(l)).into_iter().chain(graph.subset_inputs(&compute)) {
-            if let Source::Block(j) = s {
-                if j != l {
-                    cached_sources.insert(j);
-                }
-            }
-        }
+        let suffix = worker::Suffix::of(&predictor.net, &model.layers[l]);
+        cached_sources.extend(suffix.needed.into_iter().filter(|n| *n != input));
     }
-    let per_image_bytes: u64 =
-        cached_sources.iter().map(|&j| graph.nodes[j].output_shape.iter().product::<usize>() as u64 * 4).sum();
+    let per_image_bytes: u64 = cached_sources.iter().map(|n| model.sizes.get(n).copied().unwrap_or(0) * 4).sum();
 
     // Decode every image once; what is kept counts against --cache-mem with the activations.
     let t = Instant::now();
@@ -382,9 +369,8 @@ pub fn run(config: &AnalysisConfig, events: &Sender<Event>, cancel: &AtomicBool)
     // Baseline pass: the unpruned metric, and the activations points will read.
     let t = Instant::now();
     tch::set_num_threads(threads as i32);
-    let net = Darknet::new(&cfg, &graph, &weights, devices[0])?;
     let need_baseline = stored.as_ref().and_then(|s| s.baseline).is_none();
-    let mut cache: Vec<Option<BTreeMap<usize, worker::Activation>>> = Vec::with_capacity(batches.len());
+    let mut cache: Vec<Option<BTreeMap<String, worker::Activation>>> = Vec::with_capacity(batches.len());
     let mut baseline_preds = Vec::new();
     let mut cache_bytes = 0u64;
     for (b, batch) in batches.iter().enumerate() {
@@ -398,17 +384,23 @@ pub fn run(config: &AnalysisConfig, events: &Sender<Event>, cancel: &AtomicBool)
             continue;
         }
         let x = batch.tensor(size, devices[0], &dataset)?;
-        let out = net.forward_from(0, &x.size(), BTreeMap::from([(Source::Image, x.shallow_clone())]), want_cache)?;
+        let keep = if want_cache { Keep::All } else { Keep::Outputs };
+        let mut out = predictor.net.run(vec![(input.clone(), x)], keep).map_err(crate::model::ForwardError::from)?;
         if need_baseline {
-            baseline_preds.extend(eval::postprocess(&out.detections, &batch.metas, &ecfg.nms)?);
+            let first = &predictor.net.outputs[0].name;
+            let y = out.get(first).ok_or_else(|| {
+                crate::model::ForwardError::Task(format!("the model did not produce its output '{first}'"))
+            })?;
+            let rows = predictor.rows(y)?.f_to_kind(tch::Kind::Float)?;
+            baseline_preds.extend(eval::postprocess(&rows, &batch.metas, &ecfg.nms)?);
         }
         if want_cache {
             let mut acts = BTreeMap::new();
-            for &j in &cached_sources {
-                if let Some(t) = &out.blocks[j] {
-                    let a = worker::Activation::from_tensor(t)?;
-                    cache_bytes += a.data.len() as u64 * 4;
-                    acts.insert(j, a);
+            for j in &cached_sources {
+                if let Some(t) = out.remove(j) {
+                    let a = worker::Activation::from_tensor(&t)?;
+                    cache_bytes += a.bytes();
+                    acts.insert(j.clone(), a);
                 }
             }
             cache.push(Some(acts));
@@ -416,7 +408,7 @@ pub fn run(config: &AnalysisConfig, events: &Sender<Event>, cancel: &AtomicBool)
             cache.push(None);
         }
     }
-    drop(net);
+    drop(predictor);
     let baseline = match stored.as_ref().and_then(|s| s.baseline) {
         Some((m, _)) => m,
         None => {
@@ -435,10 +427,7 @@ pub fn run(config: &AnalysisConfig, events: &Sender<Event>, cancel: &AtomicBool)
 
     // Points, one job per layer (its sparsities share the layer's activations).
     let shared = Shared {
-        cfg: &cfg,
-        graph: &graph,
-        layout: &layout,
-        weights: &weights,
+        model: &model,
         dataset: &dataset,
         ecfg: &ecfg,
         batches: &batches,
@@ -448,9 +437,9 @@ pub fn run(config: &AnalysisConfig, events: &Sender<Event>, cancel: &AtomicBool)
     };
     let jobs: Vec<Job> = pending_layers
         .iter()
-        .map(|&l| Job { block: l, sparsities: pending.iter().filter(|p| p.0 == l).map(|p| p.1).collect() })
+        .map(|&l| Job { layer: l, sparsities: pending.iter().filter(|p| p.0 == l).map(|p| p.1).collect() })
         .collect();
-    let cost: Vec<u64> = jobs.iter().map(|j| worker::job_macs(&graph, j) * images as u64).collect();
+    let cost: Vec<u64> = jobs.iter().map(|j| worker::job_macs(&model, j) * images as u64).collect();
     let total_cost: u64 = cost.iter().sum();
     let (job_tx, job_rx) = crossbeam_channel::unbounded::<Job>();
     for j in &jobs {

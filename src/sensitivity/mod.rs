@@ -226,9 +226,9 @@ pub enum Event {
 /// as the [`source`](std::error::Error::source).
 #[derive(Debug, thiserror::Error)]
 pub enum SensitivityError {
-    /// A `--layers` pattern that matches no convolution of the cfg.
-    #[error("--layers: `{pattern}` matches no convolution of {cfg} (it has {convolutions})")]
-    NoMatch { pattern: String, cfg: String, convolutions: String },
+    /// A `--layers` pattern that matches no prunable layer of the model.
+    #[error("--layers: `{pattern}` matches no convolution of {model} (it has {layers})")]
+    NoMatch { pattern: String, model: String, layers: String },
     #[error("--layers selects no convolution")]
     NoLayers,
     #[error("--sparsities: give at least one sparsity")]
@@ -245,9 +245,7 @@ pub enum SensitivityError {
     #[error("{0}")]
     Device(#[from] crate::model::DeviceError),
     #[error("{0}")]
-    Cfg(#[from] crate::model::CfgError),
-    #[error("{0}")]
-    Weights(#[from] crate::model::WeightsError),
+    Model(#[from] crate::model::ModelError),
     #[error("{0}")]
     Data(#[from] crate::data::DataError),
     #[error("{0}")]
@@ -266,12 +264,12 @@ pub enum SensitivityError {
     WorkerStart {
         device: tch::Device,
         #[source]
-        source: crate::model::ForwardError,
+        source: Box<crate::model::ModelError>,
     },
     /// A worker's failure on the points of one layer.
-    #[error("conv_{block}: {source}")]
+    #[error("{layer}: {source}")]
     Point {
-        block: usize,
+        layer: String,
         #[source]
         source: Box<WorkerError>,
     },

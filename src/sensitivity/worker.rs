@@ -1,21 +1,19 @@
-//! A worker: owns a model copy on its device and computes the points of one layer at a time.
+//! A worker: owns a model copy (its IR) on its device and computes the points of one layer at
+//! a time.
 //!
-//! For layer L it fetches, per batch, the activations the blocks depending on L read (from
-//! the cache, or recomputed past the memory cap), runs L with each sparsity's weights (for
-//! filter pruning: L once, then its pruned channels zeroed, which is what the pruned layer
-//! outputs), then only the blocks that depend on L.
+//! For layer L it fetches, per batch, the tensors the nodes depending on L read (from the
+//! cache, or recomputed past the memory cap), runs L with each sparsity's weights (for filter
+//! pruning of a layer that keeps 0 at 0: L's chain once, then its pruned channels zeroed,
+//! which is what the pruned layer outputs), then only the nodes that depend on L.
 
 use super::{Metrics, PointRecord, SensitivityError};
 use crate::data::{load_rgb, try_letterbox, DataError, DetectionDataset, Letterboxed};
-use crate::eval::{self, EvalConfig, EvalError, EvalReport, ImagePrediction};
-use crate::model::weights::ConvKeys;
-use crate::model::{
-    Activation as Act, BlockKind, Cfg, ConvParams, Darknet, ForwardError, Graph, Layout, LayoutError, Source,
-    TensorF32, Weights,
-};
+use crate::eval::{self, EvalConfig, EvalError, EvalReport, ImagePrediction, NetPredictor, Predictor};
+use crate::model::ir::{exec::Keep, Net, NetError};
+use crate::model::{ForwardError, Layer, LayoutError, Model, Weights};
 use crate::prune::{self, Method};
 use crossbeam_channel::{Receiver, Sender};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
@@ -32,24 +30,22 @@ pub enum WorkerError {
     /// The model's forward pass.
     #[error("{0}")]
     Forward(#[from] ForwardError),
+    /// The IR executor.
+    #[error("{0}")]
+    Net(#[from] NetError),
     /// The layer's tensors, taken from the checkpoint to be pruned.
     #[error("{0}")]
     Layout(#[from] LayoutError),
     /// Scoring the detections.
     #[error("{0}")]
     Eval(#[from] EvalError),
-    #[error("block {block} is no convolution")]
+    #[error("the model has no prunable layer {block}")]
     NotConv { block: usize },
     #[error("the checkpoint has no tensor {tensor}")]
     NoWeight { tensor: String },
-    #[error("the output of block {block} is missing")]
-    BlockOutputMissing { block: usize },
-    #[error("block {block} missing from the cache")]
-    NotCached { block: usize },
-    #[error("the input of block {block} is missing")]
-    LayerInputMissing { block: usize },
-    #[error("the images of the batch are missing")]
-    ImageMissing,
+    /// A tensor a suffix run reads that neither the cache nor the full pass gave.
+    #[error("tensor '{tensor}' is missing")]
+    TensorMissing { tensor: String },
 }
 
 /// A decoded image as a batch keeps it: the smaller of two forms that both give back exactly
@@ -148,34 +144,70 @@ impl Batch {
     }
 }
 
-/// A cached activation as plain data (shared by all workers; tensors are not Sync).
+/// A cached tensor as plain data (shared by all workers; tensors are not Sync), kept in its
+/// memory order so that it comes back with the layout it had: a convolution reading it then
+/// runs the same kernel as in the full pass, and the suffix run stays exact.
 pub(crate) struct Activation {
     pub shape: Vec<i64>,
-    pub data: Vec<f32>,
+    /// NCHW stored channels-last (NHWC order).
+    channels_last: bool,
+    kind: Kind,
+    data: Data,
+}
+
+enum Data {
+    F32(Vec<f32>),
+    I64(Vec<i64>),
 }
 
 impl Activation {
     pub fn from_tensor(t: &Tensor) -> Result<Self, tch::TchError> {
-        let t = t.f_to_device(Device::Cpu)?.f_contiguous()?;
-        Ok(Self { shape: t.size(), data: Vec::<f32>::try_from(t.f_flatten(0, -1)?)? })
+        let (size, stride) = (t.size(), t.stride());
+        // Channels vary fastest: what `exec::channels_last` and convolutions on it give.
+        let channels_last = size.len() == 4 && size[1] > 1 && stride[1] < stride[2].min(stride[3]);
+        let t = t.f_to_device(Device::Cpu)?;
+        let ordered = if channels_last { t.f_permute([0, 2, 3, 1])?.f_contiguous()? } else { t.f_contiguous()? };
+        let flat = ordered.f_flatten(0, -1)?;
+        let data = if t.is_floating_point() {
+            Data::F32(Vec::<f32>::try_from(flat.f_to_kind(Kind::Float)?)?)
+        } else {
+            Data::I64(Vec::<i64>::try_from(flat.f_to_kind(Kind::Int64)?)?)
+        };
+        Ok(Self { shape: size, channels_last, kind: t.kind(), data })
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> u64 {
+        match &self.data {
+            Data::F32(v) => v.len() as u64 * 4,
+            Data::I64(v) => v.len() as u64 * 8,
+        }
     }
 
     fn to_tensor(&self, device: Device) -> Result<Tensor, tch::TchError> {
-        Tensor::f_from_slice(&self.data)?.f_view(self.shape.as_slice())?.f_to_device(device)
+        let flat = match &self.data {
+            Data::F32(v) => Tensor::f_from_slice(v)?,
+            Data::I64(v) => Tensor::f_from_slice(v)?,
+        };
+        let t = if self.channels_last {
+            let s = &self.shape;
+            flat.f_view([s[0], s[2], s[3], s[1]])?.f_permute([0, 3, 1, 2])?
+        } else {
+            flat.f_view(self.shape.as_slice())?
+        };
+        let t = if t.kind() == self.kind { t } else { t.f_to_kind(self.kind)? };
+        t.f_to_device(device)
     }
 }
 
 /// What every worker reads.
 pub(crate) struct Shared<'a> {
-    pub cfg: &'a Cfg,
-    pub graph: &'a Graph,
-    pub layout: &'a Layout,
-    pub weights: &'a Weights,
+    pub model: &'a Model,
     pub dataset: &'a DetectionDataset,
     pub ecfg: &'a EvalConfig,
     pub batches: &'a [Batch],
-    /// Per batch: cached block outputs by block index (None: recompute).
-    pub cache: &'a [Option<BTreeMap<usize, Activation>>],
+    /// Per batch: cached tensors by name (None: recompute).
+    pub cache: &'a [Option<BTreeMap<String, Activation>>],
     pub method: Method,
     pub size: u32,
 }
@@ -183,7 +215,8 @@ pub(crate) struct Shared<'a> {
 /// The sparsities of one layer still to compute.
 #[derive(Debug, Clone)]
 pub(crate) struct Job {
-    pub block: usize,
+    /// Index into [`Model::layers`].
+    pub layer: usize,
     pub sparsities: Vec<f64>,
 }
 
@@ -211,135 +244,164 @@ pub(crate) fn metrics_of(r: &EvalReport) -> Metrics {
     Metrics { map50: r.map50, map: r.map, precision: r.precision, recall: r.recall }
 }
 
-/// Whether a pruned filter of this layer outputs zero: its activation maps 0 to 0.
-fn zero_preserving(cfg: &Cfg, block: usize) -> bool {
-    match &cfg.blocks[block].kind {
-        BlockKind::Convolutional(c) => !matches!(c.activation, Act::Logistic),
-        _ => false,
+/// How the runs of one layer go: the nodes depending on it, and what they read from outside.
+pub(crate) struct Suffix {
+    /// The layer's chain (its convolution, batch norm and activation).
+    chain: Vec<usize>,
+    /// The nodes depending on the layer, the chain included (graph order).
+    nodes: Vec<usize>,
+    /// Those past the chain.
+    after: Vec<usize>,
+    /// What `nodes` read from outside (and graph outputs they do not produce).
+    pub needed: Vec<String>,
+    /// What `after` reads from outside, the chain's output included.
+    after_needed: Vec<String>,
+}
+
+impl Suffix {
+    pub fn of(net: &Net, layer: &Layer) -> Self {
+        let nodes = net.descendants(layer.chain[0]);
+        let after: Vec<usize> = nodes.iter().copied().filter(|n| !layer.chain.contains(n)).collect();
+        let needed = net.outside_inputs(&nodes);
+        let after_needed = net.outside_inputs(&after);
+        Suffix { chain: layer.chain.clone(), nodes, after, needed, after_needed }
     }
 }
 
 /// MACs one image costs for `job` (ptflops convention): the layer per sparsity (once for
-/// filter pruning) plus the blocks depending on it per sparsity.
-pub(crate) fn job_macs(graph: &Graph, job: &Job) -> u64 {
-    let deps = graph.descendants(job.block);
-    let after: u64 = graph.nodes.iter().filter(|n| deps[n.index] && n.index != job.block).map(|n| n.macs).sum();
-    (graph.nodes[job.block].macs + after) * job.sparsities.len() as u64
-}
-
-fn to_device(t: &TensorF32, device: Device) -> Result<Tensor, tch::TchError> {
-    let shape: Vec<i64> = t.shape.iter().map(|&d| d as i64).collect();
-    Tensor::f_from_slice(&t.data)?.f_reshape(&shape)?.f_to_device(device)
+/// filter pruning) plus the nodes depending on it per sparsity.
+pub(crate) fn job_macs(model: &Model, job: &Job) -> u64 {
+    let layer = &model.layers[job.layer];
+    let macs: u64 = model.descendants(layer.chain[0]).iter().map(|&i| model.nodes[i].macs).sum();
+    macs * job.sparsities.len() as u64
 }
 
 /// How one sparsity changes the layer.
 enum Variant {
-    /// The layer's own tensors, pruned.
-    Params(ConvParams),
-    /// Per-channel keep mask `[1, C, 1, 1]` applied to the unpruned layer output.
+    /// The layer's own tensors, pruned (by name, on the device, laid out as the net's).
+    Params(HashMap<String, Tensor>),
+    /// Per-channel keep mask `[1, C, 1, 1]` applied to the unpruned chain output.
     ChannelMask(Tensor),
 }
 
 fn variants(
-    cfg: &Cfg,
-    weights: &Weights,
+    model: &Model,
+    layer: &Layer,
     method: Method,
-    keys: &ConvKeys,
     sparsities: &[f64],
     device: Device,
 ) -> Result<Vec<(Variant, usize)>, WorkerError> {
-    let block = keys.block;
+    let keys = &layer.keys;
+    let weights = &model.weights;
     let weight =
         weights.tensors.get(&keys.weight).ok_or_else(|| WorkerError::NoWeight { tensor: keys.weight.clone() })?;
+    let rank = layer.output_shape.len().max(2);
     let mut out = Vec::new();
     for &s in sparsities {
-        if method.is_structured() && zero_preserving(cfg, block) {
+        if method.is_structured() && layer.zero_preserving {
             let gone = prune::mask::filters(weight, s, method == Method::L2Filter);
             let mut keep = vec![1f32; weight.shape[0]];
             for &f in &gone {
                 keep[f] = 0.0;
             }
             let per = weight.data.len() / weight.shape[0].max(1);
-            let mask = Tensor::from_slice(&keep).view([1, -1, 1, 1]).to_device(device);
+            let mut shape = vec![1i64; rank];
+            shape[1] = -1;
+            let mask = Tensor::f_from_slice(&keep)?.f_view(shape.as_slice())?.f_to_device(device)?;
             out.push((Variant::ChannelMask(mask), gone.len() * per));
         } else {
-            let mut w = weights.of_layer(keys)?;
+            let mut w: Weights = weights.of_layer(keys)?;
             let count = prune::prune_layer(&mut w, keys, method, s);
-            let dev = |k: &String| to_device(&w.tensors[k], device);
-            let params = ConvParams {
-                weight: dev(&keys.weight)?,
-                bias: keys.bias.as_ref().map(dev).transpose()?,
-                bn: match &keys.bn {
-                    Some([a, b, c, d]) => Some([dev(a)?, dev(b)?, dev(c)?, dev(d)?]),
-                    None => None,
-                },
-            };
-            out.push((Variant::Params(params), count.weights_zeroed));
+            let mut changed = HashMap::new();
+            for (name, t) in &w.tensors {
+                let t = crate::model::open::to_tensor(t);
+                // As the net holds its weights (exec::channels_last), so the kernels match.
+                let t = if t.dim() == 4 { crate::model::ir::exec::channels_last(&t) } else { t };
+                changed.insert(name.clone(), t.f_to_device(device)?);
+            }
+            out.push((Variant::Params(changed), count.weights_zeroed));
         }
     }
     Ok(out)
 }
 
-/// Detections with layer `l` changed by `variant`: the layer from its input `x_in` (or the
-/// unpruned output masked), then the blocks in `after` from `acts` and the layer output.
-#[allow(clippy::too_many_arguments)]
-fn variant_detections(
-    net: &Darknet,
-    l: usize,
-    after: &[bool],
-    acts: &BTreeMap<Source, Tensor>,
-    x_in: &Tensor,
+/// The model's first output with the layer changed by `variant`: the layer from `acts`
+/// (or its unpruned chain output masked), then the nodes that depend on it.
+fn variant_output(
+    net: &Net,
+    suffix: &Suffix,
+    layer: &Layer,
+    acts: &HashMap<String, Tensor>,
     unpruned: Option<&Tensor>,
     variant: &Variant,
-    image_shape: &[i64],
 ) -> Result<Tensor, WorkerError> {
-    let y = match (variant, unpruned) {
-        (Variant::ChannelMask(m), Some(u)) => u.f_mul(m)?,
-        (Variant::ChannelMask(m), None) => {
-            let own = net.conv_params(l).ok_or(WorkerError::NotConv { block: l })?;
-            net.apply_conv(l, x_in, &own)?.f_mul(m)?
-        }
-        (Variant::Params(p), _) => net.apply_conv(l, x_in, p)?,
+    let given = |names: &[String], acts: &HashMap<String, Tensor>| -> Result<HashMap<String, Tensor>, WorkerError> {
+        names
+            .iter()
+            .map(|n| {
+                let t = acts.get(n).ok_or_else(|| WorkerError::TensorMissing { tensor: n.clone() })?;
+                Ok((n.clone(), t.shallow_clone()))
+            })
+            .collect()
     };
-    let mut given: BTreeMap<Source, Tensor> = acts.iter().map(|(s, t)| (*s, t.shallow_clone())).collect();
-    given.insert(Source::Block(l), y);
-    let det = net.forward_subset(after, image_shape, given)?;
-    Ok(det.f_to_kind(Kind::Float)?)
+    let out = match (variant, unpruned) {
+        (Variant::ChannelMask(m), Some(u)) => {
+            let mut with = given(
+                &suffix.after_needed.iter().filter(|n| **n != layer.output).cloned().collect::<Vec<_>>(),
+                acts,
+            )?;
+            with.insert(layer.output.clone(), u.f_mul(m)?);
+            net.run_nodes(&suffix.after, with, &HashMap::new(), Keep::Outputs)?
+        }
+        (Variant::ChannelMask(_), None) => return Err(WorkerError::TensorMissing { tensor: layer.output.clone() }),
+        (Variant::Params(p), _) => net.run_nodes(&suffix.nodes, given(&suffix.needed, acts)?, p, Keep::Outputs)?,
+    };
+    let name = &net.outputs[0].name;
+    out.get(name).map(Tensor::shallow_clone).ok_or_else(|| WorkerError::TensorMissing { tensor: name.clone() })
 }
 
-/// The detections of `net` for `image` with convolution `block` pruned at each of
-/// `sparsities` by `method`, computed the engine's way: the block outputs the pruned layer
-/// and its dependents read, the layer, then only the blocks that depend on it.
-#[allow(clippy::too_many_arguments)]
+/// The chain's unpruned output from `acts`.
+fn unpruned_output(net: &Net, suffix: &Suffix, layer: &Layer, acts: &HashMap<String, Tensor>) -> Result<Tensor, WorkerError> {
+    let inputs = net.outside_inputs(&suffix.chain);
+    let mut given = HashMap::new();
+    for n in inputs {
+        let t = acts.get(&n).ok_or_else(|| WorkerError::TensorMissing { tensor: n.clone() })?;
+        given.insert(n, t.shallow_clone());
+    }
+    let mut out = net.run_nodes(&suffix.chain, given, &HashMap::new(), Keep::All)?;
+    out.remove(&layer.output).ok_or_else(|| WorkerError::TensorMissing { tensor: layer.output.clone() })
+}
+
+/// YOLO rows of `predictor`'s model for `image` with layer `block` (its id) pruned at each of
+/// `sparsities` by `method`, computed the engine's way: the full pass's tensors the pruned
+/// layer and its dependents read, the layer, then only the nodes that depend on it.
 pub fn pruned_detections(
-    net: &Darknet,
-    cfg: &Cfg,
-    graph: &Graph,
-    weights: &Weights,
+    predictor: &NetPredictor,
+    model: &Model,
     block: usize,
     method: Method,
     sparsities: &[f64],
     image: &Tensor,
 ) -> Result<Vec<Tensor>, WorkerError> {
-    let layout = Layout::of(cfg, graph);
-    let keys = layout.convs.iter().find(|c| c.block == block).ok_or(WorkerError::NotConv { block })?;
-    let variants = variants(cfg, weights, method, keys, sparsities, net.device())?;
-    let out = net.forward_from(0, &image.size(), BTreeMap::from([(Source::Image, image.shallow_clone())]), true)?;
-    let compute = graph.descendants(block);
-    let mut after = compute.clone();
-    after[block] = false;
-    let mut acts = BTreeMap::new();
-    for s in graph.subset_inputs(&compute) {
-        let t = match s {
-            Source::Image => image.shallow_clone(),
-            Source::Block(j) => {
-                out.blocks[j].as_ref().ok_or(WorkerError::BlockOutputMissing { block: j })?.shallow_clone()
-            }
-        };
-        acts.insert(s, t);
-    }
-    let x_in = acts.get(&graph.nodes[block].inputs[0]).ok_or(WorkerError::LayerInputMissing { block })?.shallow_clone();
-    variants.iter().map(|(v, _)| variant_detections(net, block, &after, &acts, &x_in, None, v, &image.size())).collect()
+    let net = &predictor.net;
+    let layer = model.layer_by_id(block).ok_or(WorkerError::NotConv { block })?;
+    let variants = variants(model, layer, method, sparsities, predictor.device())?;
+    let input = net.inputs[0].name.clone();
+    let mut acts = net.run(vec![(input.clone(), image.shallow_clone())], Keep::All)?;
+    acts.insert(input, crate::model::ir::exec::channels_last(image));
+    let suffix = Suffix::of(net, layer);
+    let unpruned = if variants.iter().any(|v| matches!(v.0, Variant::ChannelMask(_))) {
+        Some(unpruned_output(net, &suffix, layer, &acts)?)
+    } else {
+        None
+    };
+    variants
+        .iter()
+        .map(|(v, _)| {
+            let out = variant_output(net, &suffix, layer, &acts, unpruned.as_ref(), v)?;
+            Ok(predictor.rows(&out)?.f_to_kind(Kind::Float)?)
+        })
+        .collect()
 }
 
 /// Runs jobs from `jobs` until it is empty or `cancel` is set.
@@ -353,10 +415,10 @@ pub(crate) fn run_worker(
 ) -> WorkerTiming {
     tch::set_num_threads(threads as i32);
     let mut timing = WorkerTiming::default();
-    let net = match Darknet::new(shared.cfg, shared.graph, shared.weights, device) {
+    let predictor = match NetPredictor::new(shared.model, &shared.model.weights, device) {
         Ok(n) => n,
         Err(e) => {
-            let _ = msgs.send(WorkerMsg::Failed(SensitivityError::WorkerStart { device, source: e }));
+            let _ = msgs.send(WorkerMsg::Failed(SensitivityError::WorkerStart { device, source: Box::new(e) }));
             return timing;
         }
     };
@@ -364,8 +426,9 @@ pub(crate) fn run_worker(
         if cancel.load(Ordering::Relaxed) {
             break;
         }
-        if let Err(e) = run_job(shared, &net, device, &job, &msgs, cancel, &mut timing) {
-            let _ = msgs.send(WorkerMsg::Failed(SensitivityError::Point { block: job.block, source: Box::new(e) }));
+        if let Err(e) = run_job(shared, &predictor, device, &job, &msgs, cancel, &mut timing) {
+            let layer = shared.model.layers[job.layer].name.clone();
+            let _ = msgs.send(WorkerMsg::Failed(SensitivityError::Point { layer, source: Box::new(e) }));
             break;
         }
     }
@@ -374,7 +437,7 @@ pub(crate) fn run_worker(
 
 fn run_job(
     shared: &Shared,
-    net: &Darknet,
+    predictor: &NetPredictor,
     device: Device,
     job: &Job,
     msgs: &Sender<WorkerMsg>,
@@ -382,64 +445,51 @@ fn run_job(
     timing: &mut WorkerTiming,
 ) -> Result<(), WorkerError> {
     let started = Instant::now();
-    let l = job.block;
-    let graph = shared.graph;
-    let keys = shared.layout.convs.iter().find(|c| c.block == l).ok_or(WorkerError::NotConv { block: l })?;
-    let variants = variants(shared.cfg, shared.weights, shared.method, keys, &job.sparsities, device)?;
-    let own = net.conv_params(l).ok_or(WorkerError::NotConv { block: l })?;
-    let compute = graph.descendants(l);
-    let mut after = compute.clone();
-    after[l] = false;
-    let needed = graph.subset_inputs(&compute);
-    let x_src = graph.nodes[l].inputs[0];
-    let per_image_macs = job_macs(graph, job);
+    let net = &predictor.net;
+    let model = shared.model;
+    let layer = &model.layers[job.layer];
+    let variants = variants(model, layer, shared.method, &job.sparsities, device)?;
+    let suffix = Suffix::of(net, layer);
+    let input = net.inputs[0].name.clone();
+    let reads_image = suffix.needed.contains(&input);
+    let per_image_macs = job_macs(model, job);
     let mut preds: Vec<Vec<ImagePrediction>> = vec![Vec::new(); variants.len()];
     for (b, batch) in shared.batches.iter().enumerate() {
         if cancel.load(Ordering::Relaxed) {
             return Ok(());
         }
         let t = Instant::now();
-        let side = shared.size as i64;
-        let image_shape = vec![batch.metas.len() as i64, 3, side, side];
-        // The images are read only to recompute activations or by a layer that reads them.
-        let x = if shared.cache[b].is_none() || needed.contains(&Source::Image) {
+        // The images are read only to recompute tensors or by a layer that reads them.
+        let x = if shared.cache[b].is_none() || reads_image {
             Some(batch.tensor(shared.size, device, shared.dataset)?)
         } else {
             None
         };
-        let image = || x.as_ref().map(|x| x.shallow_clone()).ok_or(WorkerError::ImageMissing);
-        let mut acts: BTreeMap<Source, Tensor> = BTreeMap::new();
-        match &shared.cache[b] {
-            Some(cached) => {
-                for s in &needed {
-                    let t = match s {
-                        Source::Image => image()?,
-                        Source::Block(j) => {
-                            cached.get(j).ok_or(WorkerError::NotCached { block: *j })?.to_tensor(device)?
-                        }
-                    };
-                    acts.insert(*s, t);
+        let mut acts: HashMap<String, Tensor> = HashMap::new();
+        match (&shared.cache[b], &x) {
+            (Some(cached), _) => {
+                for n in suffix.needed.iter().filter(|n| **n != input) {
+                    let a = cached.get(n).ok_or_else(|| WorkerError::TensorMissing { tensor: n.clone() })?;
+                    acts.insert(n.clone(), a.to_tensor(device)?);
                 }
             }
-            None => {
-                let out = net.forward_from(0, &image_shape, BTreeMap::from([(Source::Image, image()?)]), true)?;
-                for s in &needed {
-                    let t = match s {
-                        Source::Image => image()?,
-                        Source::Block(j) => out.blocks[*j]
-                            .as_ref()
-                            .ok_or(WorkerError::BlockOutputMissing { block: *j })?
-                            .shallow_clone(),
-                    };
-                    acts.insert(*s, t);
+            (None, Some(x)) => {
+                let mut all = net.run(vec![(input.clone(), x.shallow_clone())], Keep::All)?;
+                for n in suffix.needed.iter().filter(|n| **n != input) {
+                    let t = all.remove(n).ok_or_else(|| WorkerError::TensorMissing { tensor: n.clone() })?;
+                    acts.insert(n.clone(), t);
                 }
             }
+            (None, None) => return Err(WorkerError::TensorMissing { tensor: input.clone() }),
+        }
+        if let (true, Some(x)) = (reads_image, &x) {
+            // As `Net::run` feeds it.
+            acts.insert(input.clone(), crate::model::ir::exec::channels_last(x));
         }
         timing.activations_s += t.elapsed().as_secs_f64();
-        let x_in = acts.get(&x_src).ok_or(WorkerError::LayerInputMissing { block: l })?.shallow_clone();
         let t = Instant::now();
         let unpruned = if variants.iter().any(|v| matches!(v.0, Variant::ChannelMask(_))) {
-            Some(net.apply_conv(l, &x_in, &own)?)
+            Some(unpruned_output(net, &suffix, layer, &acts)?)
         } else {
             None
         };
@@ -449,7 +499,8 @@ fn run_job(
                 return Ok(());
             }
             let t = Instant::now();
-            let det = variant_detections(net, l, &after, &acts, &x_in, unpruned.as_ref(), variant, &image_shape)?;
+            let out = variant_output(net, &suffix, layer, &acts, unpruned.as_ref(), variant)?;
+            let det = predictor.rows(&out)?.f_to_kind(Kind::Float)?;
             if let Device::Cuda(i) = device {
                 tch::Cuda::synchronize(i as i64);
             }
@@ -469,8 +520,8 @@ fn run_job(
         let report = eval::score(shared.dataset, &preds[k], shared.ecfg)?;
         timing.metrics_s += t.elapsed().as_secs_f64();
         let _ = msgs.send(WorkerMsg::Point(PointRecord {
-            layer: format!("conv_{l}"),
-            block: l,
+            layer: layer.name.clone(),
+            block: layer.id,
             sparsity: job.sparsities[k],
             zeroed: *zeroed,
             metrics: metrics_of(&report),

@@ -94,7 +94,7 @@ impl Net {
             values.insert(input.name.clone(), t);
         }
         let all: Vec<usize> = (0..self.nodes.len()).collect();
-        self.execute(&all, values, keep)
+        self.execute(&all, values, &HashMap::new(), keep)
     }
 
     /// The nodes that depend on node `start`'s outputs, `start` included, in graph order.
@@ -122,22 +122,44 @@ impl Net {
         keep: Keep,
     ) -> Result<HashMap<String, Tensor>, NetError> {
         let nodes = self.descendants(start);
-        let produced: std::collections::HashSet<&str> =
-            nodes.iter().flat_map(|&i| self.nodes[i].outputs.iter().map(String::as_str)).collect();
         let mut values = HashMap::new();
-        let needed = nodes
-            .iter()
-            .flat_map(|&i| self.nodes[i].inputs.iter())
-            .chain(self.outputs.iter().map(|o| &o.name))
-            .filter(|n| !n.is_empty() && !produced.contains(n.as_str()) && !self.initializers.contains_key(*n));
-        for name in needed {
-            let t = cached.get(name).ok_or_else(|| NetError::Model {
+        for name in self.outside_inputs(&nodes) {
+            let t = cached.get(&name).ok_or_else(|| NetError::Model {
                 path: self.path.clone(),
                 what: format!("suffix run from node {start}: no cached value for '{name}'"),
             })?;
-            values.insert(name.clone(), t.shallow_clone());
+            values.insert(name, t.shallow_clone());
         }
-        self.execute(&nodes, values, keep)
+        self.execute(&nodes, values, &HashMap::new(), keep)
+    }
+
+    /// The tensors running `nodes` reads from outside them (weights aside), and the graph
+    /// outputs they do not produce: what a run of those nodes must be given.
+    pub fn outside_inputs(&self, nodes: &[usize]) -> Vec<String> {
+        let produced: std::collections::HashSet<&str> =
+            nodes.iter().flat_map(|&i| self.nodes[i].outputs.iter().map(String::as_str)).collect();
+        let mut seen = std::collections::HashSet::new();
+        nodes
+            .iter()
+            .flat_map(|&i| self.nodes[i].inputs.iter())
+            .chain(self.outputs.iter().map(|o| &o.name))
+            .filter(|n| !n.is_empty() && !produced.contains(n.as_str()) && !self.initializers.contains_key(*n))
+            .filter(|n| seen.insert(n.as_str()))
+            .cloned()
+            .collect()
+    }
+
+    /// Runs `order` (node indices in graph order) on `values` (every tensor they read from
+    /// outside, see [`Net::outside_inputs`]), with `overrides` in place of the initializers
+    /// of the same names (a pruned layer's weights, say).
+    pub fn run_nodes(
+        &self,
+        order: &[usize],
+        values: HashMap<String, Tensor>,
+        overrides: &HashMap<String, Tensor>,
+        keep: Keep,
+    ) -> Result<HashMap<String, Tensor>, NetError> {
+        self.execute(order, values, overrides, keep)
     }
 
     /// Runs `order` (node indices in graph order) over `values`.
@@ -145,6 +167,7 @@ impl Net {
         &self,
         order: &[usize],
         mut values: HashMap<String, Tensor>,
+        overrides: &HashMap<String, Tensor>,
         keep: Keep,
     ) -> Result<HashMap<String, Tensor>, NetError> {
         let _guard = tch::no_grad_guard();
@@ -197,7 +220,7 @@ impl Net {
                     args.push(None);
                 } else if let Some(t) = values.get(name) {
                     args.push(Some(t.shallow_clone()));
-                } else if let Some(t) = self.initializers.get(name) {
+                } else if let Some(t) = overrides.get(name).or_else(|| self.initializers.get(name)) {
                     let t = weights_on_device.entry(name.as_str()).or_insert_with(|| t.to_device(device));
                     args.push(Some(t.shallow_clone()));
                 } else {
