@@ -511,3 +511,99 @@ fn a_shared_initializer_is_copied_before_it_changes() {
     let d = ((&ours["output0"] - theirs).abs() / theirs.abs().clamp_min(1.0)).max().double_value(&[]);
     assert!(d <= 1e-4, "onnxruntime differs by {d} (relative to max(1, |value|))");
 }
+
+const ULTRALYTICS: [&str; 3] = ["yolov8pico-pose", "yolo11pico-detect", "yolov8pico-cls"];
+
+fn opened(name: &str) -> prunescope::model::Model {
+    let files = prunescope::model::ModelFiles::Onnx { path: dir().join(format!("{name}.onnx")) };
+    prunescope::model::Model::open(&files, None).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// An opened ONNX model: every Conv with a weight initializer is a layer (its SiLU in its
+/// chain), its parameters are models.json's, and the effective cost of the dense weights is
+/// the dense cost node for node.
+#[test]
+fn opened_onnx_models_cost_densely_what_the_references_count() {
+    use prunescope::model::effective::{self, Cost};
+    let models: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir().join("models.json")).unwrap()).unwrap();
+    for name in ULTRALYTICS {
+        let m = opened(name);
+        assert_eq!(m.params, models[name]["onnx_weight_params"].as_u64().unwrap(), "{name}");
+        let net = onnx::read(&dir().join(format!("{name}.onnx"))).unwrap();
+        let convs = net.nodes.iter().filter(|n| n.op == "Conv" && net.initializers.contains_key(&n.inputs[1])).count();
+        assert_eq!(m.layers.len(), convs, "{name}");
+        // Ultralytics' Conv modules are conv + SiLU: the chain holds the pair.
+        let silu = m.layers.iter().filter(|l| l.chain.len() == 3 && l.zero_preserving).count();
+        assert!(silu * 10 >= convs * 8, "{name}: {silu} of {convs} layers end in a SiLU");
+        let e = effective::effective(&m, &m.weights);
+        let dense: Vec<Cost> = m.nodes.iter().map(|n| Cost { params: n.params, macs: n.macs }).collect();
+        assert_eq!(e.nodes, dense, "{name}");
+        assert_eq!(e.total(), Cost { params: m.params, macs: m.macs }, "{name}");
+        assert_eq!(e.layers, effective::dense(&m), "{name}");
+    }
+}
+
+/// Filter pruning of a layer whose only reader is another convolution, derived by hand: the
+/// layer keeps (F − d)·(C·k² + 1) parameters, its SiLU's MACs scale by (F − d)/F, and the
+/// next convolution reads only the live channels: G·(F − d)·k'² weights + G biases.
+#[test]
+fn a_filter_pruned_onnx_layer_costs_what_is_left() {
+    use prunescope::model::effective;
+    use prunescope::prune::{prune_layer, Method};
+    let m = opened("yolo11pico-detect");
+    let readers = |tensor: &str| -> Vec<usize> {
+        let t = m.tensors.iter().position(|n| n == tensor).unwrap();
+        m.nodes.iter().enumerate().filter(|(_, n)| n.inputs.contains(&Some(t))).map(|(i, _)| i).collect()
+    };
+    // The first layer whose chain output only one other layer's convolution reads.
+    let (k, next) = m
+        .layers
+        .iter()
+        .enumerate()
+        .find_map(|(k, l)| {
+            let r = readers(&l.output);
+            let next = m.layers.iter().position(|o| r == vec![o.chain[0]] && o.groups == 1)?;
+            Some((k, next))
+        })
+        .expect("a layer feeding one convolution");
+    let (layer, reader) = (&m.layers[k], &m.layers[next]);
+    let mut w = m.weights.clone();
+    let count = prune_layer(&mut w, &layer.keys, Method::L1Filter, 0.5);
+    let d = count.filters_zeroed as u64;
+    let ws = &layer.weight_shape;
+    let (f, per) = (ws[0] as u64, (ws[1] * ws[2] * ws[3]) as u64);
+    let e = effective::effective(&m, &w);
+    assert_eq!(e.live_channels[k] as u64, f - d);
+    assert_eq!(e.layers[k].params, (f - d) * (per + 1));
+    let rs = &reader.weight_shape;
+    let (g, kk) = (rs[0] as u64, (rs[2] * rs[3]) as u64);
+    assert_eq!(rs[1] as u64, f);
+    assert_eq!(e.layers[next].params, g * (f - d) * kk + g);
+    let area = e.layers[next].macs / (g * (f - d) * kk + g);
+    assert_eq!(e.layers[next].macs, area * (g * (f - d) * kk + g));
+    assert!(e.total().params < m.params);
+}
+
+/// The engine's suffix run on an ONNX detector (its SiLU chains, concatenations, splits and
+/// the DFL head): for layers at the start, the middle and the end, and each method, the
+/// pruned model's output equals its full forward pass bit for bit.
+#[test]
+fn engine_suffix_on_an_onnx_detector_equals_the_full_pass() {
+    use prunescope::eval::{NetPredictor, Predictor};
+    use prunescope::prune::{prune_layer, Method};
+    let m = opened("yolo11pico-detect");
+    let net = NetPredictor::new(&m, &m.weights, tch::Device::Cpu).unwrap();
+    tch::manual_seed(3);
+    let image = Tensor::rand([2, 3, 160, 160], (Kind::Float, tch::Device::Cpu));
+    let n = m.layers.len();
+    for layer in [&m.layers[0], &m.layers[n / 2], &m.layers[n - 2]] {
+        for method in [Method::L1, Method::L1Filter] {
+            let got = prunescope::sensitivity::pruned_detections(&net, &m, layer.id, method, &[0.5], &image).unwrap();
+            let mut w = m.weights.clone();
+            prune_layer(&mut w, &layer.keys, method, 0.5);
+            let full = NetPredictor::new(&m, &w, tch::Device::Cpu).unwrap().predict(&image).unwrap();
+            assert!(got[0].equal(&full), "{} {method}: the suffix run differs from the full pass", layer.name);
+        }
+    }
+}

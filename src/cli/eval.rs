@@ -1,9 +1,9 @@
 //! `prunescope eval`: a model over a validation set with mAP, P/R and a confusion matrix.
 
 use crate::data::{DetectionDataset, OnBad, OpenOptions};
-use crate::eval::{self, EvalConfig, EvalReport};
+use crate::eval::{self, EvalConfig, EvalReport, NetPredictor};
 use crate::metrics::NmsConfig;
-use crate::model::{parse_device, Cfg, Darknet, Graph, Layout, Weights};
+use crate::model::{parse_device, Model, ModelFiles};
 use crate::quantity;
 use std::path::PathBuf;
 
@@ -68,24 +68,26 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             );
         }
     }
-    let cfg = Cfg::from_file(&args.cfg)?;
-    let size = args.img_size.unwrap_or(cfg.width as u32);
-    let graph = Graph::build(&cfg, 1, size as usize, size as usize)?;
-    let weights = Weights::load(&args.weights, &Layout::of(&cfg, &graph))?;
+    if let Some(size) = args.img_size {
+        crate::quantity::check_img_size(size).map_err(|e| anyhow::anyhow!("--img-size: {e}"))?;
+    }
+    let files = ModelFiles::Darknet { cfg: args.cfg.clone(), weights: args.weights.clone() };
+    let model = Model::open(&files, args.img_size)?;
+    let size = model.img_size;
     let device = parse_device(&args.device)?;
     let on_bad = if args.strict { OnBad::Error } else { OnBad::Skip };
-    let opts = OpenOptions { classes: Some(cfg.classes()), on_bad, limit: args.limit, ..Default::default() };
+    let opts = OpenOptions { classes: Some(model.classes()), on_bad, limit: args.limit, ..Default::default() };
     let dataset = DetectionDataset::open_with(&args.data, opts)?;
-    if dataset.num_classes() != cfg.classes() {
+    if dataset.num_classes() != model.classes() {
         anyhow::bail!(
             "{} names {} classes but {} predicts {}: expected the same class list",
             args.data.display(),
             dataset.num_classes(),
             args.cfg.display(),
-            cfg.classes()
+            model.classes()
         );
     }
-    let net = Darknet::new(&cfg, &graph, &weights, device)?;
+    let net = NetPredictor::new(&model, &model.weights, device)?;
     let ecfg = EvalConfig {
         img_size: size,
         batch: args.batch,

@@ -1,6 +1,7 @@
 //! `prunescope inspect`: the per-layer cost table of a cfg.
 
-use crate::model::{parse_device, Cfg, Darknet, Graph, Layout, Source, Weights};
+use crate::model::ir::exec::Keep;
+use crate::model::{parse_device, Cfg, Graph, Layout, Source, Weights};
 use crate::prune::stats::{Cut, LayerStats};
 use crate::prune::Method;
 use crate::report::thousands;
@@ -125,7 +126,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             let weights =
                 Weights::load(path, &layout).with_context(|| format!("loading weights for {}", cfg_path.display()))?;
             if args.latency > 0 {
-                latency = Some(measure_latency(&cfg, &graph, &weights, device, args.latency)?);
+                latency = Some(measure_latency(&cfg, &graph, &weights, cfg_path, device, args.latency)?);
             }
             for name in &args.layer {
                 let keys = crate::plan::suggest::block_of(name).and_then(|b| layout.conv(b)).ok_or_else(|| {
@@ -300,15 +301,18 @@ fn table(r: &Report) -> String {
     s
 }
 
-/// Times forward passes of a uniform-random batch after one warm-up pass.
+/// Times forward passes of a uniform-random batch after one warm-up pass, through the IR
+/// executor every later step runs.
 fn measure_latency(
     cfg: &Cfg,
     graph: &Graph,
     weights: &Weights,
+    path: &std::path::Path,
     device: Device,
     runs: usize,
 ) -> anyhow::Result<Latency> {
-    let net = Darknet::new(cfg, graph, weights, device)?;
+    let mut net = crate::model::darknet::to_net(cfg, graph, weights, path)?;
+    net.to_device(device);
     let shape: Vec<i64> = graph.input_shape.iter().map(|&d| d as i64).collect();
     let x = tch::Tensor::f_rand(&shape, (tch::Kind::Float, device))?;
     let sync = || {
@@ -316,12 +320,13 @@ fn measure_latency(
             tch::Cuda::synchronize(i as i64);
         }
     };
-    let _ = net.forward(&x)?;
+    let feed = || vec![(net.inputs[0].name.clone(), x.shallow_clone())];
+    let _ = net.run(feed(), Keep::Outputs)?;
     sync();
     let mut ms = Vec::with_capacity(runs);
     for _ in 0..runs {
         let t = std::time::Instant::now();
-        let _ = net.forward(&x)?;
+        let _ = net.run(feed(), Keep::Outputs)?;
         sync();
         ms.push(t.elapsed().as_secs_f64() * 1e3);
     }

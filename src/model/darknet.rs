@@ -138,7 +138,13 @@ pub fn to_net(cfg: &Cfg, graph: &Graph, weights: &Weights, path: &Path) -> Resul
             }
         }
     }
-    b.node("yolo_heads", "Concat", heads, "output", [("axis", Attr::Int(1))]);
+    if heads.is_empty() {
+        // A backbone without yolo heads: its last block is the output.
+        let last = format!("block_{}", cfg.blocks.len().saturating_sub(1));
+        b.node("output", "Identity", vec![last], "output", []);
+    } else {
+        b.node("yolo_heads", "Concat", heads, "output", [("axis", Attr::Int(1))]);
+    }
     let mut initializers = b.constants;
     for (key, t) in &weights.tensors {
         let shape: Vec<i64> = t.shape.iter().map(|&d| d as i64).collect();

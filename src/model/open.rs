@@ -49,8 +49,9 @@ pub enum ModelError {
     Read { path: PathBuf, source: std::io::Error },
     #[error("{path}: {what}")]
     Model { path: PathBuf, what: String },
-    #[error("input size {size}: {what}")]
-    ImgSize { size: u32, what: String },
+    /// An input size the model cannot take (the message names the size).
+    #[error("{what}")]
+    ImgSize { what: String },
 }
 
 /// A layer that can be pruned: a convolution with its weights in the file, and the per-channel
@@ -147,6 +148,8 @@ pub struct Model {
     pub nodes: Vec<NodeInfo>,
     /// Channels (axis 1) of every activation tensor [`NodeInfo`] refers to; the graph input is 0.
     pub channels: Vec<usize>,
+    /// The names of those tensors.
+    pub tensors: Vec<String>,
     /// Elements per image of every activation tensor, by name.
     pub sizes: HashMap<String, u64>,
     /// Dense totals (batch 1).
@@ -167,7 +170,7 @@ impl Model {
     fn open_darknet(cfg_path: &Path, weights_path: &Path, img_size: Option<u32>) -> Result<Model, ModelError> {
         let cfg = Cfg::from_file(cfg_path)?;
         let size = img_size.unwrap_or(cfg.width as u32);
-        crate::quantity::check_img_size(size).map_err(|what| ModelError::ImgSize { size, what })?;
+        crate::quantity::check_img_size(size).map_err(|what| ModelError::ImgSize { what })?;
         let graph = Graph::build(&cfg, 1, size as usize, size as usize)?;
         let layout = Layout::of(&cfg, &graph);
         let weights = Weights::load(weights_path, &layout)?;
@@ -237,6 +240,7 @@ impl Model {
         // Activation tensors get an index; initializers and empty names none.
         let mut index: HashMap<String, usize> = HashMap::new();
         let mut channels = Vec::new();
+        let mut tensors = Vec::new();
         let mut tensor = |name: &str, index: &mut HashMap<String, usize>| -> Option<usize> {
             if name.is_empty() || net.initializers.contains_key(name) {
                 return None;
@@ -246,6 +250,7 @@ impl Model {
             }
             let shape = shape_of(name).unwrap_or_default();
             channels.push(if shape.len() >= 2 { shape[1].max(0) as usize } else { 0 });
+            tensors.push(name.to_string());
             index.insert(name.to_string(), channels.len() - 1);
             Some(channels.len() - 1)
         };
@@ -312,6 +317,7 @@ impl Model {
             layers,
             nodes,
             channels,
+            tensors,
             sizes,
             params,
             macs,
