@@ -531,7 +531,13 @@ fn opened_onnx_models_cost_densely_what_the_references_count() {
         let m = opened(name);
         assert_eq!(m.params, models[name]["onnx_weight_params"].as_u64().unwrap(), "{name}");
         let net = onnx::read(&dir().join(format!("{name}.onnx"))).unwrap();
-        let convs = net.nodes.iter().filter(|n| n.op == "Conv" && net.initializers.contains_key(&n.inputs[1])).count();
+        // Every convolution with weights, less the DFL's (it reads a softmax; weights 0…15).
+        let dfl = |n: &prunescope::model::ir::Node| net.producer_of(&n.inputs[0]).is_some_and(|p| p.op == "Softmax");
+        let convs = net
+            .nodes
+            .iter()
+            .filter(|n| n.op == "Conv" && net.initializers.contains_key(&n.inputs[1]) && !dfl(n))
+            .count();
         assert_eq!(m.layers.len(), convs, "{name}");
         // Ultralytics' Conv modules are conv + SiLU: the chain holds the pair.
         let silu = m.layers.iter().filter(|l| l.chain.len() == 3 && l.zero_preserving).count();

@@ -54,7 +54,8 @@ pub enum ModelError {
     ImgSize { what: String },
 }
 
-/// A layer that can be pruned: a convolution with its weights in the file, and the per-channel
+/// A layer that can be pruned: a convolution with its weights in the file (not one reading a
+/// softmax, such as the DFL's fixed 0…15 weights), and the per-channel
 /// nodes right after it (an unfolded batch norm, the activation) whose output a zeroed filter
 /// leaves at zero.
 #[derive(Debug, Clone, PartialEq)]
@@ -522,7 +523,10 @@ fn find_layers(
     for (i, n) in net.nodes.iter().enumerate() {
         let Some(w) = n.inputs.get(1) else { continue };
         let is_weight = weights.tensors.get(w).is_some_and(|t| t.shape.len() >= 3);
-        if n.op != "Conv" || !is_weight {
+        // A convolution reading a softmax is a fixed expectation, not a learned layer
+        // (Ultralytics' DFL: the distribution over 16 bins times 0…15).
+        let after_softmax = net.producer_of(&n.inputs[0]).is_some_and(|p| p.op == "Softmax");
+        if n.op != "Conv" || !is_weight || after_softmax {
             continue;
         }
         let Some(id) = id(&n.name, i) else {
