@@ -31,8 +31,10 @@ fn sample_data() -> PathBuf {
 /// For every convolution of parity.cfg (every layer kind of the tiny family, two heads) and
 /// each method, the engine's way of computing a point (the full pass's tensors, the pruned
 /// layer, then only its dependents) equals the full forward pass of the pruned model through
-/// the same executor bit for bit, and PyTorch-YOLOv3's layer by layer (the Darknet forward)
-/// to 1e-5.
+/// the same executor bit for bit, and the Darknet forward (PyTorch-YOLOv3's, layer by
+/// layer) within the parity tolerance, 1e-4 relative to max(1, |value|): the executor runs
+/// convolutions channels-last, whose kernels round differently, and box sizes are
+/// exponentials of the head's output.
 #[test]
 fn suffix_equals_the_full_forward_for_every_layer() {
     let files = ModelFiles::Darknet { cfg: common::darknet("parity.cfg"), weights: common::darknet("parity.weights") };
@@ -54,8 +56,19 @@ fn suffix_equals_the_full_forward_for_every_layer() {
                 let full = NetPredictor::new(&model, &pruned, Device::Cpu).unwrap().output(&image).unwrap();
                 assert!(g.equal(&full), "{} {method} {s}: the suffix run differs from the full pass", layer.name);
                 let darknet = Darknet::new(&cfg, &graph, &pruned, Device::Cpu).unwrap().forward(&image).unwrap();
-                let d = (g - &darknet).abs().max().double_value(&[]);
-                assert!(d <= 1e-5, "{} {method} {s}: max |suffix − Darknet forward| = {d}", layer.name);
+                let scaled = (g - &darknet).abs() / darknet.abs().clamp_min(1.0);
+                let d = scaled.max().double_value(&[]);
+                let at = scaled.flatten(0, -1).argmax(0, false).int64_value(&[]);
+                let cols = darknet.size()[2];
+                assert!(
+                    d <= 1e-4,
+                    "{} {method} {s}: max |suffix − Darknet forward| / max(1, |Darknet|) = {d} at row {}, column {} ({} vs {})",
+                    layer.name,
+                    at / cols,
+                    at % cols,
+                    g.flatten(0, -1).double_value(&[at]),
+                    darknet.flatten(0, -1).double_value(&[at])
+                );
                 worst = worst.max(d);
             }
         }

@@ -362,9 +362,10 @@ fn variant_output(
 
 /// The chain's unpruned output from `acts`.
 fn unpruned_output(net: &Net, suffix: &Suffix, layer: &Layer, acts: &HashMap<String, Tensor>) -> Result<Tensor, WorkerError> {
-    let inputs = net.outside_inputs(&suffix.chain);
+    // What the chain reads (not the graph outputs a suffix must also be given).
+    let reads = |n: &String| suffix.chain.iter().any(|&i| net.nodes[i].inputs.contains(n));
     let mut given = HashMap::new();
-    for n in inputs {
+    for n in net.outside_inputs(&suffix.chain).into_iter().filter(reads) {
         let t = acts.get(&n).ok_or_else(|| WorkerError::TensorMissing { tensor: n.clone() })?;
         given.insert(n, t.shallow_clone());
     }
