@@ -36,7 +36,8 @@ fn synthetic_project(dir: &Path) -> Project {
     let layout = Layout::of(&cfg, &graph);
     let weights_path = dir.join("synthetic.safetensors");
     Weights::initialize(&layout, 7).save(&weights_path, &layout).unwrap();
-    let model = Model::open(&ModelFiles::Darknet { cfg: PathBuf::from(CFG), weights: weights_path }, Some(416)).unwrap();
+    let model =
+        Model::open(&ModelFiles::Darknet { cfg: PathBuf::from(CFG), weights: weights_path }, Some(416)).unwrap();
     let reference = model.reference.clone();
     let layers: Vec<(String, usize)> = model.layers.iter().map(|l| (l.name.clone(), l.id)).collect();
     assert_eq!(layers.len(), 75);
@@ -77,7 +78,8 @@ fn synthetic_project(dir: &Path) -> Project {
         points,
         torn_lines: Vec::new(),
     };
-    let paths = ProjectPaths { cfg: PathBuf::from(CFG), weights: dir.join("synthetic.safetensors"), ..Default::default() };
+    let paths =
+        ProjectPaths { cfg: PathBuf::from(CFG), weights: dir.join("synthetic.safetensors"), ..Default::default() };
     Project::new(paths, Arc::new(model), Some(run)).unwrap()
 }
 

@@ -2,8 +2,8 @@
 //! saved file, compressed size against a direct deflate, report files written.
 
 use prunescope::eval::compare::{self, CompareConfig};
-use prunescope::plan::Budget;
 use prunescope::model::{Model, ModelFiles};
+use prunescope::plan::Budget;
 use prunescope::plan::{self, Rule};
 use prunescope::sensitivity::{store, Metric};
 use std::path::{Path, PathBuf};

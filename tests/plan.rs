@@ -17,8 +17,7 @@ fn sample() -> PathBuf {
 fn model() -> Model {
     // The run refers to the files by repository-relative paths; hashes are what must agree.
     let (cfg, weights) = (sample().join("yolov3-tiny-shapes.cfg"), sample().join("yolov3-tiny-shapes.safetensors"));
-    Model::open(&ModelFiles::Darknet { cfg, weights }, None)
-        .unwrap()
+    Model::open(&ModelFiles::Darknet { cfg, weights }, None).unwrap()
 }
 
 fn run_dir() -> PathBuf {

@@ -147,7 +147,8 @@ pub fn compare(
     let files = |weights: &PathBuf| ModelFiles::Darknet { cfg: c.cfg.clone(), weights: weights.clone() };
     let first = Model::open(&files(&models[0].1), c.img_size)?;
     let size = first.img_size;
-    let opts = OpenOptions { classes: Some(first.classes()), on_bad: OnBad::Skip, limit: c.limit, ..Default::default() };
+    let opts =
+        OpenOptions { classes: Some(first.classes()), on_bad: OnBad::Skip, limit: c.limit, ..Default::default() };
     let ds = DetectionDataset::open_with(&c.data, opts)?;
     let ecfg = EvalConfig { img_size: size, ..Default::default() };
     let mut out = Vec::new();

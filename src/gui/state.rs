@@ -2,8 +2,8 @@
 //! here: this is the logic the views draw and the tests drive.
 
 use crate::model::effective::Cost;
-use crate::plan::{drop_of, RunRef};
 use crate::model::{Model, ModelFiles};
+use crate::plan::{drop_of, RunRef};
 use crate::plan::{Curves, Origin, Plan, PlanLayer};
 pub use crate::project::ProjectPaths;
 use crate::sensitivity::{store, Metric, StoredRun};

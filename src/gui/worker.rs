@@ -4,8 +4,8 @@
 use super::state::{Project, ProjectPaths};
 use crate::eval::compare::{self, CompareConfig, Comparison};
 use crate::model::effective::Cost;
-use crate::plan::PlanCoster;
 use crate::model::Model;
+use crate::plan::PlanCoster;
 use crate::plan::{Curves, Plan, Prediction, Rule};
 use crate::prune::stats::LayerStats;
 use crate::prune::Method;

@@ -147,9 +147,8 @@ impl ModelCounts {
             };
             let acts: Vec<Vec<bool>> = node.inputs.iter().flatten().map(|&t| channels_of(t, &live)).collect();
             let out_channels = node.outputs.first().map(|&t| model.channels[t]).unwrap_or(0);
-            let scaled = |out: &[bool]| -> Cost {
-                Cost { params: scale(dense.params, out), macs: scale(dense.macs, out) }
-            };
+            let scaled =
+                |out: &[bool]| -> Cost { Cost { params: scale(dense.params, out), macs: scale(dense.macs, out) } };
             let (outs, cost): (Vec<Vec<bool>>, Cost) = match &node.rule {
                 Channels::Layer(k) => {
                     let layer = &model.layers[*k];
@@ -307,7 +306,11 @@ mod tests {
     /// The cost of cfg block `i`: its nodes in the IR (`conv_i`, `batch_norm_i`, …, `maxpool_i`).
     fn block(m: &Model, e: &EffectiveCost, i: usize) -> Cost {
         let suffix = format!("_{i}");
-        m.nodes.iter().zip(&e.nodes).filter(|(n, _)| n.name.ends_with(&suffix)).fold(Cost::default(), |a, (_, c)| a + *c)
+        m.nodes
+            .iter()
+            .zip(&e.nodes)
+            .filter(|(n, _)| n.name.ends_with(&suffix))
+            .fold(Cost::default(), |a, (_, c)| a + *c)
     }
 
     #[test]

@@ -226,7 +226,10 @@ impl Model {
     ) -> Result<Model, ModelError> {
         let input_shape = net.input_shape(Some(i64::from(size)))?;
         let costs = net.costs(&input_shape)?;
-        let values = net.run(vec![(net.inputs[0].name.clone(), Tensor::zeros(&input_shape[..], tch::kind::FLOAT_CPU))], Keep::All)?;
+        let values = net.run(
+            vec![(net.inputs[0].name.clone(), Tensor::zeros(&input_shape[..], tch::kind::FLOAT_CPU))],
+            Keep::All,
+        )?;
         let shape_of = |name: &str| -> Option<Vec<i64>> {
             if name == net.inputs[0].name {
                 return Some(input_shape.clone());
@@ -302,8 +305,7 @@ impl Model {
                 rule,
             });
         }
-        let mut sizes: HashMap<String, u64> =
-            values.iter().map(|(k, t)| (k.clone(), t.numel() as u64)).collect();
+        let mut sizes: HashMap<String, u64> = values.iter().map(|(k, t)| (k.clone(), t.numel() as u64)).collect();
         sizes.insert(net.inputs[0].name.clone(), input_shape.iter().product::<i64>() as u64);
         let params = costs.iter().map(|c| c.params).sum();
         let macs = costs.iter().map(|c| c.macs).sum();
@@ -461,8 +463,8 @@ impl Model {
 }
 
 fn file_ref(path: &Path) -> Result<FileRef, ModelError> {
-    let sha256 = crate::provenance::file_sha256(path)
-        .map_err(|source| ModelError::Read { path: path.to_path_buf(), source })?;
+    let sha256 =
+        crate::provenance::file_sha256(path).map_err(|source| ModelError::Read { path: path.to_path_buf(), source })?;
     // Absolute, so that a run or plan made here names the same files wherever it is saved.
     Ok(FileRef { path: crate::provenance::absolute(path), sha256 })
 }
@@ -685,9 +687,11 @@ fn channel_rule(
                 None => vec![1; starts.len()],
             };
             let k = axes.iter().position(|&a| a == 1 || a == 1 - rank as i64);
-            let others_whole = axes.iter().enumerate().all(|(j, _)| Some(j) == k || {
-                let dim = in_shape.get(axes[j].rem_euclid(rank as i64) as usize).copied().unwrap_or(0);
-                starts[j] == 0 && ends[j] >= dim && steps[j] == 1
+            let others_whole = axes.iter().enumerate().all(|(j, _)| {
+                Some(j) == k || {
+                    let dim = in_shape.get(axes[j].rem_euclid(rank as i64) as usize).copied().unwrap_or(0);
+                    starts[j] == 0 && ends[j] >= dim && steps[j] == 1
+                }
             });
             let (Some(k), true) = (k, others_whole) else { return None };
             let c = in_shape[1];

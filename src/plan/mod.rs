@@ -146,7 +146,9 @@ pub enum PlanError {
     #[error("layers[{index}] ({layer}): sparsity {sparsity} is outside [0, 1)")]
     LayerSparsity { index: usize, layer: String, sparsity: f64 },
     /// `layers[index]` of a plan names a layer the model has under another index.
-    #[error("layers[{index}]: name `{layer}` does not match block {block}: the model calls block {block} `{expected}`")]
+    #[error(
+        "layers[{index}]: name `{layer}` does not match block {block}: the model calls block {block} `{expected}`"
+    )]
     LayerName { index: usize, layer: String, block: usize, expected: String },
     /// `layers[index]` of a plan repeats an earlier layer.
     #[error("layers[{index}]: {layer} appears twice")]

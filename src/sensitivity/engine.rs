@@ -275,7 +275,13 @@ pub fn run(config: &AnalysisConfig, events: &Sender<Event>, cancel: &AtomicBool)
         .iter()
         .map(|&i| {
             let l = &model.layers[i];
-            LayerInfo { name: l.name.clone(), block: l.id, shape: l.output_shape.clone(), params: l.params, macs: l.macs }
+            LayerInfo {
+                name: l.name.clone(),
+                block: l.id,
+                shape: l.output_shape.clone(),
+                params: l.params,
+                macs: l.macs,
+            }
         })
         .collect();
     send(Event::Started {

@@ -346,10 +346,8 @@ fn variant_output(
     };
     let out = match (variant, unpruned) {
         (Variant::ChannelMask(m), Some(u)) => {
-            let mut with = given(
-                &suffix.after_needed.iter().filter(|n| **n != layer.output).cloned().collect::<Vec<_>>(),
-                acts,
-            )?;
+            let mut with =
+                given(&suffix.after_needed.iter().filter(|n| **n != layer.output).cloned().collect::<Vec<_>>(), acts)?;
             with.insert(layer.output.clone(), u.f_mul(m)?);
             net.run_nodes(&suffix.after, with, &HashMap::new(), Keep::Outputs)?
         }
@@ -361,7 +359,12 @@ fn variant_output(
 }
 
 /// The chain's unpruned output from `acts`.
-fn unpruned_output(net: &Net, suffix: &Suffix, layer: &Layer, acts: &HashMap<String, Tensor>) -> Result<Tensor, WorkerError> {
+fn unpruned_output(
+    net: &Net,
+    suffix: &Suffix,
+    layer: &Layer,
+    acts: &HashMap<String, Tensor>,
+) -> Result<Tensor, WorkerError> {
     // What the chain reads (not the graph outputs a suffix must also be given).
     let reads = |n: &String| suffix.chain.iter().any(|&i| net.nodes[i].inputs.contains(n));
     let mut given = HashMap::new();
