@@ -228,7 +228,7 @@ fn conv(k: &ConvCounts, inp: &[bool], area: u64, bias: bool) -> Option<(Vec<bool
     let fits = k.per_group.saturating_mul(k.groups) == inp.len()
         && k.nonzero.len() == k.filters.saturating_mul(k.per_group)
         && k.zero_constant.len() == k.filters
-        && k.filters % k.groups == 0;
+        && k.filters.is_multiple_of(k.groups);
     if !fits {
         return None;
     }
