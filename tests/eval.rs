@@ -365,3 +365,63 @@ fn coco_json_dataset() {
     // Crowd is not counted as an object to find.
     assert_eq!(r.classes[1].objects, 1);
 }
+
+/// `eval --preds` on tests/fixtures/pose (predictions and the figures Ultralytics 8.4.190
+/// computed from them, see its README): the `box` section to 1e-6, through the library and
+/// the command's JSON.
+#[test]
+fn saved_predictions_score_like_ultralytics() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pose");
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let want = &expected["box"];
+    let close = |got: f64, key: &str| {
+        let w = want[key].as_f64().unwrap();
+        assert!((got - w).abs() <= 1e-6, "{key}: {got} vs Ultralytics' {w}");
+    };
+    let ds = DetectionDataset::open(&dir.join("data.yaml"), None, OnBad::Error).unwrap();
+    assert_eq!(ds.samples.len(), 40);
+    let preds = eval::preds::read(&dir.join("preds.json"), ds.num_classes()).unwrap();
+    let m = eval::preds::score_ultralytics(&ds, &preds, &dir.join("preds.json")).unwrap();
+    close(m.p, "P");
+    close(m.r, "R");
+    close(m.map50, "mAP50");
+    close(m.map, "mAP50-95");
+    assert_eq!(m.per_class_ap50.len(), 2);
+    for (c, ap) in &m.per_class_ap50 {
+        let w = want["per_class_ap50"][c].as_f64().unwrap();
+        assert!((ap - w).abs() <= 1e-6, "class {c}: {ap} vs {w}");
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_prunescope"))
+        .args(["eval", "--json", "--data"])
+        .arg(dir.join("data.yaml"))
+        .arg("--preds")
+        .arg(dir.join("preds.json"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for key in ["P", "R", "mAP50", "mAP50-95"] {
+        close(json["box"][key].as_f64().unwrap(), key);
+    }
+    // A prediction for an image the dataset does not have, or a class it does not have, is
+    // refused with the file and the entry named.
+    let d = tempfile::tempdir().unwrap();
+    for (bad, says) in [
+        (r#"{"img999": []}"#, "\"img999\": no image of that name"),
+        (r#"{"img000": [{"class": 7, "score": 0.5, "box_xywh": [1, 2, 3, 4]}]}"#, "\"img000\"[0].class"),
+        (r#"{"img000": [{"class": 0, "score": 0.5, "box_xywh": [1, 2, 3]}]}"#, "\"img000\"[0].box_xywh"),
+    ] {
+        let f = d.path().join("p.json");
+        std::fs::write(&f, bad).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_prunescope"))
+            .args(["eval", "--data"])
+            .arg(dir.join("data.yaml"))
+            .arg("--preds")
+            .arg(&f)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(says) && err.contains("p.json"), "{bad}: {err}");
+    }
+}

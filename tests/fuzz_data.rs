@@ -283,7 +283,7 @@ fn fuzz_yolo_labels() {
     let seeds = vec![LABELS.as_bytes().to_vec(), b"\xEF\xBB\xBF0 0.5 0.5 0.5 0.5\r\n".to_vec(), Vec::new()];
     fuzz("yolo labels", 40_000, &seeds, Flavour::Text, "fuzz/labels/val/img.txt", &mut |input| {
         data::decode_text(path, input.to_vec())
-            .and_then(|t| yolo::parse_labels(path, &t, 3))
+            .and_then(|t| yolo::parse_labels(path, &t, 3, 0))
             .map(|boxes| {
                 for b in boxes {
                     assert!(b.class < 3 && b.coords.iter().all(|v| (0.0..=1.0).contains(v)));

@@ -10,11 +10,16 @@ use std::path::PathBuf;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Darknet cfg of the model.
-    #[arg(long)]
-    pub cfg: PathBuf,
+    #[arg(long, required_unless_present = "preds", conflicts_with = "preds", requires = "weights")]
+    pub cfg: Option<PathBuf>,
     /// Weights (.weights, .pth or .safetensors).
+    #[arg(long, requires = "cfg")]
+    pub weights: Option<PathBuf>,
+    /// Score saved predictions instead of running a model: a JSON object, image file stem →
+    /// list of {"class", "score", "box_xywh": [cx, cy, w, h] in pixels, optional
+    /// "keypoints"}. Scored in Ultralytics' convention (what `yolo val` prints).
     #[arg(long)]
-    pub weights: PathBuf,
+    pub preds: Option<PathBuf>,
     /// Validation data: a Darknet .data, an Ultralytics data.yaml, a COCO .json, an image
     /// list .txt or a folder.
     #[arg(long)]
@@ -55,11 +60,14 @@ pub struct Args {
 }
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
+    if let Some(preds) = &args.preds {
+        return run_preds(args, preds);
+    }
+    let (Some(cfg), Some(weights)) = (&args.cfg, &args.weights) else {
+        anyhow::bail!("give --cfg and --weights (a model to run) or --preds (saved predictions)");
+    };
     if let Some(out) = &args.save_dets {
-        crate::fsio::refuse_input_as_output(
-            out,
-            &[("--cfg", &args.cfg), ("--weights", &args.weights), ("--data", &args.data)],
-        )?;
+        crate::fsio::refuse_input_as_output(out, &[("--cfg", cfg), ("--weights", weights), ("--data", &args.data)])?;
         let is_json = out.extension().is_some_and(|e| e.eq_ignore_ascii_case("json"));
         if out.exists() && !is_json {
             anyhow::bail!(
@@ -71,7 +79,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     if let Some(size) = args.img_size {
         crate::quantity::check_img_size(size).map_err(|e| anyhow::anyhow!("--img-size: {e}"))?;
     }
-    let files = ModelFiles::Darknet { cfg: args.cfg.clone(), weights: args.weights.clone() };
+    let files = ModelFiles::Darknet { cfg: cfg.clone(), weights: weights.clone() };
     let model = Model::open(&files, args.img_size)?;
     let size = model.img_size;
     let device = parse_device(&args.device)?;
@@ -83,7 +91,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             "{} names {} classes but {} predicts {}: expected the same class list",
             args.data.display(),
             dataset.num_classes(),
-            args.cfg.display(),
+            cfg.display(),
             model.classes()
         );
     }
@@ -182,4 +190,40 @@ fn text(r: &EvalReport, names: &[String], device: tch::Device) -> String {
 
 fn truncate(s: &str, w: usize) -> String {
     s.chars().take(w).collect()
+}
+
+/// `eval --preds`: saved predictions against the dataset, Ultralytics' convention.
+fn run_preds(args: &Args, preds_path: &std::path::Path) -> anyhow::Result<()> {
+    let on_bad = if args.strict { OnBad::Error } else { OnBad::Skip };
+    let opts = OpenOptions { on_bad, limit: args.limit, ..Default::default() };
+    let dataset = DetectionDataset::open_with(&args.data, opts)?;
+    let preds = eval::preds::read(preds_path, dataset.num_classes())?;
+    let metrics = eval::preds::score_ultralytics(&dataset, &preds, preds_path)?;
+    if !dataset.skipped.is_empty() {
+        eprintln!("warning: {}", dataset.skipped.summary(5));
+    }
+    if args.json {
+        let report = serde_json::json!({
+            "convention": "ultralytics",
+            "images": dataset.samples.len(),
+            "predictions": preds.values().map(Vec::len).sum::<usize>(),
+            "box": metrics,
+        });
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "{} images, {} predictions (Ultralytics convention: 101-point AP, P and R at the best mean F1)",
+            dataset.samples.len(),
+            preds.values().map(Vec::len).sum::<usize>()
+        );
+        println!(
+            "box  P {:.4}  R {:.4}  mAP50 {:.4}  mAP50-95 {:.4}",
+            metrics.p, metrics.r, metrics.map50, metrics.map
+        );
+        for (c, ap) in &metrics.per_class_ap50 {
+            let name = c.parse::<usize>().ok().and_then(|i| dataset.names.get(i)).cloned().unwrap_or_default();
+            println!("  {c:>3} {name:<20} AP50 {ap:.4}");
+        }
+    }
+    Ok(())
 }

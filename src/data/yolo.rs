@@ -50,6 +50,9 @@ pub enum Names {
 pub struct Layout {
     pub names: Names,
     pub sources: Vec<ImageSource>,
+    /// Keypoints per object and values per keypoint (`kpt_shape` of a pose `data.yaml`):
+    /// label lines then carry that many values after the box.
+    pub kpt_shape: Option<[usize; 2]>,
 }
 
 /// Opens a YOLO-layout dataset of the given kind (decided by [`SourceKind::of`]).
@@ -63,18 +66,20 @@ pub(crate) fn open(path: &Path, kind: SourceKind, opts: &OpenOptions) -> Result<
             Layout {
                 names: Names::Find { dir: path.to_path_buf(), count: None },
                 sources: vec![ImageSource { path: root, key: None, line: None }],
+                kpt_shape: None,
             }
         }
         SourceKind::ImageList => Layout {
             names: Names::Find { dir: parent(), count: None },
             sources: vec![ImageSource { path: path.to_path_buf(), key: None, line: None }],
+            kpt_shape: None,
         },
         SourceKind::DarknetData => parse_darknet_data(path, &read_text(path, MAX_CONFIG_BYTES)?, opts.split)?,
         SourceKind::UltralyticsYaml => parse_data_yaml(path, &read_text(path, MAX_CONFIG_BYTES)?, opts.split)?,
         SourceKind::CocoJson => return Err(DataError::new(path, None, "a COCO json is not a YOLO layout")),
     };
-    let names = resolve_names(path, layout.names, opts.classes)?;
-    build(path, names, &layout.sources, opts)
+    let names = resolve_names(path, layout.names.clone(), opts.classes)?;
+    build(path, names, &layout, opts)
 }
 
 /// Parses a Darknet `.data` file: `valid=` or `train=` (list file or folder), `names=`,
@@ -121,7 +126,7 @@ pub fn parse_darknet_data(path: &Path, text: &str, split: Split) -> Result<Layou
         None => Names::Find { dir: path.parent().unwrap_or(Path::new(".")).to_path_buf(), count },
     };
     let source = ImageSource { path: resolve(path, &valid), key: Some(key), line: Some(vline) };
-    Ok(Layout { names, sources: vec![source] })
+    Ok(Layout { names, sources: vec![source], kpt_shape: None })
 }
 
 /// Parses an Ultralytics `data.yaml`: `path` (root; the yaml's folder when absent), `val`
@@ -212,7 +217,24 @@ pub fn parse_data_yaml(path: &Path, text: &str, split: Split) -> Result<Layout, 
             ImageSource { path: p, key: Some(key), line: None }
         })
         .collect();
-    Ok(Layout { names, sources })
+    let kpt_shape = match &doc["kpt_shape"] {
+        Yaml::BadValue | Yaml::Null => None,
+        Yaml::Array(a) if a.len() == 2 => {
+            let n = |y: &Yaml| y.as_i64().filter(|v| (1..=1000).contains(v)).map(|v| v as usize);
+            match (n(&a[0]), n(&a[1])) {
+                (Some(k), Some(d)) if d == 2 || d == 3 => Some([k, d]),
+                _ => return Err(DataError::new(path, None, "`kpt_shape`: expected [keypoints, 2 or 3], e.g. [17, 3]")),
+            }
+        }
+        other => {
+            return Err(DataError::new(
+                path,
+                None,
+                format!("`kpt_shape`: expected [keypoints, 2 or 3], found {}", yaml_kind(other)),
+            ))
+        }
+    };
+    Ok(Layout { names, sources, kpt_shape })
 }
 
 /// Deepest nesting of a `data.yaml` (its parser recurses once per level).
@@ -534,8 +556,14 @@ pub fn label_path(image: &Path) -> Option<PathBuf> {
     beside.is_file().then_some(beside)
 }
 
-/// Parses a YOLO label file: `class cx cy w h` per line, normalised to [0, 1].
-pub fn parse_labels(path: &Path, text: &str, num_classes: usize) -> Result<Vec<GtBox>, DataError> {
+/// Parses a YOLO label file: `class cx cy w h` per line, normalised to [0, 1], then
+/// `keypoint_values` numbers (a pose dataset's keypoints: read as numbers, not kept).
+pub fn parse_labels(
+    path: &Path,
+    text: &str,
+    num_classes: usize,
+    keypoint_values: usize,
+) -> Result<Vec<GtBox>, DataError> {
     let mut boxes = Vec::new();
     for (i, raw) in text.lines().enumerate() {
         let line = raw.trim();
@@ -544,11 +572,22 @@ pub fn parse_labels(path: &Path, text: &str, num_classes: usize) -> Result<Vec<G
         }
         let err = |m: String| DataError::new(path, Some(i + 1), m);
         let shown = || clip(line, 80);
-        let fields: Vec<&str> = line.split_whitespace().take(6).collect();
-        if fields.len() != 5 {
-            let n = line.split_whitespace().count();
-            return Err(err(format!("expected 5 values `class cx cy w h`, found {n}: `{}`", shown())));
+        let all: Vec<&str> = line.split_whitespace().collect();
+        if all.len() != 5 + keypoint_values {
+            let want = if keypoint_values == 0 {
+                "5 values `class cx cy w h`".to_string()
+            } else {
+                format!(
+                    "{} values `class cx cy w h` and {keypoint_values} keypoint values (kpt_shape)",
+                    5 + keypoint_values
+                )
+            };
+            return Err(err(format!("expected {want}, found {}: `{}`", all.len(), shown())));
         }
+        if let Some(bad) = all[5..].iter().find(|f| f.parse::<f64>().map_or(true, |v| !v.is_finite())) {
+            return Err(err(format!("keypoint value `{}`: expected a number", clip(bad, 40))));
+        }
+        let fields = &all[..5];
         let nums: Vec<f64> = fields
             .iter()
             .map(|f| {
@@ -586,16 +625,17 @@ pub fn parse_labels(path: &Path, text: &str, num_classes: usize) -> Result<Vec<G
 }
 
 /// Reads and parses the label file of `image` (none: background).
-pub fn read_labels(image: &Path, num_classes: usize) -> Result<Option<Vec<GtBox>>, DataError> {
+pub fn read_labels(image: &Path, num_classes: usize, keypoint_values: usize) -> Result<Option<Vec<GtBox>>, DataError> {
     match label_path(image) {
         None => Ok(None),
-        Some(lp) => parse_labels(&lp, &read_text(&lp, MAX_LABEL_BYTES)?, num_classes).map(Some),
+        Some(lp) => parse_labels(&lp, &read_text(&lp, MAX_LABEL_BYTES)?, num_classes, keypoint_values).map(Some),
     }
 }
 
 /// Samples gathered image by image, up to the limit.
 struct Builder {
     num_classes: usize,
+    keypoint_values: usize,
     on_bad: OnBad,
     limit: usize,
     samples: Vec<DetectionSample>,
@@ -621,7 +661,7 @@ impl Builder {
             self.skipped.handle(self.on_bad, DataError::new(&image, None, "image file not found"))?;
             return Ok(true);
         }
-        match read_labels(&image, self.num_classes) {
+        match read_labels(&image, self.num_classes, self.keypoint_values) {
             Ok(None) => {
                 self.unlabelled += 1;
                 self.samples.push(DetectionSample { image, boxes: Vec::new(), coco_id: None });
@@ -636,11 +676,13 @@ impl Builder {
 fn build(
     source: &Path,
     names: Vec<String>,
-    sources: &[ImageSource],
+    layout: &Layout,
     opts: &OpenOptions,
 ) -> Result<DetectionDataset, DataError> {
+    let sources = &layout.sources;
     let mut b = Builder {
         num_classes: names.len(),
+        keypoint_values: layout.kpt_shape.map(|[k, d]| k * d).unwrap_or(0),
         on_bad: opts.on_bad,
         limit: opts.limit.unwrap_or(usize::MAX),
         samples: Vec::new(),

@@ -4,6 +4,7 @@
 //! checkpoints side by side.
 
 pub mod compare;
+pub mod preds;
 
 use crate::data::{DataError, DetectionDataset, Letterboxed, OnBad, Prefetcher, SkipReport};
 use crate::metrics::coco::{self, Category, CocoGt, Detection, GtAnnotation, ImageInfo};

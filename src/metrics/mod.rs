@@ -5,6 +5,7 @@ pub mod coco;
 pub mod confusion;
 pub mod nms;
 pub mod pr;
+pub mod ultralytics;
 pub mod voc;
 
 pub use confusion::ConfusionMatrix;
