@@ -515,7 +515,8 @@ fn a_shared_initializer_is_copied_before_it_changes() {
 const ULTRALYTICS: [&str; 3] = ["yolov8pico-pose", "yolo11pico-detect", "yolov8pico-cls"];
 
 fn opened(name: &str) -> prunescope::model::Model {
-    let files = prunescope::model::ModelFiles::Onnx { path: dir().join(format!("{name}.onnx")) };
+    let task = (name == "mobilenet_v3_small-cls").then(|| "classify".to_string());
+    let files = prunescope::model::ModelFiles::Onnx { path: dir().join(format!("{name}.onnx")), task };
     prunescope::model::Model::open(&files, None).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
@@ -611,5 +612,68 @@ fn engine_suffix_on_an_onnx_detector_equals_the_full_pass() {
             let full = NetPredictor::new(&m, &w, tch::Device::Cpu).unwrap().predict(&image).unwrap();
             assert!(got[0].equal(&full), "{} {method}: the suffix run differs from the full pass", layer.name);
         }
+    }
+}
+
+/// `prunescope prune --model` with a plan filter-pruning every third layer at 50 %: the
+/// written ONNX file keeps the graph, the metadata and (mobilenet) the external-data layout;
+/// its pruned filters are zero, its effective parameters are the plan's prediction, and
+/// onnxruntime runs it to our executor's output (≤ 1e-4).
+#[test]
+fn a_plan_prunes_an_onnx_model_into_an_onnx_file() {
+    use prunescope::model::effective;
+    use prunescope::plan::Plan;
+    use prunescope::prune::Method;
+    use prunescope::sensitivity::Metric;
+    let tmp = tempfile::tempdir().unwrap();
+    for name in ["yolo11pico-detect", "mobilenet_v3_small-cls"] {
+        let m = opened(name);
+        let ids: Vec<usize> = m.layers.iter().step_by(3).map(|l| l.id).collect();
+        let mut plan = Plan::new(&m, Method::L1Filter, Metric::Map50, &ids);
+        for &id in &ids {
+            plan.set(id, 0.5, None).unwrap();
+        }
+        plan.refresh_prediction(&m, None);
+        let plan_file = tmp.path().join(format!("{name}.plan.json"));
+        plan.write(&plan_file).unwrap();
+        let out = tmp.path().join(format!("pruned-{name}.onnx"));
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_prunescope"));
+        cmd.arg("prune").arg("--model").arg(dir().join(format!("{name}.onnx")));
+        if name.starts_with("mobilenet") {
+            cmd.args(["--task", "classify"]);
+        }
+        let status = cmd.arg("--plan").arg(&plan_file).arg("--out").arg(&out).output().unwrap();
+        assert!(status.status.success(), "{name}: {}", String::from_utf8_lossy(&status.stderr));
+        let source = onnx::read(&dir().join(format!("{name}.onnx"))).unwrap();
+        let back = onnx::read(&out).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back.metadata, source.metadata, "{name}: metadata");
+        assert_eq!(back.nodes.len(), source.nodes.len(), "{name}: nodes");
+        let external = out.with_file_name(format!("pruned-{name}.onnx.data"));
+        assert_eq!(external.is_file(), name.starts_with("mobilenet"), "{name}: the external data file");
+        // Reopened, the pruned model costs what the plan predicted.
+        let files = m.files.with_weights(&out);
+        let pruned = prunescope::model::Model::open(&files, None).unwrap();
+        let e = effective::effective(&pruned, &pruned.weights);
+        assert_eq!(e.total().params, plan.predicted.params_after, "{name}");
+        assert!(plan.predicted.params_after < plan.predicted.params_before, "{name}");
+        for &id in &ids {
+            let layer = pruned.layer_by_id(id).unwrap();
+            let w = &pruned.weights.tensors[&layer.keys.weight];
+            let per = w.data.len() / w.shape[0];
+            let zero = w.data.chunks(per).filter(|f| f.iter().all(|v| *v == 0.0)).count();
+            assert_eq!(zero, (w.shape[0] as f64 * 0.5).round() as usize, "{name}: {}", layer.name);
+        }
+        // onnxruntime and our executor on the written file.
+        let mut shape = back.input_shape(None).unwrap();
+        shape[0] = back.file_batch.unwrap_or(1);
+        let x = Tensor::rand(shape.as_slice(), (Kind::Float, tch::Device::Cpu));
+        let input = tmp.path().join("x.safetensors");
+        write_one(&input, "x", &x);
+        let ours = back.run(vec![(back.inputs[0].name.clone(), x)], Keep::Outputs).unwrap();
+        let ort_out = tmp.path().join("y.safetensors");
+        onnxruntime(&out, &input, &ort_out);
+        let theirs = read_tensors(&ort_out);
+        let d = max_abs(&ours[&back.outputs[0].name], &theirs["y"]);
+        assert!(d <= 1e-4, "{name}: onnxruntime and our executor differ by {d} on the pruned file");
     }
 }

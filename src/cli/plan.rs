@@ -128,13 +128,23 @@ pub fn run_export(a: &ExportArgs) -> anyhow::Result<()> {
 
 #[derive(Debug, clap::Args)]
 pub struct PruneArgs {
+    /// The Darknet cfg (with --weights).
+    #[arg(long, required_unless_present = "model", conflicts_with = "model", requires = "weights")]
+    pub cfg: Option<PathBuf>,
+    /// The Darknet checkpoint (with --cfg).
+    #[arg(long, requires = "cfg")]
+    pub weights: Option<PathBuf>,
+    /// An ONNX model instead of --cfg/--weights; the pruned model is written as ONNX (the
+    /// same graph, its metadata and external-data layout kept).
     #[arg(long)]
-    pub cfg: PathBuf,
-    #[arg(long)]
-    pub weights: PathBuf,
+    pub model: Option<PathBuf>,
+    /// The task of an ONNX file whose metadata does not say it.
+    #[arg(long, requires = "model", value_parser = ["detect", "pose", "classify"])]
+    pub task: Option<String>,
     #[arg(long)]
     pub plan: PathBuf,
-    /// The pruned checkpoint; its extension picks the format (.weights, .pth, .safetensors).
+    /// The pruned checkpoint; its extension picks the format (.weights, .pth, .safetensors;
+    /// .onnx for an ONNX model).
     #[arg(long)]
     pub out: PathBuf,
     /// Then compare the original and the pruned checkpoint on this dataset…
@@ -146,9 +156,20 @@ pub struct PruneArgs {
 }
 
 pub fn run_prune(a: &PruneArgs) -> anyhow::Result<()> {
-    crate::fsio::refuse_input_as_output(&a.out, &[("--weights", &a.weights), ("--cfg", &a.cfg), ("--plan", &a.plan)])?;
+    let files = match (&a.model, &a.cfg, &a.weights) {
+        (Some(path), _, _) => ModelFiles::Onnx { path: path.clone(), task: a.task.clone() },
+        (None, Some(cfg), Some(weights)) => ModelFiles::Darknet { cfg: cfg.clone(), weights: weights.clone() },
+        _ => anyhow::bail!("give --model M.onnx, or --cfg C and --weights W"),
+    };
+    let mut inputs: Vec<(&str, &std::path::Path)> = vec![("--plan", &a.plan)];
+    inputs.extend(a.cfg.as_deref().map(|p| ("--cfg", p)));
+    inputs.extend(a.weights.as_deref().map(|p| ("--weights", p)));
+    inputs.extend(a.model.as_deref().map(|p| ("--model", p)));
+    crate::fsio::refuse_input_as_output(&a.out, &inputs)?;
+    if a.compare.is_some() && a.model.is_some() {
+        anyhow::bail!("--compare: comparing ONNX models is not supported yet (prune without it, then evaluate)");
+    }
     let p = Plan::read(&a.plan)?;
-    let files = ModelFiles::Darknet { cfg: a.cfg.clone(), weights: a.weights.clone() };
     let model = Model::open(&files, Some(p.img_size))?;
     p.check(&model).map_err(|e| e.in_file(&a.plan))?;
     let (counts, nonzero) = p.prune_into(&model, &a.out)?;
@@ -157,9 +178,10 @@ pub fn run_prune(a: &PruneArgs) -> anyhow::Result<()> {
     }
     println!("non-zero parameters {} -> {nonzero}; wrote {}", model.weights.count_nonzero(), a.out.display());
     if let (Some(data), Some(dir)) = (&a.data, &a.compare) {
+        let (Some(cfg), Some(weights)) = (&a.cfg, &a.weights) else { unreachable!("refused above") };
         let args = super::compare::Args {
-            weights: vec![a.weights.clone(), a.out.clone()],
-            cfg: a.cfg.clone(),
+            weights: vec![weights.clone(), a.out.clone()],
+            cfg: cfg.clone(),
             data: data.clone(),
             out: dir.clone(),
             labels: vec!["origin".into(), "pruned".into()],

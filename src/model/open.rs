@@ -22,8 +22,9 @@ use tch::{Device, Tensor};
 pub enum ModelFiles {
     /// A Darknet cfg and its checkpoint (.weights, .pth or .safetensors).
     Darknet { cfg: PathBuf, weights: PathBuf },
-    /// An ONNX file (its external data beside it).
-    Onnx { path: PathBuf },
+    /// An ONNX file (its external data beside it); `task` (detect, pose, classify) where the
+    /// file's metadata does not say it.
+    Onnx { path: PathBuf, task: Option<String> },
 }
 
 impl ModelFiles {
@@ -31,7 +32,7 @@ impl ModelFiles {
     pub fn with_weights(&self, path: &Path) -> ModelFiles {
         match self {
             ModelFiles::Darknet { cfg, .. } => ModelFiles::Darknet { cfg: cfg.clone(), weights: path.to_path_buf() },
-            ModelFiles::Onnx { .. } => ModelFiles::Onnx { path: path.to_path_buf() },
+            ModelFiles::Onnx { task, .. } => ModelFiles::Onnx { path: path.to_path_buf(), task: task.clone() },
         }
     }
 }
@@ -164,7 +165,7 @@ impl Model {
     pub fn open(files: &ModelFiles, img_size: Option<u32>) -> Result<Model, ModelError> {
         match files {
             ModelFiles::Darknet { cfg, weights } => Self::open_darknet(cfg, weights, img_size),
-            ModelFiles::Onnx { path } => Self::open_onnx(path, img_size),
+            ModelFiles::Onnx { path, task } => Self::open_onnx(path, task.as_deref(), img_size),
         }
     }
 
@@ -185,12 +186,14 @@ impl Model {
         Self::build(net, files, reference, size, task, weights, format, &id)
     }
 
-    fn open_onnx(path: &Path, img_size: Option<u32>) -> Result<Model, ModelError> {
+    fn open_onnx(path: &Path, task: Option<&str>, img_size: Option<u32>) -> Result<Model, ModelError> {
         let mut net = super::onnx::read(path)?;
         own_layer_initializers(&mut net);
         let shape = net.input_shape(img_size.map(i64::from))?;
         let size = shape[2].max(shape[3]) as u32;
-        let task = Task::of(&net, None, None).map_err(|what| ModelError::Model { path: path.to_path_buf(), what })?;
+        let task_name = task;
+        let task =
+            Task::of(&net, task_name, None).map_err(|what| ModelError::Model { path: path.to_path_buf(), what })?;
         // The parameters: what Conv, Gemm, MatMul and BatchNormalization read as weights
         // (not anchors, strides or shape constants).
         let mut weights = Weights::default();
@@ -209,7 +212,7 @@ impl Model {
         }
         let f = file_ref(path)?;
         let reference = ModelRef { cfg: f.clone(), weights: f };
-        let files = ModelFiles::Onnx { path: path.to_path_buf() };
+        let files = ModelFiles::Onnx { path: path.to_path_buf(), task: task_name.map(String::from) };
         Self::build(net, files, reference, size, task, weights, Format::Onnx, &|_, node| Some(node))
     }
 
@@ -368,7 +371,7 @@ impl Model {
     pub fn path(&self) -> &Path {
         match &self.files {
             ModelFiles::Darknet { cfg, .. } => cfg,
-            ModelFiles::Onnx { path } => path,
+            ModelFiles::Onnx { path, .. } => path,
         }
     }
 
@@ -376,7 +379,7 @@ impl Model {
     pub fn weights_path(&self) -> &Path {
         match &self.files {
             ModelFiles::Darknet { weights, .. } => weights,
-            ModelFiles::Onnx { path } => path,
+            ModelFiles::Onnx { path, .. } => path,
         }
     }
 
@@ -457,7 +460,7 @@ impl Model {
     pub fn inputs(&self) -> Vec<(&'static str, &Path)> {
         match &self.files {
             ModelFiles::Darknet { cfg, weights } => vec![("checkpoint", weights.as_path()), ("cfg", cfg.as_path())],
-            ModelFiles::Onnx { path } => vec![("model", path.as_path())],
+            ModelFiles::Onnx { path, .. } => vec![("model", path.as_path())],
         }
     }
 }
