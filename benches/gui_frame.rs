@@ -197,6 +197,7 @@ fn main() {
         conf: 0.001,
         iou: 0.6,
         max_det: 300,
+        ..Default::default()
     };
     let cancel = Arc::new(AtomicBool::new(false));
     let (tx, rx) = crossbeam_channel::unbounded();

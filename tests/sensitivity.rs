@@ -516,3 +516,51 @@ fn a_failure_is_returned_not_streamed() {
     }
     assert!(!events.iter().any(|e| matches!(e, Event::Finished(_))));
 }
+
+/// The engine on an ONNX detector (yolo11pico-detect of tests/fixtures/onnx: random weights,
+/// five classes at 160 like the sample's shapes): for two layers, unstructured and filter
+/// pruning, every point equals the full evaluation of the pruned model, cached or not; the
+/// run records the ONNX file and the layers by their node names.
+#[test]
+fn engine_points_on_an_onnx_detector_equal_full_evaluations() {
+    use prunescope::data::{DetectionDataset, OnBad};
+    use prunescope::eval::{self, EvalConfig};
+    let onnx = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/onnx/yolo11pico-detect.onnx");
+    let model = Model::open(&ModelFiles::Onnx { path: onnx.clone(), task: None }, None).unwrap();
+    let names: Vec<String> = [0, model.layers.len() / 2].iter().map(|&k| model.layers[k].name.clone()).collect();
+    let d = tempfile::tempdir().unwrap();
+    for (method, cache_mem) in [(Method::L1, 2 << 30), (Method::L1Filter, 2 << 30), (Method::L1Filter, 1)] {
+        let c = AnalysisConfig {
+            model: Some(onnx.clone()),
+            data: sample_data(),
+            out: d.path().join(format!("{method}-{cache_mem}")),
+            method,
+            sparsities: vec![0.5],
+            layers: names.clone(),
+            limit: Some(16),
+            cache_mem,
+            ..Default::default()
+        };
+        let (summary, _) = run(&c).unwrap();
+        assert_eq!(summary.computed_points, 2);
+        let r = store::read(&c.out).unwrap();
+        assert_eq!(r.header.layers, names);
+        assert_eq!(r.header.model.cfg.path, onnx.canonicalize().unwrap());
+        let mut ds = DetectionDataset::open(&c.data, None, OnBad::Error).unwrap();
+        ds.limit(16);
+        for p in &r.points {
+            let layer = model.layer(&p.layer).unwrap();
+            let mut w = model.weights.clone();
+            prune::prune_layer(&mut w, &layer.keys, method, p.sparsity);
+            let net = NetPredictor::new(&model, &w, Device::Cpu).unwrap();
+            let ecfg = EvalConfig { img_size: 160, batch: c.batch, ..Default::default() };
+            let n = eval::evaluate(&net, &ds, &ecfg, &mut |_, _| true).unwrap();
+            assert_eq!(
+                (p.metrics.map50, p.metrics.map, p.metrics.precision, p.metrics.recall),
+                (n.map50, n.map, n.precision, n.recall),
+                "{} {method} cache {cache_mem}",
+                p.layer
+            );
+        }
+    }
+}

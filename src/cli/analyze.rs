@@ -10,12 +10,19 @@ use std::sync::atomic::AtomicBool;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Darknet cfg of the model.
-    #[arg(long)]
-    pub cfg: PathBuf,
+    /// Darknet cfg of the model (with --weights).
+    #[arg(long, required_unless_present = "model", conflicts_with = "model", requires = "weights")]
+    pub cfg: Option<PathBuf>,
     /// Weights (.weights, .pth or .safetensors).
+    #[arg(long, requires = "cfg")]
+    pub weights: Option<PathBuf>,
+    /// An ONNX model instead of --cfg/--weights (an Ultralytics detector: its task, names,
+    /// input size from its metadata).
     #[arg(long)]
-    pub weights: PathBuf,
+    pub model: Option<PathBuf>,
+    /// The task of an ONNX file whose metadata does not say it.
+    #[arg(long, requires = "model", value_parser = ["detect", "pose", "classify"])]
+    pub task: Option<String>,
     /// Validation data (.data, data.yaml, COCO .json, image list or folder).
     #[arg(long)]
     pub data: PathBuf,
@@ -70,8 +77,10 @@ const PROGRESS_LINE_EVERY: std::time::Duration = std::time::Duration::from_secs(
 
 pub fn run(a: &Args) -> anyhow::Result<()> {
     let config = AnalysisConfig {
-        cfg: a.cfg.clone(),
-        weights: a.weights.clone(),
+        cfg: a.cfg.clone().unwrap_or_default(),
+        weights: a.weights.clone().unwrap_or_default(),
+        model: a.model.clone(),
+        task: a.task.clone(),
         data: a.data.clone(),
         out: a.out.clone(),
         method: a.method,

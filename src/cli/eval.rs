@@ -10,8 +10,15 @@ use std::path::PathBuf;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Darknet cfg of the model.
-    #[arg(long, required_unless_present = "preds", conflicts_with = "preds", requires = "weights")]
+    #[arg(long, required_unless_present_any = ["preds", "model"], conflicts_with_all = ["preds", "model"], requires = "weights")]
     pub cfg: Option<PathBuf>,
+    /// An ONNX detector instead of --cfg/--weights (an Ultralytics export: task, names and
+    /// input size from its metadata). Scored like a Darknet model (pycocotools' convention).
+    #[arg(long, conflicts_with = "preds")]
+    pub model: Option<PathBuf>,
+    /// The task of an ONNX file whose metadata does not say it.
+    #[arg(long, requires = "model", value_parser = ["detect", "pose", "classify"])]
+    pub task: Option<String>,
     /// Weights (.weights, .pth or .safetensors).
     #[arg(long, requires = "cfg")]
     pub weights: Option<PathBuf>,
@@ -63,11 +70,17 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     if let Some(preds) = &args.preds {
         return run_preds(args, preds);
     }
-    let (Some(cfg), Some(weights)) = (&args.cfg, &args.weights) else {
-        anyhow::bail!("give --cfg and --weights (a model to run) or --preds (saved predictions)");
+    let files = match (&args.model, &args.cfg, &args.weights) {
+        (Some(path), _, _) => ModelFiles::Onnx { path: path.clone(), task: args.task.clone() },
+        (None, Some(cfg), Some(weights)) => ModelFiles::Darknet { cfg: cfg.clone(), weights: weights.clone() },
+        _ => anyhow::bail!("give --cfg and --weights or --model (a model to run), or --preds (saved predictions)"),
     };
     if let Some(out) = &args.save_dets {
-        crate::fsio::refuse_input_as_output(out, &[("--cfg", cfg), ("--weights", weights), ("--data", &args.data)])?;
+        let mut inputs: Vec<(&str, &std::path::Path)> = vec![("--data", &args.data)];
+        inputs.extend(args.cfg.as_deref().map(|p| ("--cfg", p)));
+        inputs.extend(args.weights.as_deref().map(|p| ("--weights", p)));
+        inputs.extend(args.model.as_deref().map(|p| ("--model", p)));
+        crate::fsio::refuse_input_as_output(out, &inputs)?;
         let is_json = out.extension().is_some_and(|e| e.eq_ignore_ascii_case("json"));
         if out.exists() && !is_json {
             anyhow::bail!(
@@ -79,7 +92,6 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     if let Some(size) = args.img_size {
         crate::quantity::check_img_size(size).map_err(|e| anyhow::anyhow!("--img-size: {e}"))?;
     }
-    let files = ModelFiles::Darknet { cfg: cfg.clone(), weights: weights.clone() };
     let model = Model::open(&files, args.img_size)?;
     let size = model.img_size;
     let device = parse_device(&args.device)?;
@@ -91,7 +103,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             "{} names {} classes but {} predicts {}: expected the same class list",
             args.data.display(),
             dataset.num_classes(),
-            cfg.display(),
+            model.path().display(),
             model.classes()
         );
     }

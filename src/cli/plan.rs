@@ -65,7 +65,7 @@ pub fn run_suggest(a: &SuggestArgs) -> anyhow::Result<()> {
     crate::fsio::refuse_input_as_output(&a.out, &inputs)?;
     let run = store::read(&a.run)?;
     let (cfg, weights) = store::model_files(&run, &a.run, a.cfg.as_deref(), a.weights.as_deref())?;
-    let model = Model::open(&ModelFiles::Darknet { cfg, weights }, Some(run.header.eval.img_size))?;
+    let model = Model::open(&ModelFiles::of_paths(&cfg, &weights), Some(run.header.eval.img_size))?;
     let rule = match (&a.budget, &a.target) {
         (Some(b), None) => Rule::PerLayer(*b),
         (None, Some(t)) => Rule::Global { resource: a.resource, fraction: percent(t)? },

@@ -60,7 +60,7 @@ impl Project {
             None => None,
         };
         let img_size = run.as_ref().map(|r| r.header.eval.img_size);
-        let files = ModelFiles::Darknet { cfg: paths.cfg.clone(), weights: paths.weights.clone() };
+        let files = ModelFiles::of_paths(&paths.cfg, &paths.weights);
         let model = Model::open(&files, img_size).map_err(|e| e.to_string())?;
         if let (Some(r), Some(dir)) = (&run, &paths.run) {
             crate::plan::check_run(r, &model, dir).map_err(|e| e.to_string())?;
@@ -101,7 +101,7 @@ impl Project {
             .map(|r| (r.header.method, r.header.metric))
             .unwrap_or((crate::prune::Method::L1, Metric::Map50));
         let blocks: Vec<usize> = match &run {
-            Some(r) => r.header.layers.iter().filter_map(|n| crate::plan::suggest::block_of(n)).collect(),
+            Some(r) => r.header.layers.iter().filter_map(|n| model.layer(n).map(|l| l.id)).collect(),
             None => Vec::new(),
         };
         let mut plan = Plan::new(&model, method, metric, &blocks);
@@ -222,8 +222,9 @@ impl Project {
             return false;
         }
         if !self.plan.layers.iter().any(|l| l.block == block) {
+            let Some(layer) = self.model.layer_by_id(block) else { return false };
             self.plan.layers.push(PlanLayer {
-                layer: format!("conv_{block}"),
+                layer: layer.name.clone(),
                 block,
                 sparsity: 0.0,
                 origin: Origin::Manual,
@@ -261,7 +262,7 @@ impl Project {
     /// so neither an undo step nor an unsaved change.
     pub fn restore(&mut self, thresholds: &[(String, f64)], frozen: &[String]) {
         for (name, s) in thresholds {
-            if let Some(b) = crate::plan::suggest::block_of(name) {
+            if let Some(b) = self.model.layer(name).map(|l| l.id) {
                 self.set_sparsity(b, *s);
             }
         }

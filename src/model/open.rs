@@ -28,6 +28,17 @@ pub enum ModelFiles {
 }
 
 impl ModelFiles {
+    /// The files of a stored model reference (`model.cfg` and `model.weights` of a run or a
+    /// plan): an ONNX model is recorded with its file under both.
+    pub fn of_paths(cfg: &Path, weights: &Path) -> ModelFiles {
+        let onnx = cfg.extension().is_some_and(|e| e.eq_ignore_ascii_case("onnx"));
+        if onnx && cfg == weights {
+            ModelFiles::Onnx { path: cfg.to_path_buf(), task: None }
+        } else {
+            ModelFiles::Darknet { cfg: cfg.to_path_buf(), weights: weights.to_path_buf() }
+        }
+    }
+
     /// The same model with the weights of `path` (a pruned or fine-tuned copy).
     pub fn with_weights(&self, path: &Path) -> ModelFiles {
         match self {

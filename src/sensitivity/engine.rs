@@ -207,7 +207,10 @@ pub fn run(config: &AnalysisConfig, events: &Sender<Event>, cancel: &AtomicBool)
     if let Some(size) = config.img_size {
         crate::quantity::check_img_size(size).map_err(SensitivityError::ImgSize)?;
     }
-    let files = ModelFiles::Darknet { cfg: config.cfg.clone(), weights: config.weights.clone() };
+    let files = match &config.model {
+        Some(path) => ModelFiles::Onnx { path: path.clone(), task: config.task.clone() },
+        None => ModelFiles::Darknet { cfg: config.cfg.clone(), weights: config.weights.clone() },
+    };
     let model = Model::open(&files, config.img_size)?;
     let size = model.img_size;
     let opts =

@@ -89,6 +89,10 @@ impl Metric {
 pub struct AnalysisConfig {
     pub cfg: PathBuf,
     pub weights: PathBuf,
+    /// An ONNX model instead of `cfg` and `weights`, and its task where its metadata does
+    /// not say it.
+    pub model: Option<PathBuf>,
+    pub task: Option<String>,
     /// Validation data (any source `prunescope eval` reads; the val split of .data/.yaml).
     pub data: PathBuf,
     /// The run folder.
@@ -126,6 +130,8 @@ impl Default for AnalysisConfig {
         Self {
             cfg: PathBuf::new(),
             weights: PathBuf::new(),
+            model: None,
+            task: None,
             data: PathBuf::new(),
             out: PathBuf::new(),
             method: Method::L1,

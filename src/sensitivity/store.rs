@@ -345,7 +345,6 @@ pub fn read(dir: &Path) -> Result<StoredRun, StoreError> {
             Ok(Record::Baseline { metrics, seconds }) => run.baseline = Some((metrics, seconds)),
             Ok(Record::Point(p)) => {
                 let grid = run.header.layers.contains(&p.layer)
-                    && p.layer == format!("conv_{}", p.block)
                     && run.header.sparsities.iter().any(|s| s.to_bits() == p.sparsity.to_bits());
                 if !grid {
                     return Err(StoreError::OffGrid {

@@ -152,6 +152,7 @@ pub fn show(app: &mut App, ui: &mut egui::Ui) {
 
     let Some(p) = &app.project else { return };
     let frozen = p.frozen();
+    let ids: Vec<Option<usize>> = frozen.iter().map(|n| p.model.layer(n).map(|l| l.id)).collect();
     ui.horizontal(|ui| {
         ui.strong("Frozen layers");
         if ui.button("freeze selected (F)").clicked() {
@@ -165,9 +166,9 @@ pub fn show(app: &mut App, ui: &mut egui::Ui) {
     }
     let mut unfreeze = None;
     ui.horizontal_wrapped(|ui| {
-        for name in &frozen {
+        for (name, id) in frozen.iter().zip(&ids) {
             if ui.button(format!("{name} ✕")).on_hover_text("unfreeze").clicked() {
-                unfreeze = crate::plan::suggest::block_of(name);
+                unfreeze = *id;
             }
         }
     });
