@@ -205,13 +205,15 @@ pub fn table(run: &StoredRun) -> String {
     if let Some((b, _)) = &run.baseline {
         out.push_str(&format!(" (baseline {:.4})", b.get(metric)));
     }
-    out.push_str(&format!("\n{:<10}", "layer"));
+    // ONNX node names are long: the column is as wide as the longest.
+    let w = h.layers.iter().map(|l| l.chars().count()).max().unwrap_or(0).max(10);
+    out.push_str(&format!("\n{:<w$}", "layer"));
     for s in &h.sparsities {
         out.push_str(&format!("{:>7}", format!("{:.0}%", s * 100.0)));
     }
     out.push('\n');
     for layer in &h.layers {
-        out.push_str(&format!("{layer:<10}"));
+        out.push_str(&format!("{layer:<w$}"));
         for s in &h.sparsities {
             match run.points.iter().find(|p| &p.layer == layer && p.sparsity == *s) {
                 Some(p) => out.push_str(&format!("{:>7.3}", p.metrics.get(metric))),

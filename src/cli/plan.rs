@@ -82,10 +82,11 @@ pub fn run_suggest(a: &SuggestArgs) -> anyhow::Result<()> {
 /// The plan as a table with its prediction.
 pub fn print_plan(p: &Plan) {
     println!("{} pruning, {}", p.method, p.rule.as_deref().unwrap_or("set by hand"));
-    println!("{:<10} {:>9} {:>10} {:>10}", "layer", "sparsity", "drop", "origin");
+    let w = p.layers.iter().map(|l| l.layer.chars().count()).max().unwrap_or(0).max(10);
+    println!("{:<w$} {:>9} {:>10} {:>10}", "layer", "sparsity", "drop", "origin");
     for l in &p.layers {
         let drop = l.predicted_drop.map(|d| format!("{d:.4}")).unwrap_or_else(|| "–".into());
-        println!("{:<10} {:>8.1}% {:>10} {:>10?}", l.layer, l.sparsity * 100.0, drop, l.origin);
+        println!("{:<w$} {:>8.1}% {:>10} {:>10?}", l.layer, l.sparsity * 100.0, drop, l.origin);
     }
     let pr = &p.predicted;
     println!(
@@ -173,8 +174,9 @@ pub fn run_prune(a: &PruneArgs) -> anyhow::Result<()> {
     let model = Model::open(&files, Some(p.img_size))?;
     p.check(&model).map_err(|e| e.in_file(&a.plan))?;
     let (counts, nonzero) = p.prune_into(&model, &a.out)?;
+    let w = counts.iter().map(|(l, _)| l.chars().count()).max().unwrap_or(0).max(10);
     for (layer, c) in &counts {
-        println!("{layer:<10} {:>9} weights zeroed {:>5} filters", c.weights_zeroed, c.filters_zeroed);
+        println!("{layer:<w$} {:>9} weights zeroed {:>5} filters", c.weights_zeroed, c.filters_zeroed);
     }
     println!("non-zero parameters {} -> {nonzero}; wrote {}", model.weights.count_nonzero(), a.out.display());
     if let (Some(data), Some(dir)) = (&a.data, &a.compare) {
