@@ -6,8 +6,11 @@ use std::path::PathBuf;
 #[derive(Debug, Default, clap::Args)]
 pub struct Args {
     /// An experiment folder (cfg, checkpoint, data.yaml, run folders, plans/).
-    #[arg(conflicts_with_all = ["cfg", "weights"])]
+    #[arg(conflicts_with_all = ["cfg", "weights", "model"])]
     pub folder: Option<PathBuf>,
+    /// Or an ONNX model (its weights inside)…
+    #[arg(long, conflicts_with_all = ["cfg", "weights"])]
+    pub model: Option<PathBuf>,
     /// Or the files one by one: the cfg…
     #[arg(long, requires = "weights")]
     pub cfg: Option<PathBuf>,
@@ -25,6 +28,16 @@ pub struct Args {
 
 pub fn run(a: &Args) -> anyhow::Result<()> {
     let start = match (&a.folder, &a.cfg, &a.weights) {
+        (None, None, None) if a.model.is_some() => {
+            let m = a.model.clone().unwrap_or_default();
+            Some(ProjectPaths {
+                cfg: m.clone(),
+                weights: m,
+                data: a.data.clone(),
+                run: a.run.clone(),
+                plan: a.plan.clone(),
+            })
+        }
         (Some(dir), _, _) => {
             let mut p = ProjectPaths::discover(dir)?;
             p.data = a.data.clone().or(p.data);

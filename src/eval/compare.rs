@@ -144,7 +144,12 @@ pub fn compare(
         return Err(CompareError::Nothing);
     }
     let device = parse_device(&c.device).map_err(CompareError::Device)?;
-    let files = |weights: &PathBuf| ModelFiles::Darknet { cfg: c.cfg.clone(), weights: weights.clone() };
+    // With an .onnx as the model, each compared file is a whole ONNX model.
+    let onnx = c.cfg.extension().is_some_and(|e| e.eq_ignore_ascii_case("onnx"));
+    let files = |weights: &PathBuf| match onnx {
+        true => ModelFiles::Onnx { path: weights.clone(), task: None },
+        false => ModelFiles::Darknet { cfg: c.cfg.clone(), weights: weights.clone() },
+    };
     let first = Model::open(&files(&models[0].1), c.img_size)?;
     let size = first.img_size;
     let opts =

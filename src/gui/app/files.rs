@@ -19,7 +19,7 @@ impl App {
             }
             let chosen = match pick {
                 Pick::Folder | Pick::Run | Pick::AnalysisOut | Pick::ExportReport => d.pick_folder(),
-                Pick::Cfg => d.add_filter("Darknet cfg", &["cfg"]).pick_file(),
+                Pick::Cfg => d.add_filter("model", &["cfg", "onnx"]).pick_file(),
                 Pick::Weights | Pick::CompareAlso => {
                     d.add_filter("checkpoint", &["weights", "pth", "safetensors"]).pick_file()
                 }

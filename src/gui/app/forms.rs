@@ -87,9 +87,14 @@ impl AnalysisForm {
         if self.out.trim().is_empty() {
             return Err("Run folder: choose where the run is written".into());
         }
+        let model = match crate::model::ModelFiles::of_paths(cfg, weights) {
+            crate::model::ModelFiles::Onnx { path, .. } => Some(path),
+            crate::model::ModelFiles::Darknet { .. } => None,
+        };
         Ok(AnalysisConfig {
             cfg: cfg.to_path_buf(),
             weights: weights.to_path_buf(),
+            model,
             data: PathBuf::from(self.data.trim()),
             out: PathBuf::from(self.out.trim()),
             method: self.method,
@@ -259,9 +264,15 @@ pub struct OpenForm {
 impl OpenForm {
     pub fn paths(&self) -> Result<ProjectPaths, String> {
         let opt = |s: &str| (!s.trim().is_empty()).then(|| PathBuf::from(s.trim()));
-        let cfg = opt(&self.cfg).ok_or("Open: the cfg field is empty (a Darknet .cfg file is required)")?;
-        let weights = opt(&self.weights)
-            .ok_or("Open: the weights field is empty (.weights, .pth or .safetensors is required)")?;
+        let cfg =
+            opt(&self.cfg).ok_or("Open: the model field is empty (a Darknet .cfg or an .onnx file is required)")?;
+        // An ONNX file holds its weights: the same file under both references.
+        let onnx = cfg.extension().is_some_and(|e| e.eq_ignore_ascii_case("onnx"));
+        let weights = match opt(&self.weights) {
+            _ if onnx => cfg.clone(),
+            Some(w) => w,
+            None => return Err("Open: the weights field is empty (.weights, .pth or .safetensors is required)".into()),
+        };
         Ok(ProjectPaths { cfg, weights, data: opt(&self.data), run: opt(&self.run), plan: opt(&self.plan) })
     }
 

@@ -297,10 +297,12 @@ fn open_window(app: &mut App, ctx: &egui::Context) {
     }
     let mut visible = true;
     egui::Window::new("Open a project").open(&mut visible).collapsible(false).default_width(560.0).show(ctx, |ui| {
-        ui.label("A Darknet cfg and its checkpoint; optionally the dataset, a sensitivity run and a plan.");
+        ui.label(
+            "A Darknet cfg and its checkpoint, or an ONNX file; optionally the dataset, a sensitivity run and a plan.",
+        );
         egui::Grid::new("open-grid").num_columns(3).show(ui, |ui| {
             for (label, pick, field) in [
-                ("cfg", Pick::Cfg, 0),
+                ("cfg or .onnx", Pick::Cfg, 0),
                 ("weights", Pick::Weights, 1),
                 ("data.yaml", Pick::Data, 2),
                 ("run folder", Pick::Run, 3),

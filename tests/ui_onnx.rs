@@ -1,0 +1,102 @@
+//! The explorer on an ONNX detector (yolo11pico-detect of tests/fixtures/onnx, on the sample's
+//! five-class shapes at 160): a run made by the engine opens with one plot per analysed layer
+//! under its ONNX node name, a threshold drag moves the totals to what pruning the weights and
+//! recounting gives, and prune & compare writes a pruned ONNX file whose effective parameters
+//! are the plan's, with the class confusion matrices.
+
+mod common;
+
+use common::ui::{harness_of, opened, wait};
+use egui_kittest::kittest::Queryable;
+use prunescope::gui::{App, ProjectPaths};
+use prunescope::sensitivity::{self, store, AnalysisConfig};
+use std::path::{Path, PathBuf};
+
+fn onnx() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/onnx/yolo11pico-detect.onnx")
+}
+
+fn data() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("sample_runs/shapes/data.yaml")
+}
+
+#[test]
+fn an_onnx_detector_goes_through_the_explorer() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = prunescope::model::Model::open(&prunescope::model::ModelFiles::Onnx { path: onnx(), task: None }, None)
+        .unwrap();
+    let names: Vec<String> = model.layers.iter().take(3).map(|l| l.name.clone()).collect();
+    let run_dir = dir.path().join("sens");
+    let config = AnalysisConfig {
+        model: Some(onnx()),
+        data: data(),
+        out: run_dir.clone(),
+        sparsities: vec![0.3, 0.6],
+        layers: names.clone(),
+        limit: Some(16),
+        ..Default::default()
+    };
+    let (tx, _rx) = crossbeam_channel::unbounded();
+    sensitivity::run(&config, &tx, &std::sync::atomic::AtomicBool::new(false)).unwrap();
+    let paths =
+        ProjectPaths { cfg: onnx(), weights: onnx(), data: Some(data()), run: Some(run_dir.clone()), plan: None };
+    let mut h = harness_of(App::new(None, None, Some(paths)));
+    opened(&mut h);
+    for name in &names {
+        h.get_by_label(&format!("sensitivity plot {name}"));
+    }
+    assert_eq!(store::read(&run_dir).unwrap().header.layers, names);
+
+    // Drag the first layer's threshold to the right.
+    h.get_by_label(&format!("sensitivity plot {}", names[0])).click();
+    h.run_steps(2);
+    let rect = h.get_by_label("threshold plot").rect();
+    let (from, to) = (
+        egui::pos2(rect.left() + rect.width() * 0.2, rect.center().y),
+        egui::pos2(rect.left() + rect.width() * 0.6, rect.center().y),
+    );
+    h.hover_at(from);
+    h.step();
+    h.drag_at(from);
+    h.run_steps(2);
+    h.hover_at(to);
+    h.run_steps(2);
+    h.drop_at(to);
+    h.step();
+    wait(&mut h, "the new totals", |a| a.totals_current());
+    let (plan, predicted) = {
+        let p = h.state().project.as_ref().unwrap();
+        let block = p.model.layer(&names[0]).unwrap().id;
+        assert!(p.plan.sparsity_of(block) > 0.2, "sparsity after the drag: {}", p.plan.sparsity_of(block));
+        let mut reference = p.plan.clone();
+        reference.refresh_prediction(&p.model, p.curves.as_ref());
+        assert_eq!(p.plan.predicted, reference.predicted);
+        assert!(p.plan.predicted.params_after < p.plan.predicted.params_before);
+        (p.plan.clone(), p.plan.predicted)
+    };
+
+    // Prune & compare: a pruned ONNX file and the comparison with its confusion matrices.
+    let out = dir.path().join("compare");
+    {
+        let app = h.state_mut();
+        app.compare.limit = 16;
+        app.compare.latency_runs = 1;
+        app.compare.out = out.display().to_string();
+    }
+    h.get_by_label("Prune & compare").click();
+    h.step();
+    h.get_by_label("▶ Prune & compare").click();
+    h.step();
+    wait(&mut h, "the comparison", |a| !a.compare.running);
+    let app = h.state();
+    assert!(app.errors.is_empty(), "{:?}", app.errors);
+    let o = app.compare.outcome.as_ref().unwrap();
+    assert_eq!(o.pruned.extension().unwrap(), "onnx");
+    assert_eq!(o.comparison.models[1].effective_params, predicted.params_after);
+    assert_eq!(o.plan.as_ref().unwrap().layers, plan.layers);
+    assert!(prunescope::model::onnx::read(&o.pruned).is_ok());
+    h.get_by_label("pruned − origin");
+    for class in ["circle", "star"] {
+        assert!(h.query_all_by_label(class).count() >= 2, "{class} on the matrices");
+    }
+}
