@@ -133,6 +133,17 @@ fn confirm_window(app: &mut App, ctx: &egui::Context) {
     }
 }
 
+/// A layer name for a small space: an ONNX node name without its leading `/` and trailing
+/// operator (`/model.22/cv2.0/cv2.0.0/conv/Conv` → `model.22/cv2.0/cv2.0.0/conv`), shortened in
+/// the middle to about `max` characters; the full name goes on the hover text.
+pub fn short_layer(name: &str, max: usize) -> String {
+    let trimmed = match name.strip_prefix('/') {
+        Some(rest) => rest.rsplit_once('/').map(|(path, _op)| path).unwrap_or(rest),
+        None => name,
+    };
+    short_path(trimmed, max)
+}
+
 /// A path shortened in the middle to about `max` characters (the file name stays whole).
 pub fn short_path(path: &str, max: usize) -> String {
     let chars: Vec<char> = path.chars().collect();
@@ -411,7 +422,15 @@ pub fn macs(n: u64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{fixed, short_path, signed};
+    use super::{fixed, short_layer, short_path, signed};
+
+    #[test]
+    fn onnx_layer_names_lose_the_slash_and_operator() {
+        assert_eq!(short_layer("conv_12", 20), "conv_12");
+        assert_eq!(short_layer("/model.0/conv/Conv", 20), "model.0/conv");
+        let s = short_layer("/model.22/cv2.0/cv2.0.0/conv/Conv", 20);
+        assert!(s.chars().count() <= 20 && s.starts_with("model") && s.ends_with("conv"), "{s}");
+    }
 
     #[test]
     fn numbers_that_round_to_zero_have_no_sign() {

@@ -75,8 +75,9 @@ pub fn grid_only(app: &mut App, ui: &mut egui::Ui) {
                     let i = r * cols + c;
                     let Some(l) = curves.layers.get(i) else { break };
                     let pct = p.row(l.block).map(|x| x.macs_percent).unwrap_or(0.0);
+                    let title = super::short_layer(&l.layer, 20);
                     let resp = SmallPlot {
-                        title: &l.layer,
+                        title: &title,
                         subtitle: format!("{pct:.1}% MACs"),
                         points: &l.points,
                         baseline: curves.baseline,
