@@ -175,6 +175,11 @@ fn perfect_predictions_give_map_one() {
     }
     assert!(close(r.voc_map50, 1.0));
     assert_eq!((r.precision, r.recall), (1.0, 1.0));
+    // Ultralytics' convention tops out at 0.995 for perfect detections: the envelope is 1 at
+    // recall 0…0.99 and 0 at recall 1 (no point has a larger recall), so the last of the 100
+    // trapezoids is (1 + 0)/2 · 0.01: 0.99 + 0.005.
+    assert!((r.ultralytics.map50 - 0.995).abs() < 1e-12, "{}", r.ultralytics.map50);
+    assert!((r.ultralytics.map - 0.995).abs() < 1e-12 && (r.ultralytics.p, r.ultralytics.r) == (1.0, 1.0));
     assert_eq!(r.confusion.counts, vec![vec![3, 0, 0], vec![0, 2, 0], vec![0, 0, 0]]);
     // Boxes came back to original pixels: the green box of the 128x96 image.
     let d = r.detections.iter().find(|d| d.image_id == 1).unwrap();

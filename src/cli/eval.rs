@@ -46,9 +46,10 @@ pub struct Args {
     /// Confidence threshold before NMS.
     #[arg(long, default_value_t = 0.001, value_parser = quantity::unit_interval)]
     pub conf: f32,
-    /// NMS IoU threshold.
-    #[arg(long, default_value_t = 0.6, value_parser = quantity::unit_interval)]
-    pub iou: f32,
+    /// NMS IoU threshold; default 0.6 (PyTorch-YOLOv3's), 0.7 for an Ultralytics model (what
+    /// `yolo val` uses).
+    #[arg(long, value_parser = quantity::unit_interval)]
+    pub iou: Option<f32>,
     /// Detections kept per image.
     #[arg(long, default_value_t = 300, value_parser = quantity::max_det)]
     pub max_det: usize,
@@ -108,10 +109,18 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         );
     }
     let net = NetPredictor::new(&model, &model.weights, device)?;
+    let ultralytics =
+        matches!(model.task, crate::model::task::Task::Detect { .. } | crate::model::task::Task::Pose { .. });
+    let default_iou = if ultralytics { 0.7 } else { 0.6 };
     let ecfg = EvalConfig {
         img_size: size,
         batch: args.batch,
-        nms: NmsConfig { conf: args.conf, iou: args.iou, max_det: args.max_det, ..Default::default() },
+        nms: NmsConfig {
+            conf: args.conf,
+            iou: args.iou.unwrap_or(default_iou),
+            max_det: args.max_det,
+            ..Default::default()
+        },
         on_bad,
         cm_conf: args.report_conf,
         pr_conf: args.report_conf,
@@ -156,6 +165,12 @@ fn text(r: &EvalReport, names: &[String], device: tch::Device) -> String {
         s,
         "mAP@0.5 {:.4}   mAP@0.5:0.95 {:.4}   P {:.4}   R {:.4} (at conf {})   VOC mAP@0.5 {:.4}",
         r.map50, r.map, r.precision, r.recall, r.pr_conf, r.voc_map50
+    );
+    let u = &r.ultralytics;
+    let _ = writeln!(
+        s,
+        "Ultralytics' convention (yolo val): mAP50 {:.4}   mAP50-95 {:.4}   P {:.4}   R {:.4} (at the best mean F1)",
+        u.map50, u.map, u.p, u.r
     );
     let _ = writeln!(
         s,

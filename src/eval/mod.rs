@@ -177,6 +177,9 @@ pub struct EvalReport {
     pub pr_conf: f64,
     pub classes: Vec<ClassReport>,
     pub confusion: ConfusionMatrix,
+    /// The same detections in Ultralytics' convention (what `yolo val` computes from them:
+    /// its matching, 101-point envelope AP, P and R at the best mean F1).
+    pub ultralytics: preds::BoxMetrics,
     pub timing: Timing,
     #[serde(skip)]
     pub detections: Vec<Detection>,
@@ -463,6 +466,19 @@ pub fn score(dataset: &DetectionDataset, preds: &[ImagePrediction], cfg: &EvalCo
         pr_conf: cfg.pr_conf,
         classes,
         confusion,
+        ultralytics: preds::box_metrics(
+            &preds
+                .iter()
+                .map(|p| preds::ImageBoxes {
+                    labels: preds::labels_of(&dataset.samples[p.sample], p.size.0, p.size.1),
+                    preds: p
+                        .dets
+                        .iter()
+                        .map(|(b, s, c)| (*c, *s, [b[0] as f32, b[1] as f32, b[2] as f32, b[3] as f32]))
+                        .collect(),
+                })
+                .collect::<Vec<_>>(),
+        ),
         timing: Timing::default(),
         detections,
     })

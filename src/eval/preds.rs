@@ -102,6 +102,59 @@ fn xyxy_f32(b: [f64; 4]) -> [f32; 4] {
     [cx - w / 2.0, cy - h / 2.0, cx + w / 2.0, cy + h / 2.0]
 }
 
+/// One image for [`box_metrics`]: its labels and predictions as (class, x1, y1, x2, y2 in
+/// pixels), predictions with their scores.
+#[derive(Debug, Clone, Default)]
+pub struct ImageBoxes {
+    pub labels: Vec<(usize, [f32; 4])>,
+    pub preds: Vec<(usize, f64, [f32; 4])>,
+}
+
+/// The labels of `sample` in pixels of its `w`×`h` image, as Ultralytics builds them
+/// (xywh2xyxy on the normalised box, then times the size; COCO boxes as they are).
+pub fn labels_of(sample: &crate::data::DetectionSample, w: u32, h: u32) -> Vec<(usize, [f32; 4])> {
+    sample
+        .boxes
+        .iter()
+        .map(|b| {
+            let [cx, cy, bw, bh] = b.coords.map(|v| v as f32);
+            if b.normalized {
+                let (sw, sh) = (w as f32, h as f32);
+                let xyxy = [cx - bw / 2.0, cy - bh / 2.0, cx + bw / 2.0, cy + bh / 2.0];
+                (b.class, [xyxy[0] * sw, xyxy[1] * sh, xyxy[2] * sw, xyxy[3] * sh])
+            } else {
+                // COCO pixels: x, y (top left), w, h.
+                (b.class, [cx, cy, cx + bw, cy + bh])
+            }
+        })
+        .collect()
+}
+
+/// Box metrics in Ultralytics' convention over `images`.
+pub fn box_metrics(images: &[ImageBoxes]) -> BoxMetrics {
+    let (mut tp, mut conf, mut pred_class, mut label_class) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for img in images {
+        // An image's predictions in descending score order, as NMS gives them.
+        let mut mine: Vec<&(usize, f64, [f32; 4])> = img.preds.iter().collect();
+        mine.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let classes: Vec<usize> = mine.iter().map(|p| p.0).collect();
+        let ious: Vec<Vec<f32>> = img.labels.iter().map(|(_, l)| mine.iter().map(|p| iou(*l, p.2)).collect()).collect();
+        let lc: Vec<usize> = img.labels.iter().map(|l| l.0).collect();
+        tp.extend(match_predictions(&ious, &classes, &lc));
+        conf.extend(mine.iter().map(|p| p.1));
+        pred_class.extend(classes);
+        label_class.extend(lc);
+    }
+    let r = ap_per_class(&tp, &conf, &pred_class, &label_class);
+    BoxMetrics {
+        p: r.mp(),
+        r: r.mr(),
+        map50: r.map50(),
+        map: r.map(),
+        per_class_ap50: r.classes.iter().zip(&r.ap).map(|(c, ap)| (c.to_string(), ap[0])).collect(),
+    }
+}
+
 /// Scores `preds` (from `path`, named in errors) against `dataset` the way Ultralytics does.
 /// A prediction for an image the dataset does not have is an error.
 pub fn score_ultralytics(
@@ -121,45 +174,16 @@ pub fn score_ultralytics(
             ),
         });
     }
-    let (mut tp, mut conf, mut pred_class, mut label_class) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let none = Vec::new();
+    let mut images = Vec::with_capacity(dataset.samples.len());
     for s in &dataset.samples {
         let (w, h) =
             image::image_dimensions(&s.image).map_err(|source| PredsError::Image { path: s.image.clone(), source })?;
-        let labels: Vec<(usize, [f32; 4])> = s
-            .boxes
-            .iter()
-            .map(|b| {
-                let [cx, cy, bw, bh] = b.coords.map(|v| v as f32);
-                let (sw, sh) = if b.normalized { (w as f32, h as f32) } else { (1.0, 1.0) };
-                let xyxy = if b.normalized {
-                    // Ultralytics: xywh2xyxy on the normalised box, then times the image size.
-                    [cx - bw / 2.0, cy - bh / 2.0, cx + bw / 2.0, cy + bh / 2.0]
-                } else {
-                    // COCO pixels: x, y (top left), w, h.
-                    [cx, cy, cx + bw, cy + bh]
-                };
-                (b.class, [xyxy[0] * sw, xyxy[1] * sh, xyxy[2] * sw, xyxy[3] * sh])
-            })
-            .collect();
-        // An image's predictions in descending score order, as NMS gives them.
-        let mut mine: Vec<&SavedPrediction> = preds.get(&stem(&s.image)).unwrap_or(&none).iter().collect();
-        mine.sort_by(|a, b| b.score.total_cmp(&a.score));
-        let boxes: Vec<[f32; 4]> = mine.iter().map(|p| xyxy_f32(p.box_xywh)).collect();
-        let classes: Vec<usize> = mine.iter().map(|p| p.class).collect();
-        let ious: Vec<Vec<f32>> = labels.iter().map(|(_, l)| boxes.iter().map(|b| iou(*l, *b)).collect()).collect();
-        let lc: Vec<usize> = labels.iter().map(|l| l.0).collect();
-        tp.extend(match_predictions(&ious, &classes, &lc));
-        conf.extend(mine.iter().map(|p| p.score));
-        pred_class.extend(classes);
-        label_class.extend(lc);
+        let preds = preds.get(&stem(&s.image)).unwrap_or(&none);
+        images.push(ImageBoxes {
+            labels: labels_of(s, w, h),
+            preds: preds.iter().map(|p| (p.class, p.score, xyxy_f32(p.box_xywh))).collect(),
+        });
     }
-    let r = ap_per_class(&tp, &conf, &pred_class, &label_class);
-    Ok(BoxMetrics {
-        p: r.mp(),
-        r: r.mr(),
-        map50: r.map50(),
-        map: r.map(),
-        per_class_ap50: r.classes.iter().zip(&r.ap).map(|(c, ap)| (c.to_string(), ap[0])).collect(),
-    })
+    Ok(box_metrics(&images))
 }
