@@ -5,7 +5,9 @@
 //! every metric is identical, and the engine's MACs/s against the bare forward's.
 //!
 //! `cargo bench --bench sensitivity_speed` (inside the libtorch env; `make bench` runs it).
-//! Arguments: `--images N` (default: all 300), `--method l1|l1-filter|l2-filter`.
+//! Arguments: `--images N` (default: all 300), `--method l1|l1-filter|l2-filter`,
+//! `--model M.onnx` (an ONNX detector on the sample's validation set instead of the Darknet
+//! sample, e.g. tests/fixtures/onnx/yolo11pico-detect.onnx: five classes at 160).
 
 use prunescope::data::{DetectionDataset, OnBad, OpenOptions};
 use prunescope::eval::{self, EvalConfig, NetPredictor};
@@ -32,9 +34,11 @@ fn main() {
     };
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
     let out = tempfile::tempdir().unwrap();
+    let onnx: Option<std::path::PathBuf> = arg("--model").map(Into::into);
     let config = AnalysisConfig {
         cfg: root.join("yolov3-tiny-shapes.cfg"),
         weights: root.join("yolov3-tiny-shapes.safetensors"),
+        model: onnx.clone(),
         data: root.join("data.yaml"),
         out: out.path().join("run"),
         method,
@@ -42,7 +46,10 @@ fn main() {
         workers: 1,
         ..Default::default()
     };
-    let files = ModelFiles::Darknet { cfg: config.cfg.clone(), weights: config.weights.clone() };
+    let files = match &onnx {
+        Some(path) => ModelFiles::Onnx { path: path.clone(), task: None },
+        None => ModelFiles::Darknet { cfg: config.cfg.clone(), weights: config.weights.clone() },
+    };
     let model = Model::open(&files, None).unwrap();
     let size = model.img_size;
     let weights = &model.weights;
@@ -51,8 +58,8 @@ fn main() {
     let layers = sensitivity::select_layers(&model, &[], false).unwrap();
     let n_points = layers.len() * config.sparsities.len();
     println!(
-        "sample model {} ({} layers × {} sparsities = {n_points} points, {method}), {} images, {threads} threads, one worker",
-        config.cfg.display(),
+        "model {} ({} layers × {} sparsities = {n_points} points, {method}), {} images, {threads} threads, one worker",
+        model.path().display(),
         layers.len(),
         config.sparsities.len(),
         ds.samples.len()
