@@ -77,6 +77,7 @@ pub fn grid_only(app: &mut App, ui: &mut egui::Ui) {
                     let pct = p.row(l.block).map(|x| x.macs_percent).unwrap_or(0.0);
                     let title = super::short_layer(&l.layer, 20);
                     let resp = SmallPlot {
+                        name: &l.layer,
                         title: &title,
                         subtitle: format!("{pct:.1}% MACs"),
                         points: &l.points,

@@ -5,6 +5,9 @@ use egui::{Color32, Pos2, Rect, Sense, Stroke, Vec2};
 
 /// What one cell shows.
 pub struct SmallPlot<'a> {
+    /// The layer's full name (the cell's accessible label).
+    pub name: &'a str,
+    /// What the cell shows of it (shortened to fit).
     pub title: &'a str,
     pub subtitle: String,
     /// (sparsity, metric), sorted by sparsity, the baseline at 0 first.
@@ -24,7 +27,7 @@ pub const CURVE: Color32 = Color32::from_rgb(52, 152, 219);
 impl SmallPlot<'_> {
     pub fn show(self, ui: &mut egui::Ui, size: Vec2) -> egui::Response {
         let (rect, response) = ui.allocate_exact_size(size, Sense::click());
-        let label = format!("sensitivity plot {}", self.title);
+        let label = format!("sensitivity plot {}", self.name);
         response.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Figure, true, &label));
         if !ui.is_rect_visible(rect) {
             return response;
