@@ -677,3 +677,47 @@ fn a_plan_prunes_an_onnx_model_into_an_onnx_file() {
         assert!(d <= 1e-4, "{name}: onnxruntime and our executor differ by {d} on the pruned file");
     }
 }
+
+/// `prune --model … --data … --compare DIR` prunes an ONNX detector and compares the two ONNX
+/// files (`compare` without --cfg): the report's pruned model has the plan's effective
+/// parameters and the original the model's.
+#[test]
+fn prune_and_compare_onnx_from_the_command_line() {
+    use prunescope::plan::Plan;
+    use prunescope::prune::Method;
+    use prunescope::sensitivity::Metric;
+    let tmp = tempfile::tempdir().unwrap();
+    let m = opened("yolo11pico-detect");
+    let ids: Vec<usize> = m.layers.iter().take(3).map(|l| l.id).collect();
+    let mut plan = Plan::new(&m, Method::L1Filter, Metric::Map50, &ids);
+    for &id in &ids {
+        plan.set(id, 0.5, None).unwrap();
+    }
+    plan.refresh_prediction(&m, None);
+    let plan_file = tmp.path().join("plan.json");
+    plan.write(&plan_file).unwrap();
+    let report = tmp.path().join("report");
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("sample_runs/shapes/data.yaml");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_prunescope"))
+        .arg("prune")
+        .arg("--model")
+        .arg(dir().join("yolo11pico-detect.onnx"))
+        .arg("--plan")
+        .arg(&plan_file)
+        .arg("--out")
+        .arg(tmp.path().join("pruned.onnx"))
+        .arg("--data")
+        .arg(&data)
+        .arg("--compare")
+        .arg(&report)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(report.join("report.json")).unwrap()).unwrap();
+    let models = json["models"].as_array().unwrap();
+    assert_eq!(models.len(), 2);
+    assert_eq!(models[0]["effective_params"].as_u64().unwrap(), m.params);
+    assert_eq!(models[1]["effective_params"].as_u64().unwrap(), plan.predicted.params_after);
+    assert!(plan.predicted.params_after < m.params);
+}

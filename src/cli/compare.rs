@@ -6,11 +6,13 @@ use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Checkpoints to compare (the first is the reference for the relative columns).
+    /// Checkpoints to compare (the first is the reference for the relative columns), or ONNX
+    /// models (.onnx, without --cfg).
     #[arg(required = true)]
     pub weights: Vec<PathBuf>,
+    /// The Darknet cfg of the checkpoints.
     #[arg(long)]
-    pub cfg: PathBuf,
+    pub cfg: Option<PathBuf>,
     #[arg(long)]
     pub data: PathBuf,
     /// Report folder: report.md, report.json, confusion.png, layers.png.
@@ -36,8 +38,15 @@ pub struct Args {
 }
 
 pub fn run(a: &Args) -> anyhow::Result<()> {
+    let onnx = |p: &PathBuf| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("onnx"));
+    // ONNX models need no cfg: the comparison names the first as its model.
+    let cfg = match &a.cfg {
+        Some(cfg) => cfg.clone(),
+        None if a.weights.iter().all(onnx) => a.weights[0].clone(),
+        None => anyhow::bail!("--cfg: required for Darknet checkpoints (without it, give .onnx models only)"),
+    };
     let inputs: Vec<&std::path::Path> =
-        a.weights.iter().chain([&a.cfg, &a.data]).chain(a.plan.iter()).map(|p| p.as_path()).collect();
+        a.weights.iter().chain([&cfg, &a.data]).chain(a.plan.iter()).map(|p| p.as_path()).collect();
     report::check_report_dir(&a.out, &inputs).map_err(|m| anyhow::anyhow!("--out {m}"))?;
     if !a.labels.is_empty() && a.labels.len() != a.weights.len() {
         anyhow::bail!("--labels names {} checkpoints, but {} are given", a.labels.len(), a.weights.len());
@@ -54,7 +63,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         })
         .collect();
     let c = CompareConfig {
-        cfg: a.cfg.clone(),
+        cfg,
         data: a.data.clone(),
         img_size: a.img_size,
         device: a.device.clone(),

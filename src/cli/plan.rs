@@ -167,9 +167,6 @@ pub fn run_prune(a: &PruneArgs) -> anyhow::Result<()> {
     inputs.extend(a.weights.as_deref().map(|p| ("--weights", p)));
     inputs.extend(a.model.as_deref().map(|p| ("--model", p)));
     crate::fsio::refuse_input_as_output(&a.out, &inputs)?;
-    if a.compare.is_some() && a.model.is_some() {
-        anyhow::bail!("--compare: comparing ONNX models is not supported yet (prune without it, then evaluate)");
-    }
     let p = Plan::read(&a.plan)?;
     let model = Model::open(&files, Some(p.img_size))?;
     p.check(&model).map_err(|e| e.in_file(&a.plan))?;
@@ -180,10 +177,10 @@ pub fn run_prune(a: &PruneArgs) -> anyhow::Result<()> {
     }
     println!("non-zero parameters {} -> {nonzero}; wrote {}", model.weights.count_nonzero(), a.out.display());
     if let (Some(data), Some(dir)) = (&a.data, &a.compare) {
-        let (Some(cfg), Some(weights)) = (&a.cfg, &a.weights) else { unreachable!("refused above") };
+        let origin = a.model.as_ref().or(a.weights.as_ref()).cloned().unwrap_or_default();
         let args = super::compare::Args {
-            weights: vec![weights.clone(), a.out.clone()],
-            cfg: cfg.clone(),
+            weights: vec![origin, a.out.clone()],
+            cfg: a.cfg.clone(),
             data: data.clone(),
             out: dir.clone(),
             labels: vec!["origin".into(), "pruned".into()],

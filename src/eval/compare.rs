@@ -16,6 +16,8 @@ use std::time::Instant;
 /// What to compare and how.
 #[derive(Debug, Clone)]
 pub struct CompareConfig {
+    /// The Darknet cfg of the compared checkpoints, or (an .onnx file) that each compared
+    /// file is a whole ONNX model.
     pub cfg: PathBuf,
     pub data: PathBuf,
     pub img_size: Option<u32>,
