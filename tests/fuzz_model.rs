@@ -801,7 +801,12 @@ fn onnx_files() {
             Ok(m) => {
                 let Ok(shape) = m.input_shape(None) else { return Ok(false) };
                 let x = tch::Tensor::zeros(shape.as_slice(), (tch::Kind::Float, tch::Device::Cpu));
-                match m.run(vec![(m.inputs[0].name.clone(), x)], prunescope::model::ir::exec::Keep::Outputs) {
+                if let Err(e) = m.run(vec![(m.inputs[0].name.clone(), x)], prunescope::model::ir::exec::Keep::Outputs) {
+                    return names_file(&e.to_string(), &path);
+                }
+                // What every later step opens: layers, channel rules, costs (never a panic).
+                let files = prunescope::model::ModelFiles::Onnx { path: path.clone(), task: Some("detect".into()) };
+                match prunescope::model::Model::open(&files, None) {
                     Ok(_) => Ok(true),
                     Err(e) => names_file(&e.to_string(), &path),
                 }

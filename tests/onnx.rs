@@ -5,7 +5,7 @@
 mod common;
 
 use prunescope::model::ir::exec::Keep;
-use prunescope::model::ir::NetError;
+use prunescope::model::ir::{Net, NetError};
 use prunescope::model::onnx;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -359,6 +359,20 @@ open(sys.argv[3], "wb").write(struct.pack("<Q", len(header)) + header + body)
     assert!(status.success(), "onnxruntime on {}", model.display());
 }
 
+/// The largest difference between our executor's first output for `net` (read from `file`)
+/// and onnxruntime's on the same random input at the file's batch; `tmp` holds the tensors.
+fn ours_against_onnxruntime(net: &Net, file: &Path, tmp: &Path) -> f64 {
+    let mut shape = net.input_shape(None).unwrap();
+    shape[0] = net.file_batch.unwrap_or(1);
+    let x = Tensor::rand(shape.as_slice(), (Kind::Float, tch::Device::Cpu));
+    let input = tmp.join("x.safetensors");
+    write_one(&input, "x", &x);
+    let ours = net.run(vec![(net.inputs[0].name.clone(), x)], Keep::Outputs).unwrap();
+    let ort_out = tmp.join("y.safetensors");
+    onnxruntime(file, &input, &ort_out);
+    max_abs(&ours[&net.outputs[0].name], &read_tensors(&ort_out)["y"])
+}
+
 /// A pruned ONNX file (a Conv's first filter zeroed) keeps its graph, metadata and external
 /// data layout, reads back with the new values, and onnxruntime runs it to our executor's
 /// output (≤ 1e-4).
@@ -386,18 +400,7 @@ fn changed_initializers_are_written_and_run_in_onnxruntime() {
         }
         let external = out.with_file_name(format!("pruned-{name}.onnx.data"));
         assert_eq!(external.is_file(), name.starts_with("mobilenet"), "{name}: the external data file");
-        // Our executor and onnxruntime on the written file.
-        let shape = back.input_shape(None).unwrap();
-        let mut shape = shape;
-        shape[0] = back.file_batch.unwrap_or(1);
-        let x = Tensor::rand(shape.as_slice(), (Kind::Float, tch::Device::Cpu));
-        let input = tmp.path().join("x.safetensors");
-        write_one(&input, "x", &x);
-        let ours = back.run(vec![(back.inputs[0].name.clone(), x)], Keep::Outputs).unwrap();
-        let ort_out = tmp.path().join("y.safetensors");
-        onnxruntime(&out, &input, &ort_out);
-        let theirs = read_tensors(&ort_out);
-        let d = max_abs(&ours[&back.outputs[0].name], &theirs["y"]);
+        let d = ours_against_onnxruntime(&back, &out, tmp.path());
         assert!(d <= 1e-4, "{name}: onnxruntime and our executor differ by {d} on the written file");
     }
     // The source's own data file is untouched.
@@ -663,17 +666,7 @@ fn a_plan_prunes_an_onnx_model_into_an_onnx_file() {
             let zero = w.data.chunks(per).filter(|f| f.iter().all(|v| *v == 0.0)).count();
             assert_eq!(zero, (w.shape[0] as f64 * 0.5).round() as usize, "{name}: {}", layer.name);
         }
-        // onnxruntime and our executor on the written file.
-        let mut shape = back.input_shape(None).unwrap();
-        shape[0] = back.file_batch.unwrap_or(1);
-        let x = Tensor::rand(shape.as_slice(), (Kind::Float, tch::Device::Cpu));
-        let input = tmp.path().join("x.safetensors");
-        write_one(&input, "x", &x);
-        let ours = back.run(vec![(back.inputs[0].name.clone(), x)], Keep::Outputs).unwrap();
-        let ort_out = tmp.path().join("y.safetensors");
-        onnxruntime(&out, &input, &ort_out);
-        let theirs = read_tensors(&ort_out);
-        let d = max_abs(&ours[&back.outputs[0].name], &theirs["y"]);
+        let d = ours_against_onnxruntime(&back, &out, tmp.path());
         assert!(d <= 1e-4, "{name}: onnxruntime and our executor differ by {d} on the pruned file");
     }
 }

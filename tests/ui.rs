@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::ui::{harness_of, opened, wait, SIZE};
+use common::ui::{drag_threshold, harness_of, opened, wait, SIZE};
 use egui_kittest::kittest::Queryable;
 use egui_kittest::Harness;
 use prunescope::gui::{App, ProjectPaths};
@@ -87,18 +87,7 @@ fn dragging_a_threshold_changes_the_totals() {
     h.run_steps(2);
     h.get_by_label("sensitivity plot conv_19").click();
     h.run_steps(2);
-    let rect = h.get_by_label("threshold plot").rect();
-    let y = rect.center().y;
-    let from = egui::pos2(rect.left() + rect.width() * 0.2, y);
-    let to = egui::pos2(rect.left() + rect.width() * 0.6, y);
-    h.hover_at(from);
-    h.step();
-    h.drag_at(from);
-    h.run_steps(2);
-    h.hover_at(to);
-    h.run_steps(2);
-    h.drop_at(to);
-    h.step();
+    drag_threshold(&mut h, 0.2, 0.6);
     let generation = h.state().project.as_ref().unwrap().generation;
     wait(&mut h, "the new totals", |a| a.totals_current());
     let app = h.state();

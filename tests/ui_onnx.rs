@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::ui::{harness_of, opened, wait};
+use common::ui::{drag_threshold, harness_of, opened, wait};
 use egui_kittest::kittest::Queryable;
 use prunescope::gui::{App, ProjectPaths};
 use prunescope::sensitivity::{self, store, AnalysisConfig};
@@ -50,19 +50,7 @@ fn an_onnx_detector_goes_through_the_explorer() {
     // Drag the first layer's threshold to the right.
     h.get_by_label(&format!("sensitivity plot {}", names[0])).click();
     h.run_steps(2);
-    let rect = h.get_by_label("threshold plot").rect();
-    let (from, to) = (
-        egui::pos2(rect.left() + rect.width() * 0.2, rect.center().y),
-        egui::pos2(rect.left() + rect.width() * 0.6, rect.center().y),
-    );
-    h.hover_at(from);
-    h.step();
-    h.drag_at(from);
-    h.run_steps(2);
-    h.hover_at(to);
-    h.run_steps(2);
-    h.drop_at(to);
-    h.step();
+    drag_threshold(&mut h, 0.2, 0.6);
     wait(&mut h, "the new totals", |a| a.totals_current());
     let (plan, predicted) = {
         let p = h.state().project.as_ref().unwrap();

@@ -38,11 +38,10 @@ pub struct Args {
 }
 
 pub fn run(a: &Args) -> anyhow::Result<()> {
-    let onnx = |p: &PathBuf| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("onnx"));
     // ONNX models need no cfg: the comparison names the first as its model.
     let cfg = match &a.cfg {
         Some(cfg) => cfg.clone(),
-        None if a.weights.iter().all(onnx) => a.weights[0].clone(),
+        None if a.weights.iter().all(|p| crate::model::open::is_onnx(p)) => a.weights[0].clone(),
         None => anyhow::bail!("--cfg: required for Darknet checkpoints (without it, give .onnx models only)"),
     };
     let inputs: Vec<&std::path::Path> =

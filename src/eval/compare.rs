@@ -147,7 +147,7 @@ pub fn compare(
     }
     let device = parse_device(&c.device).map_err(CompareError::Device)?;
     // With an .onnx as the model, each compared file is a whole ONNX model.
-    let onnx = c.cfg.extension().is_some_and(|e| e.eq_ignore_ascii_case("onnx"));
+    let onnx = crate::model::open::is_onnx(&c.cfg);
     let files = |weights: &PathBuf| match onnx {
         true => ModelFiles::Onnx { path: weights.clone(), task: None },
         false => ModelFiles::Darknet { cfg: c.cfg.clone(), weights: weights.clone() },

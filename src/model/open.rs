@@ -9,7 +9,7 @@
 
 use super::cfg::Cfg;
 use super::graph::Graph;
-use super::ir::{exec::Keep, Attr, Net, NetError};
+use super::ir::{Attr, Net, NetError};
 use super::task::Task;
 use super::weights::{ConvKeys, Layout, TensorF32, Weights, WeightsError, WeightsFormat};
 use crate::provenance::{FileRef, ModelRef};
@@ -27,12 +27,16 @@ pub enum ModelFiles {
     Onnx { path: PathBuf, task: Option<String> },
 }
 
+/// Whether `path` names an ONNX file (by its extension).
+pub fn is_onnx(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
+}
+
 impl ModelFiles {
     /// The files of a stored model reference (`model.cfg` and `model.weights` of a run or a
     /// plan): an ONNX model is recorded with its file under both.
     pub fn of_paths(cfg: &Path, weights: &Path) -> ModelFiles {
-        let onnx = cfg.extension().is_some_and(|e| e.eq_ignore_ascii_case("onnx"));
-        if onnx && cfg == weights {
+        if is_onnx(cfg) && cfg == weights {
             ModelFiles::Onnx { path: cfg.to_path_buf(), task: None }
         } else {
             ModelFiles::Darknet { cfg: cfg.to_path_buf(), weights: weights.to_path_buf() }
@@ -239,11 +243,7 @@ impl Model {
         id: &dyn Fn(&str, usize) -> Option<usize>,
     ) -> Result<Model, ModelError> {
         let input_shape = net.input_shape(Some(i64::from(size)))?;
-        let costs = net.costs(&input_shape)?;
-        let values = net.run(
-            vec![(net.inputs[0].name.clone(), Tensor::zeros(&input_shape[..], tch::kind::FLOAT_CPU))],
-            Keep::All,
-        )?;
+        let (costs, values) = net.costs_and_values(&input_shape)?;
         let shape_of = |name: &str| -> Option<Vec<i64>> {
             if name == net.inputs[0].name {
                 return Some(input_shape.clone());
@@ -323,7 +323,6 @@ impl Model {
         sizes.insert(net.inputs[0].name.clone(), input_shape.iter().product::<i64>() as u64);
         let params = costs.iter().map(|c| c.params).sum();
         let macs = costs.iter().map(|c| c.macs).sum();
-        let input_shape = input_shape.clone();
         Ok(Model {
             files,
             reference,
@@ -386,14 +385,6 @@ impl Model {
         }
     }
 
-    /// The checkpoint holding the weights (the .onnx file itself for ONNX).
-    pub fn weights_path(&self) -> &Path {
-        match &self.files {
-            ModelFiles::Darknet { weights, .. } => weights,
-            ModelFiles::Onnx { path, .. } => path,
-        }
-    }
-
     /// Number of classes the model predicts.
     pub fn classes(&self) -> usize {
         match self.task {
@@ -420,9 +411,7 @@ impl Model {
                             what: format!("tensor '{name}' changed shape: {:?} → {:?}", old.size(), t.shape),
                         });
                     }
-                    let new = to_tensor(t);
-                    let new = if new.dim() == 4 { super::ir::exec::channels_last(&new) } else { new };
-                    net.initializers.insert(name.clone(), new);
+                    net.initializers.insert(name.clone(), super::ir::exec::executor_layout(&to_tensor(t)));
                 }
                 net
             }
@@ -456,7 +445,7 @@ impl Model {
                 WeightsFormat::from_path(out)?;
             }
             Format::Onnx => {
-                if out.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() != Some("onnx") {
+                if !is_onnx(out) {
                     return Err(ModelError::Model {
                         path: out.to_path_buf(),
                         what: "an ONNX model is written as .onnx".into(),
@@ -500,7 +489,8 @@ pub fn to_tensor(t: &TensorF32) -> Tensor {
 /// convolutions is copied for each), so that pruning one changes only it.
 fn own_layer_initializers(net: &mut Net) {
     for i in 0..net.nodes.len() {
-        if net.nodes[i].op == "Conv" && net.initializers.contains_key(&net.nodes[i].inputs[1]) {
+        let weight = net.nodes[i].inputs.get(1).is_some_and(|w| net.initializers.contains_key(w));
+        if net.nodes[i].op == "Conv" && weight {
             for input in 1..net.nodes[i].inputs.len().min(3) {
                 net.own_initializer(i, input);
             }
@@ -537,12 +527,16 @@ fn find_layers(
     };
     let mut layers = Vec::new();
     for (i, n) in net.nodes.iter().enumerate() {
-        let Some(w) = n.inputs.get(1) else { continue };
+        // A file can give a node fewer inputs or outputs than its operator has: such a node
+        // is no layer (the executor refuses it when it runs).
+        let (Some(x), Some(w), Some(y)) = (n.inputs.first(), n.inputs.get(1), n.outputs.first()) else { continue };
         let is_weight = weights.tensors.get(w).is_some_and(|t| t.shape.len() >= 3);
+        if n.op != "Conv" || !is_weight {
+            continue;
+        }
         // A convolution reading a softmax is a fixed expectation, not a learned layer
         // (Ultralytics' DFL: the distribution over 16 bins times 0…15).
-        let after_softmax = net.producer_of(&n.inputs[0]).is_some_and(|p| p.op == "Softmax");
-        if n.op != "Conv" || !is_weight || after_softmax {
+        if net.producer_of(x).is_some_and(|p| p.op == "Softmax") {
             continue;
         }
         let Some(id) = id(&n.name, i) else {
@@ -553,7 +547,7 @@ fn find_layers(
         };
         let bias = n.inputs.get(2).filter(|b| !b.is_empty() && weights.tensors.contains_key(*b)).cloned();
         let mut chain = vec![i];
-        let mut out = n.outputs[0].clone();
+        let mut out = y.clone();
         let mut bn = None;
         let mut bn_epsilon = 1e-5;
         let mut zero_preserving = true;
@@ -561,6 +555,7 @@ fn find_layers(
             let m = &net.nodes[j];
             if m.op == "BatchNormalization"
                 && m.inputs.len() == 5
+                && !m.outputs.is_empty()
                 && m.inputs[1..].iter().all(|k| weights.tensors.contains_key(k))
             {
                 bn = Some([m.inputs[1].clone(), m.inputs[2].clone(), m.inputs[3].clone(), m.inputs[4].clone()]);
@@ -583,17 +578,20 @@ fn find_layers(
                         "Clip" => Some(clip_keeps_zero(net, m)),
                         _ => None,
                     };
-                    if let Some(keeps) = keeps {
+                    if let (Some(keeps), Some(y)) = (keeps, m.outputs.first()) {
                         zero_preserving = keeps;
                         chain.push(*j);
-                        out = m.outputs[0].clone();
+                        out = y.clone();
                     }
                 }
+                // x · sigmoid(x), as `Net::prepare` found the pairs (the sigmoid read by the
+                // product alone, so nothing past the chain needs it).
                 [a, b] => {
                     let (s, m) = if net.nodes[*a].op == "Sigmoid" { (*a, *b) } else { (*b, *a) };
-                    if net.silu.get(&s) == Some(&m) || is_silu(net, s, m, &out) {
-                        chain.extend([s.min(m), s.max(m)]);
-                        out = net.nodes[m].outputs[0].clone();
+                    if let (Some(&mul), Some(y)) = (net.silu.get(&s).filter(|&&p| p == m), net.nodes[m].outputs.first())
+                    {
+                        chain.extend([s.min(mul), s.max(mul)]);
+                        out = y.clone();
                     }
                 }
                 _ => {}
@@ -630,15 +628,6 @@ fn find_layers(
     Ok(layers)
 }
 
-fn is_silu(net: &Net, s: usize, m: usize, x: &str) -> bool {
-    let (sig, mul) = (&net.nodes[s], &net.nodes[m]);
-    sig.op == "Sigmoid"
-        && mul.op == "Mul"
-        && sig.inputs.first().map(String::as_str) == Some(x)
-        && mul.inputs.iter().any(|i| i == x)
-        && mul.inputs.iter().any(|i| Some(i) == sig.outputs.first())
-}
-
 fn clip_keeps_zero(net: &Net, n: &super::ir::Node) -> bool {
     let scalar = |k: usize| -> Option<f64> {
         let t = net.initializers.get(n.inputs.get(k)?)?;
@@ -663,16 +652,17 @@ fn channel_rule(
     value_of: &dyn Fn(&str) -> Option<Vec<i64>>,
 ) -> Option<Channels> {
     let in_shape = shape_of(n.inputs.first()?)?;
+    let first_out = n.outputs.first()?;
     let rank = in_shape.len();
     let same_shape = |o: &str| shape_of(o).is_some_and(|s| s.len() == rank && s.get(1) == in_shape.get(1));
     Some(match n.op.as_str() {
         "Relu" | "LeakyRelu" | "Mish" | "HardSwish" | "Identity" | "MaxPool" | "AveragePool" | "GlobalAveragePool"
         | "Resize" | "Upsample" | "Div"
-            if rank == 4 && same_shape(&n.outputs[0]) =>
+            if rank == 4 && same_shape(first_out) =>
         {
             Channels::Same
         }
-        "Pad" if rank == 4 && same_shape(&n.outputs[0]) => Channels::Same,
+        "Pad" if rank == 4 && same_shape(first_out) => Channels::Same,
         "Add" | "Sub" if n.inputs.iter().all(|i| shape_of(i).as_ref() == Some(&in_shape)) => Channels::Any,
         "Mul" if n.inputs.iter().all(|i| shape_of(i).as_ref() == Some(&in_shape)) => Channels::Every,
         "Concat" if axis(0) == 1 => Channels::Concat,
@@ -689,7 +679,7 @@ fn channel_rule(
             }
             Channels::Split(parts)
         }
-        "Slice" => {
+        "Slice" if rank >= 2 => {
             let starts = value_of(n.inputs.get(1)?)?;
             let ends = value_of(n.inputs.get(2)?)?;
             let axes = match n.inputs.get(3).filter(|a| !a.is_empty()) {
@@ -700,6 +690,10 @@ fn channel_rule(
                 Some(s) => value_of(s)?,
                 None => vec![1; starts.len()],
             };
+            // Lengths that disagree are the executor's to refuse; here they are no rule.
+            if ends.len() != starts.len() || axes.len() != starts.len() || steps.len() != starts.len() {
+                return None;
+            }
             let k = axes.iter().position(|&a| a == 1 || a == 1 - rank as i64);
             let others_whole = axes.iter().enumerate().all(|(j, _)| {
                 Some(j) == k || {

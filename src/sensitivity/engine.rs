@@ -297,7 +297,6 @@ pub fn run(config: &AnalysisConfig, events: &Sender<Event>, cancel: &AtomicBool)
 
     // What the points read: per layer, the tensors the nodes depending on it read from
     // outside (the image aside: the batches keep it).
-    tch::set_num_threads(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2) as i32);
     let predictor = NetPredictor::new(&model, &model.weights, devices[0])?;
     let input = predictor.net.inputs[0].name.clone();
     let pending_layers: Vec<usize> = layers.iter().copied().filter(|l| pending.iter().any(|p| p.0 == *l)).collect();

@@ -9,7 +9,8 @@
 use super::{Metrics, PointRecord, SensitivityError};
 use crate::data::{load_rgb, try_letterbox, DataError, DetectionDataset, Letterboxed};
 use crate::eval::{self, EvalConfig, EvalError, EvalReport, ImagePrediction, NetPredictor, Predictor};
-use crate::model::ir::{exec::Keep, Net, NetError};
+use crate::model::ir::exec::{executor_layout, Keep};
+use crate::model::ir::{Net, NetError};
 use crate::model::{ForwardError, Layer, LayoutError, Model, Weights};
 use crate::prune::{self, Method};
 use crossbeam_channel::{Receiver, Sender};
@@ -246,8 +247,9 @@ pub(crate) fn metrics_of(r: &EvalReport) -> Metrics {
 
 /// How the runs of one layer go: the nodes depending on it, and what they read from outside.
 pub(crate) struct Suffix {
-    /// The layer's chain (its convolution, batch norm and activation).
-    chain: Vec<usize>,
+    /// What the layer's chain (its convolution, batch norm and activation) reads from outside
+    /// it: not the graph outputs a suffix run must also be given.
+    chain_inputs: Vec<String>,
     /// The nodes depending on the layer, the chain included (graph order).
     nodes: Vec<usize>,
     /// Those past the chain.
@@ -264,7 +266,9 @@ impl Suffix {
         let after: Vec<usize> = nodes.iter().copied().filter(|n| !layer.chain.contains(n)).collect();
         let needed = net.outside_inputs(&nodes);
         let after_needed = net.outside_inputs(&after);
-        Suffix { chain: layer.chain.clone(), nodes, after, needed, after_needed }
+        let reads = |n: &String| layer.chain.iter().any(|&i| net.nodes[i].inputs.contains(n));
+        let chain_inputs = net.outside_inputs(&layer.chain).into_iter().filter(reads).collect();
+        Suffix { chain_inputs, nodes, after, needed, after_needed }
     }
 }
 
@@ -314,9 +318,7 @@ fn variants(
             let count = prune::prune_layer(&mut w, keys, method, s);
             let mut changed = HashMap::new();
             for (name, t) in &w.tensors {
-                let t = crate::model::open::to_tensor(t);
-                // As the net holds its weights (exec::channels_last), so the kernels match.
-                let t = if t.dim() == 4 { crate::model::ir::exec::channels_last(&t) } else { t };
+                let t = executor_layout(&crate::model::open::to_tensor(t));
                 changed.insert(name.clone(), t.f_to_device(device)?);
             }
             out.push((Variant::Params(changed), count.weights_zeroed));
@@ -365,14 +367,12 @@ fn unpruned_output(
     layer: &Layer,
     acts: &HashMap<String, Tensor>,
 ) -> Result<Tensor, WorkerError> {
-    // What the chain reads (not the graph outputs a suffix must also be given).
-    let reads = |n: &String| suffix.chain.iter().any(|&i| net.nodes[i].inputs.contains(n));
     let mut given = HashMap::new();
-    for n in net.outside_inputs(&suffix.chain).into_iter().filter(reads) {
-        let t = acts.get(&n).ok_or_else(|| WorkerError::TensorMissing { tensor: n.clone() })?;
-        given.insert(n, t.shallow_clone());
+    for n in &suffix.chain_inputs {
+        let t = acts.get(n).ok_or_else(|| WorkerError::TensorMissing { tensor: n.clone() })?;
+        given.insert(n.clone(), t.shallow_clone());
     }
-    let mut out = net.run_nodes(&suffix.chain, given, &HashMap::new(), Keep::All)?;
+    let mut out = net.run_nodes(&layer.chain, given, &HashMap::new(), Keep::All)?;
     out.remove(&layer.output).ok_or_else(|| WorkerError::TensorMissing { tensor: layer.output.clone() })
 }
 
@@ -392,7 +392,7 @@ pub fn pruned_detections(
     let variants = variants(model, layer, method, sparsities, predictor.device())?;
     let input = net.inputs[0].name.clone();
     let mut acts = net.run(vec![(input.clone(), image.shallow_clone())], Keep::All)?;
-    acts.insert(input, crate::model::ir::exec::channels_last(image));
+    acts.insert(input, executor_layout(image));
     let suffix = Suffix::of(net, layer);
     let unpruned = if variants.iter().any(|v| matches!(v.0, Variant::ChannelMask(_))) {
         Some(unpruned_output(net, &suffix, layer, &acts)?)
@@ -488,7 +488,7 @@ fn run_job(
         }
         if let (true, Some(x)) = (reads_image, &x) {
             // As `Net::run` feeds it.
-            acts.insert(input.clone(), crate::model::ir::exec::channels_last(x));
+            acts.insert(input.clone(), executor_layout(x));
         }
         timing.activations_s += t.elapsed().as_secs_f64();
         let t = Instant::now();

@@ -43,3 +43,20 @@ pub fn opened(h: &mut Harness<'static, App>) {
     // The selected layer's weight statistics (a spinner until they arrive).
     wait(h, "the layer statistics", |a| a.layer_count() == 0 || a.stats.is_some());
 }
+
+/// Drags the selected layer's threshold across its large plot, as a mouse does, from
+/// `from` to `to` of the plot's width.
+pub fn drag_threshold(h: &mut Harness<'static, App>, from: f32, to: f32) {
+    use egui_kittest::kittest::Queryable;
+    let rect = h.get_by_label("threshold plot").rect();
+    let at = |f: f32| egui::pos2(rect.left() + rect.width() * f, rect.center().y);
+    let (from, to) = (at(from), at(to));
+    h.hover_at(from);
+    h.step();
+    h.drag_at(from);
+    h.run_steps(2);
+    h.hover_at(to);
+    h.run_steps(2);
+    h.drop_at(to);
+    h.step();
+}

@@ -267,7 +267,7 @@ impl OpenForm {
         let cfg =
             opt(&self.cfg).ok_or("Open: the model field is empty (a Darknet .cfg or an .onnx file is required)")?;
         // An ONNX file holds its weights: the same file under both references.
-        let onnx = cfg.extension().is_some_and(|e| e.eq_ignore_ascii_case("onnx"));
+        let onnx = crate::model::open::is_onnx(&cfg);
         let weights = match opt(&self.weights) {
             _ if onnx => cfg.clone(),
             Some(w) => w,

@@ -35,6 +35,14 @@ impl Net {
     /// The cost of every node (in graph order) for an input of `shape` (batch 1 is the
     /// convention for MACs).
     pub fn costs(&self, shape: &[i64]) -> Result<Vec<NodeCost>, NetError> {
+        Ok(self.costs_and_values(shape)?.0)
+    }
+
+    /// [`Net::costs`] and every tensor of the dry run (zeros of `shape`) it counted from.
+    pub fn costs_and_values(
+        &self,
+        shape: &[i64],
+    ) -> Result<(Vec<NodeCost>, std::collections::HashMap<String, Tensor>), NetError> {
         let input = Tensor::zeros(shape, (Kind::Float, tch::Device::Cpu));
         let name = self.inputs[0].name.clone();
         let values = self.run(vec![(name.clone(), input.shallow_clone())], Keep::All)?;
@@ -102,7 +110,7 @@ impl Net {
             };
             out.push(NodeCost { output_shape: y, ..cost });
         }
-        Ok(out)
+        Ok((out, values))
     }
 
     /// The input shape at batch 1: the graph input's dims, with `img_size` for symbolic

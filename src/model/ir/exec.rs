@@ -90,7 +90,7 @@ impl Net {
                     ),
                 });
             }
-            let t = if t.dim() == 4 && t.is_floating_point() { channels_last(t) } else { t.shallow_clone() };
+            let t = executor_layout(t);
             values.insert(input.name.clone(), t);
         }
         let all: Vec<usize> = (0..self.nodes.len()).collect();
@@ -272,6 +272,17 @@ impl Net {
 /// convolutions work in.
 pub fn channels_last(t: &Tensor) -> Tensor {
     t.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
+}
+
+/// A tensor in the layout the executor keeps it (4-D floats channels-last, anything else as
+/// is): what `prepare` makes of weights and `run` of inputs. A weight or input given to a
+/// partial run in another layout would run other kernels and round differently.
+pub fn executor_layout(t: &Tensor) -> Tensor {
+    if t.dim() == 4 && t.is_floating_point() {
+        channels_last(t)
+    } else {
+        t.shallow_clone()
+    }
 }
 
 /// A Reshape target whose first element is the batch of its data input.

@@ -123,9 +123,7 @@ impl Net {
         // 4-D weights in channels-last layout: libtorch's CPU convolutions then skip the
         // layout conversions (≈ +20–35 % images/s on the fixture models).
         for t in self.initializers.values_mut() {
-            if t.dim() == 4 && t.is_floating_point() {
-                *t = exec::channels_last(t);
-            }
+            *t = exec::executor_layout(t);
         }
         self.generalize_batch()?;
         self.silu = self.silu_pairs();
