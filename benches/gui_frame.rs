@@ -54,7 +54,7 @@ fn synthetic_project(dir: &Path) -> Project {
                 block: *block,
                 sparsity: s,
                 zeroed: 0,
-                metrics: Metrics { map50: v, map: v * 0.6, precision: v, recall: v },
+                metrics: Metrics { map50: v, map: v * 0.6, precision: v, recall: v, ..Default::default() },
                 seconds: 1.0,
             });
         }
@@ -67,14 +67,17 @@ fn synthetic_project(dir: &Path) -> Project {
         sparsities: DEFAULT_SPARSITIES.to_vec(),
         layers: layers.iter().map(|l| l.0.clone()).collect(),
         metric: Metric::Map50,
-        eval: EvalSettings { img_size: 416, conf: 0.001, iou: 0.6, max_det: 300 },
+        eval: EvalSettings { img_size: 416, conf: 0.001, iou: 0.6, max_det: 300, preprocess: Default::default() },
         device: "cpu".into(),
         created_at: "2026-11-25T00:00:00Z".into(),
         shard: None,
     };
     let run = StoredRun {
         header,
-        baseline: Some((Metrics { map50: baseline, map: 0.33, precision: 0.6, recall: 0.6 }, 1.0)),
+        baseline: Some((
+            Metrics { map50: baseline, map: 0.33, precision: 0.6, recall: 0.6, ..Default::default() },
+            1.0,
+        )),
         points,
         torn_lines: Vec::new(),
     };

@@ -33,6 +33,7 @@ fn compare_counts_what_the_pruned_file_holds() {
         device: "cpu".into(),
         limit: Some(24),
         latency_runs: 2,
+        preprocess: None,
     };
     let models = vec![("origin".to_string(), weights.clone()), ("pruned".to_string(), pruned_path.clone())];
     let r = compare::compare(&c, &models, &mut |_, _, _| {}).unwrap();

@@ -82,6 +82,8 @@ fn report(label: &str, pruned: bool) -> ModelReport {
         map: if pruned { 0.35 } else { 0.4 },
         precision: 0.7,
         recall: 0.6,
+        top1: None,
+        top5: None,
         classes,
         confusion,
         latency_ms: None,
@@ -97,6 +99,8 @@ fn comparison() -> Comparison {
         data: PathBuf::from("activities.yaml"),
         images: 500,
         img_size: 416,
+        task: "detect",
+        preprocess: "letterbox",
         names: NAMES.iter().map(|s| s.to_string()).collect(),
         models: vec![report("origin", false), report("pruned", true)],
     }

@@ -1,6 +1,7 @@
 //! `prunescope analyze`: the layer-wise sensitivity analysis with a progress bar; writes the
 //! run store, sensitivity.csv and sensitivity.png. `prunescope merge` joins shard runs.
 
+use crate::data::preprocess::ClassifyPreset;
 use crate::prune::Method;
 use crate::quantity;
 use crate::report;
@@ -43,9 +44,15 @@ pub struct Args {
     #[arg(long)]
     pub include_heads: bool,
     /// The metric plotted and used for thresholds (all are stored).
-    /// map50 (COCO mAP@0.5), map (mAP@0.5:0.95), precision or recall (at confidence 0.25).
+    /// Detectors: map50 (COCO mAP@0.5), map (mAP@0.5:0.95), precision or recall (at
+    /// confidence 0.25). Classifiers: top1, top5, precision or recall (of the top-1 class).
     #[arg(long, default_value = "map50", value_parser = super::choice::<Metric>())]
     pub metric: Metric,
+    /// A classifier's input transform: torchvision (resize to size/0.875, centre crop,
+    /// ImageNet mean/std) or ultralytics (resize to size, centre crop, /255); default:
+    /// ultralytics for Ultralytics exports, else torchvision.
+    #[arg(long, value_parser = super::choice::<ClassifyPreset>())]
+    pub preprocess: Option<ClassifyPreset>,
     /// Worker threads, each with its own model copy (default: one per GPU, else one).
     #[arg(long, default_value_t = 0, value_parser = quantity::workers)]
     pub workers: usize,
@@ -88,6 +95,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         layers: a.layers.clone(),
         include_heads: a.include_heads,
         metric: a.metric,
+        preprocess: a.preprocess,
         workers: a.workers,
         device: a.device.clone(),
         limit: a.limit,
@@ -133,10 +141,16 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
                         config.sparsities.len()
                     ));
                 }
-                Event::Baseline { metrics, .. } => say(format!(
-                    "baseline: mAP@0.5 {:.4}  mAP@0.5:0.95 {:.4}  P {:.4}  R {:.4}",
-                    metrics.map50, metrics.map, metrics.precision, metrics.recall
-                )),
+                Event::Baseline { metrics, .. } => say(match (metrics.top1, metrics.top5) {
+                    (Some(top1), Some(top5)) => format!(
+                        "baseline: top-1 {top1:.4}  top-5 {top5:.4}  P {:.4}  R {:.4}",
+                        metrics.precision, metrics.recall
+                    ),
+                    _ => format!(
+                        "baseline: mAP@0.5 {:.4}  mAP@0.5:0.95 {:.4}  P {:.4}  R {:.4}",
+                        metrics.map50, metrics.map, metrics.precision, metrics.recall
+                    ),
+                }),
                 Event::Point(p) => bar.set_message(format!("last: {} @ {:.0}%", p.layer, p.sparsity * 100.0)),
                 Event::Progress { done, total, images_per_s, eta_s } => {
                     bar.set_position(done as u64);

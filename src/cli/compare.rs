@@ -1,5 +1,6 @@
 //! `prunescope compare A B [C ...]`: checkpoints of one cfg side by side on one validation set.
 
+use crate::data::preprocess::ClassifyPreset;
 use crate::eval::compare::{self, CompareConfig};
 use crate::report::compare as report;
 use std::path::PathBuf;
@@ -32,6 +33,11 @@ pub struct Args {
     /// Timed batch-1 forward passes per checkpoint (after 3 warm-up passes).
     #[arg(long, default_value_t = 30, value_parser = crate::quantity::runs)]
     pub latency_runs: usize,
+    /// A classifier's input transform: torchvision (resize to size/0.875, centre crop,
+    /// ImageNet mean/std) or ultralytics (resize to size, centre crop, /255); default:
+    /// ultralytics for Ultralytics exports, else torchvision.
+    #[arg(long, value_parser = super::choice::<ClassifyPreset>())]
+    pub preprocess: Option<ClassifyPreset>,
     /// A plan: its run's curves are drawn with the plan's thresholds (curves.png).
     #[arg(long)]
     pub plan: Option<PathBuf>,
@@ -68,6 +74,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         device: a.device.clone(),
         limit: a.limit,
         latency_runs: a.latency_runs,
+        preprocess: a.preprocess,
     };
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(

@@ -1,6 +1,7 @@
 //! `prunescope eval`: a model over a validation set with mAP, P/R and a confusion matrix.
 
-use crate::data::{DetectionDataset, OnBad, OpenOptions};
+use crate::data::preprocess::{ClassifyPreset, Preprocess};
+use crate::data::{ClassificationDataset, DetectionDataset, OnBad, OpenOptions};
 use crate::eval::{self, EvalConfig, EvalReport, NetPredictor};
 use crate::metrics::NmsConfig;
 use crate::model::{parse_device, Model, ModelFiles};
@@ -62,6 +63,11 @@ pub struct Args {
     /// Write the detections as a COCO results json.
     #[arg(long)]
     pub save_dets: Option<PathBuf>,
+    /// A classifier's input transform: torchvision (resize to size/0.875, centre crop,
+    /// ImageNet mean/std) or ultralytics (resize to size, centre crop, /255); default:
+    /// ultralytics for Ultralytics exports, else torchvision.
+    #[arg(long, value_parser = super::choice::<ClassifyPreset>())]
+    pub preprocess: Option<ClassifyPreset>,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -97,6 +103,15 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let size = model.img_size;
     let device = parse_device(&args.device)?;
     let on_bad = if args.strict { OnBad::Error } else { OnBad::Skip };
+    if let Preprocess::Classify(preset) = model.preprocess(args.preprocess) {
+        return run_classifier(args, &model, preset, device, on_bad);
+    }
+    if args.preprocess.is_some() {
+        anyhow::bail!(
+            "--preprocess: {} is a detector; it letterboxes (the option is for classifiers)",
+            model.path().display()
+        );
+    }
     let opts = OpenOptions { classes: Some(model.classes()), on_bad, limit: args.limit, ..Default::default() };
     let dataset = DetectionDataset::open_with(&args.data, opts)?;
     if dataset.num_classes() != model.classes() {
@@ -213,6 +228,106 @@ fn text(r: &EvalReport, names: &[String], device: tch::Device) -> String {
         t.metrics_s
     );
     s
+}
+
+/// `eval` of a classifier: top-1, top-5, per-class precision and recall, the confusion matrix.
+fn run_classifier(
+    args: &Args,
+    model: &Model,
+    preset: ClassifyPreset,
+    device: tch::Device,
+    on_bad: OnBad,
+) -> anyhow::Result<()> {
+    if args.save_dets.is_some() {
+        anyhow::bail!("--save-dets: {} is a classifier; it makes no detections", model.path().display());
+    }
+    let mut dataset = ClassificationDataset::open(&args.data)?;
+    if let Some(n) = args.limit {
+        dataset.limit(n);
+    }
+    if dataset.num_classes() != model.classes() {
+        anyhow::bail!(
+            "{} has {} class folders but {} predicts {} classes: expected the same class list",
+            dataset.root.display(),
+            dataset.num_classes(),
+            model.path().display(),
+            model.classes()
+        );
+    }
+    let net = NetPredictor::new(model, &model.weights, device)?;
+    let cfg = eval::classify::ClassifyEvalConfig {
+        img_size: model.img_size,
+        batch: args.batch,
+        preset,
+        on_bad,
+        decode_threads: EvalConfig::default().decode_threads,
+    };
+    let bar = indicatif::ProgressBar::new(dataset.samples.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("eval [{bar:30}] {pos}/{len} images  {per_sec}  ETA {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    let report = eval::classify::evaluate(&net, &dataset, &cfg, &mut |done, _| {
+        bar.set_position(done as u64);
+        true
+    })?;
+    bar.finish_and_clear();
+    if !report.skipped.is_empty() {
+        eprintln!("warning: {}", report.skipped.summary(5));
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    use crate::quantity::Named;
+    use std::fmt::Write;
+    let m = &report.metrics;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{} images evaluated ({} skipped) at {} px, {} preprocessing",
+        m.images,
+        report.skipped_images,
+        report.img_size,
+        preset.name()
+    );
+    let _ = writeln!(
+        s,
+        "top-1 {:.4}   top-5 {:.4}   P {:.4}   R {:.4} (means over classes)",
+        m.top1, m.top5, m.precision, m.recall
+    );
+    let w = m.classes.iter().map(|c| c.name.chars().count()).max().unwrap_or(5).max(5);
+    let _ = writeln!(s, "\n{:<w$} {:>7} {:>8} {:>8}", "class", "images", "P", "R");
+    for c in &m.classes {
+        let _ = writeln!(s, "{:<w$} {:>7} {:>8.4} {:>8.4}", c.name, c.images, c.precision, c.recall);
+    }
+    let _ = writeln!(s, "\nconfusion matrix (rows predicted, columns true)");
+    let names: Vec<String> = m.classes.iter().map(|c| c.name.clone()).collect();
+    let cw = names.iter().map(|l| l.len()).max().unwrap_or(4).clamp(4, 8);
+    let _ = write!(s, "{:>w$}", "");
+    for l in &names {
+        let _ = write!(s, " {:>cw$}", truncate(l, cw));
+    }
+    s.push('\n');
+    for (i, row) in m.confusion.counts.iter().enumerate() {
+        let _ = write!(s, "{:>w$}", names[i]);
+        for v in row {
+            let _ = write!(s, " {v:>cw$}");
+        }
+        s.push('\n');
+    }
+    let t = &report.timing;
+    let _ = writeln!(
+        s,
+        "\nspeed on {}: {:.1} images/s; per image: forward {:.1} ms, decode wait {:.2} ms",
+        format!("{device:?}").to_lowercase(),
+        t.images_per_s,
+        1e3 * t.forward_s / m.images.max(1) as f64,
+        1e3 * t.decode_wait_s / m.images.max(1) as f64,
+    );
+    print!("{s}");
+    Ok(())
 }
 
 fn truncate(s: &str, w: usize) -> String {

@@ -188,6 +188,10 @@ pub fn run_prune(a: &PruneArgs) -> anyhow::Result<()> {
             device: "cpu".into(),
             limit: None,
             latency_runs: 30,
+            preprocess: match p.preprocess {
+                crate::data::preprocess::Preprocess::Classify(preset) => Some(preset),
+                crate::data::preprocess::Preprocess::Letterbox => None,
+            },
             plan: p.run.as_ref().map(|_| a.plan.clone()),
         };
         super::compare::run(&args)?;

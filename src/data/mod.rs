@@ -6,7 +6,9 @@ pub mod classify;
 pub mod coco_json;
 pub mod letterbox;
 pub mod prefetch;
+pub mod preprocess;
 pub mod synth;
+pub mod synth_classify;
 pub mod yolo;
 
 pub use classify::ClassificationDataset;
@@ -516,5 +518,69 @@ mod tests {
         assert!(skipped.handle(OnBad::Skip, fatal).is_err());
         assert!(skipped.handle(OnBad::Skip, empty).is_ok());
         assert_eq!(skipped.len(), 2);
+    }
+}
+
+/// A validation set of either task: what the sensitivity engine and the GUI's evaluations read.
+#[derive(Debug, Clone)]
+pub enum Dataset {
+    Detection(DetectionDataset),
+    Classification(ClassificationDataset),
+}
+
+impl Dataset {
+    /// Opens `path` for a classifier (image folders) or a detector (every detection source).
+    pub fn open(path: &Path, classify: bool, opts: OpenOptions) -> Result<Self, DataError> {
+        if classify {
+            let mut ds = ClassificationDataset::open_split(path, opts.split)?;
+            if let Some(n) = opts.limit {
+                ds.limit(n);
+            }
+            Ok(Dataset::Classification(ds))
+        } else {
+            Ok(Dataset::Detection(DetectionDataset::open_with(path, opts)?))
+        }
+    }
+
+    /// The picture of sample `i`.
+    pub fn image(&self, i: usize) -> &Path {
+        match self {
+            Dataset::Detection(d) => &d.samples[i].image,
+            Dataset::Classification(d) => &d.samples[i].0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            Dataset::Detection(d) => d.samples.len(),
+            Dataset::Classification(d) => d.samples.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn names(&self) -> &[String] {
+        match self {
+            Dataset::Detection(d) => &d.names,
+            Dataset::Classification(d) => &d.names,
+        }
+    }
+
+    /// What the user gave.
+    pub fn source(&self) -> &Path {
+        match self {
+            Dataset::Detection(d) => &d.source,
+            Dataset::Classification(d) => &d.source,
+        }
+    }
+
+    /// Images left out while opening (classification folders list only images).
+    pub fn skipped(&self) -> SkipReport {
+        match self {
+            Dataset::Detection(d) => d.skipped.clone(),
+            Dataset::Classification(_) => SkipReport::default(),
+        }
     }
 }

@@ -91,7 +91,7 @@ fn polygon(class: usize, c: (f64, f64), r: f64, rot: f64, aspect: f64) -> Vec<(f
         .collect()
 }
 
-fn inside(poly: &[(f64, f64)], x: f64, y: f64) -> bool {
+pub(super) fn inside(poly: &[(f64, f64)], x: f64, y: f64) -> bool {
     let mut c = false;
     let mut j = poly.len() - 1;
     for i in 0..poly.len() {
@@ -105,7 +105,7 @@ fn inside(poly: &[(f64, f64)], x: f64, y: f64) -> bool {
     c
 }
 
-fn bbox(poly: &[(f64, f64)]) -> [f64; 4] {
+pub(super) fn bbox(poly: &[(f64, f64)]) -> [f64; 4] {
     let mut b = [f64::MAX, f64::MAX, f64::MIN, f64::MIN];
     for &(x, y) in poly {
         b = [b[0].min(x), b[1].min(y), b[2].max(x), b[3].max(y)];
@@ -114,7 +114,7 @@ fn bbox(poly: &[(f64, f64)]) -> [f64; 4] {
 }
 
 /// Fills a polygon with 4×4 supersampling (anti-aliased edges).
-fn fill(img: &mut RgbImage, poly: &[(f64, f64)], colour: [f64; 3]) {
+pub(super) fn fill(img: &mut RgbImage, poly: &[(f64, f64)], colour: [f64; 3]) {
     let b = bbox(poly);
     let (w, h) = (img.width() as i64, img.height() as i64);
     let (x0, y0) = ((b[0].floor() as i64).max(0), (b[1].floor() as i64).max(0));
@@ -140,7 +140,7 @@ fn fill(img: &mut RgbImage, poly: &[(f64, f64)], colour: [f64; 3]) {
     }
 }
 
-fn hsv(h: f64, s: f64, v: f64) -> [f64; 3] {
+pub(super) fn hsv(h: f64, s: f64, v: f64) -> [f64; 3] {
     let i = (h * 6.0).floor();
     let f = h * 6.0 - i;
     let (p, q, t) = (v * (1.0 - s), v * (1.0 - f * s), v * (1.0 - (1.0 - f) * s));
@@ -157,7 +157,7 @@ fn hsv(h: f64, s: f64, v: f64) -> [f64; 3] {
 
 /// A textured background: a colour gradient, sinusoidal texture, pixel noise, and clutter
 /// (thin lines and soft blobs that belong to no class).
-fn background(rng: &mut Rng, w: u32, h: u32) -> RgbImage {
+pub(super) fn background(rng: &mut Rng, w: u32, h: u32) -> RgbImage {
     let c0 = hsv(rng.f64(), rng.range(0.1, 0.6), rng.range(0.3, 0.9));
     let c1 = hsv(rng.f64(), rng.range(0.1, 0.6), rng.range(0.3, 0.9));
     let (fx, fy, amp) = (rng.range(0.02, 0.3), rng.range(0.02, 0.3), rng.range(5.0, 30.0));
@@ -295,6 +295,12 @@ pub fn generate(
     threads: usize,
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<(), DataError> {
+    check_empty_output(out)?;
+    crate::fsio::write_dir_via(out, |tmp| write_dataset(tmp, cfg, threads, progress))
+}
+
+/// Refuses an output that exists and is not an empty folder (old and new files are never mixed).
+pub(super) fn check_empty_output(out: &Path) -> Result<(), DataError> {
     if out.exists() || out.is_symlink() {
         if !out.is_dir() {
             return Err(DataError::new(out, None, "exists and is not a folder: choose a new output folder"));
@@ -308,7 +314,7 @@ pub fn generate(
             ));
         }
     }
-    crate::fsio::write_dir_via(out, |tmp| write_dataset(tmp, cfg, threads, progress))
+    Ok(())
 }
 
 fn write_dataset(
@@ -369,7 +375,7 @@ fn write_dataset(
     std::fs::write(&yp, yaml).map_err(|e| err(&yp, e))
 }
 
-fn write_jpeg(path: &Path, img: &RgbImage, quality: u8) -> Result<(), DataError> {
+pub(super) fn write_jpeg(path: &Path, img: &RgbImage, quality: u8) -> Result<(), DataError> {
     let file = std::fs::File::create(path).map_err(|e| DataError::io(path, "cannot write", e))?;
     let mut enc = image::codecs::jpeg::JpegEncoder::new_with_quality(std::io::BufWriter::new(file), quality);
     enc.encode_image(img).map_err(|e| DataError::image(path, "cannot encode", e))

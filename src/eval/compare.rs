@@ -3,8 +3,9 @@
 //! deflate-compressed size, mAP, P/R, per-class AP, confusion matrices, latency, and the
 //! per-layer parameter table. `report::compare` writes it as report.json, report.md and PNGs.
 
-use super::{self as eval, ClassReport, EvalConfig, NetPredictor, Predictor};
-use crate::data::{DetectionDataset, OnBad, OpenOptions};
+use super::{self as eval, ClassReport, EvalConfig, NetPredictor};
+use crate::data::preprocess::{ClassifyPreset, Preprocess};
+use crate::data::{Dataset, OnBad, OpenOptions};
 use crate::metrics::confusion::ConfusionMatrix;
 use crate::model::effective;
 use crate::model::{parse_device, Model, ModelFiles};
@@ -25,6 +26,8 @@ pub struct CompareConfig {
     pub limit: Option<usize>,
     /// Timed forward passes per model (batch 1), after 3 warm-up passes.
     pub latency_runs: usize,
+    /// A classifier's input transform (default: the model's).
+    pub preprocess: Option<ClassifyPreset>,
 }
 
 /// One layer of one model.
@@ -56,7 +59,14 @@ pub struct ModelReport {
     pub map: f64,
     pub precision: f64,
     pub recall: f64,
+    /// A classifier's accuracy (its mAPs are 0 and its classes' APs too: it has none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top1: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top5: Option<f64>,
+    /// Per class: a detector's AP, P and R; a classifier's images (`objects`), P and R.
     pub classes: Vec<ClassReport>,
+    /// A detector's (nc + 1)² with background last; a classifier's nc².
     pub confusion: ConfusionMatrix,
     /// Median of the timed passes, batch 1, on `device`.
     /// None when no timed runs were asked for (`--latency-runs 0`).
@@ -73,8 +83,39 @@ pub struct Comparison {
     pub data: PathBuf,
     pub images: usize,
     pub img_size: u32,
+    /// `detect` or `classify`.
+    pub task: &'static str,
+    /// How pictures became inputs (`letterbox`, `torchvision`, `ultralytics`).
+    pub preprocess: &'static str,
     pub names: Vec<String>,
     pub models: Vec<ModelReport>,
+}
+
+impl Comparison {
+    pub fn is_classifier(&self) -> bool {
+        self.task == "classify"
+    }
+
+    /// The confusion matrices' labels: the classes, and background for a detector.
+    pub fn confusion_labels(&self) -> Vec<String> {
+        let mut labels = self.names.clone();
+        if !self.is_classifier() {
+            labels.push("background".into());
+        }
+        labels
+    }
+}
+
+/// What one evaluation gave, in the report's terms.
+struct Measured {
+    map50: f64,
+    map: f64,
+    precision: f64,
+    recall: f64,
+    top1: Option<f64>,
+    top5: Option<f64>,
+    classes: Vec<ClassReport>,
+    confusion: ConfusionMatrix,
 }
 
 /// Why a comparison could not be made.
@@ -154,9 +195,11 @@ pub fn compare(
     };
     let first = Model::open(&files(&models[0].1), c.img_size)?;
     let size = first.img_size;
+    let prep = first.preprocess(c.preprocess);
+    let classifier = matches!(prep, Preprocess::Classify(_));
     let opts =
         OpenOptions { classes: Some(first.classes()), on_bad: OnBad::Skip, limit: c.limit, ..Default::default() };
-    let ds = DetectionDataset::open_with(&c.data, opts)?;
+    let ds = Dataset::open(&c.data, classifier, opts)?;
     let ecfg = EvalConfig { img_size: size, ..Default::default() };
     let mut out = Vec::new();
     for (m, (label, path)) in models.iter().enumerate() {
@@ -182,10 +225,59 @@ pub fn compare(
             });
         }
         let net = NetPredictor::new(&model, weights, device)?;
-        let report = eval::evaluate(&net, &ds, &ecfg, &mut |d, t| {
+        let mut report_progress = |d, t| {
             progress(m, d, t);
             true
-        })?;
+        };
+        let r = match (&ds, prep) {
+            (Dataset::Classification(ds), Preprocess::Classify(preset)) => {
+                let cfg = eval::classify::ClassifyEvalConfig {
+                    img_size: size,
+                    batch: ecfg.batch,
+                    preset,
+                    on_bad: OnBad::Skip,
+                    decode_threads: ecfg.decode_threads,
+                };
+                let r = eval::classify::evaluate(&net, ds, &cfg, &mut report_progress)?.metrics;
+                let classes = r
+                    .classes
+                    .iter()
+                    .map(|k| ClassReport {
+                        name: k.name.clone(),
+                        objects: k.images,
+                        ap50: 0.0,
+                        ap: 0.0,
+                        voc_ap50: 0.0,
+                        precision: k.precision,
+                        recall: k.recall,
+                    })
+                    .collect();
+                Measured {
+                    map50: 0.0,
+                    map: 0.0,
+                    precision: r.precision,
+                    recall: r.recall,
+                    top1: Some(r.top1),
+                    top5: Some(r.top5),
+                    classes,
+                    confusion: r.confusion,
+                }
+            }
+            (Dataset::Detection(ds), _) => {
+                let r = eval::evaluate(&net, ds, &ecfg, &mut report_progress)?;
+                Measured {
+                    map50: r.map50,
+                    map: r.map,
+                    precision: r.precision,
+                    recall: r.recall,
+                    top1: None,
+                    top5: None,
+                    classes: r.classes,
+                    confusion: r.confusion,
+                }
+            }
+            _ => return Err(eval::EvalError::Mismatch("a classifier on a detection dataset".into()).into()),
+        };
         let latency_ms = (c.latency_runs > 0).then(|| latency(&net, size, device, c.latency_runs)).transpose()?;
         let total = eff.total();
         out.push(ModelReport {
@@ -199,12 +291,14 @@ pub fn compare(
             effective_params: total.params,
             macs: model.macs,
             effective_macs: total.macs,
-            map50: report.map50,
-            map: report.map,
-            precision: report.precision,
-            recall: report.recall,
-            classes: report.classes.clone(),
-            confusion: report.confusion.clone(),
+            map50: r.map50,
+            map: r.map,
+            precision: r.precision,
+            recall: r.recall,
+            top1: r.top1,
+            top5: r.top5,
+            classes: r.classes,
+            confusion: r.confusion,
             latency_ms,
             device: c.device.clone(),
             layers,
@@ -214,9 +308,11 @@ pub fn compare(
         format: "prunescope.compare/1",
         cfg: c.cfg.clone(),
         data: c.data.clone(),
-        images: ds.samples.len(),
+        images: ds.len(),
         img_size: size,
-        names: ds.names.clone(),
+        task: if classifier { "classify" } else { "detect" },
+        preprocess: prep.name(),
+        names: ds.names().to_vec(),
         models: out,
     })
 }
@@ -230,13 +326,13 @@ fn latency(net: &NetPredictor, size: u32, device: tch::Device, runs: usize) -> R
     };
     let _guard = tch::no_grad_guard();
     for _ in 0..3 {
-        let _ = net.predict(&x)?;
+        let _ = net.output(&x)?;
     }
     sync();
     let mut times = Vec::with_capacity(runs);
     for _ in 0..runs {
         let t = Instant::now();
-        let _ = net.predict(&x)?;
+        let _ = net.output(&x)?;
         sync();
         times.push(t.elapsed().as_secs_f64() * 1000.0);
     }

@@ -3,6 +3,7 @@
 //! mAP, VOC AP, precision/recall and a confusion matrix. `compare` measures several
 //! checkpoints side by side.
 
+pub mod classify;
 pub mod compare;
 pub mod preds;
 

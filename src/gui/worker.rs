@@ -276,6 +276,7 @@ fn compare_in(
         device: job.device.clone(),
         limit: job.limit,
         latency_runs: job.latency_runs,
+        preprocess: None,
     };
     let mut models = vec![("origin".to_string(), paths.weights.clone()), ("pruned".to_string(), pruned.to_path_buf())];
     if let Some(p) = &job.also {

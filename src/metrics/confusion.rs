@@ -65,22 +65,6 @@ impl ConfusionMatrix {
     }
 }
 
-/// Top-1 and top-5 accuracy of classifier scores (`[n][classes]`) against labels.
-pub fn topk_accuracy(scores: &[Vec<f32>], labels: &[usize]) -> (f64, f64) {
-    if scores.is_empty() {
-        return (0.0, 0.0);
-    }
-    let (mut top1, mut top5) = (0usize, 0usize);
-    for (s, &y) in scores.iter().zip(labels) {
-        // Rank of the true class: how many classes score strictly higher.
-        let higher = s.iter().filter(|&&v| v > s[y]).count();
-        top1 += (higher == 0) as usize;
-        top5 += (higher < 5) as usize;
-    }
-    let n = scores.len() as f64;
-    (top1 as f64 / n, top5 as f64 / n)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,11 +91,5 @@ mod tests {
             0.45,
         );
         assert_eq!(m.counts, vec![vec![1, 1], vec![0, 0]]);
-    }
-
-    #[test]
-    fn top_k() {
-        let scores = vec![vec![0.1, 0.7, 0.2], vec![0.5, 0.3, 0.2]];
-        assert_eq!(topk_accuracy(&scores, &[1, 2]), (0.5, 1.0));
     }
 }

@@ -1,6 +1,7 @@
 //! Detection and classification metrics: COCO-faithful mAP, VOC AP, precision/recall at a
 //! confidence, confusion matrices, accuracy; and YOLO post-processing (NMS).
 
+pub mod classify;
 pub mod coco;
 pub mod confusion;
 pub mod nms;

@@ -12,6 +12,7 @@ use super::graph::Graph;
 use super::ir::{Attr, Net, NetError};
 use super::task::Task;
 use super::weights::{ConvKeys, Layout, TensorF32, Weights, WeightsError, WeightsFormat};
+use crate::data::preprocess::{ClassifyPreset, Preprocess};
 use crate::provenance::{FileRef, ModelRef};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -172,6 +173,9 @@ pub struct Model {
     /// Dense totals (batch 1).
     pub params: u64,
     pub macs: u64,
+    /// The file carries Ultralytics' metadata (its conventions apply: NMS IoU 0.7, its
+    /// classify transform).
+    pub by_ultralytics: bool,
     format: Format,
 }
 
@@ -323,6 +327,7 @@ impl Model {
         sizes.insert(net.inputs[0].name.clone(), input_shape.iter().product::<i64>() as u64);
         let params = costs.iter().map(|c| c.params).sum();
         let macs = costs.iter().map(|c| c.macs).sum();
+        let by_ultralytics = super::onnx::ultralytics::Ultralytics::of(&net.metadata).is_some();
         Ok(Model {
             files,
             reference,
@@ -337,8 +342,22 @@ impl Model {
             sizes,
             params,
             macs,
+            by_ultralytics,
             format,
         })
+    }
+
+    /// How a picture becomes this model's input: detectors letterbox; classifiers use
+    /// `preset`, by default Ultralytics' transform for its exports and torchvision's otherwise.
+    pub fn preprocess(&self, preset: Option<ClassifyPreset>) -> Preprocess {
+        match self.task {
+            Task::Classify { .. } => Preprocess::Classify(preset.unwrap_or(if self.by_ultralytics {
+                ClassifyPreset::Ultralytics
+            } else {
+                ClassifyPreset::Torchvision
+            })),
+            _ => Preprocess::Letterbox,
+        }
     }
 
     /// The nodes that depend on node `start`, `start` included, in graph order.
@@ -530,8 +549,19 @@ fn find_layers(
         // A file can give a node fewer inputs or outputs than its operator has: such a node
         // is no layer (the executor refuses it when it runs).
         let (Some(x), Some(w), Some(y)) = (n.inputs.first(), n.inputs.get(1), n.outputs.first()) else { continue };
-        let is_weight = weights.tensors.get(w).is_some_and(|t| t.shape.len() >= 3);
-        if n.op != "Conv" || !is_weight {
+        let rank = weights.tensors.get(w).map(|t| t.shape.len());
+        let int = |k: &str| match n.attrs.get(k) {
+            Some(Attr::Int(v)) => *v,
+            _ => 0,
+        };
+        // A Gemm is a layer when its weight is `[out, in]` (transB = 1: torch's Linear), so
+        // that a filter is a row as a convolution's is a kernel.
+        let is_layer = match n.op.as_str() {
+            "Conv" => rank.is_some_and(|r| r >= 3),
+            "Gemm" => rank == Some(2) && int("transB") == 1 && int("transA") == 0,
+            _ => false,
+        };
+        if !is_layer {
             continue;
         }
         // A convolution reading a softmax is a fixed expectation, not a learned layer
@@ -542,7 +572,7 @@ fn find_layers(
         let Some(id) = id(&n.name, i) else {
             return Err(ModelError::Model {
                 path: net.path.clone(),
-                what: format!("convolution '{}' has no layer index", n.name),
+                what: format!("{} '{}' has no layer index", n.op, n.name),
             });
         };
         let bias = n.inputs.get(2).filter(|b| !b.is_empty() && weights.tensors.contains_key(*b)).cloned();

@@ -97,6 +97,16 @@ impl Task {
         Ok(Detections { boxes, scores, keypoints })
     }
 
+    /// The class scores `[B, nc]` of a Classify output (logits or probabilities), checked.
+    pub fn class_scores(&self, output: &Tensor) -> Result<Tensor, String> {
+        let Task::Classify { classes } = self else { return Err(format!("{self:?} is not a classifier")) };
+        let size = output.size();
+        if size.len() != 2 || size[1] != *classes as i64 {
+            return Err(format!("the output is {size:?}; [B, {classes}] expected"));
+        }
+        Ok(output.shallow_clone())
+    }
+
     /// Class probabilities `[B, nc]` of a Classify output: softmax of logits, or the output
     /// itself when it already is a distribution (Ultralytics exports end in a softmax).
     pub fn probabilities(&self, output: &Tensor) -> Result<Tensor, String> {

@@ -82,6 +82,10 @@ pub struct Plan {
     pub format: String,
     pub model: ModelRef,
     pub img_size: u32,
+    /// How pictures became inputs where the plan was measured (absent in plans made before
+    /// classifiers: letterbox).
+    #[serde(default)]
+    pub preprocess: crate::data::preprocess::Preprocess,
     pub method: Method,
     pub metric: Metric,
     pub run: Option<RunRef>,
@@ -245,6 +249,7 @@ impl Plan {
             format: PLAN_FORMAT.into(),
             model: model.reference.clone(),
             img_size: model.img_size,
+            preprocess: model.preprocess(None),
             method,
             metric,
             run: None,
@@ -630,6 +635,7 @@ pub fn suggest(
     });
     plan.rule = Some(rule.to_string());
     plan.img_size = run.header.eval.img_size;
+    plan.preprocess = run.header.eval.preprocess;
     let sparsities: Vec<f64> =
         match rule {
             Rule::PerLayer(budget) => {

@@ -17,11 +17,15 @@ fn pct(after: u64, before: u64) -> String {
 /// report.md.
 pub fn markdown(c: &Comparison) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "# Comparison\n\ncfg `{}`, {} images of `{}` at {} px. MACs follow the ptflops convention; \"effective\" counts what remains with zero weights and dead channels removed.\n", c.cfg.display(), c.images, c.data.display(), c.img_size);
-    let _ = writeln!(s, "| model | params | non-zero | effective params | MACs | effective MACs | file | compressed (ratio) | mAP@0.5 | mAP@0.5:0.95 | P | R | latency |");
+    let _ = writeln!(s, "# Comparison\n\nmodel `{}`, {} images of `{}` at {} px ({} preprocessing). MACs follow the ptflops convention; \"effective\" counts what remains with zero weights and dead channels removed.\n", c.cfg.display(), c.images, c.data.display(), c.img_size, c.preprocess);
+    let classifier = c.is_classifier();
+    let quality = if classifier { "top-1 | top-5" } else { "mAP@0.5 | mAP@0.5:0.95" };
+    let _ = writeln!(s, "| model | params | non-zero | effective params | MACs | effective MACs | file | compressed (ratio) | {quality} | P | R | latency |");
     let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let base = &c.models[0];
     for m in &c.models {
+        let (q1, q2) =
+            if classifier { (m.top1.unwrap_or(f64::NAN), m.top5.unwrap_or(f64::NAN)) } else { (m.map50, m.map) };
         let _ = writeln!(
             s,
             "| {} | {} | {} ({}) | {} | {} | {} ({}) | {} | {} ({:.2}×) | {:.4} | {:.4} | {:.3} | {:.3} | {} |",
@@ -36,8 +40,8 @@ pub fn markdown(c: &Comparison) -> String {
             m.file_bytes,
             m.compressed_bytes,
             m.compression_ratio,
-            m.map50,
-            m.map,
+            q1,
+            q2,
             m.precision,
             m.recall,
             m.latency_ms.map(|v| format!("{v:.2} ms")).unwrap_or_else(|| "not measured".into())
@@ -51,12 +55,14 @@ pub fn markdown(c: &Comparison) -> String {
         let cells: Vec<String> = c.models.iter().map(|m| m.layers[i].nonzero.to_string()).collect();
         let _ = writeln!(s, "| {} | {} |", l.layer, cells.join(" | "));
     }
-    let _ = write!(s, "\n## Per-class AP@0.5\n\n| class | ");
+    let per_class = if classifier { "recall (top-1 accuracy of the class)" } else { "AP@0.5" };
+    let _ = write!(s, "\n## Per-class {per_class}\n\n| class | ");
     let _ = writeln!(s, "{} |", c.models.iter().map(|m| m.label.as_str()).collect::<Vec<_>>().join(" | "));
     let _ = writeln!(s, "|---|{}", "---:|".repeat(c.models.len()));
     for (i, name) in c.names.iter().enumerate() {
+        let value = |k: &crate::eval::ClassReport| if classifier { k.recall } else { k.ap50 };
         let cells: Vec<String> =
-            c.models.iter().map(|m| m.classes.get(i).map(|k| format!("{:.4}", k.ap50)).unwrap_or_default()).collect();
+            c.models.iter().map(|m| m.classes.get(i).map(|k| format!("{:.4}", value(k))).unwrap_or_default()).collect();
         let _ = writeln!(s, "| {name} | {} |", cells.join(" | "));
     }
     let _ = writeln!(s, "\n![confusion matrices](confusion.png)\n\n![per-layer parameters](layers.png)");
@@ -65,7 +71,8 @@ pub fn markdown(c: &Comparison) -> String {
 
 /// The confusion matrices side by side, counts in the cells (rows predicted, columns true).
 pub fn confusion_png(c: &Comparison, path: &Path) -> Result<(), super::ReportError> {
-    let n = c.names.len() + 1;
+    let labels = c.confusion_labels();
+    let n = labels.len();
     let cell = 46u32;
     let (left, top) = (90u32, 70u32);
     let panel = left + cell * n as u32 + 30;
@@ -74,8 +81,6 @@ pub fn confusion_png(c: &Comparison, path: &Path) -> Result<(), super::ReportErr
     let root = BitMapBackend::new(path, size).into_drawing_area();
     let e = |e: DrawingAreaErrorKind<_>| super::ReportError::draw(path, e);
     root.fill(&WHITE).map_err(e)?;
-    let mut labels: Vec<String> = c.names.clone();
-    labels.push("background".into());
     for (k, m) in c.models.iter().enumerate() {
         let x0 = (k as u32 * panel) as i32;
         let title = format!("{} (rows predicted, columns true)", m.label);

@@ -4,9 +4,12 @@
 
 use super::store::{self, EvalSettings, RunHeader, RunWriter, RUN_FORMAT};
 use super::worker::{self, Batch, Job, Pixels, Shared, WorkerMsg};
-use super::{AnalysisConfig, Event, LayerInfo, Metrics, PointRecord, Record, RunSummary, RunTiming, SensitivityError};
-use crate::data::{load_rgb, try_letterbox, DataError, DetectionDataset, Letterboxed, OnBad, OpenOptions, SkipReport};
-use crate::eval::{self, EvalConfig, NetPredictor};
+use super::{
+    AnalysisConfig, Event, LayerInfo, Metric, Metrics, PointRecord, Record, RunSummary, RunTiming, SensitivityError,
+};
+use crate::data::preprocess::Preprocess;
+use crate::data::{load_rgb, DataError, Dataset, Letterboxed, OnBad, OpenOptions, SkipReport};
+use crate::eval::{EvalConfig, NetPredictor};
 use crate::metrics::nms::NmsConfig;
 use crate::model::ir::exec::Keep;
 use crate::model::{parse_device, Model, ModelFiles};
@@ -70,20 +73,26 @@ pub fn select_layers(model: &Model, patterns: &[String], include_heads: bool) ->
 }
 
 /// SHA-256 over the image list (paths relative to the dataset) and every label.
-fn dataset_hash(ds: &DetectionDataset) -> String {
+fn dataset_hash(ds: &Dataset) -> String {
     use sha2::Digest;
-    let root =
-        ds.source.canonicalize().ok().map(|p| if p.is_dir() { p } else { p.parent().unwrap_or(&p).to_path_buf() });
+    let source = ds.source();
+    let root = source.canonicalize().ok().map(|p| if p.is_dir() { p } else { p.parent().unwrap_or(&p).to_path_buf() });
     let mut h = sha2::Sha256::new();
-    for s in &ds.samples {
-        let abs = s.image.canonicalize().unwrap_or_else(|_| s.image.clone());
+    for i in 0..ds.len() {
+        let image = ds.image(i);
+        let abs = image.canonicalize().unwrap_or_else(|_| image.to_path_buf());
         let rel = root.as_ref().and_then(|r| abs.strip_prefix(r).ok()).unwrap_or(&abs);
         h.update(rel.to_string_lossy().as_bytes());
-        for b in &s.boxes {
-            h.update(format!(
-                "|{} {:.6} {:.6} {:.6} {:.6} {}",
-                b.class, b.coords[0], b.coords[1], b.coords[2], b.coords[3], b.crowd
-            ));
+        match ds {
+            Dataset::Detection(d) => {
+                for b in &d.samples[i].boxes {
+                    h.update(format!(
+                        "|{} {:.6} {:.6} {:.6} {:.6} {}",
+                        b.class, b.coords[0], b.coords[1], b.coords[2], b.coords[3], b.crowd
+                    ));
+                }
+            }
+            Dataset::Classification(d) => h.update(format!("|{}", d.names[d.samples[i].1])),
         }
         h.update(b"\n");
     }
@@ -118,9 +127,14 @@ fn devices(config: &AnalysisConfig) -> Result<Vec<Device>> {
     })
 }
 
-/// Decodes and letterboxes `paths` on `threads` threads: the results in order, each in the
+/// Decodes and preprocesses `paths` on `threads` threads: the results in order, each in the
 /// form a batch keeps it.
-fn decode(paths: &[PathBuf], size: u32, threads: usize) -> Vec<std::result::Result<(Pixels, Letterboxed), DataError>> {
+fn decode(
+    paths: &[PathBuf],
+    size: u32,
+    prep: Preprocess,
+    threads: usize,
+) -> Vec<std::result::Result<(Pixels, Letterboxed), DataError>> {
     let next = AtomicUsize::new(0);
     let slots: Vec<std::sync::Mutex<Option<_>>> = paths.iter().map(|_| std::sync::Mutex::new(None)).collect();
     std::thread::scope(|s| {
@@ -129,7 +143,8 @@ fn decode(paths: &[PathBuf], size: u32, threads: usize) -> Vec<std::result::Resu
                 let k = next.fetch_add(1, Ordering::Relaxed);
                 let Some(path) = paths.get(k) else { break };
                 let item = load_rgb(path).and_then(|img| {
-                    let lb = try_letterbox(&img, size)
+                    let lb = prep
+                        .apply(&img, size)
                         .map_err(|source| DataError::Letterbox { file: path.to_path_buf(), source })?;
                     Ok(Pixels::keep(img, lb))
                 });
@@ -213,18 +228,30 @@ pub fn run(config: &AnalysisConfig, events: &Sender<Event>, cancel: &AtomicBool)
     };
     let model = Model::open(&files, config.img_size)?;
     let size = model.img_size;
+    let classifier = matches!(model.task, crate::model::task::Task::Classify { .. });
+    if !config.metric.fits(classifier) {
+        use crate::quantity::Named;
+        let fitting: Vec<&str> = Metric::ALL.iter().filter(|m| m.fits(classifier)).map(|m| m.name()).collect();
+        return Err(SensitivityError::Metric {
+            metric: config.metric.name(),
+            model: model.path().to_path_buf(),
+            kind: if classifier { "classifier" } else { "detector" },
+            fitting: fitting.join(", "),
+        });
+    }
+    let prep = model.preprocess(config.preprocess);
     let opts =
         OpenOptions { classes: Some(model.classes()), on_bad: OnBad::Skip, limit: config.limit, ..Default::default() };
-    let dataset = DetectionDataset::open_with(&config.data, opts)?;
-    if dataset.num_classes() != model.classes() {
+    let dataset = Dataset::open(&config.data, classifier, opts)?;
+    if dataset.names().len() != model.classes() {
         return Err(SensitivityError::Classes {
             data: config.data.clone(),
-            classes: dataset.num_classes(),
+            classes: dataset.names().len(),
             cfg: model.path().to_path_buf(),
             cfg_classes: model.classes(),
         });
     }
-    if dataset.samples.is_empty() {
+    if dataset.is_empty() {
         return Err(SensitivityError::NoImages { data: config.data.clone() });
     }
     let layers = select_layers(&model, &config.layers, config.include_heads)?;
@@ -233,16 +260,18 @@ pub fn run(config: &AnalysisConfig, events: &Sender<Event>, cancel: &AtomicBool)
     let header = RunHeader {
         format: RUN_FORMAT.into(),
         model: model.reference.clone(),
-        dataset: DatasetRef {
-            path: config.data.clone(),
-            images: dataset.samples.len(),
-            sha256: dataset_hash(&dataset),
-        },
+        dataset: DatasetRef { path: config.data.clone(), images: dataset.len(), sha256: dataset_hash(&dataset) },
         method: config.method,
         sparsities: sparsities.clone(),
         layers: layers.iter().map(|&i| model.layers[i].name.clone()).collect(),
         metric: config.metric,
-        eval: EvalSettings { img_size: size, conf: config.conf, iou: config.iou, max_det: config.max_det },
+        eval: EvalSettings {
+            img_size: size,
+            conf: config.conf,
+            iou: config.iou,
+            max_det: config.max_det,
+            preprocess: prep,
+        },
         device: config.device.clone(),
         created_at: provenance::now_rfc3339(),
         shard: config.shard,
@@ -316,14 +345,14 @@ pub fn run(config: &AnalysisConfig, events: &Sender<Event>, cancel: &AtomicBool)
         ..Default::default()
     };
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-    let paths: Vec<PathBuf> = dataset.samples.iter().map(|s| s.image.clone()).collect();
+    let paths: Vec<PathBuf> = (0..dataset.len()).map(|i| dataset.image(i).to_path_buf()).collect();
     let mut memory = MemoryPlan::new(config.cache_mem, per_image_bytes, !pending.is_empty());
     let mut skipped = SkipReport::default();
     let mut batches: Vec<Batch> = Vec::new();
     let mut current = Batch::default();
     let chunk = (threads * 8).max(ecfg.batch);
     for (c, part) in paths.chunks(chunk).enumerate() {
-        for (k, item) in decode(part, size, threads).into_iter().enumerate() {
+        for (k, item) in decode(part, size, prep, threads).into_iter().enumerate() {
             match item {
                 Ok((px, lb)) => {
                     current.push(c * chunk + k, px, lb);
@@ -344,10 +373,10 @@ pub fn run(config: &AnalysisConfig, events: &Sender<Event>, cancel: &AtomicBool)
         memory.place(&mut current);
         batches.push(current);
     }
-    if !skipped.is_empty() || !dataset.skipped.is_empty() {
+    if !skipped.is_empty() || !dataset.skipped().is_empty() {
         send(Event::Warning(format!(
             "skipped unreadable validation data: {} {}",
-            dataset.skipped.summary(3),
+            dataset.skipped().summary(3),
             skipped.summary(3)
         )));
     }
@@ -379,7 +408,7 @@ pub fn run(config: &AnalysisConfig, events: &Sender<Event>, cancel: &AtomicBool)
     tch::set_num_threads(threads as i32);
     let need_baseline = stored.as_ref().and_then(|s| s.baseline).is_none();
     let mut cache: Vec<Option<BTreeMap<String, worker::Activation>>> = Vec::with_capacity(batches.len());
-    let mut baseline_preds = Vec::new();
+    let mut baseline_preds = worker::Collected::new(&dataset);
     let mut cache_bytes = 0u64;
     for (b, batch) in batches.iter().enumerate() {
         if cancel.load(Ordering::Relaxed) {
@@ -391,7 +420,7 @@ pub fn run(config: &AnalysisConfig, events: &Sender<Event>, cancel: &AtomicBool)
             cache.push(None);
             continue;
         }
-        let x = batch.tensor(size, devices[0], &dataset)?;
+        let x = batch.tensor(size, devices[0], &dataset, prep)?;
         let keep = if want_cache { Keep::All } else { Keep::Outputs };
         let mut out = predictor.net.run(vec![(input.clone(), x)], keep).map_err(crate::model::ForwardError::from)?;
         if need_baseline {
@@ -399,8 +428,7 @@ pub fn run(config: &AnalysisConfig, events: &Sender<Event>, cancel: &AtomicBool)
             let y = out.get(first).ok_or_else(|| {
                 crate::model::ForwardError::Task(format!("the model did not produce its output '{first}'"))
             })?;
-            let rows = predictor.rows(y)?.f_to_kind(tch::Kind::Float)?;
-            baseline_preds.extend(eval::postprocess(&rows, &batch.metas, &ecfg.nms)?);
+            baseline_preds.add(&predictor, y, &batch.metas, &dataset, &ecfg)?;
         }
         if want_cache {
             let mut acts = BTreeMap::new();
@@ -420,8 +448,7 @@ pub fn run(config: &AnalysisConfig, events: &Sender<Event>, cancel: &AtomicBool)
     let baseline = match stored.as_ref().and_then(|s| s.baseline) {
         Some((m, _)) => m,
         None => {
-            let report = eval::score(&dataset, &baseline_preds, &ecfg)?;
-            let m = worker::metrics_of(&report);
+            let m = baseline_preds.score(&dataset, &ecfg)?;
             let seconds = t.elapsed().as_secs_f64();
             writer.append(&Record::Baseline { metrics: m, seconds })?;
             send(Event::Baseline { metrics: m, seconds });
@@ -437,6 +464,7 @@ pub fn run(config: &AnalysisConfig, events: &Sender<Event>, cancel: &AtomicBool)
     let shared = Shared {
         model: &model,
         dataset: &dataset,
+        prep,
         ecfg: &ecfg,
         batches: &batches,
         cache: &cache,
@@ -563,6 +591,7 @@ pub fn baseline_of(dir: &Path) -> std::result::Result<Option<Metrics>, store::St
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::try_letterbox;
 
     #[test]
     fn globs() {

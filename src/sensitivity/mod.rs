@@ -34,6 +34,11 @@ pub struct Metrics {
     pub map: f64,
     pub precision: f64,
     pub recall: f64,
+    /// A classifier's top-1 and top-5 accuracy (its mAPs are 0: it has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top1: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top5: Option<f64>,
 }
 
 impl Metrics {
@@ -43,6 +48,8 @@ impl Metrics {
             Metric::Map => self.map,
             Metric::Precision => self.precision,
             Metric::Recall => self.recall,
+            Metric::Top1 => self.top1.unwrap_or(0.0),
+            Metric::Top5 => self.top5.unwrap_or(0.0),
         }
     }
 }
@@ -57,29 +64,44 @@ pub enum Metric {
     Map,
     /// Mean precision over classes at the report confidence (0.25).
     Precision,
-    /// Mean recall over classes at the report confidence (0.25).
+    /// Mean recall over classes at the report confidence (0.25); a classifier's: of its
+    /// top-1 predictions.
     Recall,
+    /// A classifier's top-1 accuracy.
+    Top1,
+    /// A classifier's top-5 accuracy.
+    Top5,
 }
 
 impl crate::quantity::Named for Metric {
-    const ALL: &'static [Self] = &[Metric::Map50, Metric::Map, Metric::Precision, Metric::Recall];
+    const ALL: &'static [Self] =
+        &[Metric::Map50, Metric::Map, Metric::Precision, Metric::Recall, Metric::Top1, Metric::Top5];
     fn name(self) -> &'static str {
         match self {
             Metric::Map50 => "map50",
             Metric::Map => "map",
             Metric::Precision => "precision",
             Metric::Recall => "recall",
+            Metric::Top1 => "top1",
+            Metric::Top5 => "top5",
         }
     }
 }
 
 impl Metric {
+    /// Whether a model of this kind measures the metric.
+    pub fn fits(self, classifier: bool) -> bool {
+        matches!(self, Metric::Precision | Metric::Recall) || classifier == matches!(self, Metric::Top1 | Metric::Top5)
+    }
+
     pub fn label(self) -> &'static str {
         match self {
             Metric::Map50 => "mAP@0.5",
             Metric::Map => "mAP@0.5:0.95",
             Metric::Precision => "precision",
             Metric::Recall => "recall",
+            Metric::Top1 => "top-1",
+            Metric::Top5 => "top-5",
         }
     }
 }
@@ -93,6 +115,10 @@ pub struct AnalysisConfig {
     /// not say it.
     pub model: Option<PathBuf>,
     pub task: Option<String>,
+    /// A classifier's input transform (default: the model's, see [`Model::preprocess`]).
+    ///
+    /// [`Model::preprocess`]: crate::model::Model::preprocess
+    pub preprocess: Option<crate::data::preprocess::ClassifyPreset>,
     /// Validation data (any source `prunescope eval` reads; the val split of .data/.yaml).
     pub data: PathBuf,
     /// The run folder.
@@ -132,6 +158,7 @@ impl Default for AnalysisConfig {
             weights: PathBuf::new(),
             model: None,
             task: None,
+            preprocess: None,
             data: PathBuf::new(),
             out: PathBuf::new(),
             method: Method::L1,
@@ -246,6 +273,9 @@ pub enum SensitivityError {
     /// The dataset's class list is not the model's.
     #[error("{} names {classes} classes but {} predicts {cfg_classes}: expected the same class list", data.display(), cfg.display())]
     Classes { data: PathBuf, classes: usize, cfg: PathBuf, cfg_classes: usize },
+    /// A metric the model does not measure.
+    #[error("--metric {metric}: {} (a {kind}) has no such metric; use {fitting}", model.display())]
+    Metric { metric: &'static str, model: PathBuf, kind: &'static str, fitting: String },
     #[error("{}: no validation images", data.display())]
     NoImages { data: PathBuf },
     #[error("{0}")]

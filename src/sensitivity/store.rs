@@ -50,6 +50,9 @@ pub struct EvalSettings {
     pub conf: f32,
     pub iou: f32,
     pub max_det: usize,
+    /// How pictures become inputs (absent in runs made before classifiers: letterbox).
+    #[serde(default)]
+    pub preprocess: crate::data::preprocess::Preprocess,
 }
 
 /// run.json.

@@ -7,8 +7,9 @@
 //! which is what the pruned layer outputs), then only the nodes that depend on L.
 
 use super::{Metrics, PointRecord, SensitivityError};
-use crate::data::{load_rgb, try_letterbox, DataError, DetectionDataset, Letterboxed};
-use crate::eval::{self, EvalConfig, EvalError, EvalReport, ImagePrediction, NetPredictor, Predictor};
+use crate::data::preprocess::Preprocess;
+use crate::data::{load_rgb, DataError, Dataset, Letterboxed};
+use crate::eval::{self, EvalConfig, EvalError, ImagePrediction, NetPredictor, Predictor};
 use crate::model::ir::exec::{executor_layout, Keep};
 use crate::model::ir::{Net, NetError};
 use crate::model::{ForwardError, Layer, LayoutError, Model, Weights};
@@ -50,8 +51,8 @@ pub enum WorkerError {
 }
 
 /// A decoded image as a batch keeps it: the smaller of two forms that both give back exactly
-/// the letterboxed floats the evaluation feeds the model (`letterbox` is deterministic), or
-/// nothing when it is past the memory cap.
+/// the floats the evaluation feeds the model (preprocessing is deterministic), or nothing
+/// when it is past the memory cap.
 pub(crate) enum Pixels {
     /// The decoded RGB picture (3 bytes a pixel), letterboxed again when used.
     Rgb(image::RgbImage),
@@ -115,20 +116,20 @@ impl Batch {
         }
     }
 
-    /// The input, N·3·S·S floats, exactly as `letterbox` gives each image.
-    pub fn input(&self, size: u32, dataset: &DetectionDataset) -> Result<Vec<f32>, WorkerError> {
+    /// The input, N·3·S·S floats, exactly as `prep` gives each image.
+    pub fn input(&self, size: u32, dataset: &Dataset, prep: Preprocess) -> Result<Vec<f32>, WorkerError> {
         let boxed = |img: &image::RgbImage, path: &std::path::Path| {
-            try_letterbox(img, size)
+            prep.apply(img, size)
                 .map_err(|source| WorkerError::Decode(DataError::Letterbox { file: path.to_path_buf(), source }))
         };
         let plane = 3 * size as usize * size as usize;
         let mut out = Vec::with_capacity(plane * self.metas.len());
         for ((i, _), px) in self.metas.iter().zip(&self.images) {
             match px {
-                Pixels::Rgb(img) => out.extend_from_slice(&boxed(img, &dataset.samples[*i].image)?.data),
+                Pixels::Rgb(img) => out.extend_from_slice(&boxed(img, dataset.image(*i))?.data),
                 Pixels::Letterboxed(v) => out.extend_from_slice(v),
                 Pixels::Reload => {
-                    let path = &dataset.samples[*i].image;
+                    let path = dataset.image(*i);
                     let img = load_rgb(path).map_err(WorkerError::Decode)?;
                     out.extend_from_slice(&boxed(&img, path)?.data);
                 }
@@ -138,9 +139,15 @@ impl Batch {
     }
 
     /// The input as a tensor `[N, 3, S, S]` on `device`.
-    pub fn tensor(&self, size: u32, device: Device, dataset: &DetectionDataset) -> Result<Tensor, WorkerError> {
+    pub fn tensor(
+        &self,
+        size: u32,
+        device: Device,
+        dataset: &Dataset,
+        prep: Preprocess,
+    ) -> Result<Tensor, WorkerError> {
         let s = size as i64;
-        let input = self.input(size, dataset)?;
+        let input = self.input(size, dataset, prep)?;
         Ok(Tensor::f_from_slice(&input)?.f_view([self.metas.len() as i64, 3, s, s])?.f_to_device(device)?)
     }
 }
@@ -204,7 +211,8 @@ impl Activation {
 /// What every worker reads.
 pub(crate) struct Shared<'a> {
     pub model: &'a Model,
-    pub dataset: &'a DetectionDataset,
+    pub dataset: &'a Dataset,
+    pub prep: Preprocess,
     pub ecfg: &'a EvalConfig,
     pub batches: &'a [Batch],
     /// Per batch: cached tensors by name (None: recompute).
@@ -241,8 +249,74 @@ pub(crate) struct WorkerTiming {
     pub macs: u64,
 }
 
-pub(crate) fn metrics_of(r: &EvalReport) -> Metrics {
-    Metrics { map50: r.map50, map: r.map, precision: r.precision, recall: r.recall }
+/// What a model predicted for the images run so far, kept to be scored: detections after NMS,
+/// or a classifier's classes ranked.
+pub(crate) enum Collected {
+    Boxes(Vec<ImagePrediction>),
+    Ranked(Vec<(usize, Vec<usize>)>),
+}
+
+impl Collected {
+    pub fn new(dataset: &Dataset) -> Self {
+        match dataset {
+            Dataset::Detection(_) => Collected::Boxes(Vec::new()),
+            Dataset::Classification(_) => Collected::Ranked(Vec::new()),
+        }
+    }
+
+    /// Adds one batch's predictions from the net's first output.
+    pub fn add(
+        &mut self,
+        predictor: &NetPredictor,
+        output: &Tensor,
+        metas: &[(usize, Letterboxed)],
+        shared_dataset: &Dataset,
+        ecfg: &EvalConfig,
+    ) -> Result<(), WorkerError> {
+        match (self, shared_dataset) {
+            (Collected::Boxes(preds), _) => {
+                let rows = predictor.rows(output)?.f_to_kind(Kind::Float)?;
+                preds.extend(eval::postprocess(&rows, metas, &ecfg.nms)?);
+            }
+            (Collected::Ranked(ranked), Dataset::Classification(ds)) => {
+                let samples: Vec<usize> = metas.iter().map(|m| m.0).collect();
+                ranked.extend(eval::classify::ranked(predictor, output, &samples, ds)?);
+            }
+            (Collected::Ranked(_), Dataset::Detection(_)) => {
+                return Err(WorkerError::Eval(EvalError::Mismatch("a classifier on a detection dataset".into())))
+            }
+        }
+        Ok(())
+    }
+
+    /// Every metric of what was collected.
+    pub fn score(&self, dataset: &Dataset, ecfg: &EvalConfig) -> Result<Metrics, EvalError> {
+        match (self, dataset) {
+            (Collected::Boxes(preds), Dataset::Detection(ds)) => {
+                let r = eval::score(ds, preds, ecfg)?;
+                Ok(Metrics {
+                    map50: r.map50,
+                    map: r.map,
+                    precision: r.precision,
+                    recall: r.recall,
+                    top1: None,
+                    top5: None,
+                })
+            }
+            (Collected::Ranked(ranked), Dataset::Classification(ds)) => {
+                let m = eval::classify::score(ds, ranked)?;
+                Ok(Metrics {
+                    map50: 0.0,
+                    map: 0.0,
+                    precision: m.precision,
+                    recall: m.recall,
+                    top1: Some(m.top1),
+                    top5: Some(m.top5),
+                })
+            }
+            _ => Err(EvalError::Mismatch("predictions of another task than the dataset's".into())),
+        }
+    }
 }
 
 /// How the runs of one layer go: the nodes depending on it, and what they read from outside.
@@ -457,7 +531,7 @@ fn run_job(
     let input = net.inputs[0].name.clone();
     let reads_image = suffix.needed.contains(&input);
     let per_image_macs = job_macs(model, job);
-    let mut preds: Vec<Vec<ImagePrediction>> = vec![Vec::new(); variants.len()];
+    let mut preds: Vec<Collected> = variants.iter().map(|_| Collected::new(shared.dataset)).collect();
     for (b, batch) in shared.batches.iter().enumerate() {
         if cancel.load(Ordering::Relaxed) {
             return Ok(());
@@ -465,7 +539,7 @@ fn run_job(
         let t = Instant::now();
         // The images are read only to recompute tensors or by a layer that reads them.
         let x = if shared.cache[b].is_none() || reads_image {
-            Some(batch.tensor(shared.size, device, shared.dataset)?)
+            Some(batch.tensor(shared.size, device, shared.dataset, shared.prep)?)
         } else {
             None
         };
@@ -504,13 +578,12 @@ fn run_job(
             }
             let t = Instant::now();
             let out = variant_output(net, &suffix, layer, &acts, unpruned.as_ref(), variant)?;
-            let det = predictor.rows(&out)?.f_to_kind(Kind::Float)?;
             if let Device::Cuda(i) = device {
                 tch::Cuda::synchronize(i as i64);
             }
             forward_s += t.elapsed().as_secs_f64();
             let t = Instant::now();
-            preds[k].extend(eval::postprocess(&det, &batch.metas, &shared.ecfg.nms)?);
+            preds[k].add(predictor, &out, &batch.metas, shared.dataset, shared.ecfg)?;
             timing.nms_s += t.elapsed().as_secs_f64();
         }
         timing.forward_s += forward_s;
@@ -521,14 +594,14 @@ fn run_job(
     let seconds = started.elapsed().as_secs_f64() / variants.len().max(1) as f64;
     for (k, (_, zeroed)) in variants.iter().enumerate() {
         let t = Instant::now();
-        let report = eval::score(shared.dataset, &preds[k], shared.ecfg)?;
+        let metrics = preds[k].score(shared.dataset, shared.ecfg)?;
         timing.metrics_s += t.elapsed().as_secs_f64();
         let _ = msgs.send(WorkerMsg::Point(PointRecord {
             layer: layer.name.clone(),
             block: layer.id,
             sparsity: job.sparsities[k],
             zeroed: *zeroed,
-            metrics: metrics_of(&report),
+            metrics,
             seconds,
         }));
     }
@@ -538,7 +611,7 @@ fn run_job(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::OnBad;
+    use crate::data::{try_letterbox, OnBad};
 
     fn picture(w: u32, h: u32, seed: u32) -> image::RgbImage {
         image::RgbImage::from_fn(w, h, |x, y| {
@@ -561,8 +634,9 @@ mod tests {
         for (i, p) in pics.iter().enumerate() {
             p.save(d.path().join(format!("{i}.png"))).unwrap();
         }
-        let ds = DetectionDataset::open(d.path(), Some(1), OnBad::Error).unwrap();
-        assert_eq!(ds.samples.len(), 4);
+        let ds = Dataset::Detection(crate::data::DetectionDataset::open(d.path(), Some(1), OnBad::Error).unwrap());
+        let prep = Preprocess::Letterbox;
+        assert_eq!(ds.len(), 4);
         let mut batch = Batch::default();
         for (i, p) in pics.iter().enumerate() {
             let (px, lb) = Pixels::keep(p.clone(), try_letterbox(p, size).unwrap());
@@ -575,7 +649,7 @@ mod tests {
         let plane = (3 * size * size) as usize;
         assert_eq!(batch.bytes(), (32 * 32 * 3 + 20 * 12 * 3 + plane * 4) as u64);
         let before: Vec<f32> = pics.iter().flat_map(|p| try_letterbox(p, size).unwrap().data).collect();
-        let got = batch.input(size, &ds).unwrap();
+        let got = batch.input(size, &ds, prep).unwrap();
         assert_eq!(got.len(), before.len());
         assert!(got.iter().zip(&before).all(|(a, b)| a.to_bits() == b.to_bits()));
         let s = size as usize;
@@ -587,13 +661,13 @@ mod tests {
                 }
             }
         }
-        let t = batch.tensor(size, Device::Cpu, &ds).unwrap();
+        let t = batch.tensor(size, Device::Cpu, &ds, prep).unwrap();
         assert_eq!(t.size(), vec![4, 3, 32, 32]);
         assert_eq!(Vec::<f32>::try_from(t.flatten(0, -1)).unwrap(), before);
         // Forgetting keeps nothing; the input is still the same.
         batch.forget();
         assert_eq!(batch.bytes(), 0);
-        let again = batch.input(size, &ds).unwrap();
+        let again = batch.input(size, &ds, prep).unwrap();
         assert!(again.iter().zip(&before).all(|(a, b)| a.to_bits() == b.to_bits()));
     }
 }

@@ -102,6 +102,7 @@ show what the zeros save.";
 /// estimate beside the pruned model's measured values.
 fn summary(ui: &mut egui::Ui, models: &[ModelReport], plan: Option<&crate::plan::Plan>) {
     let Some(base) = models.first() else { return };
+    let classifier = base.top1.is_some();
     let pr = plan.map(|p| &p.predicted).filter(|p| p.params_before > 0);
     let metric = plan.map(|p| p.metric.label());
     let estimate_head = "plan's estimate";
@@ -124,19 +125,30 @@ fn summary(ui: &mut egui::Ui, models: &[ModelReport], plan: Option<&crate::plan:
         ui.end_row();
         type Get = fn(&ModelReport) -> f64;
         // (label, value, integer, dense: a masked checkpoint does not change it)
-        let rows: [(&str, Get, bool, bool); 11] = [
-            ("parameters", |m| m.params as f64, true, false),
+        let quality: [(&str, Get, bool, bool); 2] = if classifier {
+            [
+                ("top-1", |m| m.top1.unwrap_or(f64::NAN), false, false),
+                ("top-5", |m| m.top5.unwrap_or(f64::NAN), false, false),
+            ]
+        } else {
+            [("mAP@0.5", |m| m.map50, false, false), ("mAP@0.5:0.95", |m| m.map, false, false)]
+        };
+        let rows: Vec<(&str, Get, bool, bool)> = [
+            ("parameters", (|m| m.params as f64) as Get, true, false),
             ("non-zero parameters", |m| m.nonzero_params as f64, true, false),
             ("effective parameters", |m| m.effective_params as f64, true, false),
             ("MACs (effective, ptflops)", |m| m.effective_macs as f64, true, false),
             ("file size (bytes)", |m| m.file_bytes as f64, true, true),
             ("compressed size (bytes)", |m| m.compressed_bytes as f64, true, false),
-            ("mAP@0.5", |m| m.map50, false, false),
-            ("mAP@0.5:0.95", |m| m.map, false, false),
-            ("precision", |m| m.precision, false, false),
+        ]
+        .into_iter()
+        .chain(quality)
+        .chain([
+            ("precision", (|m| m.precision) as Get, false, false),
             ("recall", |m| m.recall, false, false),
             ("latency (ms, batch 1)", |m| m.latency_ms.unwrap_or(f64::NAN), false, true),
-        ];
+        ])
+        .collect();
         for (label, get, integer, dense) in rows {
             let head = ui.label(if dense { format!("{label} †") } else { label.to_string() });
             if dense {
@@ -205,6 +217,8 @@ fn metric_of(m: &ModelReport, metric: crate::sensitivity::Metric) -> f64 {
         Metric::Map => m.map,
         Metric::Precision => m.precision,
         Metric::Recall => m.recall,
+        Metric::Top1 => m.top1.unwrap_or(f64::NAN),
+        Metric::Top5 => m.top5.unwrap_or(f64::NAN),
     }
 }
 

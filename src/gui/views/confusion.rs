@@ -28,7 +28,7 @@ fn fit(width: f32, panels: usize, n: usize, chrome: f32) -> (f32, usize) {
 /// Shows the matrices and, under them, the counts of the hovered cell in every model.
 pub fn show(ui: &mut egui::Ui, c: &Comparison) {
     ui.strong("Confusion matrices");
-    let names: Vec<String> = c.names.iter().cloned().chain(std::iter::once("background".to_string())).collect();
+    let names = c.confusion_labels();
     let n = names.len();
     let flat = |m: &ModelReport| -> Vec<f64> { m.confusion.counts.iter().flatten().map(|&x| x as f64).collect() };
     let mut panels: Vec<(String, String, Vec<f64>, Scale)> = c
