@@ -14,7 +14,8 @@ classifier sample"):
     prunescope synth --task classify --out /tmp/polygons --train 400 --val 30 --seed 0
     python scripts/train_classifier.py --data /tmp/polygons --out sample_runs/classify
 
-It writes polygons-mobilenetv3s.onnx and train_report.json (per-epoch loss and accuracy, the
+It writes polygons-mobilenetv3s.onnx (with its .onnx.data), polygons-mobilenetv3s.pt (the
+PyTorch weights, not bundled) and train_report.json (per-epoch loss and accuracy, the
 final validation top-1 and top-5 computed here by PyTorch) into --out.
 """
 
@@ -48,6 +49,10 @@ class ConvBNAct(nn.Sequential):
         super().__init__(*layers)
 
 
+# Global average pooling is written as a mean: torch's ONNX exporter turns adaptive_avg_pool2d
+# into a flatten-and-gather that is fixed at the example's batch size.
+
+
 class SqueezeExcite(nn.Module):
     def __init__(self, channels):
         super().__init__()
@@ -56,7 +61,7 @@ class SqueezeExcite(nn.Module):
         self.fc2 = nn.Conv2d(squeeze, channels, 1)
 
     def forward(self, x):
-        s = F.adaptive_avg_pool2d(x, 1)
+        s = x.mean((2, 3), keepdim=True)
         s = F.hardsigmoid(self.fc2(F.relu(self.fc1(s))))
         return x * s
 
@@ -109,7 +114,7 @@ class MobileNetV3Small(nn.Module):
         )
 
     def forward(self, x):
-        x = F.adaptive_avg_pool2d(self.features(x), 1).flatten(1)
+        x = self.features(x).mean((2, 3)).flatten(1)
         return self.classifier(x)
 
 
@@ -218,6 +223,7 @@ def main():
     top1, top5, confusion = evaluate(model, val_x, val_y, len(names))
     os.makedirs(args.out, exist_ok=True)
     onnx_path = os.path.join(args.out, "polygons-mobilenetv3s.onnx")
+    torch.save(model.state_dict(), os.path.join(args.out, "polygons-mobilenetv3s.pt"))
     model.eval()
     example = torch.from_numpy(np.stack(val_x[:1]))
     torch.onnx.export(model, (example,), onnx_path, input_names=["images"], output_names=["logits"])

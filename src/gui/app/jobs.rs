@@ -3,7 +3,7 @@
 use super::*;
 use crate::gui::state::Project;
 use crate::gui::worker::{CompareJob, Job, Msg};
-use crate::sensitivity::Event;
+use crate::sensitivity::{Event, Metric};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -167,6 +167,10 @@ impl App {
                 .join(", ");
             self.analysis_form.layers = r.header.layers.join(", ");
         }
+        let classifier = matches!(project.model.task, crate::model::task::Task::Classify { .. });
+        if !self.analysis_form.metric.fits(classifier) {
+            self.analysis_form.metric = if classifier { Metric::Top1 } else { Metric::Map50 };
+        }
         if let Some(r) = &project.paths.run {
             self.analysis_form.out = r.display().to_string();
         } else if self.analysis_form.out.is_empty() {
@@ -323,10 +327,13 @@ impl App {
                 }
             }
             Event::Baseline { metrics, seconds } => {
-                a.log.push(format!(
-                    "baseline mAP@0.5 {:.4}, mAP@0.5:0.95 {:.4} ({seconds:.1} s)",
-                    metrics.map50, metrics.map
-                ));
+                a.log.push(match metrics.top1.zip(metrics.top5) {
+                    Some((top1, top5)) => format!("baseline top-1 {top1:.4}, top-5 {top5:.4} ({seconds:.1} s)"),
+                    None => format!(
+                        "baseline mAP@0.5 {:.4}, mAP@0.5:0.95 {:.4} ({seconds:.1} s)",
+                        metrics.map50, metrics.map
+                    ),
+                });
                 self.analysis.baseline = Some((metrics, seconds));
                 if let Some(p) = self.analysed_project() {
                     p.set_baseline(metrics, seconds);

@@ -9,7 +9,8 @@ use egui::RichText;
 
 /// The methods and metrics the form offers: every one `prunescope analyze` takes.
 const METHODS: &[Method] = &[Method::L1, Method::L1Filter, Method::L2Filter];
-const METRICS: &[Metric] = &[Metric::Map50, Metric::Map, Metric::Precision, Metric::Recall];
+const METRICS: &[Metric] =
+    &[Metric::Map50, Metric::Map, Metric::Precision, Metric::Recall, Metric::Top1, Metric::Top5];
 
 /// How the form shows `workers = 0`: the engine's choice.
 const WORKERS_AUTO: &str = "auto";
@@ -76,6 +77,11 @@ pub fn show(app: &mut App, ui: &mut egui::Ui) {
 
 fn form(app: &mut App, ui: &mut egui::Ui) {
     let mut pick = None;
+    // The metrics the open model measures (a classifier has no mAP, a detector no top-1).
+    let classifier = app
+        .project
+        .as_ref()
+        .is_some_and(|p| matches!(p.model.task, crate::model::task::Task::Classify { .. }));
     let f = &mut app.analysis_form;
     egui::Grid::new("analysis-form").num_columns(3).spacing([10.0, 6.0]).show(ui, |ui| {
         super::text_field(ui, "dataset", &mut f.data, "data.yaml or image folder", 360.0);
@@ -102,7 +108,7 @@ fn form(app: &mut App, ui: &mut egui::Ui) {
         ui.end_row();
         ui.label("metric");
         ui.horizontal(|ui| {
-            for &m in METRICS {
+            for &m in METRICS.iter().filter(|m| m.fits(classifier)) {
                 ui.selectable_value(&mut f.metric, m, m.label());
             }
         });
@@ -165,7 +171,6 @@ mod tests {
         assert_eq!((c.layers, c.sparsities.len()), (d.layers, d.sparsities.len()));
         // Every metric and method the CLI takes is one the form offers.
         assert_eq!(METRICS, <Metric as crate::quantity::Named>::ALL);
-        assert_eq!(METRICS, [Metric::Map50, Metric::Map, Metric::Precision, Metric::Recall]);
         assert_eq!(METHODS, <crate::prune::Method as crate::quantity::Named>::ALL);
     }
 }
