@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 pub enum ProjectError {
     #[error("{}: not a folder", dir.display())]
     NotAFolder { dir: PathBuf },
-    #[error("{}: no .cfg file in the folder", dir.display())]
+    #[error("{}: no model in the folder (a Darknet .cfg with its checkpoint, or an .onnx file)", dir.display())]
     NoCfg { dir: PathBuf },
-    #[error("{}: {count} .cfg files; open the model files one by one", dir.display())]
+    #[error("{}: {count} models (.cfg or .onnx files); open the model files one by one", dir.display())]
     SeveralCfgs { dir: PathBuf, count: usize },
     #[error("{}: no checkpoint (.weights, .pth, .safetensors) in the folder", dir.display())]
     NoCheckpoint { dir: PathBuf },
@@ -49,18 +49,26 @@ impl ProjectPaths {
         let files = list(dir);
         let ext = |p: &Path, e: &[&str]| p.extension().and_then(|x| x.to_str()).is_some_and(|x| e.contains(&x));
         let cfgs: Vec<&PathBuf> = files.iter().filter(|p| ext(p, &["cfg"])).collect();
-        let cfg = match cfgs.as_slice() {
-            [one] => (*one).clone(),
-            [] => return Err(ProjectError::NoCfg { dir: dir.to_path_buf() }),
-            _ => return Err(ProjectError::SeveralCfgs { dir: dir.to_path_buf(), count: cfgs.len() }),
+        let onnx: Vec<&PathBuf> = files.iter().filter(|p| ext(p, &["onnx"])).collect();
+        let (cfg, weights) = match (cfgs.as_slice(), onnx.as_slice()) {
+            // An ONNX model is its own checkpoint.
+            ([], [one]) => ((*one).clone(), (*one).clone()),
+            ([one], _) => {
+                let cfg = (*one).clone();
+                let ckpts: Vec<&PathBuf> =
+                    files.iter().filter(|p| ext(p, &["weights", "pth", "safetensors"])).collect();
+                let weights = ckpts
+                    .iter()
+                    .find(|p| p.file_stem() == cfg.file_stem())
+                    .or(ckpts.first())
+                    .map(|p| (*p).clone())
+                    .ok_or_else(|| ProjectError::NoCheckpoint { dir: dir.to_path_buf() })?;
+                (cfg, weights)
+            }
+            ([], []) => return Err(ProjectError::NoCfg { dir: dir.to_path_buf() }),
+            ([], many) => return Err(ProjectError::SeveralCfgs { dir: dir.to_path_buf(), count: many.len() }),
+            (many, _) => return Err(ProjectError::SeveralCfgs { dir: dir.to_path_buf(), count: many.len() }),
         };
-        let ckpts: Vec<&PathBuf> = files.iter().filter(|p| ext(p, &["weights", "pth", "safetensors"])).collect();
-        let weights = ckpts
-            .iter()
-            .find(|p| p.file_stem() == cfg.file_stem())
-            .or(ckpts.first())
-            .map(|p| (*p).clone())
-            .ok_or_else(|| ProjectError::NoCheckpoint { dir: dir.to_path_buf() })?;
         let data = [dir.join("data.yaml"), dir.join("data.yml")].into_iter().find(|p| p.is_file());
         let run = files.iter().find(|p| p.join(store::RUN_FILE).is_file()).cloned();
         let plan = run.as_ref().and_then(|r| {

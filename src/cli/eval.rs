@@ -304,7 +304,7 @@ fn run_classifier(
     }
     let _ = writeln!(s, "\nconfusion matrix (rows predicted, columns true)");
     let names: Vec<String> = m.classes.iter().map(|c| c.name.clone()).collect();
-    let cw = names.iter().map(|l| l.len()).max().unwrap_or(4).clamp(4, 8);
+    let cw = names.iter().map(|l| l.len()).max().unwrap_or(4).clamp(4, 12);
     let _ = write!(s, "{:>w$}", "");
     for l in &names {
         let _ = write!(s, " {:>cw$}", truncate(l, cw));
