@@ -63,14 +63,8 @@ fn evaluation_agrees_with_pytorch() {
     assert!((ours.top1 - theirs_top1).abs() <= 3.0 / 600.0 + 1e-12, "top-1 {} vs PyTorch {theirs_top1}", ours.top1);
     assert!((ours.top5 - theirs_top5).abs() <= 3.0 / 600.0 + 1e-12, "top-5 {} vs PyTorch {theirs_top5}", ours.top5);
     let theirs: Vec<Vec<u64>> = serde_json::from_value(report["val_confusion_pred_true"].clone()).unwrap();
-    let moved: u64 = ours
-        .confusion
-        .counts
-        .iter()
-        .flatten()
-        .zip(theirs.iter().flatten())
-        .map(|(a, b)| a.abs_diff(*b))
-        .sum();
+    let moved: u64 =
+        ours.confusion.counts.iter().flatten().zip(theirs.iter().flatten()).map(|(a, b)| a.abs_diff(*b)).sum();
     assert!(moved <= 6, "confusion matrices differ in {moved} counts");
     assert_eq!(ours.confusion.total(), 600);
     assert!(ours.top1 >= 0.8, "the sample classifier reaches 80 % top-1: {}", ours.top1);

@@ -88,3 +88,120 @@ fn an_onnx_detector_goes_through_the_explorer() {
         assert!(h.query_all_by_label(class).count() >= 2, "{class} on the matrices");
     }
 }
+
+/// The explorer on the bundled ONNX classifier (sample_runs/classify): a run made by the
+/// engine opens with its top-1 curves under the ONNX node names, the analysis form offers the
+/// classifier's metrics, a drag and a Suggest set thresholds whose totals are the plan's, and
+/// prune & compare shows top-1 and the 20 × 20 confusion matrices (no background class).
+#[test]
+fn an_onnx_classifier_goes_through_the_explorer() {
+    use prunescope::plan::{self, Plan, Resource, Rule};
+    use prunescope::sensitivity::Metric;
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("sample_runs/classify");
+    let onnx = sample.join("polygons-mobilenetv3s.onnx");
+    let data = sample.join("data.yaml");
+    let dir = tempfile::tempdir().unwrap();
+    let model =
+        prunescope::model::Model::open(&prunescope::model::ModelFiles::Onnx { path: onnx.clone(), task: None }, None)
+            .unwrap();
+    // Two convolutions and the first fully connected layer (a third of the parameters).
+    let gemm = model.layers.iter().find(|l| l.weight_shape.len() == 2 && !l.head).unwrap();
+    let names: Vec<String> = [&model.layers[2], &model.layers[20], gemm].iter().map(|l| l.name.clone()).collect();
+    let run_dir = dir.path().join("sens");
+    let config = AnalysisConfig {
+        model: Some(onnx.clone()),
+        data: data.clone(),
+        out: run_dir.clone(),
+        metric: Metric::Top1,
+        sparsities: vec![0.3, 0.6, 0.9],
+        layers: names.clone(),
+        limit: Some(40),
+        ..Default::default()
+    };
+    let (tx, _rx) = crossbeam_channel::unbounded();
+    sensitivity::run(&config, &tx, &std::sync::atomic::AtomicBool::new(false)).unwrap();
+    let paths =
+        ProjectPaths { cfg: onnx.clone(), weights: onnx, data: Some(data), run: Some(run_dir.clone()), plan: None };
+    let mut h = harness_of(App::new(None, None, Some(paths)));
+    opened(&mut h);
+    for name in &names {
+        h.get_by_label(&format!("sensitivity plot {name}"));
+    }
+    assert_eq!(h.state().analysis_form.metric, Metric::Top1);
+    h.get_by_label("Analysis").click();
+    h.run_steps(2);
+    assert!(h.query_all_by_label("top-1").count() >= 1 && h.query_all_by_label("mAP@0.5").count() == 0);
+    h.get_by_label("Sensitivity").click();
+    h.run_steps(2);
+
+    // Drag the first layer's threshold to the right.
+    h.get_by_label(&format!("sensitivity plot {}", names[0])).click();
+    h.run_steps(2);
+    drag_threshold(&mut h, 0.2, 0.6);
+    wait(&mut h, "the new totals", |a| a.totals_current());
+    {
+        let p = h.state().project.as_ref().unwrap();
+        let block = p.model.layer(&names[0]).unwrap().id;
+        assert!(p.plan.sparsity_of(block) > 0.2, "sparsity after the drag: {}", p.plan.sparsity_of(block));
+        let mut reference = p.plan.clone();
+        reference.refresh_prediction(&p.model, p.curves.as_ref());
+        assert_eq!(p.plan.predicted, reference.predicted);
+    }
+
+    // Suggest: what `prunescope suggest --target 10% --resource params` gives.
+    {
+        let app = h.state_mut();
+        app.suggest.global = true;
+        app.suggest.target = 10.0;
+        app.suggest.resource = Resource::Params;
+    }
+    h.step();
+    h.get_by_label("Suggest").click();
+    h.step();
+    wait(&mut h, "the suggestion", |a| !a.suggesting);
+    wait(&mut h, "the totals", |a| a.totals_current());
+    let plan = {
+        let app = h.state();
+        assert!(app.errors.is_empty(), "{:?}", app.errors);
+        let p = app.project.as_ref().unwrap();
+        let run = store::read(&run_dir).unwrap();
+        let rule = Rule::Global { resource: Resource::Params, fraction: 0.1 };
+        let expected: Plan = plan::suggest(&run, &run_dir, &p.model, &rule, Metric::Top1, &[]).unwrap();
+        let got: Vec<(String, f64)> = p.plan.layers.iter().map(|l| (l.layer.clone(), l.sparsity)).collect();
+        let want: Vec<(String, f64)> = expected.layers.iter().map(|l| (l.layer.clone(), l.sparsity)).collect();
+        assert_eq!(got, want);
+        assert_eq!(p.plan.predicted, expected.predicted);
+        assert_eq!(p.plan.preprocess.name(), "torchvision");
+        p.plan.clone()
+    };
+
+    let out = dir.path().join("compare");
+    {
+        let app = h.state_mut();
+        app.compare.limit = 40;
+        app.compare.latency_runs = 1;
+        app.compare.out = out.display().to_string();
+    }
+    h.get_by_label("Prune & compare").click();
+    h.step();
+    h.get_by_label("▶ Prune & compare").click();
+    h.step();
+    wait(&mut h, "the comparison", |a| !a.compare.running);
+    let app = h.state();
+    assert!(app.errors.is_empty(), "{:?}", app.errors);
+    let o = app.compare.outcome.as_ref().unwrap();
+    assert_eq!(o.pruned.extension().unwrap(), "onnx");
+    assert_eq!(o.comparison.task, "classify");
+    assert_eq!(o.comparison.models[1].effective_params, plan.predicted.params_after);
+    for m in &o.comparison.models {
+        assert_eq!(m.confusion.size, 20);
+        assert_eq!(m.confusion.total(), 40);
+        assert!(m.top1.is_some());
+    }
+    assert!(h.query_all_by_label("top-1").count() >= 1, "the top-1 row");
+    h.get_by_label("pruned − origin");
+    assert!(h.query_all_by_label("background").next().is_none());
+    for class in ["blunt-star4", "square"] {
+        assert!(h.query_all_by_label(class).count() >= 2, "{class} on the matrices");
+    }
+}

@@ -42,10 +42,9 @@ impl Task {
         let out = net.outputs.first().map(|o| o.dims.clone()).unwrap_or_default();
         // An output `[B, nc]` can only be a classifier's: the other tasks' are per anchor.
         let by_shape = (out.len() == 2).then(|| "classify".to_string());
-        let task =
-            meta.as_ref().and_then(|m| m.task.clone()).or(fallback.map(String::from)).or(by_shape).ok_or_else(|| {
-                format!("{}: the file does not say its task: give it (--task detect|classify)", net.path.display())
-            })?;
+        let task = meta.as_ref().and_then(|m| m.task.clone()).or(fallback.map(String::from)).or(by_shape).ok_or_else(
+            || format!("{}: the file does not say its task: give it (--task detect|classify)", net.path.display()),
+        )?;
         let nc = meta.as_ref().and_then(|m| m.names.as_ref().map(Vec::len)).or(classes);
         let channels = out.get(1).copied().flatten().map(|c| c as usize);
         let bad = |what: String| format!("{}: {what}", net.path.display());

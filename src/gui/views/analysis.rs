@@ -9,8 +9,7 @@ use egui::RichText;
 
 /// The methods and metrics the form offers: every one `prunescope analyze` takes.
 const METHODS: &[Method] = &[Method::L1, Method::L1Filter, Method::L2Filter];
-const METRICS: &[Metric] =
-    &[Metric::Map50, Metric::Map, Metric::Precision, Metric::Recall, Metric::Top1, Metric::Top5];
+const METRICS: &[Metric] = &[Metric::Map50, Metric::Map, Metric::Precision, Metric::Recall, Metric::Top1, Metric::Top5];
 
 /// How the form shows `workers = 0`: the engine's choice.
 const WORKERS_AUTO: &str = "auto";
@@ -78,10 +77,8 @@ pub fn show(app: &mut App, ui: &mut egui::Ui) {
 fn form(app: &mut App, ui: &mut egui::Ui) {
     let mut pick = None;
     // The metrics the open model measures (a classifier has no mAP, a detector no top-1).
-    let classifier = app
-        .project
-        .as_ref()
-        .is_some_and(|p| matches!(p.model.task, crate::model::task::Task::Classify { .. }));
+    let classifier =
+        app.project.as_ref().is_some_and(|p| matches!(p.model.task, crate::model::task::Task::Classify { .. }));
     let f = &mut app.analysis_form;
     egui::Grid::new("analysis-form").num_columns(3).spacing([10.0, 6.0]).show(ui, |ui| {
         super::text_field(ui, "dataset", &mut f.data, "data.yaml or image folder", 360.0);
