@@ -47,7 +47,8 @@ pub struct ModelReport {
     pub label: String,
     pub weights: PathBuf,
     pub file_bytes: u64,
-    /// The weights file in a deflate zip (default level).
+    /// The weights file (an ONNX model: with its external data files) in a deflate zip
+    /// (default level).
     pub compressed_bytes: u64,
     pub compression_ratio: f64,
     pub params: u64,
@@ -205,7 +206,16 @@ pub fn compare(
     for (m, (label, path)) in models.iter().enumerate() {
         let model = if m == 0 { first.clone() } else { Model::open(&files(path), Some(size))? };
         let weights = &model.weights;
-        let bytes = std::fs::read(path).map_err(|source| CompareError::Read { path: path.clone(), source })?;
+        // An ONNX model's weights may lie in external data files: its size is all of them.
+        let stored = match onnx {
+            true => crate::model::onnx::files(path).map_err(crate::model::ModelError::from)?,
+            false => vec![path.clone()],
+        };
+        let mut bytes = Vec::new();
+        for file in &stored {
+            let mut b = std::fs::read(file).map_err(|source| CompareError::Read { path: file.clone(), source })?;
+            bytes.append(&mut b);
+        }
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let compressed =
             compressed_size(&name, &bytes).map_err(|source| CompareError::Compress { path: path.clone(), source })?;

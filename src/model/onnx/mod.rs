@@ -9,11 +9,30 @@ pub mod ultralytics;
 use crate::model::ir::{exec, Attr, Net, NetError, Node, ValueInfo, OPSETS};
 use prost::Message;
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use tch::{Kind, Tensor};
 
 /// Largest tensor a file may declare (elements): 2³² floats is 16 GiB, past any model here.
 const MAX_ELEMENTS: u64 = 1 << 32;
+
+/// The files a model is stored in: `path`, then the external data files its initializers
+/// name (each once, in the order first named).
+pub fn files(path: &Path) -> Result<Vec<PathBuf>, NetError> {
+    let bytes = std::fs::read(path).map_err(|source| NetError::Read { path: path.to_path_buf(), source })?;
+    let model = proto::ModelProto::decode(bytes.as_slice())
+        .map_err(|source| NetError::Decode { path: path.to_path_buf(), source })?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut out = vec![path.to_path_buf()];
+    for t in model.graph.iter().flat_map(|g| &g.initializer) {
+        let location = t.external_data.iter().find(|e| e.key.as_deref() == Some("location")).and_then(|e| e.value.clone());
+        if let Some(file) = location.map(|l| dir.join(l)) {
+            if !out.contains(&file) {
+                out.push(file);
+            }
+        }
+    }
+    Ok(out)
+}
 
 /// Reads and checks `path` (and its external data files, beside it).
 pub fn read(path: &Path) -> Result<Net, NetError> {
