@@ -69,12 +69,24 @@ pub fn markdown(c: &Comparison) -> String {
     s
 }
 
+/// `name` in at most `n` characters: its start and its end around an ellipsis, so that names
+/// that differ at the end (`blunt-star4`, `blunt-star5`) stay apart.
+fn abbreviate(name: &str, n: usize) -> String {
+    let chars: Vec<char> = name.chars().collect();
+    if chars.len() <= n {
+        return name.to_string();
+    }
+    let tail = (n - 1) / 2;
+    let head = n - 1 - tail;
+    chars[..head].iter().chain(['…'].iter()).chain(&chars[chars.len() - tail..]).collect()
+}
+
 /// The confusion matrices side by side, counts in the cells (rows predicted, columns true).
 pub fn confusion_png(c: &Comparison, path: &Path) -> Result<(), super::ReportError> {
     let labels = c.confusion_labels();
     let n = labels.len();
     let cell = 46u32;
-    let (left, top) = (90u32, 70u32);
+    let (left, top) = (110u32, 70u32);
     let panel = left + cell * n as u32 + 30;
     let size = (panel * c.models.len() as u32, top + cell * n as u32 + 40);
     let family = super::plot::font();
@@ -96,7 +108,7 @@ pub fn confusion_png(c: &Comparison, path: &Path) -> Result<(), super::ReportErr
                 let tc = if t > 0.6 { WHITE } else { BLACK };
                 root.draw_text(&v.to_string(), &(family, 13).into_font().color(&tc), (x + 6, y + 16)).map_err(e)?;
             }
-            let short: String = labels[r].chars().take(10).collect();
+            let short = abbreviate(&labels[r], 14);
             root.draw_text(
                 &short,
                 &(family, 12).into_font().color(&BLACK),
@@ -105,7 +117,7 @@ pub fn confusion_png(c: &Comparison, path: &Path) -> Result<(), super::ReportErr
             .map_err(e)?;
         }
         for (col, l) in labels.iter().enumerate() {
-            let short: String = l.chars().take(6).collect();
+            let short = abbreviate(l, 7);
             root.draw_text(
                 &short,
                 &(family, 11).into_font().color(&BLACK),
@@ -224,4 +236,16 @@ pub fn write_files(c: &Comparison, dir: &Path) -> Result<(), ReportError> {
     confusion_png(c, &dir.join("confusion.png"))?;
     layers_png(c, &dir.join("layers.png"))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn abbreviations_keep_both_ends() {
+        assert_eq!(abbreviate("blunt-star4", 7), "blu…ar4");
+        assert_eq!(abbreviate("circle", 7), "circle");
+        assert_eq!(abbreviate("background", 14), "background");
+    }
 }
