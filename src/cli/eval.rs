@@ -103,7 +103,9 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let size = model.img_size;
     let device = parse_device(&args.device)?;
     let on_bad = if args.strict { OnBad::Error } else { OnBad::Skip };
-    if let Preprocess::Classify(preset) = model.preprocess(args.preprocess) {
+    if let Preprocess::Classify(preset) =
+        Preprocess::choose(model.is_classifier(), model.by_ultralytics, args.preprocess)
+    {
         return run_classifier(args, &model, preset, device, on_bad);
     }
     if args.preprocess.is_some() {

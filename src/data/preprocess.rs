@@ -107,6 +107,19 @@ pub enum Preprocess {
 }
 
 impl Preprocess {
+    /// A model's transform: detectors letterbox; classifiers use `preset`, by default
+    /// Ultralytics' transform for its exports (`by_ultralytics`) and torchvision's otherwise.
+    pub fn choose(classifier: bool, by_ultralytics: bool, preset: Option<ClassifyPreset>) -> Self {
+        match classifier {
+            true => Preprocess::Classify(preset.unwrap_or(if by_ultralytics {
+                ClassifyPreset::Ultralytics
+            } else {
+                ClassifyPreset::Torchvision
+            })),
+            false => Preprocess::Letterbox,
+        }
+    }
+
     /// `img` as an input of side `size`, with the geometry a detector maps boxes back through
     /// (a classifier's is the identity: it has no boxes).
     pub fn apply(self, img: &RgbImage, size: u32) -> Result<Letterboxed, LetterboxError> {

@@ -196,7 +196,7 @@ pub fn compare(
     };
     let first = Model::open(&files(&models[0].1), c.img_size)?;
     let size = first.img_size;
-    let prep = first.preprocess(c.preprocess);
+    let prep = Preprocess::choose(first.is_classifier(), first.by_ultralytics, c.preprocess);
     let classifier = matches!(prep, Preprocess::Classify(_));
     let opts =
         OpenOptions { classes: Some(first.classes()), on_bad: OnBad::Skip, limit: c.limit, ..Default::default() };

@@ -12,7 +12,6 @@ use super::graph::Graph;
 use super::ir::{Attr, Net, NetError};
 use super::task::Task;
 use super::weights::{ConvKeys, Layout, TensorF32, Weights, WeightsError, WeightsFormat};
-use crate::data::preprocess::{ClassifyPreset, Preprocess};
 use crate::provenance::{FileRef, ModelRef};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -347,17 +346,9 @@ impl Model {
         })
     }
 
-    /// How a picture becomes this model's input: detectors letterbox; classifiers use
-    /// `preset`, by default Ultralytics' transform for its exports and torchvision's otherwise.
-    pub fn preprocess(&self, preset: Option<ClassifyPreset>) -> Preprocess {
-        match self.task {
-            Task::Classify { .. } => Preprocess::Classify(preset.unwrap_or(if self.by_ultralytics {
-                ClassifyPreset::Ultralytics
-            } else {
-                ClassifyPreset::Torchvision
-            })),
-            _ => Preprocess::Letterbox,
-        }
+    /// Whether the model is a classifier (one label per image).
+    pub fn is_classifier(&self) -> bool {
+        matches!(self.task, Task::Classify { .. })
     }
 
     /// The nodes that depend on node `start`, `start` included, in graph order.

@@ -249,7 +249,7 @@ impl Plan {
             format: PLAN_FORMAT.into(),
             model: model.reference.clone(),
             img_size: model.img_size,
-            preprocess: model.preprocess(None),
+            preprocess: crate::data::preprocess::Preprocess::choose(model.is_classifier(), model.by_ultralytics, None),
             method,
             metric,
             run: None,

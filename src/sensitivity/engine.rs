@@ -228,7 +228,7 @@ pub fn run(config: &AnalysisConfig, events: &Sender<Event>, cancel: &AtomicBool)
     };
     let model = Model::open(&files, config.img_size)?;
     let size = model.img_size;
-    let classifier = matches!(model.task, crate::model::task::Task::Classify { .. });
+    let classifier = model.is_classifier();
     if !config.metric.fits(classifier) {
         use crate::quantity::Named;
         let fitting: Vec<&str> = Metric::ALL.iter().filter(|m| m.fits(classifier)).map(|m| m.name()).collect();
@@ -239,7 +239,7 @@ pub fn run(config: &AnalysisConfig, events: &Sender<Event>, cancel: &AtomicBool)
             fitting: fitting.join(", "),
         });
     }
-    let prep = model.preprocess(config.preprocess);
+    let prep = Preprocess::choose(classifier, model.by_ultralytics, config.preprocess);
     let opts =
         OpenOptions { classes: Some(model.classes()), on_bad: OnBad::Skip, limit: config.limit, ..Default::default() };
     let dataset = Dataset::open(&config.data, classifier, opts)?;

@@ -167,7 +167,7 @@ impl App {
                 .join(", ");
             self.analysis_form.layers = r.header.layers.join(", ");
         }
-        let classifier = matches!(project.model.task, crate::model::task::Task::Classify { .. });
+        let classifier = project.model.is_classifier();
         if !self.analysis_form.metric.fits(classifier) {
             self.analysis_form.metric = if classifier { Metric::Top1 } else { Metric::Map50 };
         }

@@ -77,8 +77,7 @@ pub fn show(app: &mut App, ui: &mut egui::Ui) {
 fn form(app: &mut App, ui: &mut egui::Ui) {
     let mut pick = None;
     // The metrics the open model measures (a classifier has no mAP, a detector no top-1).
-    let classifier =
-        app.project.as_ref().is_some_and(|p| matches!(p.model.task, crate::model::task::Task::Classify { .. }));
+    let classifier = app.project.as_ref().is_some_and(|p| p.model.is_classifier());
     let f = &mut app.analysis_form;
     egui::Grid::new("analysis-form").num_columns(3).spacing([10.0, 6.0]).show(ui, |ui| {
         super::text_field(ui, "dataset", &mut f.data, "data.yaml or image folder", 360.0);

@@ -24,7 +24,8 @@ pub fn files(path: &Path) -> Result<Vec<PathBuf>, NetError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut out = vec![path.to_path_buf()];
     for t in model.graph.iter().flat_map(|g| &g.initializer) {
-        let location = t.external_data.iter().find(|e| e.key.as_deref() == Some("location")).and_then(|e| e.value.clone());
+        let location =
+            t.external_data.iter().find(|e| e.key.as_deref() == Some("location")).and_then(|e| e.value.clone());
         if let Some(file) = location.map(|l| dir.join(l)) {
             if !out.contains(&file) {
                 out.push(file);
