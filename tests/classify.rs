@@ -192,3 +192,32 @@ fn engine_points_on_a_classifier_equal_full_evaluations() {
         }
     }
 }
+
+/// An Ultralytics classifier (yolov8pico-cls of tests/fixtures/onnx: random weights, 20
+/// classes, 96 px, metadata with task and names, output softmax probabilities) is a classifier
+/// by its metadata and gets Ultralytics' transform by default; the sample, without metadata,
+/// torchvision's. `--preprocess` overrides either.
+#[test]
+fn an_ultralytics_classifier_gets_its_own_transform() {
+    use prunescope::data::preprocess::Preprocess;
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/onnx/yolov8pico-cls.onnx");
+    let m = Model::open(&ModelFiles::Onnx { path: fixture.clone(), task: None }, None).unwrap();
+    assert!(m.is_classifier() && m.by_ultralytics);
+    assert_eq!(Preprocess::choose(true, m.by_ultralytics, None), Preprocess::Classify(ClassifyPreset::Ultralytics));
+    let sample = open();
+    assert!(sample.is_classifier() && !sample.by_ultralytics);
+    let exe = env!("CARGO_BIN_EXE_prunescope");
+    let run = |extra: &[&str]| -> serde_json::Value {
+        let out = std::process::Command::new(exe)
+            .args(["eval", "--model", fixture.to_str().unwrap(), "--data", data().to_str().unwrap()])
+            .args(["--limit", "20", "--json"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    assert_eq!(run(&[])["preprocess"], "ultralytics");
+    let j = run(&["--preprocess", "torchvision"]);
+    assert_eq!((j["preprocess"].as_str(), j["images"].as_u64()), (Some("torchvision"), Some(20)));
+}

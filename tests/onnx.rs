@@ -464,7 +464,8 @@ fn the_task_layer_reads_the_fixture_outputs() {
     let out = &io("yolov8pico-cls")["a.output.output0"];
     assert!(task.probabilities(out).unwrap().equal(out), "a softmax output is kept");
     let mobilenet = onnx::read(&dir().join("mobilenet_v3_small-cls.onnx")).unwrap();
-    assert!(Task::of(&mobilenet, None, None).unwrap_err().contains("--task"), "no metadata: the user says");
+    // No metadata: an output [B, nc] can only be a classifier's.
+    assert_eq!(Task::of(&mobilenet, None, None).unwrap(), Task::Classify { classes: 20 });
     let task = Task::of(&mobilenet, Some("classify"), Some(20)).unwrap();
     let logits = &io("mobilenet_v3_small-cls")["a.output.logits"];
     let p = task.probabilities(logits).unwrap();
@@ -535,12 +536,16 @@ fn opened_onnx_models_cost_densely_what_the_references_count() {
         let m = opened(name);
         assert_eq!(m.params, models[name]["onnx_weight_params"].as_u64().unwrap(), "{name}");
         let net = onnx::read(&dir().join(format!("{name}.onnx"))).unwrap();
-        // Every convolution with weights, less the DFL's (it reads a softmax; weights 0…15).
+        // Every convolution with weights, less the DFL's (it reads a softmax; weights 0…15),
+        // and every Gemm of a Linear (transB = 1: the weight is [out, in]).
         let dfl = |n: &prunescope::model::ir::Node| net.producer_of(&n.inputs[0]).is_some_and(|p| p.op == "Softmax");
+        let linear = |n: &prunescope::model::ir::Node| {
+            n.op == "Gemm" && matches!(n.attrs.get("transB"), Some(prunescope::model::ir::Attr::Int(1)))
+        };
         let convs = net
             .nodes
             .iter()
-            .filter(|n| n.op == "Conv" && net.initializers.contains_key(&n.inputs[1]) && !dfl(n))
+            .filter(|n| (n.op == "Conv" && !dfl(n) || linear(n)) && net.initializers.contains_key(&n.inputs[1]))
             .count();
         assert_eq!(m.layers.len(), convs, "{name}");
         // Ultralytics' Conv modules are conv + SiLU: the chain holds the pair.
