@@ -12,6 +12,18 @@ use std::path::{Path, PathBuf};
 use tch::{Kind, Tensor};
 
 const MODELS: [&str; 4] = ["yolov8pico-pose", "yolo11pico-detect", "yolov8pico-cls", "mobilenet_v3_small-cls"];
+/// Those and Ultralytics 8.3's detector (tests/fixtures/onnx83: one Split([64, nc]) of the
+/// concatenated head outputs; opset 22).
+const ALL_MODELS: [&str; 5] =
+    ["yolov8pico-pose", "yolo11pico-detect", "yolov8pico-cls", "mobilenet_v3_small-cls", "yolov8pico83-detect"];
+
+/// The folder of a fixture model.
+fn dir_of(name: &str) -> PathBuf {
+    match name {
+        "yolov8pico83-detect" => Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/onnx83"),
+        _ => dir(),
+    }
+}
 
 fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/onnx")
@@ -41,8 +53,8 @@ fn max_abs(a: &Tensor, b: &Tensor) -> f64 {
 
 #[test]
 fn every_model_matches_onnxruntime_node_by_node() {
-    let dir = dir();
-    for name in MODELS {
+    for name in ALL_MODELS {
+        let dir = dir_of(name);
         let model = onnx::read(&dir.join(format!("{name}.onnx"))).unwrap_or_else(|e| panic!("{e}"));
         let io = read_tensors(&dir.join(format!("{name}_io.safetensors")));
         let input = io["a.input"].shallow_clone();
@@ -125,7 +137,7 @@ fn unsupported_and_broken_files_are_refused_with_the_file_and_node_named() {
     // Opset out of range.
     let (_t, p) = edited("yolov8pico-cls.onnx", |m| m.opset_import[0].version = Some(9));
     let e = refused(&p);
-    assert!(e.contains("opset 9") && e.contains("11–21"), "{e}");
+    assert!(e.contains("opset 9") && e.contains("11–22"), "{e}");
     // An initializer whose raw data is shorter than its dims.
     let (_t, p) = edited("yolov8pico-cls.onnx", |m| {
         let t = m
@@ -197,8 +209,8 @@ fn params_and_thop_macs_equal_the_references() {
 /// batch: image by image the outputs equal those of the image alone.
 #[test]
 fn fixed_batch_exports_run_at_any_batch() {
-    for name in MODELS {
-        let m = onnx::read(&dir().join(format!("{name}.onnx"))).unwrap();
+    for name in ALL_MODELS {
+        let m = onnx::read(&dir_of(name).join(format!("{name}.onnx"))).unwrap();
         let shape = m.input_shape(None).unwrap();
         let input = m.inputs[0].name.clone();
         let images: Vec<Tensor> = (0..8)
@@ -288,8 +300,8 @@ fn forward_writes_what_the_references_compute() {
 /// the full forward's outputs bit for bit (the sensitivity engine's suffix run).
 #[test]
 fn suffix_runs_equal_the_full_forward_bit_for_bit() {
-    for name in MODELS {
-        let m = onnx::read(&dir().join(format!("{name}.onnx"))).unwrap();
+    for name in ALL_MODELS {
+        let m = onnx::read(&dir_of(name).join(format!("{name}.onnx"))).unwrap();
         let shape = m.input_shape(None).unwrap();
         let x = Tensor::rand(shape.as_slice(), (Kind::Float, tch::Device::Cpu));
         let full = m.run(vec![(m.inputs[0].name.clone(), x)], Keep::All).unwrap();
@@ -718,4 +730,60 @@ fn prune_and_compare_onnx_from_the_command_line() {
     assert_eq!(models[0]["effective_params"].as_u64().unwrap(), m.params);
     assert_eq!(models[1]["effective_params"].as_u64().unwrap(), plan.predicted.params_after);
     assert!(plan.predicted.params_after < m.params);
+}
+
+/// Ultralytics 8.3's detector head (scripts/make_yolov8_83_fixture.py, Ultralytics 8.3.253):
+/// the levels' outputs concatenated, then one Split([64, nc]) into the DFL's box
+/// distributions and the class scores. It is a detector by its metadata with the output's
+/// class count, its parameters are what its graph holds, its prunable layers are its
+/// convolutions less the DFL's, the Split carries channels (so the effective cost of the
+/// dense model is its dense cost), and a pruned class-branch filter leaves the box branch.
+#[test]
+fn an_ultralytics_8_3_split_head_detector() {
+    use prunescope::model::effective::{self, Cost};
+    use prunescope::model::task::Task;
+    let path = dir_of("yolov8pico83-detect").join("yolov8pico83-detect.onnx");
+    let info: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir_of("yolov8pico83-detect").join("models.json")).unwrap())
+            .unwrap();
+    let info = &info["yolov8pico83-detect"];
+    assert!(info["split_sizes"].as_array().unwrap().iter().any(|s| s == &serde_json::json!([64, 5])));
+    let m =
+        prunescope::model::Model::open(&prunescope::model::ModelFiles::Onnx { path: path.clone(), task: None }, None)
+            .unwrap();
+    assert_eq!(m.task, Task::Detect { classes: 5 });
+    assert!(m.by_ultralytics);
+    assert_eq!(m.params, info["onnx_weight_params"].as_u64().unwrap());
+    let net = onnx::read(&path).unwrap();
+    let split = net
+        .nodes
+        .iter()
+        .position(|n| n.op == "Split" && net.producer_of(&n.inputs[0]).is_some_and(|p| p.op == "Concat"));
+    let split = split.expect("the head's Split of the concatenation");
+    assert!(matches!(m.nodes[split].rule, prunescope::model::open::Channels::Split(_)), "{:?}", m.nodes[split].rule);
+    let e = effective::effective(&m, &m.weights);
+    let dense: Vec<Cost> = m.nodes.iter().map(|n| Cost { params: n.params, macs: n.macs }).collect();
+    assert_eq!(e.nodes, dense);
+    assert_eq!(e.layers, effective::dense(&m));
+    // A class-branch head convolution (its 5 filters are the 5 class scores): one filter
+    // zeroed removes that filter's weights and bias from the layer, and nothing from the box
+    // branches' layers.
+    let cls = m.layers.iter().position(|l| l.head && l.weight_shape[0] == 5).expect("a class head");
+    let mut w = m.weights.clone();
+    let keys = &m.layers[cls].keys;
+    let per = m.layers[cls].weight_shape[1..].iter().product::<usize>();
+    {
+        let t = w.tensors.get_mut(&keys.weight).unwrap();
+        t.data[..per].iter_mut().for_each(|v| *v = 0.0);
+    }
+    if let Some(b) = &keys.bias {
+        w.tensors.get_mut(b).unwrap().data[0] = 0.0;
+    }
+    let after = effective::effective(&m, &w);
+    assert_eq!(after.layers[cls].params + per as u64 + 1, e.layers[cls].params);
+    for (k, l) in m.layers.iter().enumerate() {
+        if l.head && k != cls && l.weight_shape[0] == 64 {
+            assert_eq!(after.layers[k], e.layers[k], "{}: a box branch is untouched", l.name);
+        }
+    }
 }

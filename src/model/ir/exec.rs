@@ -1,5 +1,5 @@
 //! Runs a [`Net`] node by node on tch (inference semantics, the device of the inputs).
-//! Each operator follows the ONNX specification of opsets 11–21; what it does not cover (an
+//! Each operator follows the ONNX specification of opsets 11–22; what it does not cover (an
 //! attribute value, a mode, a rank) is an error naming the node, never a silently wrong result.
 //! Tensors are freed after their last use unless every node output is kept.
 

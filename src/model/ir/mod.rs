@@ -1,7 +1,7 @@
 //! The format-neutral graph IR: a DAG of nodes (operator, attributes, named input and output
 //! tensors) over named weights, what every importer (`model::onnx`, and the Darknet one to
 //! come) produces and the executor (`exec`) and cost model (`cost`) work on. Operators are
-//! ONNX's (opsets 11–21, the subset in [`exec::SUPPORTED`]); names are the file's.
+//! ONNX's (opsets 11–22, the subset in [`exec::SUPPORTED`]); names are the file's.
 
 pub mod cost;
 pub mod exec;
@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use tch::Tensor;
 
 /// The opsets of the default ONNX domain the executor implements.
-pub const OPSETS: std::ops::RangeInclusive<i64> = 11..=21;
+pub const OPSETS: std::ops::RangeInclusive<i64> = 11..=22;
 
 /// An attribute of a node.
 #[derive(Debug)]
