@@ -430,3 +430,33 @@ fn saved_predictions_score_like_ultralytics() {
         assert!(!out.status.success() && err.contains(says) && err.contains("p.json"), "{bad}: {err}");
     }
 }
+
+/// Ultralytics' validation letterbox (tests/fixtures/letterbox, made by
+/// scripts/make_letterbox_fixture.py with Ultralytics 8.3.253 and OpenCV 5.1.0: `load_image`'s
+/// INTER_LINEAR resize of the long side with sizes rounded up, then `LetterBox(scaleup=False)`)
+/// reproduced bit for bit on PNG pictures that shrink, enlarge, keep their size and halve; the
+/// geometry is what its validator maps boxes back through (the height ratio, the padding).
+#[test]
+fn ultralytics_letterbox_equals_opencv_and_ultralytics() {
+    use prunescope::data::letterbox::letterbox_ultralytics;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/letterbox");
+    let info: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let bytes = std::fs::read(dir.join("expected.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let images = info["images"].as_object().unwrap();
+    assert_eq!(images.len(), 10);
+    for (name, meta) in images {
+        let img = prunescope::data::load_rgb(&dir.join(format!("{name}.png"))).unwrap();
+        let lb = letterbox_ultralytics(&img, 160).unwrap();
+        let view = st.tensor(&format!("img.{name}")).unwrap();
+        let want: Vec<f32> =
+            view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        assert_eq!(want.len(), lb.data.len(), "{name}");
+        let differ = lb.data.iter().zip(&want).filter(|(a, b)| **a != **b / 255.0).count();
+        assert_eq!(differ, 0, "{name}: {differ} values differ from Ultralytics'");
+        let pad = (meta["pad"][0].as_u64().unwrap() as u32, meta["pad"][1].as_u64().unwrap() as u32);
+        assert_eq!(lb.pad, pad, "{name}");
+        assert_eq!(lb.ratio, meta["ratio"][0].as_f64().unwrap(), "{name}");
+    }
+}

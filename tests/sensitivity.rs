@@ -553,7 +553,10 @@ fn engine_points_on_an_onnx_detector_equal_full_evaluations() {
             let mut w = model.weights.clone();
             prune::prune_layer(&mut w, &layer.keys, method, p.sparsity);
             let net = NetPredictor::new(&model, &w, Device::Cpu).unwrap();
-            let ecfg = EvalConfig { img_size: 160, batch: c.batch, ..Default::default() };
+            // An Ultralytics export: letterboxed as its validator does (the run records it).
+            let prep = prunescope::data::preprocess::Preprocess::LetterboxUltralytics;
+            assert_eq!(r.header.eval.preprocess, prep);
+            let ecfg = EvalConfig { img_size: 160, batch: c.batch, prep, ..Default::default() };
             let n = eval::evaluate(&net, &ds, &ecfg, &mut |_, _| true).unwrap();
             assert_eq!(
                 (p.metrics.map50, p.metrics.map, p.metrics.precision, p.metrics.recall),

@@ -103,9 +103,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let size = model.img_size;
     let device = parse_device(&args.device)?;
     let on_bad = if args.strict { OnBad::Error } else { OnBad::Skip };
-    if let Preprocess::Classify(preset) =
-        Preprocess::choose(model.is_classifier(), model.by_ultralytics, args.preprocess)
-    {
+    let prep = Preprocess::choose(model.is_classifier(), model.by_ultralytics, args.preprocess);
+    if let Preprocess::Classify(preset) = prep {
         return run_classifier(args, &model, preset, device, on_bad);
     }
     if args.preprocess.is_some() {
@@ -141,6 +140,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         on_bad,
         cm_conf: args.report_conf,
         pr_conf: args.report_conf,
+        prep,
         ..Default::default()
     };
     let bar = indicatif::ProgressBar::new(dataset.samples.len() as u64);

@@ -190,7 +190,7 @@ pub fn run_prune(a: &PruneArgs) -> anyhow::Result<()> {
             latency_runs: 30,
             preprocess: match p.preprocess {
                 crate::data::preprocess::Preprocess::Classify(preset) => Some(preset),
-                crate::data::preprocess::Preprocess::Letterbox => None,
+                _ => None,
             },
             plan: p.run.as_ref().map(|_| a.plan.clone()),
         };

@@ -107,6 +107,111 @@ pub fn try_letterbox(img: &RgbImage, size: u32) -> Result<Letterboxed, Letterbox
     Ok(Letterboxed { data, size, original: (w, h), ratio, pad: (left, top) })
 }
 
+/// Ultralytics' validation letterbox (8.3/8.4, `BaseDataset.load_image` then
+/// `LetterBox(scaleup=False)`): the long side resized to `size` with OpenCV's INTER_LINEAR
+/// ([`resize_linear_u8`]), the new sizes rounded up (`math.ceil`, at most `size`), then centred
+/// on grey 114, as CHW floats of the 8-bit values / 255. Boxes map back as its validator maps
+/// them: through the height ratio h / h0 and the padding.
+pub fn letterbox_ultralytics(img: &RgbImage, size: u32) -> Result<Letterboxed, LetterboxError> {
+    let (w0, h0) = img.dimensions();
+    if size == 0 || size > MAX_SIZE {
+        return Err(LetterboxError::Size { size });
+    }
+    if w0 == 0 || h0 == 0 {
+        return Err(LetterboxError::EmptyImage { width: w0, height: h0 });
+    }
+    let r = size as f64 / w0.max(h0) as f64;
+    let (w, h) = if r != 1.0 {
+        (((w0 as f64 * r).ceil() as u32).clamp(1, size), ((h0 as f64 * r).ceil() as u32).clamp(1, size))
+    } else {
+        (w0, h0)
+    };
+    let resized;
+    let img = if (w, h) == (w0, h0) {
+        img
+    } else {
+        resized = resize_linear_u8(img, w, h);
+        &resized
+    };
+    let left = ((size - w) as f64 / 2.0 - 0.1).round().max(0.0) as u32;
+    let top = ((size - h) as f64 / 2.0 - 0.1).round().max(0.0) as u32;
+    let too_big = || LetterboxError::OutOfMemory { size };
+    let plane = (size as usize).checked_mul(size as usize).ok_or_else(too_big)?;
+    let len = plane.checked_mul(3).ok_or_else(too_big)?;
+    let mut data: Vec<f32> = Vec::new();
+    data.try_reserve_exact(len).map_err(|_| too_big())?;
+    data.resize(len, PAD_VALUE as f32 / 255.0);
+    for (x, y, p) in img.enumerate_pixels() {
+        let at = (y + top) as usize * size as usize + (x + left) as usize;
+        for c in 0..3 {
+            data[c * plane + at] = p[c] as f32 / 255.0;
+        }
+    }
+    Ok(Letterboxed { data, size, original: (w0, h0), ratio: h as f64 / h0 as f64, pad: (left, top) })
+}
+
+/// OpenCV's `cv::resize(…, INTER_LINEAR)` of an 8-bit image, bit for bit (OpenCV 4.x/5.x on
+/// x86): source positions (d + 0.5)·scale − 0.5 in single precision, coefficients rounded to
+/// 11 bits, the horizontal pass exact in integers, the vertical one as its SIMD kernel rounds
+/// it (each product shifted to 16 bits, their sum rounded by 2 bits), columns clamped at the
+/// edges, rows clipped.
+pub fn resize_linear_u8(img: &RgbImage, dw: u32, dh: u32) -> RgbImage {
+    const ONE: f32 = 2048.0;
+    let (sw, sh) = img.dimensions();
+    // (source index, weight of it, weight of the next) per output index.
+    let taps = |d_len: u32, s_len: u32, clamp: bool| -> Vec<(i64, i32, i32)> {
+        let scale = 1.0 / (d_len as f64 / s_len as f64);
+        (0..d_len)
+            .map(|d| {
+                let f = ((d as f64 + 0.5) * scale - 0.5) as f32;
+                let mut s = f.floor() as i64;
+                let mut f = f - s as f32;
+                if clamp && s < 0 {
+                    (f, s) = (0.0, 0);
+                }
+                if clamp && s >= s_len as i64 - 1 {
+                    (f, s) = (0.0, s_len as i64 - 1);
+                }
+                (s, ((1.0 - f) * ONE).round_ties_even() as i32, (f * ONE).round_ties_even() as i32)
+            })
+            .collect()
+    };
+    let xs = taps(dw, sw, true);
+    let ys = taps(dh, sh, false);
+    let raw = img.as_raw();
+    let stride = 3 * sw as usize;
+    // The horizontal pass of every source row, ×2048.
+    let row = |y: usize| -> Vec<i32> {
+        let r = &raw[y * stride..(y + 1) * stride];
+        let mut out = Vec::with_capacity(3 * dw as usize);
+        for &(sx, a0, a1) in &xs {
+            let sx = sx as usize;
+            for c in 0..3 {
+                let v0 = r[3 * sx + c] as i32;
+                out.push(if sx + 1 >= sw as usize {
+                    v0 * ONE as i32
+                } else {
+                    v0 * a0 + r[3 * (sx + 1) + c] as i32 * a1
+                });
+            }
+        }
+        out
+    };
+    let rows: Vec<Vec<i32>> = (0..sh as usize).map(row).collect();
+    let clip = |y: i64| y.clamp(0, sh as i64 - 1) as usize;
+    let mul_hi = |v: i32, b: i32| (((v >> 4).clamp(-32768, 32767)) * b) >> 16;
+    let mut out = RgbImage::new(dw, dh);
+    let buf: &mut [u8] = &mut out;
+    for (dy, &(sy, b0, b1)) in ys.iter().enumerate() {
+        let (s0, s1) = (&rows[clip(sy)], &rows[clip(sy + 1)]);
+        let dst = &mut buf[dy * 3 * dw as usize..(dy + 1) * 3 * dw as usize];
+        for (x, d) in dst.iter_mut().enumerate() {
+            *d = ((mul_hi(s0[x], b0) + mul_hi(s1[x], b1) + 2) >> 2).clamp(0, 255) as u8;
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

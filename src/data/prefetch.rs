@@ -49,6 +49,23 @@ impl Prefetcher {
         Self::with_decoder(paths, threads, depth, move |p| decode(p, size))
     }
 
+    /// Like [`new`](Self::new) with another transform than the letterbox.
+    pub fn with_preprocess(
+        paths: Vec<PathBuf>,
+        size: u32,
+        prep: super::preprocess::Preprocess,
+        threads: usize,
+        depth: usize,
+    ) -> Self {
+        Self::with_decoder(paths, threads, depth, move |p| {
+            if size == 0 || size > MAX_SIZE {
+                return Err(DataError::Letterbox { file: p.to_path_buf(), source: LetterboxError::Size { size } });
+            }
+            let img = load_rgb(p)?;
+            prep.apply(&img, size).map_err(|source| DataError::Letterbox { file: p.to_path_buf(), source })
+        })
+    }
+
     /// Like [`new`](Self::new) with another decoder (tests inject failing ones).
     pub fn with_decoder<F>(paths: Vec<PathBuf>, threads: usize, depth: usize, decoder: F) -> Self
     where

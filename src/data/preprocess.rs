@@ -1,5 +1,6 @@
 //! How a picture becomes a model input; part of the model's description, recorded in runs and
-//! plans. Detectors letterbox ([`super::letterbox`]); classifiers resize the shorter side, crop
+//! plans. Detectors letterbox ([`super::letterbox`]: PyTorch-YOLOv3's for Darknet models,
+//! Ultralytics' validation pipeline for its exports); classifiers resize the shorter side, crop
 //! the centre and normalise, with one of two presets:
 //! - `torchvision`: torchvision's ImageNet evaluation transform: the shorter side resized to
 //!   floor(size / 0.875) (bilinear), a centred size × size crop, /255, ImageNet mean and std.
@@ -9,7 +10,7 @@
 //! The bilinear filter is the `image` crate's triangle filter, which widens with the scale
 //! when shrinking as PIL's does; its rounding differs from PIL's by at most one grey level.
 
-use super::letterbox::{try_letterbox, LetterboxError, Letterboxed, MAX_SIZE};
+use super::letterbox::{letterbox_ultralytics, try_letterbox, LetterboxError, Letterboxed, MAX_SIZE};
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
@@ -99,24 +100,31 @@ impl ClassifyPreset {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase", tag = "kind", content = "preset")]
 pub enum Preprocess {
-    /// Detectors: [`try_letterbox`] (boxes are mapped back through its geometry).
+    /// Darknet detectors: [`try_letterbox`] (PyTorch-YOLOv3's: bilinear in floats, sizes
+    /// rounded); boxes are mapped back through its geometry.
     #[default]
     Letterbox,
+    /// Ultralytics' detectors: [`letterbox_ultralytics`] (its validation pipeline: OpenCV's
+    /// INTER_LINEAR on 8-bit pixels, sizes rounded up, centred, grey 114).
+    #[serde(rename = "letterbox-ultralytics")]
+    LetterboxUltralytics,
     /// Classifiers.
     Classify(ClassifyPreset),
 }
 
 impl Preprocess {
-    /// A model's transform: detectors letterbox; classifiers use `preset`, by default
-    /// Ultralytics' transform for its exports (`by_ultralytics`) and torchvision's otherwise.
+    /// A model's transform: detectors letterbox (Ultralytics' exports as its validator
+    /// does); classifiers use `preset`, by default Ultralytics' transform for its exports
+    /// (`by_ultralytics`) and torchvision's otherwise.
     pub fn choose(classifier: bool, by_ultralytics: bool, preset: Option<ClassifyPreset>) -> Self {
-        match classifier {
-            true => Preprocess::Classify(preset.unwrap_or(if by_ultralytics {
+        match (classifier, by_ultralytics) {
+            (true, _) => Preprocess::Classify(preset.unwrap_or(if by_ultralytics {
                 ClassifyPreset::Ultralytics
             } else {
                 ClassifyPreset::Torchvision
             })),
-            false => Preprocess::Letterbox,
+            (false, true) => Preprocess::LetterboxUltralytics,
+            (false, false) => Preprocess::Letterbox,
         }
     }
 
@@ -125,6 +133,7 @@ impl Preprocess {
     pub fn apply(self, img: &RgbImage, size: u32) -> Result<Letterboxed, LetterboxError> {
         match self {
             Preprocess::Letterbox => try_letterbox(img, size),
+            Preprocess::LetterboxUltralytics => letterbox_ultralytics(img, size),
             Preprocess::Classify(p) => {
                 Ok(Letterboxed { data: p.apply(img, size)?, size, original: img.dimensions(), ratio: 1.0, pad: (0, 0) })
             }
@@ -136,6 +145,7 @@ impl Preprocess {
         use crate::quantity::Named;
         match self {
             Preprocess::Letterbox => "letterbox",
+            Preprocess::LetterboxUltralytics => "letterbox-ultralytics",
             Preprocess::Classify(p) => p.name(),
         }
     }

@@ -4,7 +4,7 @@
 
 use super::{EvalError, NetPredictor, Predictor, Timing};
 use crate::data::preprocess::{ClassifyPreset, Preprocess};
-use crate::data::{load_rgb, ClassificationDataset, DataError, OnBad, Prefetcher, SkipReport};
+use crate::data::{ClassificationDataset, DataError, OnBad, Prefetcher, SkipReport};
 use crate::metrics::classify::{self, ClassifyMetrics};
 use crate::model::ForwardError;
 use serde::Serialize;
@@ -83,11 +83,7 @@ pub fn evaluate(
     let total = dataset.samples.len();
     let paths = dataset.samples.iter().map(|s| s.0.clone()).collect();
     let (size, prep) = (cfg.img_size, Preprocess::Classify(cfg.preset));
-    let decoder = move |p: &std::path::Path| {
-        let img = load_rgb(p)?;
-        prep.apply(&img, size).map_err(|source| DataError::Letterbox { file: p.to_path_buf(), source })
-    };
-    let mut prefetch = Prefetcher::with_decoder(paths, cfg.decode_threads, 4 * cfg.batch.max(1), decoder);
+    let mut prefetch = Prefetcher::with_preprocess(paths, size, prep, cfg.decode_threads, 4 * cfg.batch.max(1));
     let mut skipped = SkipReport::default();
     let mut timing = Timing::default();
     let mut all = Vec::with_capacity(total);

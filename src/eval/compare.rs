@@ -201,7 +201,7 @@ pub fn compare(
     let opts =
         OpenOptions { classes: Some(first.classes()), on_bad: OnBad::Skip, limit: c.limit, ..Default::default() };
     let ds = Dataset::open(&c.data, classifier, opts)?;
-    let ecfg = EvalConfig { img_size: size, ..Default::default() };
+    let ecfg = EvalConfig { img_size: size, prep, ..Default::default() };
     let mut out = Vec::new();
     for (m, (label, path)) in models.iter().enumerate() {
         let model = if m == 0 { first.clone() } else { Model::open(&files(path), Some(size))? };

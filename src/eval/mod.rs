@@ -97,6 +97,8 @@ pub struct EvalConfig {
     pub cm_iou: f64,
     /// Confidence at which precision and recall are reported.
     pub pr_conf: f64,
+    /// How pictures become inputs (a detector's letterbox).
+    pub prep: crate::data::preprocess::Preprocess,
 }
 
 impl Default for EvalConfig {
@@ -112,6 +114,7 @@ impl Default for EvalConfig {
             cm_conf: 0.25,
             cm_iou: 0.45,
             pr_conf: 0.25,
+            prep: crate::data::preprocess::Preprocess::Letterbox,
         }
     }
 }
@@ -228,7 +231,8 @@ pub fn predict_all(
 ) -> Result<(Vec<ImagePrediction>, SkipReport, Timing), EvalError> {
     let total = dataset.samples.len();
     let paths = dataset.samples.iter().map(|s| s.image.clone()).collect();
-    let mut prefetch = Prefetcher::new(paths, cfg.img_size, cfg.decode_threads, 4 * cfg.batch.max(1));
+    let mut prefetch =
+        Prefetcher::with_preprocess(paths, cfg.img_size, cfg.prep, cfg.decode_threads, 4 * cfg.batch.max(1));
     let mut skipped = SkipReport::default();
     let mut timing = Timing::default();
     let (tx, rx) = crossbeam_channel::bounded::<(Tensor, Vec<(usize, Letterboxed)>)>(2);
