@@ -198,7 +198,7 @@ fn main() {
         resume: false,
         shard: None,
         conf: 0.001,
-        iou: 0.6,
+        iou: Some(0.6),
         max_det: 300,
         ..Default::default()
     };

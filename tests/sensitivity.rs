@@ -556,7 +556,10 @@ fn engine_points_on_an_onnx_detector_equal_full_evaluations() {
             // An Ultralytics export: letterboxed as its validator does (the run records it).
             let prep = prunescope::data::preprocess::Preprocess::LetterboxUltralytics;
             assert_eq!(r.header.eval.preprocess, prep);
-            let ecfg = EvalConfig { img_size: 160, batch: c.batch, prep, ..Default::default() };
+            // …and its NMS IoU is 0.7, as in `yolo val`.
+            assert_eq!(r.header.eval.iou, 0.7);
+            let nms = prunescope::metrics::NmsConfig { iou: 0.7, ..Default::default() };
+            let ecfg = EvalConfig { img_size: 160, batch: c.batch, prep, nms, ..Default::default() };
             let n = eval::evaluate(&net, &ds, &ecfg, &mut |_, _| true).unwrap();
             assert_eq!(
                 (p.metrics.map50, p.metrics.map, p.metrics.precision, p.metrics.recall),

@@ -82,6 +82,8 @@ fn report(label: &str, pruned: bool) -> ModelReport {
         map: if pruned { 0.35 } else { 0.4 },
         precision: 0.7,
         recall: 0.6,
+        ultralytics_map50: None,
+        ultralytics_map: None,
         top1: None,
         top5: None,
         classes,

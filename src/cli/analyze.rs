@@ -45,7 +45,8 @@ pub struct Args {
     pub include_heads: bool,
     /// The metric plotted and used for thresholds (all are stored).
     /// Detectors: map50 (COCO mAP@0.5), map (mAP@0.5:0.95), precision or recall (at
-    /// confidence 0.25). Classifiers: top1, top5, precision or recall (of the top-1 class).
+    /// confidence 0.25), ultralytics-map50 or ultralytics-map (mAP in `yolo val`'s convention).
+    /// Classifiers: top1, top5, precision or recall (of the top-1 class).
     #[arg(long, default_value = "map50", value_parser = super::choice::<Metric>())]
     pub metric: Metric,
     /// A classifier's input transform: torchvision (resize to size/0.875, centre crop,
@@ -147,8 +148,13 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
                         metrics.precision, metrics.recall
                     ),
                     _ => format!(
-                        "baseline: mAP@0.5 {:.4}  mAP@0.5:0.95 {:.4}  P {:.4}  R {:.4}",
-                        metrics.map50, metrics.map, metrics.precision, metrics.recall
+                        "baseline: mAP@0.5 {:.4}  mAP@0.5:0.95 {:.4}  P {:.4}  R {:.4}  (Ultralytics' convention: mAP50 {:.4}  mAP50-95 {:.4})",
+                        metrics.map50,
+                        metrics.map,
+                        metrics.precision,
+                        metrics.recall,
+                        metrics.ultralytics_map50.unwrap_or(f64::NAN),
+                        metrics.ultralytics_map.unwrap_or(f64::NAN)
                     ),
                 }),
                 Event::Point(p) => bar.set_message(format!("last: {} @ {:.0}%", p.layer, p.sparsity * 100.0)),

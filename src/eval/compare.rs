@@ -60,6 +60,11 @@ pub struct ModelReport {
     pub map: f64,
     pub precision: f64,
     pub recall: f64,
+    /// A detector's mAPs in Ultralytics' convention (`yolo val`'s).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ultralytics_map50: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ultralytics_map: Option<f64>,
     /// A classifier's accuracy (its mAPs are 0 and its classes' APs too: it has none).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub top1: Option<f64>,
@@ -111,6 +116,7 @@ impl Comparison {
 struct Measured {
     map50: f64,
     map: f64,
+    ultralytics: Option<(f64, f64)>,
     precision: f64,
     recall: f64,
     top1: Option<f64>,
@@ -265,6 +271,7 @@ pub fn compare(
                 Measured {
                     map50: 0.0,
                     map: 0.0,
+                    ultralytics: None,
                     precision: r.precision,
                     recall: r.recall,
                     top1: Some(r.top1),
@@ -278,6 +285,7 @@ pub fn compare(
                 Measured {
                     map50: r.map50,
                     map: r.map,
+                    ultralytics: Some((r.ultralytics.map50, r.ultralytics.map)),
                     precision: r.precision,
                     recall: r.recall,
                     top1: None,
@@ -303,6 +311,8 @@ pub fn compare(
             effective_macs: total.macs,
             map50: r.map50,
             map: r.map,
+            ultralytics_map50: r.ultralytics.map(|u| u.0),
+            ultralytics_map: r.ultralytics.map(|u| u.1),
             precision: r.precision,
             recall: r.recall,
             top1: r.top1,

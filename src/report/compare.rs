@@ -47,6 +47,22 @@ pub fn markdown(c: &Comparison) -> String {
             m.latency_ms.map(|v| format!("{v:.2} ms")).unwrap_or_else(|| "not measured".into())
         );
     }
+    if !classifier {
+        let _ = writeln!(
+            s,
+            "\nmAP@0.5 and mAP@0.5:0.95 are pycocotools'. In Ultralytics' convention (what `yolo val` prints: its matching, 101-point AP): {}.",
+            c.models
+                .iter()
+                .map(|m| format!(
+                    "{} mAP50 {:.4}, mAP50-95 {:.4}",
+                    m.label,
+                    m.ultralytics_map50.unwrap_or(f64::NAN),
+                    m.ultralytics_map.unwrap_or(f64::NAN)
+                ))
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+    }
     let _ = writeln!(s, "\nLatency: median of timed batch-1 forward passes on {}. Pruned weights are masked: the zeros are stored and run densely, so the file size and the latency do not shrink (latency differences are run-to-run noise); the compressed size and the effective counts show what the zeros save.\n", base.device);
     let _ = write!(s, "## Per-layer parameters (non-zero)\n\n| layer | ");
     let _ = writeln!(s, "{} |", c.models.iter().map(|m| m.label.as_str()).collect::<Vec<_>>().join(" | "));

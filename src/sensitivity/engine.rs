@@ -240,6 +240,7 @@ pub fn run(config: &AnalysisConfig, events: &Sender<Event>, cancel: &AtomicBool)
         });
     }
     let prep = Preprocess::choose(classifier, model.by_ultralytics, config.preprocess);
+    let iou = config.iou.unwrap_or(if model.by_ultralytics { 0.7 } else { 0.6 });
     let opts =
         OpenOptions { classes: Some(model.classes()), on_bad: OnBad::Skip, limit: config.limit, ..Default::default() };
     let dataset = Dataset::open(&config.data, classifier, opts)?;
@@ -265,13 +266,7 @@ pub fn run(config: &AnalysisConfig, events: &Sender<Event>, cancel: &AtomicBool)
         sparsities: sparsities.clone(),
         layers: layers.iter().map(|&i| model.layers[i].name.clone()).collect(),
         metric: config.metric,
-        eval: EvalSettings {
-            img_size: size,
-            conf: config.conf,
-            iou: config.iou,
-            max_det: config.max_det,
-            preprocess: prep,
-        },
+        eval: EvalSettings { img_size: size, conf: config.conf, iou, max_det: config.max_det, preprocess: prep },
         device: config.device.clone(),
         created_at: provenance::now_rfc3339(),
         shard: config.shard,
@@ -341,7 +336,7 @@ pub fn run(config: &AnalysisConfig, events: &Sender<Event>, cancel: &AtomicBool)
     let ecfg = EvalConfig {
         img_size: size,
         batch: config.batch.max(1),
-        nms: NmsConfig { conf: config.conf, iou: config.iou, max_det: config.max_det, ..Default::default() },
+        nms: NmsConfig { conf: config.conf, iou, max_det: config.max_det, ..Default::default() },
         ..Default::default()
     };
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);

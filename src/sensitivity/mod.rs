@@ -34,6 +34,12 @@ pub struct Metrics {
     pub map: f64,
     pub precision: f64,
     pub recall: f64,
+    /// A detector's mAP@0.5 and mAP@0.5:0.95 in Ultralytics' convention (what `yolo val`
+    /// prints: its matching, 101-point AP); absent in runs made before it was stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ultralytics_map50: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ultralytics_map: Option<f64>,
     /// A classifier's top-1 and top-5 accuracy (its mAPs are 0: it has none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub top1: Option<f64>,
@@ -48,6 +54,8 @@ impl Metrics {
             Metric::Map => self.map,
             Metric::Precision => self.precision,
             Metric::Recall => self.recall,
+            Metric::UltralyticsMap50 => self.ultralytics_map50.unwrap_or(0.0),
+            Metric::UltralyticsMap => self.ultralytics_map.unwrap_or(0.0),
             Metric::Top1 => self.top1.unwrap_or(0.0),
             Metric::Top5 => self.top5.unwrap_or(0.0),
         }
@@ -67,6 +75,10 @@ pub enum Metric {
     /// Mean recall over classes at the report confidence (0.25); a classifier's: of its
     /// top-1 predictions.
     Recall,
+    /// mAP@0.5 in Ultralytics' convention (`yolo val`'s).
+    UltralyticsMap50,
+    /// mAP@0.5:0.95 in Ultralytics' convention.
+    UltralyticsMap,
     /// A classifier's top-1 accuracy.
     Top1,
     /// A classifier's top-5 accuracy.
@@ -74,14 +86,24 @@ pub enum Metric {
 }
 
 impl crate::quantity::Named for Metric {
-    const ALL: &'static [Self] =
-        &[Metric::Map50, Metric::Map, Metric::Precision, Metric::Recall, Metric::Top1, Metric::Top5];
+    const ALL: &'static [Self] = &[
+        Metric::Map50,
+        Metric::Map,
+        Metric::Precision,
+        Metric::Recall,
+        Metric::UltralyticsMap50,
+        Metric::UltralyticsMap,
+        Metric::Top1,
+        Metric::Top5,
+    ];
     fn name(self) -> &'static str {
         match self {
             Metric::Map50 => "map50",
             Metric::Map => "map",
             Metric::Precision => "precision",
             Metric::Recall => "recall",
+            Metric::UltralyticsMap50 => "ultralytics-map50",
+            Metric::UltralyticsMap => "ultralytics-map",
             Metric::Top1 => "top1",
             Metric::Top5 => "top5",
         }
@@ -100,6 +122,8 @@ impl Metric {
             Metric::Map => "mAP@0.5:0.95",
             Metric::Precision => "precision",
             Metric::Recall => "recall",
+            Metric::UltralyticsMap50 => "mAP50 (Ultralytics)",
+            Metric::UltralyticsMap => "mAP50-95 (Ultralytics)",
             Metric::Top1 => "top-1",
             Metric::Top5 => "top-5",
         }
@@ -147,7 +171,9 @@ pub struct AnalysisConfig {
     pub resume: bool,
     pub shard: Option<Shard>,
     pub conf: f32,
-    pub iou: f32,
+    /// NMS IoU; None: the model's convention (0.7 for Ultralytics exports, what `yolo val`
+    /// uses; PyTorch-YOLOv3's 0.6 otherwise).
+    pub iou: Option<f32>,
     pub max_det: usize,
 }
 
@@ -175,7 +201,7 @@ impl Default for AnalysisConfig {
             resume: false,
             shard: None,
             conf: 0.001,
-            iou: 0.6,
+            iou: None,
             max_det: 300,
         }
     }

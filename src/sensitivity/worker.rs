@@ -299,6 +299,8 @@ impl Collected {
                     map: r.map,
                     precision: r.precision,
                     recall: r.recall,
+                    ultralytics_map50: Some(r.ultralytics.map50),
+                    ultralytics_map: Some(r.ultralytics.map),
                     top1: None,
                     top5: None,
                 })
@@ -308,6 +310,8 @@ impl Collected {
                 Ok(Metrics {
                     map50: 0.0,
                     map: 0.0,
+                    ultralytics_map50: None,
+                    ultralytics_map: None,
                     precision: m.precision,
                     recall: m.recall,
                     top1: Some(m.top1),

@@ -133,6 +133,13 @@ fn summary(ui: &mut egui::Ui, models: &[ModelReport], plan: Option<&crate::plan:
         } else {
             [("mAP@0.5", |m| m.map50, false, false), ("mAP@0.5:0.95", |m| m.map, false, false)]
         };
+        let ultralytics: Vec<(&str, Get, bool, bool)> = match classifier {
+            true => Vec::new(),
+            false => vec![
+                ("mAP50 (Ultralytics)", |m| m.ultralytics_map50.unwrap_or(f64::NAN), false, false),
+                ("mAP50-95 (Ultralytics)", |m| m.ultralytics_map.unwrap_or(f64::NAN), false, false),
+            ],
+        };
         let rows: Vec<(&str, Get, bool, bool)> = [
             ("parameters", (|m| m.params as f64) as Get, true, false),
             ("non-zero parameters", |m| m.nonzero_params as f64, true, false),
@@ -143,6 +150,7 @@ fn summary(ui: &mut egui::Ui, models: &[ModelReport], plan: Option<&crate::plan:
         ]
         .into_iter()
         .chain(quality)
+        .chain(ultralytics)
         .chain([
             ("precision", (|m| m.precision) as Get, false, false),
             ("recall", |m| m.recall, false, false),
@@ -217,6 +225,8 @@ fn metric_of(m: &ModelReport, metric: crate::sensitivity::Metric) -> f64 {
         Metric::Map => m.map,
         Metric::Precision => m.precision,
         Metric::Recall => m.recall,
+        Metric::UltralyticsMap50 => m.ultralytics_map50.unwrap_or(f64::NAN),
+        Metric::UltralyticsMap => m.ultralytics_map.unwrap_or(f64::NAN),
         Metric::Top1 => m.top1.unwrap_or(f64::NAN),
         Metric::Top5 => m.top5.unwrap_or(f64::NAN),
     }
