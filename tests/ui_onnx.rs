@@ -63,6 +63,28 @@ fn an_onnx_detector_goes_through_the_explorer() {
         (p.plan.clone(), p.plan.predicted)
     };
 
+    // Suggest (the form's default: a per-layer budget of 1 point): the plan `prunescope
+    // suggest --budget 0.01` writes.
+    let _ = (plan, predicted);
+    h.step();
+    h.get_by_label("Suggest").click();
+    h.step();
+    wait(&mut h, "the suggestion", |a| !a.suggesting);
+    wait(&mut h, "the totals", |a| a.totals_current());
+    let (plan, predicted) = {
+        let app = h.state();
+        assert!(app.errors.is_empty(), "{:?}", app.errors);
+        let p = app.project.as_ref().unwrap();
+        let run = store::read(&run_dir).unwrap();
+        let rule = prunescope::plan::Rule::PerLayer(prunescope::plan::Budget::Absolute(0.01));
+        let expected = prunescope::plan::suggest(&run, &run_dir, &p.model, &rule, run.header.metric, &[]).unwrap();
+        let got: Vec<(String, f64)> = p.plan.layers.iter().map(|l| (l.layer.clone(), l.sparsity)).collect();
+        let want: Vec<(String, f64)> = expected.layers.iter().map(|l| (l.layer.clone(), l.sparsity)).collect();
+        assert_eq!(got, want);
+        assert_eq!(p.plan.predicted, expected.predicted);
+        (p.plan.clone(), p.plan.predicted)
+    };
+
     // Prune & compare: a pruned ONNX file and the comparison with its confusion matrices.
     let out = dir.path().join("compare");
     {
