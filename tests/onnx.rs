@@ -21,6 +21,7 @@ const ALL_MODELS: [&str; 5] =
 fn dir_of(name: &str) -> PathBuf {
     match name {
         "yolov8pico83-detect" => Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/onnx83"),
+        "dense-matmul-cls" => Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/onnx_matmul"),
         _ => dir(),
     }
 }
@@ -786,4 +787,73 @@ fn an_ultralytics_8_3_split_head_detector() {
             assert_eq!(after.layers[k], e.layers[k], "{}: a box branch is untouched", l.name);
         }
     }
+}
+
+/// Fully connected layers as MatMul + Add with `[in, out]` weights (tests/fixtures/onnx_matmul,
+/// built with onnx.helper as tf2onnx exports Keras Dense layers): the executor matches
+/// onnxruntime; each MatMul on a 2-D input is a prunable layer whose filters are the matrix's
+/// columns (held as rows, given back in the file's layout to the net and the written file);
+/// a plan's filter pruning zeroes whole columns in the pruned file, which onnxruntime runs as
+/// our executor does, and reopened it costs what the plan predicted.
+#[test]
+fn matmul_weight_layers_prune_by_columns() {
+    use prunescope::model::effective::{self, Cost};
+    use prunescope::model::task::Task;
+    use prunescope::plan::Plan;
+    use prunescope::prune::Method;
+    use prunescope::sensitivity::Metric;
+    let path = dir_of("dense-matmul-cls").join("dense-matmul-cls.onnx");
+    let net = onnx::read(&path).unwrap();
+    let io = read_tensors(&dir_of("dense-matmul-cls").join("dense-matmul-cls_io.safetensors"));
+    let got = net.run(vec![(net.inputs[0].name.clone(), io["a.input"].shallow_clone())], Keep::All).unwrap();
+    for (key, want) in &io {
+        if let Some(t) = key.strip_prefix("a.node.").or(key.strip_prefix("a.output.")) {
+            assert!(max_abs(&got[t], want) <= 1e-5, "{t}");
+        }
+    }
+    let m =
+        prunescope::model::Model::open(&prunescope::model::ModelFiles::Onnx { path: path.clone(), task: None }, None)
+            .unwrap();
+    assert_eq!(m.task, Task::Classify { classes: 4 });
+    let dense: Vec<_> = m.layers.iter().filter(|l| m.nodes[l.chain[0]].op == "MatMul").collect();
+    assert_eq!(dense.len(), 2);
+    assert_eq!((dense[0].weight_shape.clone(), dense[0].keys.weight.as_str()), (vec![12, 8], "dense/kernel"));
+    let file: Vec<f32> = Vec::try_from(net.initializers["dense/kernel"].contiguous().flatten(0, -1)).unwrap();
+    let held = &m.weights.tensors["dense/kernel"];
+    for (i, j) in [(0, 0), (3, 7), (7, 11)] {
+        assert_eq!(held.data[j * 8 + i], file[i * 12 + j], "row {j} of the held matrix is column {j} of the file's");
+    }
+    let again = m.net(&m.weights, tch::Device::Cpu).unwrap();
+    let out = again.run(vec![(net.inputs[0].name.clone(), io["a.input"].shallow_clone())], Keep::Outputs).unwrap();
+    assert_eq!(max_abs(&out["logits"], &got["logits"]), 0.0);
+    let e = effective::effective(&m, &m.weights);
+    let dense_cost: Vec<Cost> = m.nodes.iter().map(|n| Cost { params: n.params, macs: n.macs }).collect();
+    assert_eq!(e.nodes, dense_cost);
+    assert_eq!(e.layers, effective::dense(&m));
+
+    let tmp = tempfile::tempdir().unwrap();
+    let ids = vec![dense[0].id];
+    let mut plan = Plan::new(&m, Method::L1Filter, Metric::Top1, &ids);
+    plan.set(dense[0].id, 0.5, None).unwrap();
+    plan.refresh_prediction(&m, None);
+    let plan_file = tmp.path().join("plan.json");
+    plan.write(&plan_file).unwrap();
+    let pruned_file = tmp.path().join("pruned.onnx");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_prunescope"))
+        .args(["prune", "--model", path.to_str().unwrap(), "--plan", plan_file.to_str().unwrap()])
+        .args(["--out", pruned_file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    let back = onnx::read(&pruned_file).unwrap();
+    let w = &back.initializers["dense/kernel"];
+    assert_eq!(w.size(), vec![8, 12], "the file keeps its [in, out] layout");
+    let zero_columns = (0..12).filter(|&j| w.select(1, j).abs().max().double_value(&[]) == 0.0).count();
+    assert_eq!(zero_columns, 6);
+    let d = ours_against_onnxruntime(&back, &pruned_file, tmp.path());
+    assert!(d <= 1e-5, "onnxruntime and our executor differ by {d} on the pruned file");
+    let reopened = prunescope::model::Model::open(&m.files.with_weights(&pruned_file), None).unwrap();
+    let e = effective::effective(&reopened, &reopened.weights);
+    assert_eq!(e.total().params, plan.predicted.params_after);
+    assert!(plan.predicted.params_after < plan.predicted.params_before);
 }

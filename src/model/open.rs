@@ -175,6 +175,10 @@ pub struct Model {
     /// The file carries Ultralytics' metadata (its conventions apply: NMS IoU 0.7, its
     /// classify transform).
     pub by_ultralytics: bool,
+    /// Weights held transposed in [`Model::weights`]: a MatMul's `[in, out]` matrix kept as
+    /// `[out, in]`, so that a filter is a row as everywhere else ([`Model::net_tensor`] gives
+    /// the file's layout back).
+    pub transposed: std::collections::BTreeSet<String>,
     format: Format,
 }
 
@@ -201,7 +205,7 @@ impl Model {
         let files = ModelFiles::Darknet { cfg: cfg_path.to_path_buf(), weights: weights_path.to_path_buf() };
         // Darknet layers keep the cfg's block index: `conv_{i}` is block i.
         let id = |name: &str, _: usize| name.strip_prefix("conv_").and_then(|i| i.parse().ok());
-        Self::build(net, files, reference, size, task, weights, format, &id)
+        Self::build(net, files, reference, size, task, weights, format, Default::default(), &id)
     }
 
     fn open_onnx(path: &Path, task: Option<&str>, img_size: Option<u32>) -> Result<Model, ModelError> {
@@ -228,10 +232,27 @@ impl Model {
                 }
             }
         }
+        // A MatMul reading a matrix initializer (tf2onnx's Dense) read by no other node: its
+        // filters are the matrix's columns; held as rows.
+        let readers = readers(&net);
+        let mut transposed = std::collections::BTreeSet::new();
+        for n in net.nodes.iter().filter(|n| n.op == "MatMul") {
+            let Some(b) = n.inputs.get(1) else { continue };
+            let sole = readers.get(b.as_str()).is_some_and(|r| r.len() == 1);
+            if let (true, Some(t)) = (sole, weights.tensors.get_mut(b)) {
+                if let [k, m] = t.shape[..] {
+                    let data =
+                        (0..m).flat_map(|j| (0..k).map(move |i| (i, j))).map(|(i, j)| t.data[i * m + j]).collect();
+                    *t = TensorF32::new(vec![m, k], data);
+                    transposed.insert(b.clone());
+                }
+            }
+        }
         let f = file_ref(path)?;
         let reference = ModelRef { cfg: f.clone(), weights: f };
         let files = ModelFiles::Onnx { path: path.to_path_buf(), task: task_name.map(String::from) };
-        Self::build(net, files, reference, size, task, weights, Format::Onnx, &|_, node| Some(node))
+        let format = Format::Onnx;
+        Self::build(net, files, reference, size, task, weights, format, transposed, &|_, node| Some(node))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -243,6 +264,7 @@ impl Model {
         task: Task,
         weights: Weights,
         format: Format,
+        transposed: std::collections::BTreeSet<String>,
         id: &dyn Fn(&str, usize) -> Option<usize>,
     ) -> Result<Model, ModelError> {
         let input_shape = net.input_shape(Some(i64::from(size)))?;
@@ -277,7 +299,7 @@ impl Model {
         };
         tensor(&net.inputs[0].name, &mut index);
         let readers = readers(&net);
-        let layers = find_layers(&net, &costs, &readers, &weights, id)?;
+        let layers = find_layers(&net, &costs, &readers, &weights, &transposed, id)?;
         let mut in_chain: HashMap<usize, usize> = HashMap::new();
         for (k, l) in layers.iter().enumerate() {
             for &n in &l.chain[1..] {
@@ -342,6 +364,7 @@ impl Model {
             params,
             macs,
             by_ultralytics,
+            transposed,
             format,
         })
     }
@@ -415,19 +438,28 @@ impl Model {
                 own_layer_initializers(&mut net);
                 for (name, t) in &weights.tensors {
                     let Some(old) = net.initializers.get(name) else { continue };
-                    if old.size() != t.shape.iter().map(|&d| d as i64).collect::<Vec<_>>() {
+                    let new = self.net_tensor(name, t);
+                    if old.size() != new.size() {
                         return Err(ModelError::Model {
                             path: self.path().to_path_buf(),
-                            what: format!("tensor '{name}' changed shape: {:?} → {:?}", old.size(), t.shape),
+                            what: format!("tensor '{name}' changed shape: {:?} → {:?}", old.size(), new.size()),
                         });
                     }
-                    net.initializers.insert(name.clone(), super::ir::exec::executor_layout(&to_tensor(t)));
+                    net.initializers.insert(name.clone(), new);
                 }
                 net
             }
         };
         net.to_device(device);
         Ok(net)
+    }
+
+    /// Weight `name` (as [`Model::weights`] holds it) as the net reads it: in the file's layout
+    /// (a transposed MatMul matrix transposed back), in the executor's memory order.
+    pub fn net_tensor(&self, name: &str, t: &TensorF32) -> Tensor {
+        let t = to_tensor(t);
+        let t = if self.transposed.contains(name) { t.transpose(0, 1).contiguous() } else { t };
+        super::ir::exec::executor_layout(&t)
     }
 
     /// Writes the model with `weights` to `out`: a checkpoint beside the cfg for Darknet
@@ -525,6 +557,7 @@ fn find_layers(
     costs: &[super::ir::cost::NodeCost],
     readers: &HashMap<&str, Vec<usize>>,
     weights: &Weights,
+    transposed: &std::collections::BTreeSet<String>,
     id: &dyn Fn(&str, usize) -> Option<usize>,
 ) -> Result<Vec<Layer>, ModelError> {
     let graph_outputs: std::collections::HashSet<&str> = net.outputs.iter().map(|o| o.name.as_str()).collect();
@@ -550,6 +583,8 @@ fn find_layers(
         let is_layer = match n.op.as_str() {
             "Conv" => rank.is_some_and(|r| r >= 3),
             "Gemm" => rank == Some(2) && int("transB") == 1 && int("transA") == 0,
+            // Its weight held as rows (see `Model::transposed`), on a 2-D input.
+            "MatMul" => rank == Some(2) && transposed.contains(w) && costs[i].output_shape.len() == 2,
             _ => false,
         };
         if !is_layer {

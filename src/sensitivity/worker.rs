@@ -396,7 +396,7 @@ fn variants(
             let count = prune::prune_layer(&mut w, keys, method, s);
             let mut changed = HashMap::new();
             for (name, t) in &w.tensors {
-                let t = executor_layout(&crate::model::open::to_tensor(t));
+                let t = model.net_tensor(name, t);
                 changed.insert(name.clone(), t.f_to_device(device)?);
             }
             out.push((Variant::Params(changed), count.weights_zeroed));
