@@ -8,7 +8,9 @@ mod common;
 
 use common::ui::{drag_threshold, harness_of, opened, wait};
 use egui_kittest::kittest::Queryable;
+use egui_kittest::Harness;
 use prunescope::gui::{App, ProjectPaths};
+use prunescope::plan::Plan;
 use prunescope::sensitivity::{self, store, AnalysisConfig};
 use std::path::{Path, PathBuf};
 
@@ -18,6 +20,58 @@ fn onnx() -> PathBuf {
 
 fn data() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("sample_runs/shapes/data.yaml")
+}
+
+/// Drags layer `name`'s threshold to the right: its sparsity rises past 20 % and the totals
+/// are what pruning the weights and recounting gives.
+fn drag_first_threshold(h: &mut Harness<'static, App>, name: &str) {
+    h.get_by_label(&format!("sensitivity plot {name}")).click();
+    h.run_steps(2);
+    drag_threshold(h, 0.2, 0.6);
+    wait(h, "the new totals", |a| a.totals_current());
+    let p = h.state().project.as_ref().unwrap();
+    let block = p.model.layer(name).unwrap().id;
+    assert!(p.plan.sparsity_of(block) > 0.2, "sparsity after the drag: {}", p.plan.sparsity_of(block));
+    let mut reference = p.plan.clone();
+    reference.refresh_prediction(&p.model, p.curves.as_ref());
+    assert_eq!(p.plan.predicted, reference.predicted);
+    assert!(p.plan.predicted.params_after < p.plan.predicted.params_before);
+}
+
+/// Clicks Suggest with the form as it is: the plan is the engine's for `rule` on the run in
+/// `run_dir` (what `prunescope suggest` writes), thresholds and totals alike.
+fn suggest_is_the_engines(h: &mut Harness<'static, App>, run_dir: &Path, rule: &prunescope::plan::Rule) -> Plan {
+    h.step();
+    h.get_by_label("Suggest").click();
+    h.step();
+    wait(h, "the suggestion", |a| !a.suggesting);
+    wait(h, "the totals", |a| a.totals_current());
+    let app = h.state();
+    assert!(app.errors.is_empty(), "{:?}", app.errors);
+    let p = app.project.as_ref().unwrap();
+    let run = store::read(run_dir).unwrap();
+    let expected = prunescope::plan::suggest(&run, run_dir, &p.model, rule, run.header.metric, &[]).unwrap();
+    let got: Vec<(String, f64)> = p.plan.layers.iter().map(|l| (l.layer.clone(), l.sparsity)).collect();
+    let want: Vec<(String, f64)> = expected.layers.iter().map(|l| (l.layer.clone(), l.sparsity)).collect();
+    assert_eq!(got, want);
+    assert_eq!(p.plan.predicted, expected.predicted);
+    p.plan.clone()
+}
+
+/// Prune & compare on the first `limit` images into `out`, with no error.
+fn prune_and_compare(h: &mut Harness<'static, App>, out: &Path, limit: usize) {
+    {
+        let app = h.state_mut();
+        app.compare.limit = limit;
+        app.compare.latency_runs = 1;
+        app.compare.out = out.display().to_string();
+    }
+    h.get_by_label("Prune & compare").click();
+    h.step();
+    h.get_by_label("▶ Prune & compare").click();
+    h.step();
+    wait(h, "the comparison", |a| !a.compare.running);
+    assert!(h.state().errors.is_empty(), "{:?}", h.state().errors);
 }
 
 #[test]
@@ -47,59 +101,15 @@ fn an_onnx_detector_goes_through_the_explorer() {
     }
     assert_eq!(store::read(&run_dir).unwrap().header.layers, names);
 
-    // Drag the first layer's threshold to the right.
-    h.get_by_label(&format!("sensitivity plot {}", names[0])).click();
-    h.run_steps(2);
-    drag_threshold(&mut h, 0.2, 0.6);
-    wait(&mut h, "the new totals", |a| a.totals_current());
-    let (plan, predicted) = {
-        let p = h.state().project.as_ref().unwrap();
-        let block = p.model.layer(&names[0]).unwrap().id;
-        assert!(p.plan.sparsity_of(block) > 0.2, "sparsity after the drag: {}", p.plan.sparsity_of(block));
-        let mut reference = p.plan.clone();
-        reference.refresh_prediction(&p.model, p.curves.as_ref());
-        assert_eq!(p.plan.predicted, reference.predicted);
-        assert!(p.plan.predicted.params_after < p.plan.predicted.params_before);
-        (p.plan.clone(), p.plan.predicted)
-    };
-
-    // Suggest (the form's default: a per-layer budget of 1 point): the plan `prunescope
-    // suggest --budget 0.01` writes.
-    let _ = (plan, predicted);
-    h.step();
-    h.get_by_label("Suggest").click();
-    h.step();
-    wait(&mut h, "the suggestion", |a| !a.suggesting);
-    wait(&mut h, "the totals", |a| a.totals_current());
-    let (plan, predicted) = {
-        let app = h.state();
-        assert!(app.errors.is_empty(), "{:?}", app.errors);
-        let p = app.project.as_ref().unwrap();
-        let run = store::read(&run_dir).unwrap();
-        let rule = prunescope::plan::Rule::PerLayer(prunescope::plan::Budget::Absolute(0.01));
-        let expected = prunescope::plan::suggest(&run, &run_dir, &p.model, &rule, run.header.metric, &[]).unwrap();
-        let got: Vec<(String, f64)> = p.plan.layers.iter().map(|l| (l.layer.clone(), l.sparsity)).collect();
-        let want: Vec<(String, f64)> = expected.layers.iter().map(|l| (l.layer.clone(), l.sparsity)).collect();
-        assert_eq!(got, want);
-        assert_eq!(p.plan.predicted, expected.predicted);
-        (p.plan.clone(), p.plan.predicted)
-    };
+    drag_first_threshold(&mut h, &names[0]);
+    // Suggest with the form's default (a per-layer budget of 1 point).
+    let rule = prunescope::plan::Rule::PerLayer(prunescope::plan::Budget::Absolute(0.01));
+    let plan = suggest_is_the_engines(&mut h, &run_dir, &rule);
+    let predicted = plan.predicted;
 
     // Prune & compare: a pruned ONNX file and the comparison with its confusion matrices.
-    let out = dir.path().join("compare");
-    {
-        let app = h.state_mut();
-        app.compare.limit = 16;
-        app.compare.latency_runs = 1;
-        app.compare.out = out.display().to_string();
-    }
-    h.get_by_label("Prune & compare").click();
-    h.step();
-    h.get_by_label("▶ Prune & compare").click();
-    h.step();
-    wait(&mut h, "the comparison", |a| !a.compare.running);
+    prune_and_compare(&mut h, &dir.path().join("compare"), 16);
     let app = h.state();
-    assert!(app.errors.is_empty(), "{:?}", app.errors);
     let o = app.compare.outcome.as_ref().unwrap();
     assert_eq!(o.pruned.extension().unwrap(), "onnx");
     assert_eq!(o.comparison.models[1].effective_params, predicted.params_after);
@@ -117,7 +127,7 @@ fn an_onnx_detector_goes_through_the_explorer() {
 /// prune & compare shows top-1 and the 20 × 20 confusion matrices (no background class).
 #[test]
 fn an_onnx_classifier_goes_through_the_explorer() {
-    use prunescope::plan::{self, Plan, Resource, Rule};
+    use prunescope::plan::{Resource, Rule};
     use prunescope::sensitivity::Metric;
     let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("sample_runs/classify");
     let onnx = sample.join("polygons-mobilenetv3s.onnx");
@@ -156,20 +166,7 @@ fn an_onnx_classifier_goes_through_the_explorer() {
     h.get_by_label("Sensitivity").click();
     h.run_steps(2);
 
-    // Drag the first layer's threshold to the right.
-    h.get_by_label(&format!("sensitivity plot {}", names[0])).click();
-    h.run_steps(2);
-    drag_threshold(&mut h, 0.2, 0.6);
-    wait(&mut h, "the new totals", |a| a.totals_current());
-    {
-        let p = h.state().project.as_ref().unwrap();
-        let block = p.model.layer(&names[0]).unwrap().id;
-        assert!(p.plan.sparsity_of(block) > 0.2, "sparsity after the drag: {}", p.plan.sparsity_of(block));
-        let mut reference = p.plan.clone();
-        reference.refresh_prediction(&p.model, p.curves.as_ref());
-        assert_eq!(p.plan.predicted, reference.predicted);
-    }
-
+    drag_first_threshold(&mut h, &names[0]);
     // Suggest: what `prunescope suggest --target 10% --resource params` gives.
     {
         let app = h.state_mut();
@@ -178,39 +175,11 @@ fn an_onnx_classifier_goes_through_the_explorer() {
         app.suggest.resource = Resource::Params;
     }
     h.step();
-    h.get_by_label("Suggest").click();
-    h.step();
-    wait(&mut h, "the suggestion", |a| !a.suggesting);
-    wait(&mut h, "the totals", |a| a.totals_current());
-    let plan = {
-        let app = h.state();
-        assert!(app.errors.is_empty(), "{:?}", app.errors);
-        let p = app.project.as_ref().unwrap();
-        let run = store::read(&run_dir).unwrap();
-        let rule = Rule::Global { resource: Resource::Params, fraction: 0.1 };
-        let expected: Plan = plan::suggest(&run, &run_dir, &p.model, &rule, Metric::Top1, &[]).unwrap();
-        let got: Vec<(String, f64)> = p.plan.layers.iter().map(|l| (l.layer.clone(), l.sparsity)).collect();
-        let want: Vec<(String, f64)> = expected.layers.iter().map(|l| (l.layer.clone(), l.sparsity)).collect();
-        assert_eq!(got, want);
-        assert_eq!(p.plan.predicted, expected.predicted);
-        assert_eq!(p.plan.preprocess.name(), "torchvision");
-        p.plan.clone()
-    };
+    let plan = suggest_is_the_engines(&mut h, &run_dir, &Rule::Global { resource: Resource::Params, fraction: 0.1 });
+    assert_eq!(plan.preprocess.name(), "torchvision");
 
-    let out = dir.path().join("compare");
-    {
-        let app = h.state_mut();
-        app.compare.limit = 40;
-        app.compare.latency_runs = 1;
-        app.compare.out = out.display().to_string();
-    }
-    h.get_by_label("Prune & compare").click();
-    h.step();
-    h.get_by_label("▶ Prune & compare").click();
-    h.step();
-    wait(&mut h, "the comparison", |a| !a.compare.running);
+    prune_and_compare(&mut h, &dir.path().join("compare"), 40);
     let app = h.state();
-    assert!(app.errors.is_empty(), "{:?}", app.errors);
     let o = app.compare.outcome.as_ref().unwrap();
     assert_eq!(o.pruned.extension().unwrap(), "onnx");
     assert_eq!(o.comparison.task, "classify");

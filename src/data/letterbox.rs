@@ -50,17 +50,36 @@ pub enum LetterboxError {
     OutOfMemory { size: u32 },
 }
 
+/// Refuses a model size no image can be resized to, and an image without pixels.
+pub(super) fn check(img: &RgbImage, size: u32) -> Result<(), LetterboxError> {
+    if size == 0 || size > MAX_SIZE {
+        return Err(LetterboxError::Size { size });
+    }
+    let (w, h) = img.dimensions();
+    if w == 0 || h == 0 {
+        return Err(LetterboxError::EmptyImage { width: w, height: h });
+    }
+    Ok(())
+}
+
+/// A `size`×`size` CHW buffer filled with the padding grey, and its plane size; an error
+/// where it cannot be allocated.
+fn padded(size: u32) -> Result<(usize, Vec<f32>), LetterboxError> {
+    let too_big = || LetterboxError::OutOfMemory { size };
+    let plane = (size as usize).checked_mul(size as usize).ok_or_else(too_big)?;
+    let len = plane.checked_mul(3).ok_or_else(too_big)?;
+    let mut data: Vec<f32> = Vec::new();
+    data.try_reserve_exact(len).map_err(|_| too_big())?;
+    data.resize(len, PAD_VALUE as f32 / 255.0);
+    Ok((plane, data))
+}
+
 /// Resizes `img` to fit a `size`×`size` square keeping its aspect ratio, centred on grey
 /// padding, as CHW floats in [0, 1]; an error for a size of 0 or above [`MAX_SIZE`], an empty
 /// image, or a buffer that cannot be allocated.
 pub fn try_letterbox(img: &RgbImage, size: u32) -> Result<Letterboxed, LetterboxError> {
+    check(img, size)?;
     let (w, h) = img.dimensions();
-    if size == 0 || size > MAX_SIZE {
-        return Err(LetterboxError::Size { size });
-    }
-    if w == 0 || h == 0 {
-        return Err(LetterboxError::EmptyImage { width: w, height: h });
-    }
     let ratio = (size as f64 / w as f64).min(size as f64 / h as f64);
     let nw = ((w as f64 * ratio).round() as u32).clamp(1, size);
     let nh = ((h as f64 * ratio).round() as u32).clamp(1, size);
@@ -68,12 +87,7 @@ pub fn try_letterbox(img: &RgbImage, size: u32) -> Result<Letterboxed, Letterbox
     let dh = (size - nh) as f64 / 2.0;
     let left = (dw - 0.1).round().max(0.0) as u32;
     let top = (dh - 0.1).round().max(0.0) as u32;
-    let too_big = || LetterboxError::OutOfMemory { size };
-    let plane = (size as usize).checked_mul(size as usize).ok_or_else(too_big)?;
-    let len = plane.checked_mul(3).ok_or_else(too_big)?;
-    let mut data: Vec<f32> = Vec::new();
-    data.try_reserve_exact(len).map_err(|_| too_big())?;
-    data.resize(len, PAD_VALUE as f32 / 255.0);
+    let (plane, mut data) = padded(size)?;
     // Source coordinate of each output column/row: lower index and weight of the upper one.
     let taps = |n_out: u32, n_in: u32| -> Vec<(usize, usize, f32)> {
         let scale = n_in as f64 / n_out as f64;
@@ -113,13 +127,8 @@ pub fn try_letterbox(img: &RgbImage, size: u32) -> Result<Letterboxed, Letterbox
 /// on grey 114, as CHW floats of the 8-bit values / 255. Boxes map back as its validator maps
 /// them: through the height ratio h / h0 and the padding.
 pub fn letterbox_ultralytics(img: &RgbImage, size: u32) -> Result<Letterboxed, LetterboxError> {
+    check(img, size)?;
     let (w0, h0) = img.dimensions();
-    if size == 0 || size > MAX_SIZE {
-        return Err(LetterboxError::Size { size });
-    }
-    if w0 == 0 || h0 == 0 {
-        return Err(LetterboxError::EmptyImage { width: w0, height: h0 });
-    }
     let r = size as f64 / w0.max(h0) as f64;
     let (w, h) = if r != 1.0 {
         (((w0 as f64 * r).ceil() as u32).clamp(1, size), ((h0 as f64 * r).ceil() as u32).clamp(1, size))
@@ -135,12 +144,7 @@ pub fn letterbox_ultralytics(img: &RgbImage, size: u32) -> Result<Letterboxed, L
     };
     let left = ((size - w) as f64 / 2.0 - 0.1).round().max(0.0) as u32;
     let top = ((size - h) as f64 / 2.0 - 0.1).round().max(0.0) as u32;
-    let too_big = || LetterboxError::OutOfMemory { size };
-    let plane = (size as usize).checked_mul(size as usize).ok_or_else(too_big)?;
-    let len = plane.checked_mul(3).ok_or_else(too_big)?;
-    let mut data: Vec<f32> = Vec::new();
-    data.try_reserve_exact(len).map_err(|_| too_big())?;
-    data.resize(len, PAD_VALUE as f32 / 255.0);
+    let (plane, mut data) = padded(size)?;
     for (x, y, p) in img.enumerate_pixels() {
         let at = (y + top) as usize * size as usize + (x + left) as usize;
         for c in 0..3 {

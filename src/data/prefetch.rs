@@ -6,7 +6,8 @@
 //! for any other reason, the first missing image is yielded as a fatal error (see
 //! [`DataError::fatal`]), after which the stream ends.
 
-use super::letterbox::{try_letterbox, LetterboxError, MAX_SIZE};
+use super::letterbox::{LetterboxError, MAX_SIZE};
+use super::preprocess::Preprocess;
 use super::{load_rgb, DataError, Letterboxed};
 use crossbeam_channel::{bounded, Receiver};
 use std::collections::BTreeMap;
@@ -29,11 +30,16 @@ pub struct Prefetcher {
 /// Reads and letterboxes one image. A size that cannot be letterboxed is fatal (no image
 /// would do); an image that cannot be read or is empty is a bad image.
 pub fn decode(path: &Path, size: u32) -> Result<Letterboxed, DataError> {
+    decode_with(path, size, Preprocess::Letterbox)
+}
+
+/// Reads one image and makes it an input with `prep`, as [`decode`] letterboxes it.
+pub fn decode_with(path: &Path, size: u32, prep: Preprocess) -> Result<Letterboxed, DataError> {
     if size == 0 || size > MAX_SIZE {
         return Err(DataError::Letterbox { file: path.to_path_buf(), source: LetterboxError::Size { size } });
     }
     let img = load_rgb(path)?;
-    try_letterbox(&img, size).map_err(|source| DataError::Letterbox { file: path.to_path_buf(), source })
+    prep.apply(&img, size).map_err(|source| DataError::Letterbox { file: path.to_path_buf(), source })
 }
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
@@ -50,20 +56,8 @@ impl Prefetcher {
     }
 
     /// Like [`new`](Self::new) with another transform than the letterbox.
-    pub fn with_preprocess(
-        paths: Vec<PathBuf>,
-        size: u32,
-        prep: super::preprocess::Preprocess,
-        threads: usize,
-        depth: usize,
-    ) -> Self {
-        Self::with_decoder(paths, threads, depth, move |p| {
-            if size == 0 || size > MAX_SIZE {
-                return Err(DataError::Letterbox { file: p.to_path_buf(), source: LetterboxError::Size { size } });
-            }
-            let img = load_rgb(p)?;
-            prep.apply(&img, size).map_err(|source| DataError::Letterbox { file: p.to_path_buf(), source })
-        })
+    pub fn with_preprocess(paths: Vec<PathBuf>, size: u32, prep: Preprocess, threads: usize, depth: usize) -> Self {
+        Self::with_decoder(paths, threads, depth, move |p| decode_with(p, size, prep))
     }
 
     /// Like [`new`](Self::new) with another decoder (tests inject failing ones).

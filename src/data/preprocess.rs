@@ -54,13 +54,8 @@ impl ClassifyPreset {
 
     /// `img` as the classifier's input: CHW floats, `size` × `size`.
     pub fn apply(self, img: &RgbImage, size: u32) -> Result<Vec<f32>, LetterboxError> {
+        super::letterbox::check(img, size)?;
         let (w, h) = img.dimensions();
-        if size == 0 || size > MAX_SIZE {
-            return Err(LetterboxError::Size { size });
-        }
-        if w == 0 || h == 0 {
-            return Err(LetterboxError::EmptyImage { width: w, height: h });
-        }
         let short = self.resize_side(size);
         // torchvision: the shorter side set, the longer one scaled and truncated.
         let (nw, nh) = if w <= h {

@@ -317,6 +317,44 @@ pub(super) fn check_empty_output(out: &Path) -> Result<(), DataError> {
     Ok(())
 }
 
+/// Writes pictures 0..`train` of the train split and 0..`val` of the val split with
+/// `write(split, index)` on `threads` threads; stops at the first error, which it returns.
+pub(super) fn write_pictures(
+    train: usize,
+    val: usize,
+    threads: usize,
+    progress: &(dyn Fn(usize, usize) + Sync),
+    write: &(dyn Fn(&str, usize) -> Result<(), DataError> + Sync),
+) -> Result<(), DataError> {
+    let jobs: Vec<(&str, usize)> = (0..train).map(|i| ("train", i)).chain((0..val).map(|i| ("val", i))).collect();
+    let total = jobs.len();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let first_error: std::sync::Mutex<Option<DataError>> = std::sync::Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..threads.max(1) {
+            s.spawn(|| loop {
+                let j = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if j >= total || first_error.lock().map(|e| e.is_some()).unwrap_or(true) {
+                    break;
+                }
+                let (split, i) = jobs[j];
+                if let Err(e) = write(split, i) {
+                    if let Ok(mut slot) = first_error.lock() {
+                        slot.get_or_insert(e);
+                    }
+                    break;
+                }
+                progress(done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1, total);
+            });
+        }
+    });
+    match first_error.into_inner().ok().flatten() {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
 fn write_dataset(
     out: &Path,
     cfg: &SynthConfig,
@@ -330,40 +368,14 @@ fn write_dataset(
             std::fs::create_dir_all(&d).map_err(|e| err(&d, e))?;
         }
     }
-    let jobs: Vec<(&str, usize)> =
-        (0..cfg.train).map(|i| ("train", i)).chain((0..cfg.val).map(|i| ("val", i))).collect();
-    let total = jobs.len();
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let done = std::sync::atomic::AtomicUsize::new(0);
-    let first_error: std::sync::Mutex<Option<DataError>> = std::sync::Mutex::new(None);
-    std::thread::scope(|s| {
-        for _ in 0..threads.max(1) {
-            s.spawn(|| loop {
-                let j = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if j >= total || first_error.lock().map(|e| e.is_some()).unwrap_or(true) {
-                    break;
-                }
-                let (split, i) = jobs[j];
-                let (img, objects) = image(image_seed(cfg.seed, split, i), cfg);
-                let name = format!("{i:06}");
-                let ip = out.join("images").join(split).join(format!("{name}.jpg"));
-                let lp = out.join("labels").join(split).join(format!("{name}.txt"));
-                let result = write_jpeg(&ip, &img, cfg.jpeg_quality).and_then(|_| {
-                    std::fs::write(&lp, label_text(&objects, img.width(), img.height())).map_err(|e| err(&lp, e))
-                });
-                if let Err(e) = result {
-                    if let Ok(mut slot) = first_error.lock() {
-                        slot.get_or_insert(e);
-                    }
-                    break;
-                }
-                progress(done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1, total);
-            });
-        }
-    });
-    if let Some(e) = first_error.into_inner().ok().flatten() {
-        return Err(e);
-    }
+    write_pictures(cfg.train, cfg.val, threads, progress, &|split, i| {
+        let (img, objects) = image(image_seed(cfg.seed, split, i), cfg);
+        let name = format!("{i:06}");
+        let ip = out.join("images").join(split).join(format!("{name}.jpg"));
+        let lp = out.join("labels").join(split).join(format!("{name}.txt"));
+        write_jpeg(&ip, &img, cfg.jpeg_quality)?;
+        std::fs::write(&lp, label_text(&objects, img.width(), img.height())).map_err(|e| err(&lp, e))
+    })?;
     let names: String = CLASSES.iter().enumerate().map(|(i, n)| format!("  {i}: {n}\n")).collect();
     // No `path:`: Ultralytics resolves `path: .` against its own datasets folder; without it
     // both tools read the paths relative to this file.

@@ -4,7 +4,7 @@
 //! blunt star is a star with shallow notches), written as image folders
 //! (`train/CLASS/NNNNNN.jpg`, `val/CLASS/…`). The same seed gives byte-identical files.
 
-use super::synth::{background, fill, hsv, image_seed, write_jpeg, Rng};
+use super::synth::{background, fill, hsv, image_seed, write_jpeg, write_pictures, Rng};
 use super::DataError;
 use image::RgbImage;
 use std::path::Path;
@@ -116,39 +116,11 @@ fn write_dataset(
         }
     }
     // Image i of a split is of class i mod 20.
-    let jobs: Vec<(&str, usize)> = (0..cfg.train_per_class * n)
-        .map(|i| ("train", i))
-        .chain((0..cfg.val_per_class * n).map(|i| ("val", i)))
-        .collect();
-    let total = jobs.len();
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let done = std::sync::atomic::AtomicUsize::new(0);
-    let first_error: std::sync::Mutex<Option<DataError>> = std::sync::Mutex::new(None);
-    std::thread::scope(|s| {
-        for _ in 0..threads.max(1) {
-            s.spawn(|| loop {
-                let j = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if j >= total || first_error.lock().map(|e| e.is_some()).unwrap_or(true) {
-                    break;
-                }
-                let (split, i) = jobs[j];
-                let class = i % n;
-                let img = image(image_seed(cfg.seed, split, i), class, cfg.side);
-                let path = out.join(split).join(CLASSES[class]).join(format!("{i:06}.jpg"));
-                if let Err(e) = write_jpeg(&path, &img, cfg.jpeg_quality) {
-                    if let Ok(mut slot) = first_error.lock() {
-                        slot.get_or_insert(e);
-                    }
-                    break;
-                }
-                progress(done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1, total);
-            });
-        }
-    });
-    match first_error.into_inner().ok().flatten() {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
+    write_pictures(cfg.train_per_class * n, cfg.val_per_class * n, threads, progress, &|split, i| {
+        let class = i % n;
+        let img = image(image_seed(cfg.seed, split, i), class, cfg.side);
+        write_jpeg(&out.join(split).join(CLASSES[class]).join(format!("{i:06}.jpg")), &img, cfg.jpeg_quality)
+    })
 }
 
 #[cfg(test)]

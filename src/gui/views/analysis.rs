@@ -9,16 +9,7 @@ use egui::RichText;
 
 /// The methods and metrics the form offers: every one `prunescope analyze` takes.
 const METHODS: &[Method] = &[Method::L1, Method::L1Filter, Method::L2Filter];
-const METRICS: &[Metric] = &[
-    Metric::Map50,
-    Metric::Map,
-    Metric::Precision,
-    Metric::Recall,
-    Metric::UltralyticsMap50,
-    Metric::UltralyticsMap,
-    Metric::Top1,
-    Metric::Top5,
-];
+const METRICS: &[Metric] = <Metric as crate::quantity::Named>::ALL;
 
 /// How the form shows `workers = 0`: the engine's choice.
 const WORKERS_AUTO: &str = "auto";
