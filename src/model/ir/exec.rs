@@ -3,7 +3,7 @@
 //! attribute value, a mode, a rank) is an error naming the node, never a silently wrong result.
 //! Tensors are freed after their last use unless every node output is kept.
 
-use super::{Attr, Net, NetError, Node};
+use super::{kernels, Attr, Net, NetError, Node};
 use std::collections::HashMap;
 use tch::{Kind, Tensor};
 
@@ -179,7 +179,23 @@ impl Net {
             }
         }
         let outputs: std::collections::HashSet<&str> = self.outputs.iter().map(|o| o.name.as_str()).collect();
-        let mut weights_on_device: HashMap<&str, Tensor> = HashMap::new();
+        // Weights on another device than the run's are copied once, before it starts; the
+        // others are read in place.
+        let mut moved: HashMap<&str, Tensor> = HashMap::new();
+        for &i in order {
+            for name in &self.nodes[i].inputs {
+                if values.contains_key(name) || moved.contains_key(name.as_str()) {
+                    continue;
+                }
+                if let Some(t) = overrides.get(name).or_else(|| self.initializers.get(name)) {
+                    if t.device() != device {
+                        moved.insert(name.as_str(), t.to_device(device));
+                    }
+                }
+            }
+        }
+        let weight =
+            |name: &str| moved.get(name).or_else(|| overrides.get(name)).or_else(|| self.initializers.get(name));
         // SiLU pairs run as one kernel whatever is kept, so that cached tensors (Keep::All)
         // and outputs are computed alike and a suffix run from them is exact.
         let in_order: std::collections::HashSet<usize> = order.iter().copied().collect();
@@ -214,21 +230,20 @@ impl Net {
                 self.free_inputs(&mut values, node, i, &last_use, &outputs, keep);
                 continue;
             }
-            let mut args: Vec<Option<Tensor>> = Vec::with_capacity(node.inputs.len());
+            let mut args: Vec<Option<&Tensor>> = Vec::with_capacity(node.inputs.len());
             for name in &node.inputs {
                 if name.is_empty() {
                     args.push(None);
-                } else if let Some(t) = values.get(name) {
-                    args.push(Some(t.shallow_clone()));
-                } else if let Some(t) = overrides.get(name).or_else(|| self.initializers.get(name)) {
-                    let t = weights_on_device.entry(name.as_str()).or_insert_with(|| t.to_device(device));
-                    args.push(Some(t.shallow_clone()));
+                } else if let Some(t) = values.get(name).or_else(|| weight(name)) {
+                    args.push(Some(t));
                 } else {
                     return Err(self.node_error(node, format!("input '{name}' has no value")));
                 }
             }
+            let batch;
             if self.batch_reshapes.contains(&i) {
-                args[1] = Some(batch_shape(&args)?);
+                batch = batch_shape(&args)?;
+                args[1] = Some(&batch);
             }
             let produced = apply(node, &args, self.opset, device).map_err(|e| self.node_error(node, e))?;
             for (name, t) in node.outputs.iter().zip(produced) {
@@ -286,7 +301,7 @@ pub fn executor_layout(t: &Tensor) -> Tensor {
 }
 
 /// A Reshape target whose first element is the batch of its data input.
-fn batch_shape(args: &[Option<Tensor>]) -> Result<Tensor, NetError> {
+fn batch_shape(args: &[Option<&Tensor>]) -> Result<Tensor, NetError> {
     let (data, target) = (args[0].as_ref(), args[1].as_ref());
     let (Some(data), Some(target)) = (data, target) else {
         return Err(NetError::Model { path: Default::default(), what: "a batch Reshape without its inputs".into() });
@@ -317,12 +332,12 @@ pub(super) fn probe_input(shape: &[i64], seed: u64) -> Tensor {
 }
 
 /// The tensor of input `i`, which the operator requires.
-fn need(args: &[Option<Tensor>], i: usize) -> Result<&Tensor, String> {
-    args.get(i).and_then(Option::as_ref).ok_or_else(|| format!("input {i} is required"))
+fn need<'a>(args: &[Option<&'a Tensor>], i: usize) -> Result<&'a Tensor, String> {
+    opt(args, i).ok_or_else(|| format!("input {i} is required"))
 }
 
-fn opt(args: &[Option<Tensor>], i: usize) -> Option<&Tensor> {
-    args.get(i).and_then(Option::as_ref)
+fn opt<'a>(args: &[Option<&'a Tensor>], i: usize) -> Option<&'a Tensor> {
+    args.get(i).copied().flatten()
 }
 
 fn int(node: &Node, key: &str, default: i64) -> Result<i64, String> {
@@ -388,7 +403,7 @@ fn one(t: Result<Tensor, tch::TchError>) -> OpResult {
     t.map(|t| vec![t]).map_err(tch)
 }
 
-fn apply(node: &Node, args: &[Option<Tensor>], opset: i64, device: tch::Device) -> OpResult {
+fn apply(node: &Node, args: &[Option<&Tensor>], opset: i64, device: tch::Device) -> OpResult {
     let x = || need(args, 0);
     match node.op.as_str() {
         "Identity" => Ok(vec![x()?.shallow_clone()]),
@@ -462,7 +477,7 @@ fn apply(node: &Node, args: &[Option<Tensor>], opset: i64, device: tch::Device) 
         }
         "Softmax" => softmax(node, x()?, opset),
         "Concat" => {
-            let xs: Vec<&Tensor> = args.iter().flatten().collect();
+            let xs: Vec<&Tensor> = args.iter().flatten().copied().collect();
             let rank = xs.first().map(|t| t.dim()).ok_or("no inputs")?;
             one(Tensor::f_cat(&xs, axis(int(node, "axis", 0)?, rank)?))
         }
@@ -564,7 +579,7 @@ fn proto_kind(data_type: i32) -> Option<Kind> {
     })
 }
 
-fn clip(node: &Node, args: &[Option<Tensor>], opset: i64) -> OpResult {
+fn clip(node: &Node, args: &[Option<&Tensor>], opset: i64) -> OpResult {
     let x = need(args, 0)?;
     let (lo, hi) = if opset >= 11 {
         let scalar = |i| opt(args, i).map(floats_of).transpose().map(|v| v.and_then(|v| v.first().copied()));
@@ -583,7 +598,7 @@ fn clip(node: &Node, args: &[Option<Tensor>], opset: i64) -> OpResult {
     Ok(vec![t])
 }
 
-fn gemm(node: &Node, args: &[Option<Tensor>]) -> OpResult {
+fn gemm(node: &Node, args: &[Option<&Tensor>]) -> OpResult {
     let (alpha, beta) = (float(node, "alpha", 1.0)? as f64, float(node, "beta", 1.0)? as f64);
     let mut a = need(args, 0)?.shallow_clone();
     let mut b = need(args, 1)?.shallow_clone();
@@ -674,7 +689,7 @@ fn pad_explicit(x: &Tensor, pads: &[(i64, i64)], value: f64) -> Result<Tensor, S
     }
 }
 
-fn conv(node: &Node, args: &[Option<Tensor>]) -> OpResult {
+fn conv(node: &Node, args: &[Option<&Tensor>]) -> OpResult {
     let (x, w) = (need(args, 0)?, need(args, 1)?);
     if x.dim() != 4 || w.dim() != 4 {
         return Err(format!("only 2-D convolutions are supported (input {:?}, weight {:?})", x.size(), w.size()));
@@ -684,6 +699,12 @@ fn conv(node: &Node, args: &[Option<Tensor>]) -> OpResult {
     let dilations = ints(node, "dilations")?.unwrap_or_else(|| vec![1, 1]);
     let group = int(node, "group", 1)?;
     let pads = spatial_pads(node, &x.size()[2..], &kernel, &strides, &dilations)?;
+    let shape = kernels::ConvShape { kernel: &kernel, strides: &strides, dilations: &dilations, pads: &pads, group };
+    if let Some(y) =
+        kernels::pointwise(x, w, opt(args, 2), &shape).or_else(|| kernels::depthwise(x, w, opt(args, 2), &shape))
+    {
+        return one(y);
+    }
     let symmetric = pads.iter().all(|(b, e)| b == e);
     let (input, padding) = if symmetric {
         (x.shallow_clone(), pads.iter().map(|p| p.0).collect::<Vec<_>>())
@@ -736,7 +757,7 @@ fn pool(node: &Node, x: &Tensor, max: bool) -> OpResult {
     one(num.f_div(&den))
 }
 
-fn reduce_mean(node: &Node, args: &[Option<Tensor>], opset: i64) -> OpResult {
+fn reduce_mean(node: &Node, args: &[Option<&Tensor>], opset: i64) -> OpResult {
     let x = need(args, 0)?;
     let keep = int(node, "keepdims", 1)? != 0;
     let axes = if opset >= 18 { opt(args, 1).map(values_of).transpose()? } else { ints(node, "axes")? };
@@ -761,7 +782,7 @@ fn softmax(node: &Node, x: &Tensor, opset: i64) -> OpResult {
     one(y)
 }
 
-fn split(node: &Node, args: &[Option<Tensor>], opset: i64) -> OpResult {
+fn split(node: &Node, args: &[Option<&Tensor>], opset: i64) -> OpResult {
     let x = need(args, 0)?;
     let a = axis(int(node, "axis", 0)?, x.dim())?;
     let len = x.size()[a as usize];
@@ -781,7 +802,7 @@ fn split(node: &Node, args: &[Option<Tensor>], opset: i64) -> OpResult {
     x.f_split_with_sizes(sizes.as_slice(), a).map_err(tch)
 }
 
-fn slice(args: &[Option<Tensor>]) -> OpResult {
+fn slice(args: &[Option<&Tensor>]) -> OpResult {
     let x = need(args, 0)?;
     let starts = values_of(need(args, 1)?)?;
     let ends = values_of(need(args, 2)?)?;
@@ -821,7 +842,7 @@ fn slice(args: &[Option<Tensor>]) -> OpResult {
     Ok(vec![t])
 }
 
-fn reshape(node: &Node, args: &[Option<Tensor>]) -> OpResult {
+fn reshape(node: &Node, args: &[Option<&Tensor>]) -> OpResult {
     let x = need(args, 0)?;
     let mut shape = values_of(need(args, 1)?)?;
     let allow_zero = int(node, "allowzero", 0)? != 0;
@@ -839,7 +860,7 @@ fn reshape(node: &Node, args: &[Option<Tensor>]) -> OpResult {
     one(x.f_reshape(shape.as_slice()))
 }
 
-fn resize(node: &Node, args: &[Option<Tensor>]) -> OpResult {
+fn resize(node: &Node, args: &[Option<&Tensor>]) -> OpResult {
     let x = need(args, 0)?;
     let mode = text(node, "mode", "nearest")?;
     let transform = text(node, "coordinate_transformation_mode", "half_pixel")?;
@@ -883,7 +904,7 @@ fn resize(node: &Node, args: &[Option<Tensor>]) -> OpResult {
     one(x.f_upsample_nearest2d(out, sh, sw))
 }
 
-fn pad(node: &Node, args: &[Option<Tensor>], opset: i64) -> OpResult {
+fn pad(node: &Node, args: &[Option<&Tensor>], opset: i64) -> OpResult {
     let x = need(args, 0)?;
     let rank = x.dim();
     let mode = text(node, "mode", "constant")?;

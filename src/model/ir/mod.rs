@@ -5,6 +5,7 @@
 
 pub mod cost;
 pub mod exec;
+pub mod kernels;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;

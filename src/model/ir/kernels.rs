@@ -1,0 +1,451 @@
+//! CPU kernels for the convolutions libtorch runs slowly at the sizes pruned models have.
+//! libtorch's oneDNN path costs 30–130 µs a call on a depthwise convolution whatever its
+//! size, and 20–70 µs on a 1×1 convolution that a matrix product does in a few µs (measured
+//! per node on the fixture models; `benches/onnx_speed.rs` has the whole-model figures).
+//! Both work on the executor's channels-last layout directly. Each returns None where its
+//! case does not apply, and the caller runs libtorch's convolution.
+
+use tch::{Device, Kind, Tensor};
+
+/// A 2-D convolution's geometry, as the executor resolved it from the node.
+pub struct ConvShape<'a> {
+    pub kernel: &'a [i64],
+    pub strides: &'a [i64],
+    pub dilations: &'a [i64],
+    /// (begin, end) per spatial axis.
+    pub pads: &'a [(i64, i64)],
+    pub group: i64,
+}
+
+/// How a 4-D float CPU tensor with unit channel stride lies in memory: element
+/// `(b, c, y, x)` is at `b·image + y·row + x·pixel + c`. Channels-last tensors and the
+/// channel slices a Split makes of them are such tensors.
+#[derive(Clone, Copy)]
+struct Nhwc {
+    image: usize,
+    row: usize,
+    pixel: usize,
+}
+
+impl Nhwc {
+    fn of(x: &Tensor) -> Option<Self> {
+        if x.dim() != 4 || x.device() != Device::Cpu || x.kind() != Kind::Float {
+            return None;
+        }
+        let (size, stride) = (x.size(), x.stride());
+        let positive = stride.iter().all(|&s| s >= 0);
+        (positive && (stride[1] == 1 || size[1] == 1)).then(|| Nhwc {
+            image: stride[0] as usize,
+            row: stride[2] as usize,
+            pixel: stride[3] as usize,
+        })
+    }
+}
+
+/// Whether `x` is stored NCHW-contiguous.
+fn nchw(x: &Tensor) -> bool {
+    x.dim() == 4 && x.device() == Device::Cpu && x.kind() == Kind::Float && x.is_contiguous()
+}
+
+/// A 1×1 convolution (no padding, one group) as one matrix product: over the pixels of a
+/// channels-last input, `[N·H·W, C_in] × [C_in, C_out]`; per image of an NCHW one,
+/// `[C_out, C_in] × [C_in, H·W]`.
+pub fn pointwise(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    s: &ConvShape,
+) -> Option<Result<Tensor, tch::TchError>> {
+    let (n, c, _, _) = x.size4().ok()?;
+    let cout = *w.size().first()?;
+    let fits = s.kernel == [1, 1]
+        && s.group == 1
+        && s.pads.iter().all(|&p| p == (0, 0))
+        && s.strides.len() == 2
+        && s.strides.iter().all(|&v| v > 0)
+        && w.size() == [cout, c, 1, 1]
+        && w.kind() == Kind::Float
+        && w.device() == Device::Cpu;
+    if !fits {
+        return None;
+    }
+    let channels_last = Nhwc::of(x).is_some();
+    if !channels_last && !nchw(x) {
+        return None;
+    }
+    let run = || -> Result<Tensor, tch::TchError> {
+        let x = if s.strides == [1, 1] {
+            x.shallow_clone()
+        } else {
+            x.f_slice(2, 0, None, s.strides[0])?.f_slice(3, 0, None, s.strides[1])?
+        };
+        let (oh, ow) = (x.size()[2], x.size()[3]);
+        let w = w.f_reshape([cout, c])?;
+        if channels_last {
+            let rows = x.f_permute([0, 2, 3, 1])?.f_reshape([-1, c])?;
+            let wt = w.f_transpose(0, 1)?;
+            let y = match bias {
+                Some(b) => b.f_addmm(&rows, &wt)?,
+                None => rows.f_mm(&wt)?,
+            };
+            y.f_reshape([n, oh, ow, cout])?.f_permute([0, 3, 1, 2])
+        } else {
+            let mut y = w.f_matmul(&x.f_reshape([n, c, oh * ow])?)?;
+            if let Some(b) = bias {
+                y = y.f_add_(&b.f_reshape([cout, 1])?)?;
+            }
+            y.f_reshape([n, cout, oh, ow])
+        }
+    };
+    Some(run())
+}
+
+/// A depthwise convolution (one group per channel, one filter per group) computed directly
+/// on the NHWC buffer: each output pixel accumulates its window's channel vectors.
+pub fn depthwise(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    s: &ConvShape,
+) -> Option<Result<Tensor, tch::TchError>> {
+    let c = *x.size().get(1)?;
+    if s.group != c || c == 1 || w.size().get(..2)? != [c, 1] {
+        return None;
+    }
+    let g = Geometry::of(x, w, bias, s)?;
+    // Taps as [kh·kw, C]: the inner loop then reads weights and pixels contiguously.
+    let taps = || w.f_reshape([c, g.kh * g.kw])?.f_transpose(0, 1)?.f_contiguous();
+    Some(launch(x, taps, bias, &g, depthwise_rows::<false>, depthwise_fast))
+}
+
+/// The geometry of one convolution over an NHWC input.
+struct Geometry {
+    n: usize,
+    cin: usize,
+    cout: usize,
+    h: i64,
+    w: i64,
+    kh: i64,
+    kw: i64,
+    oh: i64,
+    ow: i64,
+    stride: (i64, i64),
+    dilation: (i64, i64),
+    pad: (i64, i64),
+    layout: Nhwc,
+}
+
+impl Geometry {
+    /// None where the input is not NHWC, the weights or bias not float, or the output empty.
+    fn of(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, s: &ConvShape) -> Option<Self> {
+        let layout = Nhwc::of(x)?;
+        let (n, cin, h, wd) = x.size4().ok()?;
+        let (cout, _, kh, kw) = w.size4().ok()?;
+        let fits = w.kind() == Kind::Float
+            && w.device() == Device::Cpu
+            && bias.is_none_or(|b| b.size() == [cout] && b.kind() == Kind::Float && b.device() == Device::Cpu)
+            && s.kernel == [kh, kw]
+            && s.strides.iter().chain(s.dilations).all(|&v| v > 0)
+            && s.strides.len() == 2
+            && s.dilations.len() == 2
+            && s.pads.len() == 2
+            && n > 0;
+        if !fits {
+            return None;
+        }
+        let out = |i: usize, len: i64, k: i64| {
+            (len + s.pads[i].0 + s.pads[i].1 - s.dilations[i] * (k - 1) - 1).div_euclid(s.strides[i]) + 1
+        };
+        let (oh, ow) = (out(0, h, kh), out(1, wd, kw));
+        (oh > 0 && ow > 0).then_some(Geometry {
+            n: n as usize,
+            cin: cin as usize,
+            cout: cout as usize,
+            h,
+            w: wd,
+            kh,
+            kw,
+            oh,
+            ow,
+            stride: (s.strides[0], s.strides[1]),
+            dilation: (s.dilations[0], s.dilations[1]),
+            pad: (s.pads[0].0, s.pads[1].0),
+            layout,
+        })
+    }
+
+    /// The taps of a window that fall inside the input along one axis, and where it starts.
+    fn inside(o: i64, stride: i64, pad: i64, dilation: i64, k: i64, len: i64) -> (std::ops::Range<i64>, i64) {
+        let start = o * stride - pad;
+        let first = if start >= 0 { 0 } else { (-start + dilation - 1) / dilation };
+        let last = if start + (k - 1) * dilation < len { k } else { (len - 1 - start).div_euclid(dilation) + 1 };
+        (first..last.max(first), start)
+    }
+}
+
+/// A kernel over raw buffers: input, reordered weights, bias, output (NHWC, dense).
+type Kernel = fn(&[f32], &[f32], Option<&[f32]>, &mut [f32], &Geometry);
+
+/// Runs `portable`, or `fast` (the same code built for the CPU's vector extensions) where
+/// the CPU has AVX2 and FMA, on `x` with the weights `taps()` makes.
+fn launch(
+    x: &Tensor,
+    taps: impl FnOnce() -> Result<Tensor, tch::TchError>,
+    bias: Option<&Tensor>,
+    g: &Geometry,
+    portable: Kernel,
+    fast: Kernel,
+) -> Result<Tensor, tch::TchError> {
+    let taps = taps()?;
+    let bias = bias.map(Tensor::f_contiguous).transpose()?;
+    let out = Tensor::f_empty([g.n as i64, g.oh, g.ow, g.cout as i64], (Kind::Float, Device::Cpu))?;
+    // The input is a strided view: its elements span up to the last one's offset.
+    let span =
+        (g.n - 1) * g.layout.image + (g.h - 1) as usize * g.layout.row + (g.w - 1) as usize * g.layout.pixel + g.cin;
+    let kernel = if simd() { fast } else { portable };
+    // SAFETY: `x` holds `span` floats from its data pointer (its strides, checked by
+    // `Nhwc::of`); the others are contiguous float CPU tensors of `numel` floats; all live
+    // for the whole call and `out` is freshly allocated, so not aliased.
+    unsafe {
+        let xs = std::slice::from_raw_parts(x.data_ptr() as *const f32, span);
+        let ts = std::slice::from_raw_parts(taps.data_ptr() as *const f32, taps.numel());
+        let bs = bias.as_ref().map(|b| std::slice::from_raw_parts(b.data_ptr() as *const f32, b.numel()));
+        let os = std::slice::from_raw_parts_mut(out.data_ptr() as *mut f32, out.numel());
+        kernel(xs, ts, bs, os, g);
+    }
+    out.f_permute([0, 3, 1, 2])
+}
+
+/// Whether the CPU has AVX2 and FMA (checked once).
+fn simd() -> bool {
+    static SIMD: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SIMD.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        return is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+        #[cfg(not(target_arch = "x86_64"))]
+        return false;
+    })
+}
+
+/// `$name`: `$generic::<true>` compiled for AVX2 + FMA (callable only where [`simd`] holds;
+/// elsewhere the portable build runs).
+macro_rules! fast_build {
+    ($name:ident, $generic:ident) => {
+        fn $name(x: &[f32], taps: &[f32], bias: Option<&[f32]>, out: &mut [f32], g: &Geometry) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn build(x: &[f32], taps: &[f32], bias: Option<&[f32]>, out: &mut [f32], g: &Geometry) {
+                    $generic::<true>(x, taps, bias, out, g)
+                }
+                // SAFETY: `launch` calls this only where the CPU has AVX2 and FMA.
+                unsafe { build(x, taps, bias, out, g) }
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            $generic::<false>(x, taps, bias, out, g)
+        }
+    };
+}
+fast_build!(depthwise_fast, depthwise_rows);
+
+/// `a + v·t`, fused where the CPU has FMA (a library call without it, hence separate on the
+/// portable path).
+#[inline(always)]
+fn madd<const FMA: bool>(v: f32, t: f32, a: f32) -> f32 {
+    if FMA {
+        v.mul_add(t, a)
+    } else {
+        a + v * t
+    }
+}
+
+/// Channels per register block: two AVX2 registers.
+const BLOCK: usize = 16;
+
+/// Calls `$f::<N>` for blocks of `$total` channels: [`BLOCK`]-wide ones, then halving ones.
+macro_rules! blocks {
+    ($total:expr, |$c0:ident, $n:ident| $body:expr) => {{
+        let total = $total;
+        let mut $c0 = 0;
+        while $c0 + BLOCK <= total {
+            {
+                const $n: usize = BLOCK;
+                $body;
+            }
+            $c0 += BLOCK;
+        }
+        if $c0 + 8 <= total {
+            {
+                const $n: usize = 8;
+                $body;
+            }
+            $c0 += 8;
+        }
+        if $c0 + 4 <= total {
+            {
+                const $n: usize = 4;
+                $body;
+            }
+            $c0 += 4;
+        }
+        if $c0 + 2 <= total {
+            {
+                const $n: usize = 2;
+                $body;
+            }
+            $c0 += 2;
+        }
+        if $c0 < total {
+            {
+                const $n: usize = 1;
+                $body;
+            }
+        }
+    }};
+}
+
+/// The depthwise loop: per output pixel, blocks of channels accumulated over the window in
+/// registers.
+#[inline(always)]
+fn depthwise_rows<const FMA: bool>(x: &[f32], taps: &[f32], bias: Option<&[f32]>, out: &mut [f32], g: &Geometry) {
+    let c = g.cin;
+    let mut pixels_out = out.chunks_exact_mut(c);
+    for b in 0..g.n {
+        let image = &x[b * g.layout.image..];
+        for oy in 0..g.oh {
+            let (ky, y0) = Geometry::inside(oy, g.stride.0, g.pad.0, g.dilation.0, g.kh, g.h);
+            for ox in 0..g.ow {
+                let (kx, x0) = Geometry::inside(ox, g.stride.1, g.pad.1, g.dilation.1, g.kw, g.w);
+                let Some(pixel) = pixels_out.next() else { return };
+                blocks!(c, |c0, N| {
+                    let mut acc = [0f32; N];
+                    if let Some(bias) = bias {
+                        acc.copy_from_slice(&bias[c0..c0 + N]);
+                    }
+                    for ky in ky.clone() {
+                        let row = (y0 + ky * g.dilation.0) as usize * g.layout.row;
+                        for kx in kx.clone() {
+                            let at = row + (x0 + kx * g.dilation.1) as usize * g.layout.pixel + c0;
+                            let tap = (ky * g.kw + kx) as usize * c + c0;
+                            let v: &[f32; N] = image[at..at + N].try_into().expect("N values");
+                            let t: &[f32; N] = taps[tap..tap + N].try_into().expect("N values");
+                            for i in 0..N {
+                                acc[i] = madd::<FMA>(v[i], t[i], acc[i]);
+                            }
+                        }
+                    }
+                    pixel[c0..c0 + N].copy_from_slice(&acc);
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ir::exec::channels_last;
+
+    /// libtorch's convolution, with asymmetric pads applied explicitly.
+    fn reference(x: &Tensor, w: &Tensor, b: Option<&Tensor>, s: &ConvShape) -> Tensor {
+        let flat: Vec<i64> = s.pads.iter().rev().flat_map(|&(a, e)| [a, e]).collect();
+        let x = x.contiguous().constant_pad_nd(flat.as_slice());
+        x.conv2d(&w.contiguous(), b, s.strides, [0, 0], s.dilations, s.group)
+    }
+
+    fn close(a: &Tensor, b: &Tensor) -> f64 {
+        assert_eq!(a.size(), b.size());
+        (a - b).abs().max().double_value(&[]) / b.abs().max().double_value(&[]).max(1.0)
+    }
+
+    /// Inputs as the executor sees them: channels-last, a channel slice of a channels-last
+    /// tensor (a Split's output), and NCHW-contiguous (which only `pointwise` takes).
+    fn layouts(n: i64, c: i64, h: i64, w: i64) -> Vec<Tensor> {
+        let x = Tensor::randn([n, c, h, w], (Kind::Float, Device::Cpu));
+        let wide = channels_last(&Tensor::randn([n, c + 5, h, w], (Kind::Float, Device::Cpu)));
+        vec![channels_last(&x), wide.narrow(1, 2, c), x]
+    }
+
+    #[test]
+    fn depthwise_equals_libtorch() {
+        tch::manual_seed(1);
+        let mut checked = 0;
+        for (c, k, stride, dilation, pads) in [
+            (16, 3, 1, 1, [(1, 1), (1, 1)]),
+            (21, 3, 2, 1, [(1, 1), (1, 1)]),
+            (40, 5, 2, 1, [(2, 2), (2, 2)]),
+            (7, 3, 1, 2, [(2, 2), (2, 2)]),
+            (35, 3, 2, 1, [(0, 1), (1, 0)]),
+            (24, 5, 1, 1, [(0, 0), (3, 4)]),
+        ] {
+            let s = ConvShape {
+                kernel: &[k, k],
+                strides: &[stride, stride],
+                dilations: &[dilation, dilation],
+                pads: &pads,
+                group: c,
+            };
+            let w = channels_last(&Tensor::randn([c, 1, k, k], (Kind::Float, Device::Cpu)));
+            let b = Tensor::randn([c], (Kind::Float, Device::Cpu));
+            for x in &layouts(3, c, 11, 9)[..2] {
+                for bias in [Some(&b), None] {
+                    let want = reference(x, &w, bias, &s);
+                    let ours = depthwise(x, &w, bias, &s).expect("a depthwise case").unwrap();
+                    assert!(close(&ours, &want) < 1e-5, "c {c} k {k} s {stride} d {dilation} {pads:?}");
+                    // The portable build too (what a CPU without AVX2 and FMA runs).
+                    let g = Geometry::of(x, &w, bias, &s).unwrap();
+                    let taps = || w.f_reshape([c, k * k])?.f_transpose(0, 1)?.f_contiguous();
+                    let portable = depthwise_rows::<false>;
+                    let ours = launch(x, taps, bias, &g, portable, portable).unwrap();
+                    assert!(close(&ours, &want) < 1e-5, "portable: c {c} k {k} s {stride} d {dilation} {pads:?}");
+                    checked += 1;
+                }
+            }
+        }
+        assert_eq!(checked, 24);
+    }
+
+    #[test]
+    fn pointwise_equals_libtorch() {
+        tch::manual_seed(2);
+        for (cin, cout, stride) in [(16, 24, 1), (3, 8, 2), (64, 5, 1), (1, 4, 1)] {
+            let s = ConvShape {
+                kernel: &[1, 1],
+                strides: &[stride, stride],
+                dilations: &[1, 1],
+                pads: &[(0, 0), (0, 0)],
+                group: 1,
+            };
+            let w = channels_last(&Tensor::randn([cout, cin, 1, 1], (Kind::Float, Device::Cpu)));
+            let b = Tensor::randn([cout], (Kind::Float, Device::Cpu));
+            for x in &layouts(2, cin, 7, 10) {
+                for bias in [Some(&b), None] {
+                    let ours = pointwise(x, &w, bias, &s).expect("a 1×1 case").unwrap();
+                    assert!(
+                        close(&ours, &reference(x, &w, bias, &s)) < 1e-5,
+                        "{cin}→{cout} stride {stride} {:?}",
+                        x.stride()
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn other_cases_are_left_to_libtorch() {
+        let x = channels_last(&Tensor::randn([1, 8, 6, 6], (Kind::Float, Device::Cpu)));
+        let dense = Tensor::randn([8, 8, 3, 3], (Kind::Float, Device::Cpu));
+        let pads = [(1, 1), (1, 1)];
+        let s = ConvShape { kernel: &[3, 3], strides: &[1, 1], dilations: &[1, 1], pads: &pads, group: 1 };
+        assert!(pointwise(&x, &dense, None, &s).is_none() && depthwise(&x, &dense, None, &s).is_none());
+        // A zero stride (a corrupt file) is libtorch's to refuse, not a division here.
+        let dw = Tensor::randn([8, 1, 3, 3], (Kind::Float, Device::Cpu));
+        let s = ConvShape { kernel: &[3, 3], strides: &[0, 1], dilations: &[1, 1], pads: &pads, group: 8 };
+        assert!(depthwise(&x, &dw, None, &s).is_none());
+        let s = ConvShape { kernel: &[1, 1], strides: &[0, 0], dilations: &[1, 1], pads: &[(0, 0), (0, 0)], group: 1 };
+        assert!(pointwise(&x, &Tensor::randn([4, 8, 1, 1], (Kind::Float, Device::Cpu)), None, &s).is_none());
+        // Doubles are libtorch's too.
+        let s = ConvShape { kernel: &[3, 3], strides: &[1, 1], dilations: &[1, 1], pads: &pads, group: 8 };
+        assert!(depthwise(&x.to_kind(Kind::Double), &dw.to_kind(Kind::Double), None, &s).is_none());
+    }
+}
