@@ -167,6 +167,7 @@ pub fn to_net(cfg: &Cfg, graph: &Graph, weights: &Weights, path: &Path) -> Resul
         file_batch: None,
         batch_reshapes: Default::default(),
         silu: HashMap::new(),
+        in_place: HashMap::new(),
     };
     net.prepare()
 }

@@ -3,7 +3,8 @@
 //! attribute value, a mode, a rank) is an error naming the node, never a silently wrong result.
 //! Tensors are freed after their last use unless every node output is kept.
 
-use super::{kernels, Attr, Net, NetError, Node};
+use super::kernels::{self, Activation};
+use super::{Attr, Net, NetError, Node};
 use std::collections::HashMap;
 use tch::{Kind, Tensor};
 
@@ -206,17 +207,17 @@ impl Net {
             .map(|(&s, &m)| (s, m))
             .collect();
         let fused_muls: std::collections::HashSet<usize> = fused.values().copied().collect();
+        // An activation may overwrite its input where this run made it for it alone.
+        let in_place = |i: usize| keep == Keep::Outputs && self.in_place.get(&i).is_some_and(|p| in_order.contains(p));
         for &i in order {
             let node = &self.nodes[i];
             if let Some(&mul) = fused.get(&i) {
-                let x = node
-                    .inputs
-                    .first()
-                    .and_then(|n| values.get(n))
-                    .ok_or_else(|| self.node_error(node, "no input".into()))?;
-                let y = x.f_silu().map_err(|e| self.node_error(node, tch(e)))?;
+                let x = node.inputs.first().ok_or_else(|| self.node_error(node, "no input".into()))?;
+                let y = self.activate(node, Activation::Silu, x, &mut values, in_place(i), keep)?;
                 if keep == Keep::All {
-                    let sigmoid = x.f_sigmoid().map_err(|e| self.node_error(node, tch(e)))?;
+                    let x = values.get(x).ok_or_else(|| self.node_error(node, "no input".into()))?;
+                    let sigmoid = Activation::Sigmoid.apply(x.shallow_clone(), false);
+                    let sigmoid = sigmoid.map_err(|e| self.node_error(node, tch(e)))?;
                     if let Some(out) = node.outputs.first() {
                         values.insert(out.clone(), sigmoid);
                     }
@@ -245,6 +246,14 @@ impl Net {
                 batch = batch_shape(&args)?;
                 args[1] = Some(&batch);
             }
+            if let Some(act) = activation_of(node, &args, self.opset).map_err(|e| self.node_error(node, e))? {
+                drop(args);
+                let (x, out) = (&node.inputs[0], &node.outputs[0]);
+                let y = self.activate(node, act, x, &mut values, in_place(i), keep)?;
+                values.insert(out.clone(), y);
+                self.free_inputs(&mut values, node, i, &last_use, &outputs, keep);
+                continue;
+            }
             let produced = apply(node, &args, self.opset, device).map_err(|e| self.node_error(node, e))?;
             for (name, t) in node.outputs.iter().zip(produced) {
                 if !name.is_empty() {
@@ -257,6 +266,26 @@ impl Net {
             values.retain(|k, _| outputs.contains(k.as_str()));
         }
         Ok(values)
+    }
+
+    /// `act` on the tensor `x`: taken out of `values` and overwritten where `in_place`.
+    fn activate(
+        &self,
+        node: &Node,
+        act: Activation,
+        x: &str,
+        values: &mut HashMap<String, Tensor>,
+        in_place: bool,
+        keep: Keep,
+    ) -> Result<Tensor, NetError> {
+        let taken = if in_place { values.remove(x) } else { None };
+        let owned = taken.is_some();
+        let x = match taken {
+            Some(t) => t,
+            None => values.get(x).map(Tensor::shallow_clone).ok_or_else(|| self.node_error(node, "no input".into()))?,
+        };
+        debug_assert!(!owned || keep == Keep::Outputs);
+        act.apply(x, owned).map_err(|e| self.node_error(node, tch(e)))
     }
 
     /// Drops the inputs node `i` was the last to read (unless every tensor is kept).
@@ -407,9 +436,6 @@ fn apply(node: &Node, args: &[Option<&Tensor>], opset: i64, device: tch::Device)
     let x = || need(args, 0);
     match node.op.as_str() {
         "Identity" => Ok(vec![x()?.shallow_clone()]),
-        "Relu" => one(x()?.f_relu()),
-        "Sigmoid" => one(x()?.f_sigmoid()),
-        "HardSwish" => one(x()?.f_hardswish()),
         "Mish" => one(x()?.f_mish()),
         // The IR's own operator (not read from ONNX files): a Darknet yolo head's decoding.
         "DarknetYolo" => {
@@ -425,21 +451,6 @@ fn apply(node: &Node, args: &[Option<&Tensor>], opset: i64, device: tch::Device)
                 .map(|t| vec![t])
                 .map_err(|e| e.to_string())
         }
-        "HardSigmoid" => {
-            let (alpha, beta) = (float(node, "alpha", 0.2)? as f64, float(node, "beta", 0.5)? as f64);
-            one(x()?.f_mul_scalar(alpha).and_then(|t| t.f_add_scalar(beta)).and_then(|t| t.f_clamp(0.0, 1.0)))
-        }
-        "LeakyRelu" => {
-            let alpha = float(node, "alpha", 0.01)? as f64;
-            let x = x()?;
-            if (0.0..=1.0).contains(&alpha) {
-                // max(x, αx): two kernels instead of four, the same values.
-                one(x.f_mul_scalar(alpha).and_then(|a| x.f_maximum(&a)))
-            } else {
-                one(x.f_clamp_min(0.0).and_then(|p| x.f_clamp_max(0.0)?.f_mul_scalar(alpha)?.f_add(&p)))
-            }
-        }
-        "Clip" => clip(node, args, opset),
         "Add" => one(x()?.f_add(need(args, 1)?)),
         "Sub" => one(x()?.f_sub(need(args, 1)?)),
         "Mul" => one(x()?.f_mul(need(args, 1)?)),
@@ -579,23 +590,25 @@ fn proto_kind(data_type: i32) -> Option<Kind> {
     })
 }
 
-fn clip(node: &Node, args: &[Option<&Tensor>], opset: i64) -> OpResult {
-    let x = need(args, 0)?;
-    let (lo, hi) = if opset >= 11 {
-        let scalar = |i| opt(args, i).map(floats_of).transpose().map(|v| v.and_then(|v| v.first().copied()));
-        (scalar(1)?, scalar(2)?)
-    } else {
-        (Some(float(node, "min", f32::MIN)? as f64), Some(float(node, "max", f32::MAX)? as f64))
-    };
-    let t = match lo {
-        Some(lo) => x.f_clamp_min(lo).map_err(tch)?,
-        None => x.shallow_clone(),
-    };
-    let t = match hi {
-        Some(hi) => t.f_clamp_max(hi).map_err(tch)?,
-        None => t,
-    };
-    Ok(vec![t])
+/// The activation node `node` computes, if it is one.
+fn activation_of(node: &Node, args: &[Option<&Tensor>], opset: i64) -> Result<Option<Activation>, String> {
+    Ok(Some(match node.op.as_str() {
+        "Relu" => Activation::Relu,
+        "Sigmoid" => Activation::Sigmoid,
+        "HardSwish" => Activation::HardSwish,
+        "LeakyRelu" => Activation::LeakyRelu(float(node, "alpha", 0.01)?),
+        "HardSigmoid" => Activation::HardSigmoid { alpha: float(node, "alpha", 0.2)?, beta: float(node, "beta", 0.5)? },
+        "Clip" => {
+            let (lo, hi) = if opset >= 11 {
+                let scalar = |i| opt(args, i).map(floats_of).transpose().map(|v| v.and_then(|v| v.first().copied()));
+                (scalar(1)?, scalar(2)?)
+            } else {
+                (Some(float(node, "min", f32::MIN)? as f64), Some(float(node, "max", f32::MAX)? as f64))
+            };
+            Activation::Clip { lo: lo.unwrap_or(f64::NEG_INFINITY), hi: hi.unwrap_or(f64::INFINITY) }
+        }
+        _ => return Ok(None),
+    }))
 }
 
 fn gemm(node: &Node, args: &[Option<&Tensor>]) -> OpResult {

@@ -1,9 +1,10 @@
-//! CPU kernels for the convolutions libtorch runs slowly at the sizes pruned models have.
-//! libtorch's oneDNN path costs 30–130 µs a call on a depthwise convolution whatever its
-//! size, and 20–70 µs on a 1×1 convolution that a matrix product does in a few µs (measured
-//! per node on the fixture models; `benches/onnx_speed.rs` has the whole-model figures).
-//! Both work on the executor's channels-last layout directly. Each returns None where its
-//! case does not apply, and the caller runs libtorch's convolution.
+//! CPU kernels for what libtorch runs slowly at the sizes pruned models have. libtorch's
+//! oneDNN path costs 30–130 µs a call on a depthwise convolution whatever its size, and
+//! 20–70 µs on a 1×1 convolution that a matrix product does in a few µs; an activation call
+//! costs a few µs of dispatch on a tensor the loop covers in less (measured per node on the
+//! fixture models; `benches/onnx_speed.rs` has the whole-model figures). The convolutions
+//! work on the executor's channels-last layout directly and return None where their case
+//! does not apply; the caller then runs libtorch's convolution.
 
 use tch::{Device, Kind, Tensor};
 
@@ -230,19 +231,19 @@ fn simd() -> bool {
 /// `$name`: `$generic::<true>` compiled for AVX2 + FMA (callable only where [`simd`] holds;
 /// elsewhere the portable build runs).
 macro_rules! fast_build {
-    ($name:ident, $generic:ident) => {
+    ($name:ident, $generic:ident $(, $width:expr)?) => {
         fn $name(x: &[f32], taps: &[f32], bias: Option<&[f32]>, out: &mut [f32], g: &Geometry) {
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx2,fma")]
                 unsafe fn build(x: &[f32], taps: &[f32], bias: Option<&[f32]>, out: &mut [f32], g: &Geometry) {
-                    $generic::<true>(x, taps, bias, out, g)
+                    $generic::<$($width,)? true>(x, taps, bias, out, g)
                 }
                 // SAFETY: `launch` calls this only where the CPU has AVX2 and FMA.
                 unsafe { build(x, taps, bias, out, g) }
             }
             #[cfg(not(target_arch = "x86_64"))]
-            $generic::<false>(x, taps, bias, out, g)
+            $generic::<$($width,)? false>(x, taps, bias, out, g)
         }
     };
 }
@@ -338,6 +339,152 @@ fn depthwise_rows<const FMA: bool>(x: &[f32], taps: &[f32], bias: Option<&[f32]>
                 });
             }
         }
+    }
+}
+
+/// An elementwise activation, which the executor runs in its own loop on the CPU where
+/// that is faster: libtorch spends a few µs a call on dispatch alone.
+/// In-place and out-of-place runs compute each element with the same function, so a run
+/// that keeps every tensor and one that keeps only outputs agree bit for bit.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Activation {
+    Relu,
+    LeakyRelu(f32),
+    HardSwish,
+    HardSigmoid {
+        alpha: f32,
+        beta: f32,
+    },
+    /// Bounds as given (±∞ where absent).
+    Clip {
+        lo: f64,
+        hi: f64,
+    },
+    Sigmoid,
+    /// `x · sigmoid(x)`, what an Ultralytics Sigmoid + Mul pair computes.
+    Silu,
+}
+
+impl Activation {
+    /// `self` on `x`: our loop for dense float CPU tensors, in place where `in_place` (the
+    /// caller owns `x` and nothing else reads its storage); libtorch's ops otherwise.
+    pub fn apply(self, x: Tensor, in_place: bool) -> Result<Tensor, tch::TchError> {
+        let n = x.numel();
+        // Past libtorch's grain size its ops split the work over the intra-op threads; below
+        // it they run one thread too, and the call costs more than the loop.
+        // Sigmoid and SiLU stay libtorch's: its vectorised exponential is as fast as the
+        // dispatch it costs (measured on the detectors), and matches PyTorch's values.
+        let libtorch = matches!(self, Activation::Sigmoid | Activation::Silu);
+        if libtorch || n >= GRAIN || !dense_float_cpu(&x) {
+            return self.torch(&x);
+        }
+        if in_place {
+            // SAFETY: `x` is a dense float CPU tensor of `n` elements from its data pointer
+            // (in some order of its axes), owned by this call and read by nothing else.
+            let buf = unsafe { std::slice::from_raw_parts_mut(x.data_ptr() as *mut f32, n) };
+            each(self, None, buf);
+            return Ok(x);
+        }
+        let out = x.f_empty_like()?;
+        if out.stride() != x.stride() {
+            return self.torch(&x);
+        }
+        // SAFETY: both are dense float CPU tensors of `n` elements laid out alike; `out` is
+        // fresh, so the two do not overlap.
+        unsafe {
+            let src = std::slice::from_raw_parts(x.data_ptr() as *const f32, n);
+            let dst = std::slice::from_raw_parts_mut(out.data_ptr() as *mut f32, n);
+            each(self, Some(src), dst);
+        }
+        Ok(out)
+    }
+
+    /// libtorch's ops, for other devices, kinds and layouts.
+    fn torch(self, x: &Tensor) -> Result<Tensor, tch::TchError> {
+        match self {
+            Activation::Relu => x.f_relu(),
+            Activation::LeakyRelu(alpha) => {
+                let negative = x.f_clamp_max(0.0)?.f_mul_scalar(alpha as f64)?;
+                x.f_clamp_min(0.0)?.f_add(&negative)
+            }
+            Activation::HardSwish => x.f_hardswish(),
+            Activation::HardSigmoid { alpha, beta } => {
+                x.f_mul_scalar(alpha as f64)?.f_add_scalar(beta as f64)?.f_clamp(0.0, 1.0)
+            }
+            Activation::Clip { lo, hi } => {
+                let t = if lo > f64::NEG_INFINITY { x.f_clamp_min(lo)? } else { x.shallow_clone() };
+                if hi < f64::INFINITY {
+                    t.f_clamp_max(hi)
+                } else {
+                    Ok(t)
+                }
+            }
+            Activation::Sigmoid => x.f_sigmoid(),
+            Activation::Silu => x.f_silu(),
+        }
+    }
+}
+
+/// libtorch's `at::internal::GRAIN_SIZE`: the elements below which its CPU ops run on one
+/// thread.
+const GRAIN: usize = 32768;
+
+/// Whether `x` is a float CPU tensor whose elements fill its storage span without gaps or
+/// overlaps (contiguous, or channels-last contiguous).
+fn dense_float_cpu(x: &Tensor) -> bool {
+    x.device() == Device::Cpu
+        && x.kind() == Kind::Float
+        && (x.is_contiguous() || (x.dim() == 4 && x.f_permute([0, 2, 3, 1]).is_ok_and(|t| t.is_contiguous())))
+}
+
+/// `act` on every element: from `src` into `dst`, or on `dst` in place.
+fn each(act: Activation, src: Option<&[f32]>, dst: &mut [f32]) {
+    if simd() {
+        #[cfg(target_arch = "x86_64")]
+        {
+            #[target_feature(enable = "avx2,fma")]
+            unsafe fn build(act: Activation, src: Option<&[f32]>, dst: &mut [f32]) {
+                each_with(act, src, dst)
+            }
+            // SAFETY: `simd` says the CPU has AVX2 and FMA.
+            return unsafe { build(act, src, dst) };
+        }
+    }
+    each_with(act, src, dst)
+}
+
+/// One loop per activation, so that each vectorises (to the width of the caller's build).
+#[inline(always)]
+fn each_with(act: Activation, src: Option<&[f32]>, dst: &mut [f32]) {
+    #[inline(always)]
+    fn map(src: Option<&[f32]>, dst: &mut [f32], f: impl Fn(f32) -> f32) {
+        match src {
+            Some(src) => dst.iter_mut().zip(src).for_each(|(d, &s)| *d = f(s)),
+            None => dst.iter_mut().for_each(|d| *d = f(*d)),
+        }
+    }
+    match act {
+        Activation::Relu => map(src, dst, |x| if x < 0.0 { 0.0 } else { x }),
+        Activation::LeakyRelu(alpha) => map(src, dst, |x| if x < 0.0 { x * alpha } else { x }),
+        Activation::HardSwish => map(src, dst, |x| x * clamp(x + 3.0, 0.0, 6.0) / 6.0),
+        Activation::HardSigmoid { alpha, beta } => map(src, dst, |x| clamp(alpha * x + beta, 0.0, 1.0)),
+        Activation::Clip { lo, hi } => {
+            let (lo, hi) = (lo as f32, hi as f32);
+            map(src, dst, |x| clamp(x, lo, hi))
+        }
+        Activation::Sigmoid | Activation::Silu => unreachable!("libtorch's (see `Activation::apply`)"),
+    }
+}
+
+/// `x` within `[lo, hi]`; NaN stays NaN, as in libtorch.
+#[inline(always)]
+fn clamp(x: f32, lo: f32, hi: f32) -> f32 {
+    if x < lo {
+        lo
+    } else if x > hi {
+        hi
+    } else {
+        x
     }
 }
 
@@ -447,5 +594,64 @@ mod tests {
         // Doubles are libtorch's too.
         let s = ConvShape { kernel: &[3, 3], strides: &[1, 1], dilations: &[1, 1], pads: &pads, group: 8 };
         assert!(depthwise(&x.to_kind(Kind::Double), &dw.to_kind(Kind::Double), None, &s).is_none());
+    }
+
+    #[test]
+    fn activations_equal_libtorch_in_place_or_not() {
+        tch::manual_seed(3);
+        // Values across the range, the exponential's clamp bounds and past them, NaN.
+        let x = Tensor::randn([2, 24, 9, 7], (Kind::Float, Device::Cpu)) * 6.0;
+        assert!(x.numel() < GRAIN);
+        let x = Tensor::cat(
+            &[x.flatten(0, -1), Tensor::from_slice(&[-100f32, -87.5, 88.5, 100.0, 0.0, -0.0, f32::NAN])],
+            0,
+        );
+        let acts = [
+            Activation::Relu,
+            Activation::LeakyRelu(0.1),
+            Activation::LeakyRelu(1.5),
+            Activation::HardSwish,
+            Activation::HardSigmoid { alpha: 0.2, beta: 0.5 },
+            Activation::Clip { lo: 0.0, hi: 6.0 },
+            Activation::Clip { lo: f64::NEG_INFINITY, hi: 1.0 },
+            Activation::Sigmoid,
+            Activation::Silu,
+        ];
+        for act in acts {
+            let want = act.torch(&x).unwrap();
+            let ours = act.apply(x.shallow_clone(), false).unwrap();
+            let nan = want.isnan();
+            assert!(ours.isnan().equal(&nan), "{act:?}: NaN where libtorch has NaN");
+            let (o, w) = (ours.masked_fill(&nan, 0.0), want.masked_fill(&nan, 0.0));
+            let error = ((&o - &w).abs() / w.abs().clamp_min(1e-30)).masked_fill(&w.eq(0.0), 0.0);
+            assert!(error.max().double_value(&[]) < 1e-6, "{act:?}: {}", error.max().double_value(&[]));
+            assert!((&o - &w).abs().masked_fill(&w.ne(0.0), 0.0).max().double_value(&[]) < 1e-30, "{act:?} at 0");
+            // In place: the same bits, in the same storage.
+            let owned = x.copy();
+            let ptr = owned.data_ptr();
+            let again = act.apply(owned, true).unwrap();
+            if !matches!(act, Activation::Sigmoid | Activation::Silu) {
+                assert_eq!(again.data_ptr(), ptr, "{act:?} in place");
+            }
+            assert!(again.masked_fill(&nan, 0.0).equal(&o), "{act:?} in place");
+            // Channels-last input keeps its layout.
+            let cl = channels_last(&x.narrow(0, 0, 2 * 24 * 9 * 7).reshape([2, 24, 9, 7]));
+            let y = act.apply(cl.shallow_clone(), false).unwrap();
+            assert_eq!(y.stride(), cl.stride());
+            let dense = act.apply(cl.contiguous(), false).unwrap();
+            // libtorch's vector loop and its scalar tail round its exponential differently,
+            // and which elements fall in the tail depends on the layout; ours computes every
+            // element alike.
+            match act {
+                Activation::Sigmoid | Activation::Silu => assert!(y.allclose(&dense, 1e-6, 1e-7, false)),
+                _ => assert!(y.equal(&dense), "{act:?}: channels-last"),
+            }
+        }
+        // Past the grain size, or not dense (every other column): libtorch's op.
+        let big = Tensor::randn([GRAIN as i64], (Kind::Float, Device::Cpu));
+        assert!(Activation::Silu.apply(big.shallow_clone(), true).unwrap().equal(&big.silu()));
+        let strided = Tensor::randn([4, 6], (Kind::Float, Device::Cpu)).slice(1, 0, None, 2);
+        let y = Activation::Silu.apply(strided.shallow_clone(), false).unwrap();
+        assert!(y.allclose(&strided.silu(), 1e-6, 1e-7, false));
     }
 }

@@ -65,6 +65,10 @@ pub struct Net {
     /// `x · Sigmoid(x)` pairs (Sigmoid node → its Mul), run as one SiLU when only the
     /// outputs are kept: a third fewer kernel calls in Ultralytics graphs.
     pub silu: HashMap<usize, usize>,
+    /// Activation nodes (and SiLU pairs' Sigmoids) → the node that makes their input, where
+    /// that node allocates it fresh and only they read it: when a run computes both and keeps
+    /// only outputs, the activation overwrites its input instead of allocating.
+    pub in_place: HashMap<usize, usize>,
 }
 
 /// Why an ONNX file cannot be read or run.
@@ -128,6 +132,7 @@ impl Net {
         }
         self.generalize_batch()?;
         self.silu = self.silu_pairs();
+        self.in_place = self.in_place_activations();
         Ok(self)
     }
 
@@ -249,6 +254,43 @@ impl Net {
             }
         }
         pairs
+    }
+
+    /// See [`Net::in_place`].
+    fn in_place_activations(&self) -> HashMap<usize, usize> {
+        const ACTIVATIONS: &[&str] = &["Relu", "LeakyRelu", "HardSwish", "HardSigmoid", "Clip", "Sigmoid"];
+        // Ops whose outputs the executor always allocates anew.
+        const FRESH: &[&str] = &["Conv", "Gemm", "MatMul", "BatchNormalization", "Add", "Sub", "Mul", "Div", "Concat"];
+        let mut readers: HashMap<&str, Vec<usize>> = HashMap::new();
+        let mut producer: HashMap<&str, usize> = HashMap::new();
+        for (i, n) in self.nodes.iter().enumerate() {
+            for x in n.inputs.iter().filter(|x| !x.is_empty()) {
+                readers.entry(x.as_str()).or_default().push(i);
+            }
+            for y in &n.outputs {
+                producer.insert(y.as_str(), i);
+            }
+        }
+        let outputs: std::collections::HashSet<&str> = self.outputs.iter().map(|o| o.name.as_str()).collect();
+        let mut found = HashMap::new();
+        for (i, n) in self.nodes.iter().enumerate() {
+            let Some(x) = n.inputs.first() else { continue };
+            // A SiLU pair's Mul reads the input too.
+            let alone: Vec<usize> = match self.silu.get(&i) {
+                Some(&m) => vec![i, m],
+                None => vec![i],
+            };
+            let sole = readers.get(x.as_str()).is_some_and(|r| r.iter().all(|j| alone.contains(j)));
+            let Some(&p) = producer.get(x.as_str()) else { continue };
+            if ACTIVATIONS.contains(&n.op.as_str())
+                && sole
+                && !outputs.contains(x.as_str())
+                && FRESH.contains(&self.nodes[p].op.as_str())
+            {
+                found.insert(i, p);
+            }
+        }
+        found
     }
 
     /// The node that produces tensor `name`.

@@ -105,6 +105,7 @@ pub fn read(path: &Path) -> Result<Net, NetError> {
         file_batch,
         batch_reshapes: Default::default(),
         silu: HashMap::new(),
+        in_place: HashMap::new(),
     };
     m.prepare()
 }
