@@ -83,13 +83,8 @@ pub fn pointwise(
         let (oh, ow) = (x.size()[2], x.size()[3]);
         let w = w.f_reshape([cout, c])?;
         if channels_last {
-            let rows = x.f_permute([0, 2, 3, 1])?.f_reshape([-1, c])?;
-            let wt = w.f_transpose(0, 1)?;
-            let y = match bias {
-                Some(b) => b.f_addmm(&rows, &wt)?,
-                None => rows.f_mm(&wt)?,
-            };
-            y.f_reshape([n, oh, ow, cout])?.f_permute([0, 3, 1, 2])
+            // x·Wᵀ + b over the last axis of the NHWC view: one call.
+            x.f_permute([0, 2, 3, 1])?.f_linear(&w, bias)?.f_permute([0, 3, 1, 2])
         } else {
             let mut y = w.f_matmul(&x.f_reshape([n, c, oh * ow])?)?;
             if let Some(b) = bias {
@@ -114,9 +109,12 @@ pub fn depthwise(
         return None;
     }
     let g = Geometry::of(x, w, bias, s)?;
-    // Taps as [kh·kw, C]: the inner loop then reads weights and pixels contiguously.
-    let taps = || w.f_reshape([c, g.kh * g.kw])?.f_transpose(0, 1)?.f_contiguous();
-    Some(launch(x, taps, bias, &g, depthwise_rows::<false>, depthwise_fast))
+    // [C, 1, kh, kw] in memory, channels-last or not (the same order with one channel).
+    let dense = |t: &Tensor| t.is_contiguous() || t.f_permute([0, 2, 3, 1]).is_ok_and(|t| t.is_contiguous());
+    if !dense(w) || bias.is_some_and(|b| !b.is_contiguous()) {
+        return None;
+    }
+    Some(depthwise_launch(x, w, bias, &g))
 }
 
 /// The geometry of one convolution over an NHWC input.
@@ -184,35 +182,34 @@ impl Geometry {
     }
 }
 
-/// A kernel over raw buffers: input, reordered weights, bias, output (NHWC, dense).
-type Kernel = fn(&[f32], &[f32], Option<&[f32]>, &mut [f32], &Geometry);
-
-/// Runs `portable`, or `fast` (the same code built for the CPU's vector extensions) where
-/// the CPU has AVX2 and FMA, on `x` with the weights `taps()` makes.
-fn launch(
-    x: &Tensor,
-    taps: impl FnOnce() -> Result<Tensor, tch::TchError>,
-    bias: Option<&Tensor>,
-    g: &Geometry,
-    portable: Kernel,
-    fast: Kernel,
-) -> Result<Tensor, tch::TchError> {
-    let taps = taps()?;
-    let bias = bias.map(Tensor::f_contiguous).transpose()?;
+/// The depthwise convolution over raw buffers: the loop built for AVX2 and FMA where the
+/// CPU has them, the portable one elsewhere.
+fn depthwise_launch(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, g: &Geometry) -> Result<Tensor, tch::TchError> {
     let out = Tensor::f_empty([g.n as i64, g.oh, g.ow, g.cout as i64], (Kind::Float, Device::Cpu))?;
     // The input is a strided view: its elements span up to the last one's offset.
     let span =
         (g.n - 1) * g.layout.image + (g.h - 1) as usize * g.layout.row + (g.w - 1) as usize * g.layout.pixel + g.cin;
-    let kernel = if simd() { fast } else { portable };
     // SAFETY: `x` holds `span` floats from its data pointer (its strides, checked by
-    // `Nhwc::of`); the others are contiguous float CPU tensors of `numel` floats; all live
-    // for the whole call and `out` is freshly allocated, so not aliased.
+    // `Nhwc::of`); `w` and the bias are dense float CPU tensors of `numel` floats (checked
+    // by the caller); all live for the whole call and `out` is fresh, so not aliased.
     unsafe {
         let xs = std::slice::from_raw_parts(x.data_ptr() as *const f32, span);
-        let ts = std::slice::from_raw_parts(taps.data_ptr() as *const f32, taps.numel());
-        let bs = bias.as_ref().map(|b| std::slice::from_raw_parts(b.data_ptr() as *const f32, b.numel()));
+        let ws = std::slice::from_raw_parts(w.data_ptr() as *const f32, w.numel());
+        let bs = bias.map(|b| std::slice::from_raw_parts(b.data_ptr() as *const f32, b.numel()));
         let os = std::slice::from_raw_parts_mut(out.data_ptr() as *mut f32, out.numel());
-        kernel(xs, ts, bs, os, g);
+        // Taps as [kh·kw, C]: the inner loop then reads weights and pixels contiguously.
+        let kk = (g.kh * g.kw) as usize;
+        let mut taps = vec![0f32; kk * g.cin];
+        for (ch, filter) in ws.chunks_exact(kk).enumerate() {
+            for (tap, &v) in filter.iter().enumerate() {
+                taps[tap * g.cin + ch] = v;
+            }
+        }
+        if simd() {
+            depthwise_fast(xs, &taps, bs, os, g)
+        } else {
+            depthwise_rows::<false>(xs, &taps, bs, os, g)
+        }
     }
     out.f_permute([0, 3, 1, 2])
 }
@@ -541,9 +538,18 @@ mod tests {
                     assert!(close(&ours, &want) < 1e-5, "c {c} k {k} s {stride} d {dilation} {pads:?}");
                     // The portable build too (what a CPU without AVX2 and FMA runs).
                     let g = Geometry::of(x, &w, bias, &s).unwrap();
-                    let taps = || w.f_reshape([c, k * k])?.f_transpose(0, 1)?.f_contiguous();
-                    let portable = depthwise_rows::<false>;
-                    let ours = launch(x, taps, bias, &g, portable, portable).unwrap();
+                    let taps = w.reshape([c, k * k]).transpose(0, 1).contiguous();
+                    let ours = Tensor::empty([3, g.oh, g.ow, c], (Kind::Float, Device::Cpu));
+                    let span = 2 * g.layout.image + 10 * g.layout.row + 8 * g.layout.pixel + c as usize;
+                    // SAFETY: as in `depthwise_launch`.
+                    unsafe {
+                        let xs = std::slice::from_raw_parts(x.data_ptr() as *const f32, span);
+                        let ts = std::slice::from_raw_parts(taps.data_ptr() as *const f32, taps.numel());
+                        let bs = bias.map(|b| std::slice::from_raw_parts(b.data_ptr() as *const f32, b.numel()));
+                        let os = std::slice::from_raw_parts_mut(ours.data_ptr() as *mut f32, ours.numel());
+                        depthwise_rows::<false>(xs, ts, bs, os, &g);
+                    }
+                    let ours = ours.permute([0, 3, 1, 2]);
                     assert!(close(&ours, &want) < 1e-5, "portable: c {c} k {k} s {stride} d {dilation} {pads:?}");
                     checked += 1;
                 }
