@@ -400,6 +400,8 @@ impl Activation {
     fn torch(self, x: &Tensor) -> Result<Tensor, tch::TchError> {
         match self {
             Activation::Relu => x.f_relu(),
+            // max(x, αx): two kernels instead of four, the same values.
+            Activation::LeakyRelu(alpha) if (0.0..=1.0).contains(&alpha) => x.f_maximum(&x.f_mul_scalar(alpha as f64)?),
             Activation::LeakyRelu(alpha) => {
                 let negative = x.f_clamp_max(0.0)?.f_mul_scalar(alpha as f64)?;
                 x.f_clamp_min(0.0)?.f_add(&negative)
