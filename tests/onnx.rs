@@ -165,6 +165,14 @@ fn unsupported_and_broken_files_are_refused_with_the_file_and_node_named() {
     std::fs::copy(dir().join("mobilenet_v3_small-cls.onnx"), &p).unwrap();
     let e = refused(&p);
     assert!(e.contains("mobilenet_v3_small-cls.onnx.data"), "{e}");
+    // An activation without its input: an error naming the node, not a panic.
+    let (_t, p) = edited("yolov8pico-cls.onnx", |m| {
+        let n = m.graph.as_mut().unwrap().node.iter_mut().find(|n| n.op_type() == "Sigmoid").unwrap();
+        n.op_type = Some("Relu".into());
+        n.input.clear();
+    });
+    let e = refused(&p);
+    assert!(e.contains("(Relu): input 0 is required"), "{e}");
     // A Resize mode the executor does not implement: refused when run, naming the node.
     let (_t, p) = edited("yolov8pico-pose.onnx", |m| {
         let n = m.graph.as_mut().unwrap().node.iter_mut().find(|n| n.op_type() == "Resize").unwrap();

@@ -212,16 +212,20 @@ impl Net {
         for &i in order {
             let node = &self.nodes[i];
             if let Some(&mul) = fused.get(&i) {
-                let x = node.inputs.first().ok_or_else(|| self.node_error(node, "no input".into()))?;
-                let y = self.activate(node, Activation::Silu, x, &mut values, in_place(i), keep)?;
+                let x = node
+                    .inputs
+                    .first()
+                    .and_then(|n| values.get(n))
+                    .ok_or_else(|| self.node_error(node, "no input".into()))?
+                    .shallow_clone();
                 if keep == Keep::All {
-                    let x = values.get(x).ok_or_else(|| self.node_error(node, "no input".into()))?;
                     let sigmoid = Activation::Sigmoid.apply(x.shallow_clone(), false);
                     let sigmoid = sigmoid.map_err(|e| self.node_error(node, tch(e)))?;
                     if let Some(out) = node.outputs.first() {
                         values.insert(out.clone(), sigmoid);
                     }
                 }
+                let y = self.activate(node, Activation::Silu, x, &mut values, in_place(i))?;
                 if let Some(out) = self.nodes[mul].outputs.first() {
                     values.insert(out.clone(), y);
                 }
@@ -247,10 +251,12 @@ impl Net {
                 args[1] = Some(&batch);
             }
             if let Some(act) = activation_of(node, &args, self.opset).map_err(|e| self.node_error(node, e))? {
+                let x = need(&args, 0).map_err(|e| self.node_error(node, e))?.shallow_clone();
                 drop(args);
-                let (x, out) = (&node.inputs[0], &node.outputs[0]);
-                let y = self.activate(node, act, x, &mut values, in_place(i), keep)?;
-                values.insert(out.clone(), y);
+                let y = self.activate(node, act, x, &mut values, in_place(i))?;
+                if let Some(out) = node.outputs.first() {
+                    values.insert(out.clone(), y);
+                }
                 self.free_inputs(&mut values, node, i, &last_use, &outputs, keep);
                 continue;
             }
@@ -268,24 +274,22 @@ impl Net {
         Ok(values)
     }
 
-    /// `act` on the tensor `x`: taken out of `values` and overwritten where `in_place`.
+    /// `act` on `x`, node `node`'s first input: overwritten where `in_place`, once `values`
+    /// no longer holds it.
     fn activate(
         &self,
         node: &Node,
         act: Activation,
-        x: &str,
+        x: Tensor,
         values: &mut HashMap<String, Tensor>,
         in_place: bool,
-        keep: Keep,
     ) -> Result<Tensor, NetError> {
-        let taken = if in_place { values.remove(x) } else { None };
-        let owned = taken.is_some();
-        let x = match taken {
-            Some(t) => t,
-            None => values.get(x).map(Tensor::shallow_clone).ok_or_else(|| self.node_error(node, "no input".into()))?,
-        };
-        debug_assert!(!owned || keep == Keep::Outputs);
-        act.apply(x, owned).map_err(|e| self.node_error(node, tch(e)))
+        if in_place {
+            if let Some(name) = node.inputs.first() {
+                values.remove(name);
+            }
+        }
+        act.apply(x, in_place).map_err(|e| self.node_error(node, tch(e)))
     }
 
     /// Drops the inputs node `i` was the last to read (unless every tensor is kept).
@@ -589,6 +593,9 @@ fn proto_kind(data_type: i32) -> Option<Kind> {
         _ => return None,
     })
 }
+
+/// The operators [`activation_of`] recognises.
+pub(super) const ACTIVATIONS: &[&str] = &["Relu", "Sigmoid", "HardSwish", "LeakyRelu", "HardSigmoid", "Clip"];
 
 /// The activation node `node` computes, if it is one.
 fn activation_of(node: &Node, args: &[Option<&Tensor>], opset: i64) -> Result<Option<Activation>, String> {

@@ -110,8 +110,7 @@ pub fn depthwise(
     }
     let g = Geometry::of(x, w, bias, s)?;
     // [C, 1, kh, kw] in memory, channels-last or not (the same order with one channel).
-    let dense = |t: &Tensor| t.is_contiguous() || t.f_permute([0, 2, 3, 1]).is_ok_and(|t| t.is_contiguous());
-    if !dense(w) || bias.is_some_and(|b| !b.is_contiguous()) {
+    if !dense_float_cpu(w) || bias.is_some_and(|b| !b.is_contiguous()) {
         return None;
     }
     Some(depthwise_launch(x, w, bias, &g))
@@ -182,8 +181,7 @@ impl Geometry {
     }
 }
 
-/// The depthwise convolution over raw buffers: the loop built for AVX2 and FMA where the
-/// CPU has them, the portable one elsewhere.
+/// The depthwise convolution of `x`, its buffers read in place.
 fn depthwise_launch(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, g: &Geometry) -> Result<Tensor, tch::TchError> {
     let out = Tensor::f_empty([g.n as i64, g.oh, g.ow, g.cout as i64], (Kind::Float, Device::Cpu))?;
     // The input is a strided view: its elements span up to the last one's offset.
@@ -205,11 +203,7 @@ fn depthwise_launch(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, g: &Geometry)
                 taps[tap * g.cin + ch] = v;
             }
         }
-        if simd() {
-            depthwise_fast(xs, &taps, bs, os, g)
-        } else {
-            depthwise_rows::<false>(xs, &taps, bs, os, g)
-        }
+        depthwise_nhwc(xs, &taps, bs, os, g);
     }
     out.f_permute([0, 3, 1, 2])
 }
@@ -225,26 +219,22 @@ fn simd() -> bool {
     })
 }
 
-/// `$name`: `$generic::<true>` compiled for AVX2 + FMA (callable only where [`simd`] holds;
-/// elsewhere the portable build runs).
-macro_rules! fast_build {
-    ($name:ident, $generic:ident $(, $width:expr)?) => {
-        fn $name(x: &[f32], taps: &[f32], bias: Option<&[f32]>, out: &mut [f32], g: &Geometry) {
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx2,fma")]
-                unsafe fn build(x: &[f32], taps: &[f32], bias: Option<&[f32]>, out: &mut [f32], g: &Geometry) {
-                    $generic::<$($width,)? true>(x, taps, bias, out, g)
-                }
-                // SAFETY: `launch` calls this only where the CPU has AVX2 and FMA.
-                unsafe { build(x, taps, bias, out, g) }
+/// [`depthwise_rows`] built for AVX2 and FMA where the CPU has them, the portable one
+/// elsewhere.
+fn depthwise_nhwc(x: &[f32], taps: &[f32], bias: Option<&[f32]>, out: &mut [f32], g: &Geometry) {
+    if simd() {
+        #[cfg(target_arch = "x86_64")]
+        {
+            #[target_feature(enable = "avx2,fma")]
+            unsafe fn build(x: &[f32], taps: &[f32], bias: Option<&[f32]>, out: &mut [f32], g: &Geometry) {
+                depthwise_rows::<true>(x, taps, bias, out, g)
             }
-            #[cfg(not(target_arch = "x86_64"))]
-            $generic::<$($width,)? false>(x, taps, bias, out, g)
+            // SAFETY: `simd` says the CPU has AVX2 and FMA.
+            return unsafe { build(x, taps, bias, out, g) };
         }
-    };
+    }
+    depthwise_rows::<false>(x, taps, bias, out, g)
 }
-fast_build!(depthwise_fast, depthwise_rows);
 
 /// `a + v·t`, fused where the CPU has FMA (a library call without it, hence separate on the
 /// portable path).
@@ -260,7 +250,8 @@ fn madd<const FMA: bool>(v: f32, t: f32, a: f32) -> f32 {
 /// Channels per register block: two AVX2 registers.
 const BLOCK: usize = 16;
 
-/// Calls `$f::<N>` for blocks of `$total` channels: [`BLOCK`]-wide ones, then halving ones.
+/// Runs `$body` with `$n` a constant, for blocks of `$total` channels from `$c0`:
+/// [`BLOCK`]-wide ones, then halving ones.
 macro_rules! blocks {
     ($total:expr, |$c0:ident, $n:ident| $body:expr) => {{
         let total = $total;

@@ -258,7 +258,6 @@ impl Net {
 
     /// See [`Net::in_place`].
     fn in_place_activations(&self) -> HashMap<usize, usize> {
-        const ACTIVATIONS: &[&str] = &["Relu", "LeakyRelu", "HardSwish", "HardSigmoid", "Clip", "Sigmoid"];
         // Ops whose outputs the executor always allocates anew.
         const FRESH: &[&str] = &["Conv", "Gemm", "MatMul", "BatchNormalization", "Add", "Sub", "Mul", "Div", "Concat"];
         let mut readers: HashMap<&str, Vec<usize>> = HashMap::new();
@@ -282,7 +281,7 @@ impl Net {
             };
             let sole = readers.get(x.as_str()).is_some_and(|r| r.iter().all(|j| alone.contains(j)));
             let Some(&p) = producer.get(x.as_str()) else { continue };
-            if ACTIVATIONS.contains(&n.op.as_str())
+            if exec::ACTIVATIONS.contains(&n.op.as_str())
                 && sole
                 && !outputs.contains(x.as_str())
                 && FRESH.contains(&self.nodes[p].op.as_str())
