@@ -168,6 +168,8 @@ pub fn to_net(cfg: &Cfg, graph: &Graph, weights: &Weights, path: &Path) -> Resul
         batch_reshapes: Default::default(),
         silu: HashMap::new(),
         in_place: HashMap::new(),
+        packs: Default::default(),
+        conv_silu: HashMap::new(),
     };
     net.prepare()
 }

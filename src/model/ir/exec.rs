@@ -209,8 +209,12 @@ impl Net {
         let fused_muls: std::collections::HashSet<usize> = fused.values().copied().collect();
         // An activation may overwrite its input where this run made it for it alone.
         let in_place = |i: usize| keep == Keep::Outputs && self.in_place.get(&i).is_some_and(|p| in_order.contains(p));
+        let mut skip = std::collections::HashSet::new();
         for &i in order {
             let node = &self.nodes[i];
+            if skip.contains(&i) {
+                continue;
+            }
             if let Some(&mul) = fused.get(&i) {
                 let x = node
                     .inputs
@@ -260,7 +264,37 @@ impl Net {
                 self.free_inputs(&mut values, node, i, &last_use, &outputs, keep);
                 continue;
             }
-            let produced = apply(node, &args, self.opset, device).map_err(|e| self.node_error(node, e))?;
+            let produced = if node.op == "Conv" {
+                // The net's own weights are packed once; a trial weight (an override) or one
+                // moved for this run is packed for the call.
+                let own = |k: usize| {
+                    node.inputs.get(k).is_none_or(|n| {
+                        n.is_empty()
+                            || (!overrides.contains_key(n)
+                                && !moved.contains_key(n.as_str())
+                                && self.initializers.contains_key(n))
+                    })
+                };
+                let cache = (own(1) && own(2)).then_some((&self.packs, i));
+                // A SiLU pair that alone reads this output is applied as the convolution
+                // stores it, where our kernel runs it.
+                let pair = self.conv_silu.get(&i).map(|&s| (s, self.silu[&s]));
+                let pair = pair.filter(|(s, m)| keep == Keep::Outputs && in_order.contains(s) && in_order.contains(m));
+                let (y, fused) = conv(node, &args, cache, pair.is_some()).map_err(|e| self.node_error(node, e))?;
+                if let (true, Some((s, m))) = (fused, pair) {
+                    drop(args);
+                    skip.extend([s, m]);
+                    if let Some(out) = self.nodes[m].outputs.first() {
+                        values.insert(out.clone(), y);
+                    }
+                    self.free_inputs(&mut values, node, i, &last_use, &outputs, keep);
+                    continue;
+                }
+                Ok(vec![y])
+            } else {
+                apply(node, &args, self.opset, device)
+            };
+            let produced = produced.map_err(|e| self.node_error(node, e))?;
             for (name, t) in node.outputs.iter().zip(produced) {
                 if !name.is_empty() {
                     values.insert(name.clone(), t);
@@ -468,7 +502,7 @@ fn apply(node: &Node, args: &[Option<&Tensor>], opset: i64, device: tch::Device)
         }
         "MatMul" => one(x()?.f_matmul(need(args, 1)?)),
         "Gemm" => gemm(node, args),
-        "Conv" => conv(node, args),
+        "Conv" => Ok(vec![conv(node, args, None, false)?.0]),
         "MaxPool" => pool(node, x()?, true),
         "AveragePool" => pool(node, x()?, false),
         "GlobalAveragePool" => {
@@ -709,7 +743,15 @@ fn pad_explicit(x: &Tensor, pads: &[(i64, i64)], value: f64) -> Result<Tensor, S
     }
 }
 
-fn conv(node: &Node, args: &[Option<&Tensor>]) -> OpResult {
+/// `cache`: the net's pack cache and the node, where its weights are the net's own. With
+/// `silu`, SiLU is applied to the output where our kernel runs (the second value says
+/// whether it was).
+fn conv(
+    node: &Node,
+    args: &[Option<&Tensor>],
+    cache: Option<(&kernels::PackCache, usize)>,
+    silu: bool,
+) -> Result<(Tensor, bool), String> {
     let (x, w) = (need(args, 0)?, need(args, 1)?);
     if x.dim() != 4 || w.dim() != 4 {
         return Err(format!("only 2-D convolutions are supported (input {:?}, weight {:?})", x.size(), w.size()));
@@ -720,10 +762,12 @@ fn conv(node: &Node, args: &[Option<&Tensor>]) -> OpResult {
     let group = int(node, "group", 1)?;
     let pads = spatial_pads(node, &x.size()[2..], &kernel, &strides, &dilations)?;
     let shape = kernels::ConvShape { kernel: &kernel, strides: &strides, dilations: &dilations, pads: &pads, group };
-    if let Some(y) =
-        kernels::pointwise(x, w, opt(args, 2), &shape).or_else(|| kernels::depthwise(x, w, opt(args, 2), &shape))
-    {
-        return one(y);
+    let b = opt(args, 2);
+    if let Some(y) = kernels::dense(x, w, b, &shape, cache, silu) {
+        return Ok((y.map_err(tch)?, silu));
+    }
+    if let Some(y) = kernels::pointwise(x, w, b, &shape).or_else(|| kernels::depthwise(x, w, b, &shape)) {
+        return Ok((y.map_err(tch)?, false));
     }
     let symmetric = pads.iter().all(|(b, e)| b == e);
     let (input, padding) = if symmetric {
@@ -731,7 +775,8 @@ fn conv(node: &Node, args: &[Option<&Tensor>]) -> OpResult {
     } else {
         (pad_explicit(x, &pads, 0.0)?, vec![0, 0])
     };
-    one(input.f_conv2d(w, opt(args, 2), strides.as_slice(), padding.as_slice(), dilations.as_slice(), group))
+    let y = input.f_conv2d(w, opt(args, 2), strides.as_slice(), padding.as_slice(), dilations.as_slice(), group);
+    Ok((y.map_err(tch)?, false))
 }
 
 fn pool(node: &Node, x: &Tensor, max: bool) -> OpResult {

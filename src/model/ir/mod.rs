@@ -69,6 +69,12 @@ pub struct Net {
     /// that node allocates it fresh and only they read it: when a run computes both and keeps
     /// only outputs, the activation overwrites its input instead of allocating.
     pub in_place: HashMap<usize, usize>,
+    /// Convolution weights packed for the executor's own kernel, by node. Initializers are
+    /// replaced, never written in place: the cache knows a weight by its memory.
+    pub(crate) packs: kernels::PackCache,
+    /// Convolutions → the SiLU pair's Sigmoid that alone reads their output: the executor's
+    /// own convolution applies the SiLU as it stores (when only outputs are kept).
+    pub conv_silu: HashMap<usize, usize>,
 }
 
 /// Why an ONNX file cannot be read or run.
@@ -133,6 +139,12 @@ impl Net {
         self.generalize_batch()?;
         self.silu = self.silu_pairs();
         self.in_place = self.in_place_activations();
+        self.conv_silu = self
+            .in_place
+            .iter()
+            .filter(|&(s, &p)| self.silu.contains_key(s) && self.nodes[p].op == "Conv")
+            .map(|(&s, &p)| (p, s))
+            .collect();
         Ok(self)
     }
 

@@ -106,6 +106,8 @@ pub fn read(path: &Path) -> Result<Net, NetError> {
         batch_reshapes: Default::default(),
         silu: HashMap::new(),
         in_place: HashMap::new(),
+        packs: Default::default(),
+        conv_silu: HashMap::new(),
     };
     m.prepare()
 }

@@ -8,6 +8,10 @@
 
 use tch::{Device, Kind, Tensor};
 
+mod dense;
+use dense::silu_in_place;
+pub use dense::{dense, PackCache};
+
 /// A 2-D convolution's geometry, as the executor resolved it from the node.
 pub struct ConvShape<'a> {
     pub kernel: &'a [i64],
@@ -360,10 +364,12 @@ impl Activation {
         let n = x.numel();
         // Past libtorch's grain size its ops split the work over the intra-op threads; below
         // it they run one thread too, and the call costs more than the loop.
-        // Sigmoid and SiLU stay libtorch's: its vectorised exponential is as fast as the
-        // dispatch it costs (measured on the detectors), and matches PyTorch's values.
-        let libtorch = matches!(self, Activation::Sigmoid | Activation::Silu);
-        if libtorch || n >= GRAIN || !dense_float_cpu(&x) {
+        // SiLU is always ours where the CPU has AVX-512: the convolutions fuse it, and a
+        // separate SiLU must compute the same bits. Sigmoid stays libtorch's.
+        if self == Activation::Silu && dense::avx512() && x.device() == Device::Cpu && x.kind() == Kind::Float {
+            return silu(x, in_place);
+        }
+        if self == Activation::Sigmoid || n >= GRAIN || !dense_float_cpu(&x) {
             return self.torch(&x);
         }
         if in_place {
@@ -414,6 +420,41 @@ impl Activation {
         }
     }
 }
+
+/// SiLU on a float CPU tensor with [`dense::silu_in_place`]'s function: on its buffer
+/// where `in_place` and it is dense, else into a fresh dense tensor; large tensors are
+/// split over libtorch's intra-op thread count.
+fn silu(x: Tensor, in_place: bool) -> Result<Tensor, tch::TchError> {
+    let x = if dense_float_cpu(&x) { x } else { x.f_contiguous()? };
+    let n = x.numel();
+    let out = if in_place { x.shallow_clone() } else { x.f_empty_like()? };
+    if out.stride() != x.stride() {
+        return Activation::Silu.torch(&x);
+    }
+    // SAFETY: `x` and `out` are dense float CPU tensors of `n` elements laid out alike;
+    // either the same tensor (in place: owned by this call) or `out` is fresh.
+    let (src, dst) = unsafe {
+        let dst = std::slice::from_raw_parts_mut(out.data_ptr() as *mut f32, n);
+        let src = (!in_place).then(|| std::slice::from_raw_parts(x.data_ptr() as *const f32, n));
+        (src, dst)
+    };
+    let threads = tch::get_num_threads().max(1) as usize;
+    if n < SPLIT || threads == 1 {
+        silu_in_place(src, dst);
+    } else {
+        let part = n.div_ceil(threads);
+        std::thread::scope(|scope| {
+            for (i, d) in dst.chunks_mut(part).enumerate() {
+                let s = src.map(|s| &s[i * part..i * part + d.len()]);
+                scope.spawn(move || silu_in_place(s, d));
+            }
+        });
+    }
+    Ok(out)
+}
+
+/// Elements past which a SiLU is split over threads (a thread costs tens of µs to start).
+const SPLIT: usize = 1 << 20;
 
 /// libtorch's `at::internal::GRAIN_SIZE`: the elements below which its CPU ops run on one
 /// thread.
