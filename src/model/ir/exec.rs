@@ -766,7 +766,7 @@ fn conv(
     if let Some(y) = kernels::dense(x, w, b, &shape, cache, silu) {
         return Ok((y.map_err(tch)?, silu));
     }
-    if let Some(y) = kernels::pointwise(x, w, b, &shape).or_else(|| kernels::depthwise(x, w, b, &shape)) {
+    if let Some(y) = kernels::pointwise(x, w, b, &shape).or_else(|| kernels::depthwise(x, w, b, &shape, cache)) {
         return Ok((y.map_err(tch)?, false));
     }
     let symmetric = pads.iter().all(|(b, e)| b == e);

@@ -8,9 +8,10 @@
 
 use tch::{Device, Kind, Tensor};
 
-mod dense;
-use dense::silu_in_place;
-pub use dense::{dense, PackCache};
+mod avx512;
+mod threads;
+use avx512::silu_in_place;
+pub use avx512::{dense, PackCache};
 
 /// A 2-D convolution's geometry, as the executor resolved it from the node.
 pub struct ConvShape<'a> {
@@ -107,6 +108,7 @@ pub fn depthwise(
     w: &Tensor,
     bias: Option<&Tensor>,
     s: &ConvShape,
+    cache: Option<(&PackCache, usize)>,
 ) -> Option<Result<Tensor, tch::TchError>> {
     let c = *x.size().get(1)?;
     if s.group != c || c == 1 || w.size().get(..2)? != [c, 1] {
@@ -117,7 +119,7 @@ pub fn depthwise(
     if !dense_float_cpu(w) || bias.is_some_and(|b| !b.is_contiguous()) {
         return None;
     }
-    Some(depthwise_launch(x, w, bias, &g))
+    avx512::depthwise(x, w, bias, &g, cache).or_else(|| Some(depthwise_launch(x, w, bias, &g)))
 }
 
 /// The geometry of one convolution over an NHWC input.
@@ -198,7 +200,6 @@ fn depthwise_launch(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, g: &Geometry)
         let xs = std::slice::from_raw_parts(x.data_ptr() as *const f32, span);
         let ws = std::slice::from_raw_parts(w.data_ptr() as *const f32, w.numel());
         let bs = bias.map(|b| std::slice::from_raw_parts(b.data_ptr() as *const f32, b.numel()));
-        let os = std::slice::from_raw_parts_mut(out.data_ptr() as *mut f32, out.numel());
         // Taps as [kh·kw, C]: the inner loop then reads weights and pixels contiguously.
         let kk = (g.kh * g.kw) as usize;
         let mut taps = vec![0f32; kk * g.cin];
@@ -207,7 +208,16 @@ fn depthwise_launch(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, g: &Geometry)
                 taps[tap * g.cin + ch] = v;
             }
         }
-        depthwise_nhwc(xs, &taps, bs, os, g);
+        let pixels = g.n * (g.oh * g.ow) as usize;
+        let os = avx512::Shared(out.data_ptr() as *mut f32);
+        let part = |i: usize, parts: usize| {
+            let range = threads::range(pixels, i, parts);
+            // SAFETY: `out` is fresh and dense `[n, oh, ow, C]`; the parts' pixel ranges
+            // are disjoint.
+            let os = std::slice::from_raw_parts_mut(os.get().add(range.start * g.cin), range.len() * g.cin);
+            depthwise_nhwc(xs, &taps, bs, os, g, range.start);
+        };
+        threads::run(pixels * g.cin * kk >= avx512::SPLIT_MACS, &part);
     }
     out.f_permute([0, 3, 1, 2])
 }
@@ -223,21 +233,39 @@ fn simd() -> bool {
     })
 }
 
-/// [`depthwise_rows`] built for AVX2 and FMA where the CPU has them, the portable one
-/// elsewhere.
-fn depthwise_nhwc(x: &[f32], taps: &[f32], bias: Option<&[f32]>, out: &mut [f32], g: &Geometry) {
+/// [`depthwise_rows`] built for AVX-512 or AVX2 and FMA where the CPU has them, the
+/// portable one elsewhere (every build computes each output with the same fused
+/// multiply-adds in the same order, whatever its vector width).
+fn depthwise_nhwc(x: &[f32], taps: &[f32], bias: Option<&[f32]>, out: &mut [f32], g: &Geometry, first: usize) {
     if simd() {
         #[cfg(target_arch = "x86_64")]
         {
-            #[target_feature(enable = "avx2,fma")]
-            unsafe fn build(x: &[f32], taps: &[f32], bias: Option<&[f32]>, out: &mut [f32], g: &Geometry) {
-                depthwise_rows::<true>(x, taps, bias, out, g)
+            #[target_feature(enable = "avx512f,avx2,fma")]
+            unsafe fn wide(x: &[f32], taps: &[f32], bias: Option<&[f32]>, out: &mut [f32], g: &Geometry, first: usize) {
+                depthwise_rows::<true>(x, taps, bias, out, g, first)
             }
-            // SAFETY: `simd` says the CPU has AVX2 and FMA.
-            return unsafe { build(x, taps, bias, out, g) };
+            #[target_feature(enable = "avx2,fma")]
+            unsafe fn build(
+                x: &[f32],
+                taps: &[f32],
+                bias: Option<&[f32]>,
+                out: &mut [f32],
+                g: &Geometry,
+                first: usize,
+            ) {
+                depthwise_rows::<true>(x, taps, bias, out, g, first)
+            }
+            // SAFETY: `simd` says the CPU has AVX2 and FMA, `avx512` AVX-512F.
+            return unsafe {
+                if avx512::available() {
+                    wide(x, taps, bias, out, g, first)
+                } else {
+                    build(x, taps, bias, out, g, first)
+                }
+            };
         }
     }
-    depthwise_rows::<false>(x, taps, bias, out, g)
+    depthwise_rows::<false>(x, taps, bias, out, g, first)
 }
 
 /// `a + v·t`, fused where the CPU has FMA (a library call without it, hence separate on the
@@ -300,16 +328,24 @@ macro_rules! blocks {
 /// The depthwise loop: per output pixel, blocks of channels accumulated over the window in
 /// registers.
 #[inline(always)]
-fn depthwise_rows<const FMA: bool>(x: &[f32], taps: &[f32], bias: Option<&[f32]>, out: &mut [f32], g: &Geometry) {
+fn depthwise_rows<const FMA: bool>(
+    x: &[f32],
+    taps: &[f32],
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    g: &Geometry,
+    first: usize,
+) {
     let c = g.cin;
-    let mut pixels_out = out.chunks_exact_mut(c);
-    for b in 0..g.n {
+    let (oh, ow) = (g.oh as usize, g.ow as usize);
+    for (i, pixel) in out.chunks_exact_mut(c).enumerate() {
+        let at = first + i;
+        let (b, oy, ox) = (at / (oh * ow), (at / ow % oh) as i64, (at % ow) as i64);
         let image = &x[b * g.layout.image..];
-        for oy in 0..g.oh {
+        {
             let (ky, y0) = Geometry::inside(oy, g.stride.0, g.pad.0, g.dilation.0, g.kh, g.h);
-            for ox in 0..g.ow {
+            {
                 let (kx, x0) = Geometry::inside(ox, g.stride.1, g.pad.1, g.dilation.1, g.kw, g.w);
-                let Some(pixel) = pixels_out.next() else { return };
                 blocks!(c, |c0, N| {
                     let mut acc = [0f32; N];
                     if let Some(bias) = bias {
@@ -366,7 +402,7 @@ impl Activation {
         // it they run one thread too, and the call costs more than the loop.
         // SiLU is always ours where the CPU has AVX-512: the convolutions fuse it, and a
         // separate SiLU must compute the same bits. Sigmoid stays libtorch's.
-        if self == Activation::Silu && dense::avx512() && x.device() == Device::Cpu && x.kind() == Kind::Float {
+        if self == Activation::Silu && avx512::available() && x.device() == Device::Cpu && x.kind() == Kind::Float {
             return silu(x, in_place);
         }
         if self == Activation::Sigmoid || n >= GRAIN || !dense_float_cpu(&x) {
@@ -421,7 +457,7 @@ impl Activation {
     }
 }
 
-/// SiLU on a float CPU tensor with [`dense::silu_in_place`]'s function: on its buffer
+/// SiLU on a float CPU tensor with [`avx512::silu_in_place`]'s function: on its buffer
 /// where `in_place` and it is dense, else into a fresh dense tensor; large tensors are
 /// split over libtorch's intra-op thread count.
 fn silu(x: Tensor, in_place: bool) -> Result<Tensor, tch::TchError> {
@@ -438,23 +474,25 @@ fn silu(x: Tensor, in_place: bool) -> Result<Tensor, tch::TchError> {
         let src = (!in_place).then(|| std::slice::from_raw_parts(x.data_ptr() as *const f32, n));
         (src, dst)
     };
-    let threads = tch::get_num_threads().max(1) as usize;
-    if n < SPLIT || threads == 1 {
-        silu_in_place(src, dst);
-    } else {
-        let part = n.div_ceil(threads);
-        std::thread::scope(|scope| {
-            for (i, d) in dst.chunks_mut(part).enumerate() {
-                let s = src.map(|s| &s[i * part..i * part + d.len()]);
-                scope.spawn(move || silu_in_place(s, d));
-            }
-        });
-    }
+    let (from, to) = (src.map(<[f32]>::as_ptr), avx512::Shared(dst.as_mut_ptr()));
+    let from = from.map(|p| avx512::Shared(p as *mut f32));
+    let part = |i: usize, parts: usize| {
+        let r = threads::range(n, i, parts);
+        // SAFETY: the parts' ranges are disjoint and inside both buffers.
+        let (s, d) = unsafe {
+            (
+                from.as_ref().map(|p| std::slice::from_raw_parts(p.get().add(r.start) as *const f32, r.len())),
+                std::slice::from_raw_parts_mut(to.get().add(r.start), r.len()),
+            )
+        };
+        silu_in_place(s, d);
+    };
+    threads::run(n >= SILU_SPLIT, &part);
     Ok(out)
 }
 
-/// Elements past which a SiLU is split over threads (a thread costs tens of µs to start).
-const SPLIT: usize = 1 << 20;
+/// Elements past which a SiLU is split over the intra-op threads.
+const SILU_SPLIT: usize = 1 << 16;
 
 /// libtorch's `at::internal::GRAIN_SIZE`: the elements below which its CPU ops run on one
 /// thread.
@@ -568,10 +606,18 @@ mod tests {
             for x in &layouts(3, c, 11, 9)[..2] {
                 for bias in [Some(&b), None] {
                     let want = reference(x, &w, bias, &s);
-                    let ours = depthwise(x, &w, bias, &s).expect("a depthwise case").unwrap();
+                    let ours = depthwise(x, &w, bias, &s, None).expect("a depthwise case").unwrap();
                     assert!(close(&ours, &want) < 1e-5, "c {c} k {k} s {stride} d {dilation} {pads:?}");
-                    // The portable build too (what a CPU without AVX2 and FMA runs).
+                    // Packed once and kept: the same bits.
+                    let cache = PackCache::default();
+                    for _ in 0..2 {
+                        let cached = depthwise(x, &w, bias, &s, Some((&cache, 0))).unwrap().unwrap();
+                        assert!(cached.equal(&ours));
+                    }
+                    // The AVX2 build (what a CPU without AVX-512 runs) and the portable one.
                     let g = Geometry::of(x, &w, bias, &s).unwrap();
+                    let avx2 = depthwise_launch(x, &w, bias, &g).unwrap();
+                    assert!(close(&avx2, &want) < 1e-5, "avx2: c {c} k {k} s {stride} d {dilation} {pads:?}");
                     let taps = w.reshape([c, k * k]).transpose(0, 1).contiguous();
                     let ours = Tensor::empty([3, g.oh, g.ow, c], (Kind::Float, Device::Cpu));
                     let span = 2 * g.layout.image + 10 * g.layout.row + 8 * g.layout.pixel + c as usize;
@@ -581,7 +627,7 @@ mod tests {
                         let ts = std::slice::from_raw_parts(taps.data_ptr() as *const f32, taps.numel());
                         let bs = bias.map(|b| std::slice::from_raw_parts(b.data_ptr() as *const f32, b.numel()));
                         let os = std::slice::from_raw_parts_mut(ours.data_ptr() as *mut f32, ours.numel());
-                        depthwise_rows::<false>(xs, ts, bs, os, &g);
+                        depthwise_rows::<false>(xs, ts, bs, os, &g, 0);
                     }
                     let ours = ours.permute([0, 3, 1, 2]);
                     assert!(close(&ours, &want) < 1e-5, "portable: c {c} k {k} s {stride} d {dilation} {pads:?}");
@@ -624,16 +670,16 @@ mod tests {
         let dense = Tensor::randn([8, 8, 3, 3], (Kind::Float, Device::Cpu));
         let pads = [(1, 1), (1, 1)];
         let s = ConvShape { kernel: &[3, 3], strides: &[1, 1], dilations: &[1, 1], pads: &pads, group: 1 };
-        assert!(pointwise(&x, &dense, None, &s).is_none() && depthwise(&x, &dense, None, &s).is_none());
+        assert!(pointwise(&x, &dense, None, &s).is_none() && depthwise(&x, &dense, None, &s, None).is_none());
         // A zero stride (a corrupt file) is libtorch's to refuse, not a division here.
         let dw = Tensor::randn([8, 1, 3, 3], (Kind::Float, Device::Cpu));
         let s = ConvShape { kernel: &[3, 3], strides: &[0, 1], dilations: &[1, 1], pads: &pads, group: 8 };
-        assert!(depthwise(&x, &dw, None, &s).is_none());
+        assert!(depthwise(&x, &dw, None, &s, None).is_none());
         let s = ConvShape { kernel: &[1, 1], strides: &[0, 0], dilations: &[1, 1], pads: &[(0, 0), (0, 0)], group: 1 };
         assert!(pointwise(&x, &Tensor::randn([4, 8, 1, 1], (Kind::Float, Device::Cpu)), None, &s).is_none());
         // Doubles are libtorch's too.
         let s = ConvShape { kernel: &[3, 3], strides: &[1, 1], dilations: &[1, 1], pads: &pads, group: 8 };
-        assert!(depthwise(&x.to_kind(Kind::Double), &dw.to_kind(Kind::Double), None, &s).is_none());
+        assert!(depthwise(&x.to_kind(Kind::Double), &dw.to_kind(Kind::Double), None, &s, None).is_none());
     }
 
     #[test]
@@ -670,7 +716,7 @@ mod tests {
             let owned = x.copy();
             let ptr = owned.data_ptr();
             let again = act.apply(owned, true).unwrap();
-            if !matches!(act, Activation::Sigmoid | Activation::Silu) {
+            if act != Activation::Sigmoid && (act != Activation::Silu || avx512::available()) {
                 assert_eq!(again.data_ptr(), ptr, "{act:?} in place");
             }
             assert!(again.masked_fill(&nan, 0.0).equal(&o), "{act:?} in place");
@@ -687,9 +733,18 @@ mod tests {
                 _ => assert!(y.equal(&dense), "{act:?}: channels-last"),
             }
         }
-        // Past the grain size, or not dense (every other column): libtorch's op.
+        // Past the grain size: libtorch's op, except SiLU, which is ours at every size
+        // (split over threads past SILU_SPLIT) and computes each element alike.
         let big = Tensor::randn([GRAIN as i64], (Kind::Float, Device::Cpu));
-        assert!(Activation::Silu.apply(big.shallow_clone(), true).unwrap().equal(&big.silu()));
+        assert!(Activation::Relu.apply(big.shallow_clone(), false).unwrap().equal(&big.relu()));
+        for n in [GRAIN, SILU_SPLIT + 1001] {
+            let big = Tensor::randn([n as i64], (Kind::Float, Device::Cpu)) * 8.0;
+            let y = Activation::Silu.apply(big.shallow_clone(), false).unwrap();
+            assert!(y.allclose(&big.silu(), 1e-5, 1e-6, false));
+            let tail = big.narrow(0, n as i64 - 100, 100).copy();
+            assert!(y.narrow(0, n as i64 - 100, 100).equal(&Activation::Silu.apply(tail, false).unwrap()));
+        }
+        // Not dense (every other column).
         let strided = Tensor::randn([4, 6], (Kind::Float, Device::Cpu)).slice(1, 0, None, 2);
         let y = Activation::Silu.apply(strided.shallow_clone(), false).unwrap();
         assert!(y.allclose(&strided.silu(), 1e-6, 1e-7, false));
