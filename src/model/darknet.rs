@@ -169,7 +169,7 @@ pub fn to_net(cfg: &Cfg, graph: &Graph, weights: &Weights, path: &Path) -> Resul
         silu: HashMap::new(),
         in_place: HashMap::new(),
         packs: Default::default(),
-        conv_silu: HashMap::new(),
+        conv_act: HashMap::new(),
     };
     net.prepare()
 }

@@ -213,6 +213,7 @@ impl Net {
         for &i in order {
             let node = &self.nodes[i];
             if skip.contains(&i) {
+                self.free_inputs(&mut values, node, i, &last_use, &outputs, keep);
                 continue;
             }
             if let Some(&mul) = fused.get(&i) {
@@ -276,15 +277,33 @@ impl Net {
                     })
                 };
                 let cache = (own(1) && own(2)).then_some((&self.packs, i));
-                // A SiLU pair that alone reads this output is applied as the convolution
-                // stores it, where our kernel runs it.
-                let pair = self.conv_silu.get(&i).map(|&s| (s, self.silu[&s]));
-                let pair = pair.filter(|(s, m)| keep == Keep::Outputs && in_order.contains(s) && in_order.contains(m));
-                let (y, fused) = conv(node, &args, cache, pair.is_some()).map_err(|e| self.node_error(node, e))?;
-                if let (true, Some((s, m))) = (fused, pair) {
+                // An activation (or SiLU pair) that alone reads this output is applied as
+                // our kernel stores it, where it runs the convolution.
+                let fusion = self.conv_act.get(&i).copied().filter(|a| {
+                    keep == Keep::Outputs
+                        && in_order.contains(a)
+                        && self.silu.get(a).is_none_or(|m| in_order.contains(m))
+                });
+                let act = match fusion {
+                    Some(a) if self.silu.contains_key(&a) => Some(Activation::Silu),
+                    Some(a) => {
+                        let n = &self.nodes[a];
+                        // Its other inputs (Clip's bounds) are constants or earlier outputs.
+                        let bounds: Vec<Option<&Tensor>> = (n.inputs.iter().enumerate())
+                            .map(|(k, x)| {
+                                (k > 0 && !x.is_empty()).then(|| values.get(x).or_else(|| weight(x))).flatten()
+                            })
+                            .collect();
+                        activation_of(n, &bounds, self.opset).map_err(|e| self.node_error(n, e))?
+                    }
+                    None => None,
+                };
+                let (y, fused) = conv(node, &args, cache, act).map_err(|e| self.node_error(node, e))?;
+                if let (true, Some(a)) = (fused, fusion) {
                     drop(args);
-                    skip.extend([s, m]);
-                    if let Some(out) = self.nodes[m].outputs.first() {
+                    let last = self.silu.get(&a).copied().unwrap_or(a);
+                    skip.extend([a, last]);
+                    if let Some(out) = self.nodes[last].outputs.first() {
                         values.insert(out.clone(), y);
                     }
                     self.free_inputs(&mut values, node, i, &last_use, &outputs, keep);
@@ -502,7 +521,7 @@ fn apply(node: &Node, args: &[Option<&Tensor>], opset: i64, device: tch::Device)
         }
         "MatMul" => one(x()?.f_matmul(need(args, 1)?)),
         "Gemm" => gemm(node, args),
-        "Conv" => Ok(vec![conv(node, args, None, false)?.0]),
+        "Conv" => Ok(vec![conv(node, args, None, None)?.0]),
         "MaxPool" => pool(node, x()?, true),
         "AveragePool" => pool(node, x()?, false),
         "GlobalAveragePool" => {
@@ -743,14 +762,13 @@ fn pad_explicit(x: &Tensor, pads: &[(i64, i64)], value: f64) -> Result<Tensor, S
     }
 }
 
-/// `cache`: the net's pack cache and the node, where its weights are the net's own. With
-/// `silu`, SiLU is applied to the output where our kernel runs (the second value says
-/// whether it was).
+/// `cache`: the net's pack cache and the node, where its weights are the net's own. `act`
+/// is applied to the output where our kernel can (the second value says whether it was).
 fn conv(
     node: &Node,
     args: &[Option<&Tensor>],
     cache: Option<(&kernels::PackCache, usize)>,
-    silu: bool,
+    act: Option<Activation>,
 ) -> Result<(Tensor, bool), String> {
     let (x, w) = (need(args, 0)?, need(args, 1)?);
     if x.dim() != 4 || w.dim() != 4 {
@@ -763,10 +781,12 @@ fn conv(
     let pads = spatial_pads(node, &x.size()[2..], &kernel, &strides, &dilations)?;
     let shape = kernels::ConvShape { kernel: &kernel, strides: &strides, dilations: &dilations, pads: &pads, group };
     let b = opt(args, 2);
-    if let Some(y) = kernels::dense(x, w, b, &shape, cache, silu) {
-        return Ok((y.map_err(tch)?, silu));
+    if let Some(y) =
+        kernels::dense(x, w, b, &shape, cache, act).or_else(|| kernels::depthwise(x, w, b, &shape, cache, act))
+    {
+        return y.map_err(tch);
     }
-    if let Some(y) = kernels::pointwise(x, w, b, &shape).or_else(|| kernels::depthwise(x, w, b, &shape, cache)) {
+    if let Some(y) = kernels::pointwise(x, w, b, &shape) {
         return Ok((y.map_err(tch)?, false));
     }
     let symmetric = pads.iter().all(|(b, e)| b == e);

@@ -72,9 +72,9 @@ pub struct Net {
     /// Convolution weights packed for the executor's own kernel, by node. Initializers are
     /// replaced, never written in place: the cache knows a weight by its memory.
     pub(crate) packs: kernels::PackCache,
-    /// Convolutions → the SiLU pair's Sigmoid that alone reads their output: the executor's
-    /// own convolution applies the SiLU as it stores (when only outputs are kept).
-    pub conv_silu: HashMap<usize, usize>,
+    /// Convolutions → the activation (a SiLU pair's Sigmoid) that alone reads their output:
+    /// the executor's own convolutions apply it as they store (when only outputs are kept).
+    pub conv_act: HashMap<usize, usize>,
 }
 
 /// Why an ONNX file cannot be read or run.
@@ -139,11 +139,13 @@ impl Net {
         self.generalize_batch()?;
         self.silu = self.silu_pairs();
         self.in_place = self.in_place_activations();
-        self.conv_silu = self
+        self.conv_act = self
             .in_place
             .iter()
-            .filter(|&(s, &p)| self.silu.contains_key(s) && self.nodes[p].op == "Conv")
-            .map(|(&s, &p)| (p, s))
+            .filter(|&(a, &p)| {
+                (self.silu.contains_key(a) || self.nodes[*a].op != "Sigmoid") && self.nodes[p].op == "Conv"
+            })
+            .map(|(&a, &p)| (p, a))
             .collect();
         Ok(self)
     }

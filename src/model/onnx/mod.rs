@@ -107,7 +107,7 @@ pub fn read(path: &Path) -> Result<Net, NetError> {
         silu: HashMap::new(),
         in_place: HashMap::new(),
         packs: Default::default(),
-        conv_silu: HashMap::new(),
+        conv_act: HashMap::new(),
     };
     m.prepare()
 }

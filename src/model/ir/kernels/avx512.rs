@@ -9,7 +9,7 @@
 //! two vectors of channels stay in registers over the whole window. Depthwise: a tile of
 //! pixels' vectors of 16 channels accumulates `x[pixel + tap, c..c+16] · w[tap, c..c+16]`.
 
-use super::{dense_float_cpu, ConvShape, Geometry};
+use super::{dense_float_cpu, Activation, ConvShape, Geometry};
 use tch::{Device, Kind, Tensor};
 
 /// Output channels per vector.
@@ -172,16 +172,17 @@ impl PackCache {
 /// The convolution of `x` (NHWC, see [`Geometry`]) with packed weights where this loop
 /// applies: AVX-512, one group, at most [`MAX_MACS`] per image. None otherwise.
 /// `cache`: where the weights are the net's own (not a pruned layer's trial weights), its
-/// pack cache and the node. `silu`: SiLU applied to each output as it is stored, with the
-/// function [`silu_in_place`] computes (so a fused and a separate SiLU agree bit for bit).
+/// pack cache and the node. `act`: applied to each output as it is stored where
+/// [`Activation::fusable`] (the second value says whether it was), with the function a
+/// separate [`Activation::apply`] computes, so the two agree bit for bit.
 pub fn dense(
     x: &Tensor,
     w: &Tensor,
     bias: Option<&Tensor>,
     s: &ConvShape,
     cache: Option<(&PackCache, usize)>,
-    silu: bool,
-) -> Option<Result<Tensor, tch::TchError>> {
+    act: Option<Activation>,
+) -> Option<Result<(Tensor, bool), tch::TchError>> {
     if !available() || s.group != 1 {
         return None;
     }
@@ -190,13 +191,15 @@ pub fn dense(
     if w.size()[1] as usize != g.cin || macs > MAX_MACS || g.cin < MIN_CIN {
         return None;
     }
-    match cache {
-        Some((cache, node)) => cache.with(node, w, bias, false, |p| launch(x, p, &g, silu)),
-        None => Some(launch(x, &Packed::new(w, bias)?, &g, silu)),
-    }
+    let act = act.filter(|a| a.fusable(g.n * (g.oh * g.ow) as usize * g.cout));
+    let y = match cache {
+        Some((cache, node)) => cache.with(node, w, bias, false, |p| launch(x, p, &g, act)),
+        None => Some(launch(x, &Packed::new(w, bias)?, &g, act)),
+    };
+    y.map(|y| y.map(|y| (y, act.is_some())))
 }
 
-fn launch(x: &Tensor, p: &Packed, g: &Geometry, silu: bool) -> Result<Tensor, tch::TchError> {
+fn launch(x: &Tensor, p: &Packed, g: &Geometry, act: Option<Activation>) -> Result<Tensor, tch::TchError> {
     debug_assert!(p.cin == g.cin && p.cout == g.cout && p.kernel == (g.kh as usize, g.kw as usize));
     let out = Tensor::f_empty([g.n as i64, g.oh, g.ow, g.cout as i64], (Kind::Float, Device::Cpu))?;
     // The input's elements span up to the last one's offset (it may be a strided view).
@@ -216,11 +219,7 @@ fn launch(x: &Tensor, p: &Packed, g: &Geometry, silu: bool) -> Result<Tensor, tc
         // of `g`'s output; `out` is fresh and dense `[n, oh, ow, cout]`, each part writes
         // its own pixels; all live for the call.
         unsafe {
-            if silu {
-                x86::image_loop::<true>(&padded, out_ptr.get(), p, g, range)
-            } else {
-                x86::image_loop::<false>(&padded, out_ptr.get(), p, g, range)
-            }
+            x86::image_loop(&padded, out_ptr.get(), p, g, act, range)
         };
     };
     super::threads::run(macs >= SPLIT_MACS, &part);
@@ -292,17 +291,20 @@ pub fn depthwise(
     bias: Option<&Tensor>,
     g: &Geometry,
     cache: Option<(&PackCache, usize)>,
-) -> Option<Result<Tensor, tch::TchError>> {
+    act: Option<Activation>,
+) -> Option<Result<(Tensor, bool), tch::TchError>> {
     if !available() {
         return None;
     }
-    match cache {
-        Some((cache, node)) => cache.with(node, w, bias, true, |p| depthwise_launch(x, p, g)),
-        None => Some(depthwise_launch(x, &Packed::depthwise(w, bias)?, g)),
-    }
+    let act = act.filter(|a| a.fusable(g.n * (g.oh * g.ow) as usize * g.cout));
+    let y = match cache {
+        Some((cache, node)) => cache.with(node, w, bias, true, |p| depthwise_launch(x, p, g, act)),
+        None => Some(depthwise_launch(x, &Packed::depthwise(w, bias)?, g, act)),
+    };
+    y.map(|y| y.map(|y| (y, act.is_some())))
 }
 
-fn depthwise_launch(x: &Tensor, p: &Packed, g: &Geometry) -> Result<Tensor, tch::TchError> {
+fn depthwise_launch(x: &Tensor, p: &Packed, g: &Geometry, act: Option<Activation>) -> Result<Tensor, tch::TchError> {
     let c = g.cin;
     let out = Tensor::f_empty([g.n as i64, g.oh, g.ow, c as i64], (Kind::Float, Device::Cpu))?;
     let l = g.layout;
@@ -318,7 +320,7 @@ fn depthwise_launch(x: &Tensor, p: &Packed, g: &Geometry) -> Result<Tensor, tch:
         // inside `xs`; `out` is fresh and dense `[n, oh, ow, C]`, each part writes its own
         // pixels.
         unsafe {
-            x86::depthwise_loop(xs, out_ptr.get(), p, g, range)
+            x86::depthwise_loop(xs, out_ptr.get(), p, g, act, range)
         };
     };
     super::threads::run(pixels * c * (g.kh * g.kw) as usize >= SPLIT_MACS, &part);
@@ -334,14 +336,14 @@ pub fn silu_in_place(src: Option<&[f32]>, dst: &mut [f32]) -> bool {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: the CPU has AVX-512F; `src`, where given, is as long as `dst`.
     unsafe {
-        x86::silu_slice(src, dst)
+        x86::activate_slice(Activation::Silu, src, dst)
     };
     true
 }
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{Geometry, Packed, Padded, LANES};
+    use super::{Activation, Geometry, Packed, Padded, LANES};
     use std::arch::x86_64::*;
 
     /// What every tile of one image and block pair shares.
@@ -366,11 +368,12 @@ mod x86 {
     /// Runs every image of `g`: tiles of output pixels in row-major order (across row
     /// ends) × one or two blocks of 16 output channels.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn image_loop<const SILU: bool>(
+    pub(super) unsafe fn image_loop(
         x: &Padded,
         out: *mut f32,
         p: &Packed,
         g: &Geometry,
+        act: Option<Activation>,
         range: std::ops::Range<usize>,
     ) {
         let per_block = g.kh as usize * g.kw as usize * g.cin * LANES;
@@ -406,9 +409,14 @@ mod x86 {
                 while i < to {
                     let o = out_image.add(i * g.cout + b * LANES);
                     let rest = &starts[i..to];
-                    i += if pair { tiles::<2, SILU>(&pass, rest, o) } else { tiles::<1, SILU>(&pass, rest, o) };
+                    i += if pair { tiles::<2>(&pass, rest, o) } else { tiles::<1>(&pass, rest, o) };
                 }
             }
+        }
+        if let Some(act) = act {
+            // While the part's outputs are still in cache.
+            let part = std::slice::from_raw_parts_mut(out.add(range.start * g.cout), range.len() * g.cout);
+            activate_slice(act, None, part);
         }
     }
 
@@ -420,13 +428,14 @@ mod x86 {
         out: *mut f32,
         p: &Packed,
         g: &Geometry,
+        act: Option<Activation>,
         range: std::ops::Range<usize>,
     ) {
         let c = g.cin;
         let blocks = c.div_ceil(LANES);
         let (oh, ow) = (g.oh as usize, g.ow as usize);
         let l = g.layout;
-        for i in range {
+        for i in range.clone() {
             let (n, oy, ox) = (i / (oh * ow), (i / ow % oh) as i64, (i % ow) as i64);
             let (ky, y0) = Geometry::inside(oy, g.stride.0, g.pad.0, g.dilation.0, g.kh, g.h);
             let (kx, x0) = Geometry::inside(ox, g.stride.1, g.pad.1, g.dilation.1, g.kw, g.w);
@@ -441,6 +450,10 @@ mod x86 {
                     _ => depthwise_blocks::<1>(&px, p, g, b, o),
                 };
             }
+        }
+        if let Some(act) = act {
+            let part = std::slice::from_raw_parts_mut(out.add(range.start * c), range.len() * c);
+            activate_slice(act, None, part);
         }
     }
 
@@ -481,15 +494,12 @@ mod x86 {
         NB
     }
 
-    /// `x · sigmoid(x) = x / (1 + e^-x)` per lane: e^-x as 2^n · p(r) (Cephes' expf
-    /// polynomial, within 2 ulp), the argument clamped where e^-x is 0 or ∞ anyway. NaN stays
-    /// NaN (it is the numerator).
+    /// `e^-x` per lane as 2^n · p(r) (Cephes' expf polynomial, within 2 ulp), the argument
+    /// clamped where the result is 0 or ∞ anyway.
     #[inline(always)]
-    pub(super) unsafe fn silu(x: __m512) -> __m512 {
-        let a = _mm512_max_ps(
-            _mm512_min_ps(_mm512_sub_ps(_mm512_setzero_ps(), x), _mm512_set1_ps(100.0)),
-            _mm512_set1_ps(-100.0),
-        );
+    unsafe fn exp_neg(x: __m512) -> __m512 {
+        let a = _mm512_sub_ps(_mm512_setzero_ps(), x);
+        let a = _mm512_max_ps(_mm512_min_ps(a, _mm512_set1_ps(100.0)), _mm512_set1_ps(-100.0));
         let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_mul_ps(
             a,
             _mm512_set1_ps(std::f32::consts::LOG2_E),
@@ -501,13 +511,50 @@ mod x86 {
             y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(c));
         }
         let y = _mm512_fmadd_ps(y, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0)));
-        let e = _mm512_scalef_ps(y, n);
-        _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0), e))
+        _mm512_scalef_ps(y, n)
     }
 
-    /// [`silu`] over `dst` (from `src` where given).
+    /// `x · sigmoid(x) = x / (1 + e^-x)` per lane. NaN stays NaN (it is the numerator).
+    #[inline(always)]
+    pub(super) unsafe fn silu(x: __m512) -> __m512 {
+        _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0), exp_neg(x)))
+    }
+
+    /// `x` within `[lo, hi]` as the scalar loop's `clamp` (below `lo` first; NaN stays).
+    #[inline(always)]
+    unsafe fn clamp(x: __m512, lo: f32, hi: f32) -> __m512 {
+        let (lo, hi) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
+        let below = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, lo);
+        let above = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(x, hi) & !below;
+        _mm512_mask_mov_ps(_mm512_mask_mov_ps(x, above, hi), below, lo)
+    }
+
+    /// `act` per lane: the same operations in the same order as the executor's scalar loop
+    /// (`each_with`) and [`silu`], so fused and separate activations give the same bits.
+    #[inline(always)]
+    pub(super) unsafe fn activate(act: Activation, x: __m512) -> __m512 {
+        let zero = _mm512_setzero_ps();
+        match act {
+            Activation::Relu => _mm512_mask_mov_ps(x, _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, zero), zero),
+            Activation::LeakyRelu(alpha) => {
+                _mm512_mask_mul_ps(x, _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, zero), x, _mm512_set1_ps(alpha))
+            }
+            Activation::HardSwish => {
+                let t = clamp(_mm512_add_ps(x, _mm512_set1_ps(3.0)), 0.0, 6.0);
+                _mm512_div_ps(_mm512_mul_ps(x, t), _mm512_set1_ps(6.0))
+            }
+            Activation::HardSigmoid { alpha, beta } => {
+                clamp(_mm512_add_ps(_mm512_mul_ps(_mm512_set1_ps(alpha), x), _mm512_set1_ps(beta)), 0.0, 1.0)
+            }
+            Activation::Clip { lo, hi } => clamp(x, lo as f32, hi as f32),
+            Activation::Sigmoid => _mm512_div_ps(_mm512_set1_ps(1.0), _mm512_add_ps(_mm512_set1_ps(1.0), exp_neg(x))),
+            Activation::Silu => silu(x),
+        }
+    }
+
+    /// [`activate`] over `dst` (from `src` where given).
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn silu_slice(src: Option<&[f32]>, dst: &mut [f32]) {
+    pub(super) unsafe fn activate_slice(act: Activation, src: Option<&[f32]>, dst: &mut [f32]) {
         let n = dst.len();
         let to = dst.as_mut_ptr();
         let from = src.map_or(to as *const f32, <[f32]>::as_ptr);
@@ -515,7 +562,7 @@ mod x86 {
         while i < n {
             let m: __mmask16 = if n - i >= LANES { 0xFFFF } else { ((1u32 << (n - i)) - 1) as __mmask16 };
             let v = _mm512_maskz_loadu_ps(m, from.add(i));
-            _mm512_mask_storeu_ps(to.add(i), m, silu(v));
+            _mm512_mask_storeu_ps(to.add(i), m, activate(act, v));
             i += LANES;
         }
     }
@@ -529,10 +576,10 @@ mod x86 {
     /// Runs the largest tile that fits the pixels starting at `starts`; returns how many
     /// it did.
     #[target_feature(enable = "avx512f")]
-    unsafe fn tiles<const NB: usize, const SILU: bool>(p: &Pass, starts: &[isize], o: *mut f32) -> usize {
+    unsafe fn tiles<const NB: usize>(p: &Pass, starts: &[isize], o: *mut f32) -> usize {
         macro_rules! go {
             ($t:literal) => {{
-                tile::<$t, NB, SILU>(p, starts[..$t].try_into().expect("a full tile"), o);
+                tile::<$t, NB>(p, starts[..$t].try_into().expect("a full tile"), o);
                 $t
             }};
         }
@@ -557,7 +604,7 @@ mod x86 {
     /// `T` output pixels (windows starting at `starts`) × `NB` blocks of 16 output
     /// channels, accumulated over the whole window in registers.
     #[inline(always)]
-    unsafe fn tile<const T: usize, const NB: usize, const SILU: bool>(p: &Pass, starts: &[isize; T], o: *mut f32) {
+    unsafe fn tile<const T: usize, const NB: usize>(p: &Pass, starts: &[isize; T], o: *mut f32) {
         let mut acc = [[_mm512_setzero_ps(); NB]; T];
         for b in 0..NB {
             let bias = _mm512_loadu_ps(p.bias.add(b * LANES));
@@ -587,8 +634,7 @@ mod x86 {
         }
         for (t, acc) in acc.iter().enumerate() {
             for (b, &acc) in acc.iter().enumerate() {
-                let v = if SILU { silu(acc) } else { acc };
-                _mm512_mask_storeu_ps(o.add(t * p.cout + b * LANES), p.masks[b], v);
+                _mm512_mask_storeu_ps(o.add(t * p.cout + b * LANES), p.masks[b], acc);
             }
         }
     }
@@ -599,6 +645,17 @@ mod tests {
     use super::super::{ConvShape, Geometry};
     use super::*;
     use crate::model::ir::exec::channels_last;
+
+    /// Every activation a kernel applies as it stores.
+    const FUSABLE: [Activation; 7] = [
+        Activation::Relu,
+        Activation::LeakyRelu(0.1),
+        Activation::HardSwish,
+        Activation::HardSigmoid { alpha: 0.2, beta: 0.5 },
+        Activation::Clip { lo: 0.0, hi: 6.0 },
+        Activation::Clip { lo: f64::NEG_INFINITY, hi: 1.0 },
+        Activation::Silu,
+    ];
 
     fn randn(shape: &[i64]) -> Tensor {
         Tensor::randn(shape, (Kind::Float, Device::Cpu))
@@ -646,19 +703,23 @@ mod tests {
             for x in [channels_last(&x), wide.narrow(1, 2, cin)] {
                 for bias in [Some(&b), None] {
                     let want = reference(&x, &w, bias, &s);
-                    let ours = dense(&x, &w, bias, &s, None, false).expect("a dense case").unwrap();
+                    let (ours, _) = dense(&x, &w, bias, &s, None, None).expect("a dense case").unwrap();
                     assert!(close(&ours, &want) < 1e-5, "{cin}→{cout} k {k} s {stride} d {dilation} {pads:?}");
                     // Fused SiLU: the bits of a separate one.
-                    let fused = dense(&x, &w, bias, &s, None, true).unwrap().unwrap();
-                    let separate = super::super::Activation::Silu.apply(ours.copy(), false).unwrap();
-                    assert!(fused.equal(&separate), "{cin}→{cout}: fused SiLU");
+                    // Fused activations: the bits of separate ones.
+                    for act in FUSABLE {
+                        let (fused, done) = dense(&x, &w, bias, &s, None, Some(act)).unwrap().unwrap();
+                        assert!(done, "{act:?}");
+                        let separate = act.apply(ours.copy(), false).unwrap();
+                        assert!(fused.equal(&separate), "{cin}→{cout}: fused {act:?}");
+                    }
                     // Packed once and kept, and packed again for another weight.
                     let cache = PackCache::default();
                     for _ in 0..2 {
-                        assert!(dense(&x, &w, bias, &s, Some((&cache, 7)), false).unwrap().unwrap().equal(&ours));
+                        assert!(dense(&x, &w, bias, &s, Some((&cache, 7)), None).unwrap().unwrap().0.equal(&ours));
                     }
                     let w2 = &w * 2.0;
-                    let twice = dense(&x, &w2, bias, &s, Some((&cache, 7)), false).unwrap().unwrap();
+                    let (twice, _) = dense(&x, &w2, bias, &s, Some((&cache, 7)), None).unwrap().unwrap();
                     assert!(close(&twice, &reference(&x, &w2, bias, &s)) < 1e-5);
                     checked += 1;
                 }
@@ -674,14 +735,14 @@ mod tests {
         let x = channels_last(&randn(&[1, 16, 8, 8]));
         // Grouped, NCHW-contiguous input, too few input channels, too many multiply-adds,
         // doubles.
-        assert!(dense(&x, &channels_last(&randn(&[16, 8, 3, 3])), None, &s(2), None, false).is_none());
-        assert!(dense(&x.contiguous(), &randn(&[8, 16, 3, 3]), None, &s(1), None, false).is_none());
+        assert!(dense(&x, &channels_last(&randn(&[16, 8, 3, 3])), None, &s(2), None, None).is_none());
+        assert!(dense(&x.contiguous(), &randn(&[8, 16, 3, 3]), None, &s(1), None, None).is_none());
         let thin = channels_last(&randn(&[1, 3, 8, 8]));
-        assert!(dense(&thin, &randn(&[8, 3, 3, 3]), None, &s(1), None, false).is_none());
+        assert!(dense(&thin, &randn(&[8, 3, 3, 3]), None, &s(1), None, None).is_none());
         let big = channels_last(&randn(&[1, 64, 64, 64]));
-        assert!(dense(&big, &randn(&[64, 64, 3, 3]), None, &s(1), None, false).is_none());
+        assert!(dense(&big, &randn(&[64, 64, 3, 3]), None, &s(1), None, None).is_none());
         let w = randn(&[8, 16, 3, 3]).to_kind(Kind::Double);
-        assert!(dense(&x.to_kind(Kind::Double), &w, None, &s(1), None, false).is_none());
+        assert!(dense(&x.to_kind(Kind::Double), &w, None, &s(1), None, None).is_none());
     }
 
     /// Split over threads, each part computes what the whole computes: the same bits
@@ -706,7 +767,7 @@ mod tests {
             let mut out = vec![0f32; pixels * 20];
             for pair in cuts.windows(2) {
                 // SAFETY: AVX-512 (checked above); `out` is dense [2, 7, 5, 20].
-                unsafe { x86::image_loop::<true>(&padded, out.as_mut_ptr(), &p, &g, pair[0]..pair[1]) };
+                unsafe { x86::image_loop(&padded, out.as_mut_ptr(), &p, &g, Some(Activation::Silu), pair[0]..pair[1]) };
             }
             out
         };
@@ -723,7 +784,9 @@ mod tests {
             let mut out = vec![0f32; pixels * 12];
             for pair in cuts.windows(2) {
                 // SAFETY: as above; `out` is dense [2, 7, 5, 12].
-                unsafe { x86::depthwise_loop(xs, out.as_mut_ptr(), &pd, &gd, pair[0]..pair[1]) };
+                unsafe {
+                    x86::depthwise_loop(xs, out.as_mut_ptr(), &pd, &gd, Some(Activation::HardSwish), pair[0]..pair[1])
+                };
             }
             out
         };

@@ -109,7 +109,8 @@ pub fn depthwise(
     bias: Option<&Tensor>,
     s: &ConvShape,
     cache: Option<(&PackCache, usize)>,
-) -> Option<Result<Tensor, tch::TchError>> {
+    act: Option<Activation>,
+) -> Option<Result<(Tensor, bool), tch::TchError>> {
     let c = *x.size().get(1)?;
     if s.group != c || c == 1 || w.size().get(..2)? != [c, 1] {
         return None;
@@ -119,7 +120,7 @@ pub fn depthwise(
     if !dense_float_cpu(w) || bias.is_some_and(|b| !b.is_contiguous()) {
         return None;
     }
-    avx512::depthwise(x, w, bias, &g, cache).or_else(|| Some(depthwise_launch(x, w, bias, &g)))
+    avx512::depthwise(x, w, bias, &g, cache, act).or_else(|| Some(depthwise_launch(x, w, bias, &g).map(|y| (y, false))))
 }
 
 /// The geometry of one convolution over an NHWC input.
@@ -405,7 +406,7 @@ impl Activation {
         if self == Activation::Silu && avx512::available() && x.device() == Device::Cpu && x.kind() == Kind::Float {
             return silu(x, in_place);
         }
-        if self == Activation::Sigmoid || n >= GRAIN || !dense_float_cpu(&x) {
+        if matches!(self, Activation::Sigmoid | Activation::Silu) || n >= GRAIN || !dense_float_cpu(&x) {
             return self.torch(&x);
         }
         if in_place {
@@ -427,6 +428,16 @@ impl Activation {
             each(self, Some(src), dst);
         }
         Ok(out)
+    }
+
+    /// Whether a kernel may apply `self` as it stores `n` outputs: where a separate
+    /// [`Activation::apply`] on them runs our own function (so both give the same bits).
+    pub fn fusable(self, n: usize) -> bool {
+        match self {
+            Activation::Silu => avx512::available(),
+            Activation::Sigmoid => false,
+            _ => n < GRAIN,
+        }
     }
 
     /// libtorch's ops, for other devices, kinds and layouts.
@@ -606,13 +617,20 @@ mod tests {
             for x in &layouts(3, c, 11, 9)[..2] {
                 for bias in [Some(&b), None] {
                     let want = reference(x, &w, bias, &s);
-                    let ours = depthwise(x, &w, bias, &s, None).expect("a depthwise case").unwrap();
+                    let (ours, _) = depthwise(x, &w, bias, &s, None, None).expect("a depthwise case").unwrap();
                     assert!(close(&ours, &want) < 1e-5, "c {c} k {k} s {stride} d {dilation} {pads:?}");
                     // Packed once and kept: the same bits.
                     let cache = PackCache::default();
                     for _ in 0..2 {
-                        let cached = depthwise(x, &w, bias, &s, Some((&cache, 0))).unwrap().unwrap();
+                        let (cached, _) = depthwise(x, &w, bias, &s, Some((&cache, 0)), None).unwrap().unwrap();
                         assert!(cached.equal(&ours));
+                    }
+                    // An activation applied as outputs are stored: the bits of a separate one.
+                    for act in [Activation::HardSwish, Activation::Relu, Activation::Silu] {
+                        let (fused, done) = depthwise(x, &w, bias, &s, None, Some(act)).unwrap().unwrap();
+                        let separate = act.apply(ours.copy(), false).unwrap();
+                        assert!(fused.equal(&if done { separate } else { ours.copy() }), "{act:?}");
+                        assert_eq!(done, avx512::available(), "{act:?}");
                     }
                     // The AVX2 build (what a CPU without AVX-512 runs) and the portable one.
                     let g = Geometry::of(x, &w, bias, &s).unwrap();
@@ -670,16 +688,16 @@ mod tests {
         let dense = Tensor::randn([8, 8, 3, 3], (Kind::Float, Device::Cpu));
         let pads = [(1, 1), (1, 1)];
         let s = ConvShape { kernel: &[3, 3], strides: &[1, 1], dilations: &[1, 1], pads: &pads, group: 1 };
-        assert!(pointwise(&x, &dense, None, &s).is_none() && depthwise(&x, &dense, None, &s, None).is_none());
+        assert!(pointwise(&x, &dense, None, &s).is_none() && depthwise(&x, &dense, None, &s, None, None).is_none());
         // A zero stride (a corrupt file) is libtorch's to refuse, not a division here.
         let dw = Tensor::randn([8, 1, 3, 3], (Kind::Float, Device::Cpu));
         let s = ConvShape { kernel: &[3, 3], strides: &[0, 1], dilations: &[1, 1], pads: &pads, group: 8 };
-        assert!(depthwise(&x, &dw, None, &s, None).is_none());
+        assert!(depthwise(&x, &dw, None, &s, None, None).is_none());
         let s = ConvShape { kernel: &[1, 1], strides: &[0, 0], dilations: &[1, 1], pads: &[(0, 0), (0, 0)], group: 1 };
         assert!(pointwise(&x, &Tensor::randn([4, 8, 1, 1], (Kind::Float, Device::Cpu)), None, &s).is_none());
         // Doubles are libtorch's too.
         let s = ConvShape { kernel: &[3, 3], strides: &[1, 1], dilations: &[1, 1], pads: &pads, group: 8 };
-        assert!(depthwise(&x.to_kind(Kind::Double), &dw.to_kind(Kind::Double), None, &s, None).is_none());
+        assert!(depthwise(&x.to_kind(Kind::Double), &dw.to_kind(Kind::Double), None, &s, None, None).is_none());
     }
 
     #[test]
