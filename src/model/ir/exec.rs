@@ -480,6 +480,17 @@ fn axis(a: i64, rank: usize) -> Result<i64, String> {
     }
 }
 
+/// Our loop for an Add, Sub, Mul or Div where it applies (see [`kernels::binary`]).
+fn binary_kernel(node: &Node, args: &[Option<&Tensor>]) -> Option<Result<Tensor, tch::TchError>> {
+    let op = match node.op.as_str() {
+        "Add" => kernels::Binary::Add,
+        "Sub" => kernels::Binary::Sub,
+        "Mul" => kernels::Binary::Mul,
+        _ => kernels::Binary::Div,
+    };
+    kernels::binary(op, opt(args, 0)?, opt(args, 1)?)
+}
+
 fn tch(e: tch::TchError) -> String {
     // libtorch's messages carry a C++ backtrace after the first line.
     e.to_string().lines().next().unwrap_or_default().to_string()
@@ -508,6 +519,7 @@ fn apply(node: &Node, args: &[Option<&Tensor>], opset: i64, device: tch::Device)
                 .map(|t| vec![t])
                 .map_err(|e| e.to_string())
         }
+        "Add" | "Sub" | "Mul" | "Div" if let Some(y) = binary_kernel(node, args) => one(y),
         "Add" => one(x()?.f_add(need(args, 1)?)),
         "Sub" => one(x()?.f_sub(need(args, 1)?)),
         "Mul" => one(x()?.f_mul(need(args, 1)?)),
@@ -526,6 +538,9 @@ fn apply(node: &Node, args: &[Option<&Tensor>], opset: i64, device: tch::Device)
         "AveragePool" => pool(node, x()?, false),
         "GlobalAveragePool" => {
             let x = x()?;
+            if let Some(y) = kernels::spatial_mean(x) {
+                return one(y);
+            }
             let dims: Vec<i64> = (2..x.dim() as i64).collect();
             one(x.f_mean_dim(dims.as_slice(), true, None))
         }
@@ -851,6 +866,11 @@ fn reduce_mean(node: &Node, args: &[Option<&Tensor>], opset: i64) -> OpResult {
         _ if int(node, "noop_with_empty_axes", 0)? != 0 => return Ok(vec![x.shallow_clone()]),
         _ => (0..x.dim() as i64).collect(),
     };
+    if axes == [2, 3] || axes == [3, 2] {
+        if let Some(y) = kernels::spatial_mean(x) {
+            return one(if keep { y } else { y.and_then(|y| y.f_flatten(1, -1)) });
+        }
+    }
     one(x.f_mean_dim(axes.as_slice(), keep, None))
 }
 

@@ -416,8 +416,10 @@ mod x86 {
         }
     }
 
-    /// The depthwise convolution's output pixels `range` (of the whole batch): per pixel,
-    /// groups of four vectors of 16 channels accumulate the window's in-bounds taps in order.
+    /// The depthwise convolution's output pixels `range` (of the whole batch): up to four
+    /// neighbouring pixels with the same in-bounds taps × up to four vectors of 16 channels
+    /// accumulate the window's taps in order (the same order for every pixel, whatever it
+    /// is grouped with).
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn depthwise_loop(
         x: &[f32],
@@ -430,22 +432,39 @@ mod x86 {
         let c = g.cin;
         let blocks = c.div_ceil(LANES);
         let (oh, ow) = (g.oh as usize, g.ow as usize);
-        let l = g.layout;
-        for i in range.clone() {
-            let (n, oy, ox) = (i / (oh * ow), (i / ow % oh) as i64, (i % ow) as i64);
-            let (ky, y0) = Geometry::inside(oy, g.stride.0, g.pad.0, g.dilation.0, g.kh, g.h);
-            let (kx, x0) = Geometry::inside(ox, g.stride.1, g.pad.1, g.dilation.1, g.kw, g.w);
-            let px = Pixel { x: x.as_ptr().add(n * l.image), y0, x0, ky, kx, c };
+        let rows: Vec<_> =
+            (0..g.oh).map(|o| Geometry::inside(o, g.stride.0, g.pad.0, g.dilation.0, g.kh, g.h)).collect();
+        let cols: Vec<_> =
+            (0..g.ow).map(|o| Geometry::inside(o, g.stride.1, g.pad.1, g.dilation.1, g.kw, g.w)).collect();
+        let mut i = range.start;
+        while i < range.end {
+            let (n, oy, ox) = (i / (oh * ow), i / ow % oh, i % ow);
+            let (ky, y0) = rows[oy].clone();
+            let kx = cols[ox].0.clone();
+            let mut run = 1;
+            while run < 4 && ox + run < ow && i + run < range.end && cols[ox + run].0 == kx {
+                run += 1;
+            }
+            let t = if run == 4 { 4 } else { run.min(2) };
+            let x0: [i64; 4] = std::array::from_fn(|k| cols[(ox + k).min(ow - 1)].1);
+            let tile = Tile { x: x.as_ptr().add(n * g.layout.image), y0, x0, ky, kx, c };
             let o = out.add(i * c);
             let mut b = 0;
             while b < blocks {
-                b += match blocks - b {
-                    4.. => depthwise_blocks::<4>(&px, p, g, b, o),
-                    3 => depthwise_blocks::<3>(&px, p, g, b, o),
-                    2 => depthwise_blocks::<2>(&px, p, g, b, o),
-                    _ => depthwise_blocks::<1>(&px, p, g, b, o),
+                b += match (t, blocks - b) {
+                    (4, 2..) => depthwise_tile::<4, 2>(&tile, p, g, b, o),
+                    (4, _) => depthwise_tile::<4, 1>(&tile, p, g, b, o),
+                    (2, 4..) => depthwise_tile::<2, 4>(&tile, p, g, b, o),
+                    (2, 3) => depthwise_tile::<2, 3>(&tile, p, g, b, o),
+                    (2, 2) => depthwise_tile::<2, 2>(&tile, p, g, b, o),
+                    (2, _) => depthwise_tile::<2, 1>(&tile, p, g, b, o),
+                    (_, 4..) => depthwise_tile::<1, 4>(&tile, p, g, b, o),
+                    (_, 3) => depthwise_tile::<1, 3>(&tile, p, g, b, o),
+                    (_, 2) => depthwise_tile::<1, 2>(&tile, p, g, b, o),
+                    _ => depthwise_tile::<1, 1>(&tile, p, g, b, o),
                 };
             }
+            i += t;
         }
         if let Some(act) = act {
             let part = std::slice::from_raw_parts_mut(out.add(range.start * c), range.len() * c);
@@ -453,39 +472,52 @@ mod x86 {
         }
     }
 
-    /// One output pixel's window: in-bounds taps `ky` × `kx`, starting at `(y0, x0)`.
-    struct Pixel {
+    /// Neighbouring output pixels of one row whose windows have the same in-bounds taps
+    /// `ky` × `kx`; pixel `t`'s window starts at `(y0, x0[t])`.
+    struct Tile {
         x: *const f32,
         y0: i64,
-        x0: i64,
+        x0: [i64; 4],
         ky: std::ops::Range<i64>,
         kx: std::ops::Range<i64>,
         c: usize,
     }
 
-    /// Vectors `b..b + NB` of 16 channels of one pixel; returns `NB`.
+    /// `T` pixels × vectors `b..b + NB` of 16 channels; returns `NB`.
     #[inline(always)]
-    unsafe fn depthwise_blocks<const NB: usize>(px: &Pixel, p: &Packed, g: &Geometry, b: usize, o: *mut f32) -> usize {
-        let cp = p.bias.len();
+    unsafe fn depthwise_tile<const T: usize, const NB: usize>(
+        tile: &Tile,
+        p: &Packed,
+        g: &Geometry,
+        b: usize,
+        o: *mut f32,
+    ) -> usize {
+        let (cp, c) = (p.bias.len(), tile.c);
         let l = g.layout;
         let masks: [__mmask16; NB] = std::array::from_fn(|k| {
-            let left = (px.c - (b + k) * LANES).min(LANES);
+            let left = (c - (b + k) * LANES).min(LANES);
             ((1u32 << left) - 1) as __mmask16
         });
-        let mut acc: [__m512; NB] = std::array::from_fn(|k| _mm512_loadu_ps(p.bias.as_ptr().add((b + k) * LANES)));
-        for ky in px.ky.clone() {
-            let row = px.x.add((px.y0 + ky * g.dilation.0) as usize * l.row);
-            for kx in px.kx.clone() {
-                let xp = row.add((px.x0 + kx * g.dilation.1) as usize * l.pixel + b * LANES);
+        let bias: [__m512; NB] = std::array::from_fn(|k| _mm512_loadu_ps(p.bias.as_ptr().add((b + k) * LANES)));
+        let mut acc = [bias; T];
+        for ky in tile.ky.clone() {
+            let row = (tile.y0 + ky * g.dilation.0) as usize * l.row;
+            for kx in tile.kx.clone() {
                 let wp = p.weights.as_ptr().add((ky * g.kw + kx) as usize * cp + b * LANES);
-                for k in 0..NB {
-                    let v = _mm512_maskz_loadu_ps(masks[k], xp.add(k * LANES));
-                    acc[k] = _mm512_fmadd_ps(v, _mm512_loadu_ps(wp.add(k * LANES)), acc[k]);
+                let w: [__m512; NB] = std::array::from_fn(|k| _mm512_loadu_ps(wp.add(k * LANES)));
+                for (t, acc) in acc.iter_mut().enumerate() {
+                    let xp = tile.x.add(row + (tile.x0[t] + kx * g.dilation.1) as usize * l.pixel + b * LANES);
+                    for k in 0..NB {
+                        let v = _mm512_maskz_loadu_ps(masks[k], xp.add(k * LANES));
+                        acc[k] = _mm512_fmadd_ps(v, w[k], acc[k]);
+                    }
                 }
             }
         }
-        for k in 0..NB {
-            _mm512_mask_storeu_ps(o.add((b + k) * LANES), masks[k], acc[k]);
+        for (t, acc) in acc.iter().enumerate() {
+            for k in 0..NB {
+                _mm512_mask_storeu_ps(o.add(t * c + (b + k) * LANES), masks[k], acc[k]);
+            }
         }
         NB
     }

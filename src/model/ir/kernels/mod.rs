@@ -2,9 +2,12 @@
 //! oneDNN path costs 30–130 µs a call on a depthwise convolution whatever its size, and
 //! 20–70 µs on a 1×1 convolution that a matrix product does in a few µs; an activation call
 //! costs a few µs of dispatch on a tensor the loop covers in less (measured per node on the
-//! fixture models; `benches/onnx_speed.rs` has the whole-model figures). The convolutions
-//! work on the executor's channels-last layout directly and return None where their case
-//! does not apply; the caller then runs libtorch's convolution.
+//! fixture models; `benches/onnx_speed.rs` has the whole-model figures). The kernels work
+//! on the executor's channels-last layout directly and return None where their case does
+//! not apply; the caller then runs libtorch's operator. `avx512` holds the SIMD loops (dense
+//! and depthwise convolutions with their weights packed once per net, SiLU), `threads`
+//! splits their output pixels over libtorch's OpenMP team; a split or a fused activation
+//! computes the same bits as the whole, unfused operation.
 
 use tch::{Device, Kind, Tensor};
 
@@ -371,6 +374,141 @@ fn depthwise_rows<const FMA: bool>(
     }
 }
 
+/// An elementwise arithmetic operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Binary {
+    Add,
+    Sub,
+    Mul,
+    Div,
+}
+
+impl Binary {
+    #[inline(always)]
+    fn of(self, a: f32, b: f32) -> f32 {
+        match self {
+            Binary::Add => a + b,
+            Binary::Sub => a - b,
+            Binary::Mul => a * b,
+            Binary::Div => a / b,
+        }
+    }
+}
+
+/// `a op b` on float CPU tensors below libtorch's grain size where that is one loop: the
+/// same sizes and layout, or a per-channel operand (`[N or 1, C, 1, 1]`) against a
+/// channels-last `[N, C, H, W]` one (squeeze-excitation's scale). Each element is one IEEE
+/// operation, as in libtorch, so the values are libtorch's bit for bit; the call costs less
+/// than its dispatch. None otherwise.
+pub fn binary(op: Binary, a: &Tensor, b: &Tensor) -> Option<Result<Tensor, tch::TchError>> {
+    let cpu_float = |t: &Tensor| t.device() == Device::Cpu && t.kind() == Kind::Float;
+    if !cpu_float(a) || !cpu_float(b) || a.numel() >= GRAIN || a.numel() == 0 {
+        return None;
+    }
+    // SAFETY (both cases): dense float CPU tensors of `numel` elements from their data
+    // pointers (per-channel operand: `C` contiguous floats per image), alive for the call;
+    // `out` is fresh.
+    if a.size() == b.size() && a.stride() == b.stride() && dense_float_cpu(a) {
+        let out = match a.f_empty_like() {
+            Ok(o) if o.stride() == a.stride() => o,
+            Ok(_) => return None,
+            Err(e) => return Some(Err(e)),
+        };
+        let n = a.numel();
+        unsafe {
+            let (x, y) = (slice(a, n), slice(b, n));
+            let o = std::slice::from_raw_parts_mut(out.data_ptr() as *mut f32, n);
+            for ((o, &x), &y) in o.iter_mut().zip(x).zip(y) {
+                *o = op.of(x, y);
+            }
+        }
+        return Some(Ok(out));
+    }
+    // Which operand is per channel, and whether it comes first.
+    let (map, scale, scale_first) = if per_channel(b, a) {
+        (a, b, false)
+    } else if per_channel(a, b) {
+        (b, a, true)
+    } else {
+        return None;
+    };
+    let (n, c, h, w) = map.size4().ok()?;
+    let (n, c, hw) = (n as usize, c as usize, (h * w) as usize);
+    let out = match Tensor::f_empty([n as i64, h, w, c as i64], (Kind::Float, Device::Cpu)) {
+        Ok(o) => o,
+        Err(e) => return Some(Err(e)),
+    };
+    let per_image = if scale.size()[0] == 1 { 0 } else { scale.stride()[0] as usize };
+    unsafe {
+        let x = slice(map, n * hw * c);
+        let s = slice(scale, (scale.size()[0] as usize - 1) * per_image + c);
+        let o = std::slice::from_raw_parts_mut(out.data_ptr() as *mut f32, n * hw * c);
+        for (i, (o, x)) in o.chunks_exact_mut(hw * c).zip(x.chunks_exact(hw * c)).enumerate() {
+            let s = &s[i * per_image..i * per_image + c];
+            for (o, x) in o.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
+                for ((o, &x), &s) in o.iter_mut().zip(x).zip(s) {
+                    *o = if scale_first { op.of(s, x) } else { op.of(x, s) };
+                }
+            }
+        }
+    }
+    Some(out.f_permute([0, 3, 1, 2]))
+}
+
+/// Whether `s` is `[N or 1, C, 1, 1]` with its channels contiguous, against `x`, a dense
+/// channels-last `[N, C, H, W]`.
+fn per_channel(s: &Tensor, x: &Tensor) -> bool {
+    let (Ok(xs), Ok(ss)) = (x.size4(), s.size4()) else { return false };
+    let dense_nhwc = x.f_permute([0, 2, 3, 1]).is_ok_and(|t| t.is_contiguous());
+    dense_nhwc
+        && (ss.0 == xs.0 || ss.0 == 1)
+        && ss.1 == xs.1
+        && ss.2 == 1
+        && ss.3 == 1
+        && (ss.1 == 1 || s.stride()[1] == 1)
+}
+
+/// The `n` floats from `t`'s data pointer.
+///
+/// # Safety
+/// `t` must be a float CPU tensor with `n` floats from its data pointer, alive while the
+/// slice is.
+unsafe fn slice(t: &Tensor, n: usize) -> &[f32] {
+    std::slice::from_raw_parts(t.data_ptr() as *const f32, n)
+}
+
+/// The mean over H and W of a channels-last float CPU `[N, C, H, W]` (GlobalAveragePool,
+/// ReduceMean over axes 2 and 3), as `[N, C, 1, 1]`: per image, the pixels' channel vectors
+/// summed in order, divided by H·W. None for other tensors.
+pub fn spatial_mean(x: &Tensor) -> Option<Result<Tensor, tch::TchError>> {
+    let (n, c, h, w) = x.size4().ok()?;
+    let dense_nhwc = x.f_permute([0, 2, 3, 1]).is_ok_and(|t| t.is_contiguous());
+    if x.device() != Device::Cpu || x.kind() != Kind::Float || !dense_nhwc || h * w == 0 {
+        return None;
+    }
+    let (c, hw) = (c as usize, (h * w) as usize);
+    let out = match Tensor::f_zeros([n, c as i64, 1, 1], (Kind::Float, Device::Cpu)) {
+        Ok(o) => o,
+        Err(e) => return Some(Err(e)),
+    };
+    // SAFETY: `x` is dense channels-last, `n·hw·c` floats; `out` fresh, `n·c` floats.
+    unsafe {
+        let xs = slice(x, n as usize * hw * c);
+        let o = std::slice::from_raw_parts_mut(out.data_ptr() as *mut f32, n as usize * c);
+        for (o, image) in o.chunks_exact_mut(c).zip(xs.chunks_exact(hw * c)) {
+            for pixel in image.chunks_exact(c) {
+                for (o, &v) in o.iter_mut().zip(pixel) {
+                    *o += v;
+                }
+            }
+            for o in o.iter_mut() {
+                *o /= hw as f32;
+            }
+        }
+    }
+    Some(Ok(out))
+}
+
 /// An elementwise activation, which the executor runs in its own loop on the CPU where
 /// that is faster: libtorch spends a few µs a call on dispatch alone.
 /// In-place and out-of-place runs compute each element with the same function, so a run
@@ -654,6 +792,45 @@ mod tests {
             }
         }
         assert_eq!(checked, 24);
+    }
+
+    #[test]
+    fn binary_ops_equal_libtorch_bit_for_bit() {
+        tch::manual_seed(4);
+        let x = channels_last(&Tensor::randn([2, 24, 5, 7], (Kind::Float, Device::Cpu)));
+        let y = channels_last(&Tensor::randn([2, 24, 5, 7], (Kind::Float, Device::Cpu)));
+        let scale = Tensor::randn([2, 24, 1, 1], (Kind::Float, Device::Cpu));
+        let shared = Tensor::randn([1, 24, 1, 1], (Kind::Float, Device::Cpu));
+        type Torch = fn(&Tensor, &Tensor) -> Tensor;
+        let ops: [(Binary, Torch); 4] = [
+            (Binary::Add, |a, b| a + b),
+            (Binary::Sub, |a, b| a - b),
+            (Binary::Mul, |a, b| a * b),
+            (Binary::Div, |a, b| a / b),
+        ];
+        for (op, torch) in ops {
+            for (a, b) in [(&x, &y), (&x, &scale), (&scale, &x), (&shared, &x), (&x, &shared)] {
+                let ours = binary(op, a, b).expect("a case of ours").unwrap();
+                assert!(ours.equal(&torch(a, b)), "{op:?} {:?} {:?}", a.size(), b.size());
+                assert_eq!(ours.stride(), x.stride(), "{op:?}: channels-last out");
+            }
+        }
+        // Left to libtorch: other broadcasts, NCHW against per channel, other kinds, large.
+        let row = Tensor::randn([7], (Kind::Float, Device::Cpu));
+        assert!(binary(Binary::Add, &x, &row).is_none());
+        assert!(binary(Binary::Mul, &x.contiguous(), &scale).is_none());
+        assert!(binary(Binary::Mul, &x.to_kind(Kind::Double), &y.to_kind(Kind::Double)).is_none());
+        let big = Tensor::randn([GRAIN as i64], (Kind::Float, Device::Cpu));
+        assert!(binary(Binary::Add, &big, &big).is_none());
+    }
+
+    #[test]
+    fn spatial_mean_equals_libtorch() {
+        let x = channels_last(&(Tensor::randn([3, 40, 6, 9], (Kind::Float, Device::Cpu)) + 2.0));
+        let ours = spatial_mean(&x).expect("channels-last").unwrap();
+        let want = x.mean_dim([2i64, 3].as_slice(), true, None);
+        assert!(close(&ours, &want) < 1e-6);
+        assert!(spatial_mean(&x.contiguous()).is_none());
     }
 
     #[test]
