@@ -265,18 +265,20 @@ impl Net {
                 self.free_inputs(&mut values, node, i, &last_use, &outputs, keep);
                 continue;
             }
-            let produced = if node.op == "Conv" {
-                // The net's own weights are packed once; a trial weight (an override) or one
-                // moved for this run is packed for the call.
-                let own = |k: usize| {
-                    node.inputs.get(k).is_none_or(|n| {
-                        n.is_empty()
-                            || (!overrides.contains_key(n)
-                                && !moved.contains_key(n.as_str())
-                                && self.initializers.contains_key(n))
-                    })
-                };
-                let cache = (own(1) && own(2)).then_some((&self.packs, i));
+            // The net's own weights are packed once; a trial weight (an override) or one
+            // moved for this run is packed for the call.
+            let own = |k: usize| {
+                node.inputs.get(k).is_none_or(|n| {
+                    n.is_empty()
+                        || (!overrides.contains_key(n)
+                            && !moved.contains_key(n.as_str())
+                            && self.initializers.contains_key(n))
+                })
+            };
+            let cache = (own(1) && own(2)).then_some((&self.packs, i));
+            let produced = if node.op == "Gemm" {
+                gemm(node, &args, cache)
+            } else if node.op == "Conv" {
                 // An activation (or SiLU pair) that alone reads this output is applied as
                 // our kernel stores it, where it runs the convolution.
                 let fusion = self.conv_act.get(&i).copied().filter(|a| {
@@ -532,7 +534,7 @@ fn apply(node: &Node, args: &[Option<&Tensor>], opset: i64, device: tch::Device)
             }
         }
         "MatMul" => one(x()?.f_matmul(need(args, 1)?)),
-        "Gemm" => gemm(node, args),
+        "Gemm" => gemm(node, args, None),
         "Conv" => Ok(vec![conv(node, args, None, None)?.0]),
         "MaxPool" => pool(node, x()?, true),
         "AveragePool" => pool(node, x()?, false),
@@ -562,7 +564,11 @@ fn apply(node: &Node, args: &[Option<&Tensor>], opset: i64, device: tch::Device)
         "Concat" => {
             let xs: Vec<&Tensor> = args.iter().flatten().copied().collect();
             let rank = xs.first().map(|t| t.dim()).ok_or("no inputs")?;
-            one(Tensor::f_cat(&xs, axis(int(node, "axis", 0)?, rank)?))
+            let axis = axis(int(node, "axis", 0)?, rank)?;
+            if let Some(y) = kernels::concat(&xs, axis as usize) {
+                return one(y);
+            }
+            one(Tensor::f_cat(&xs, axis))
         }
         "Split" => split(node, args, opset),
         "Slice" => slice(args),
@@ -686,17 +692,26 @@ fn activation_of(node: &Node, args: &[Option<&Tensor>], opset: i64) -> Result<Op
     }))
 }
 
-fn gemm(node: &Node, args: &[Option<&Tensor>]) -> OpResult {
+/// `cache` as for [`conv`].
+fn gemm(node: &Node, args: &[Option<&Tensor>], cache: Option<(&kernels::PackCache, usize)>) -> OpResult {
     let (alpha, beta) = (float(node, "alpha", 1.0)? as f64, float(node, "beta", 1.0)? as f64);
     let mut a = need(args, 0)?.shallow_clone();
     let mut b = need(args, 1)?.shallow_clone();
     if a.dim() != 2 || b.dim() != 2 {
         return Err(format!("Gemm takes 2-D inputs, got {:?} and {:?}", a.size(), b.size()));
     }
-    if int(node, "transA", 0)? != 0 {
+    let (trans_a, trans_b) = (int(node, "transA", 0)? != 0, int(node, "transB", 0)? != 0);
+    // A fully connected layer (`x · Wᵀ + b`, what torch exports for a Linear) is a 1×1
+    // convolution over a 1×1 image: our kernel where it takes it.
+    if alpha == 1.0 && (beta == 1.0 || opt(args, 2).is_none()) && !trans_a && trans_b {
+        if let Some(y) = kernels::linear(&a, &b, opt(args, 2), cache) {
+            return one(y);
+        }
+    }
+    if trans_a {
         a = a.f_transpose(0, 1).map_err(tch)?;
     }
-    if int(node, "transB", 0)? != 0 {
+    if trans_b {
         b = b.f_transpose(0, 1).map_err(tch)?;
     }
     let mut y = a.f_matmul(&b).map_err(tch)?;
@@ -796,6 +811,16 @@ fn conv(
     let pads = spatial_pads(node, &x.size()[2..], &kernel, &strides, &dilations)?;
     let shape = kernels::ConvShape { kernel: &kernel, strides: &strides, dilations: &dilations, pads: &pads, group };
     let b = opt(args, 2);
+    // A small NCHW input (an attention block's reshaped product) is copied channels-last
+    // for our kernels: the copy costs less than libtorch's call.
+    let small_nchw = x.stride()[1] != 1 && x.is_contiguous() && x.numel() < 32768 && x.kind() == Kind::Float;
+    let nhwc;
+    let x = if small_nchw {
+        nhwc = channels_last(x);
+        &nhwc
+    } else {
+        x
+    };
     if let Some(y) =
         kernels::dense(x, w, b, &shape, cache, act).or_else(|| kernels::depthwise(x, w, b, &shape, cache, act))
     {

@@ -187,7 +187,7 @@ pub fn dense(
     if w.size()[1] as usize != g.cin || macs > MAX_MACS {
         return None;
     }
-    let act = act.filter(|a| a.fusable(g.n * (g.oh * g.ow) as usize * g.cout));
+    let act = act.filter(|a| a.fusable());
     let y = match cache {
         Some((cache, node)) => cache.with(node, w, bias, false, |p| launch(x, p, &g, act)),
         None => Some(launch(x, &Packed::new(w, bias)?, &g, act)),
@@ -208,14 +208,23 @@ fn launch(x: &Tensor, p: &Packed, g: &Geometry, act: Option<Activation>) -> Resu
     let out_ptr = Shared(out.data_ptr() as *mut f32);
     let pixels = g.n * (g.oh * g.ow) as usize;
     let macs = pixels * (g.kh * g.kw) as usize * g.cin * g.cout;
+    // Parts share out the pixels, or, where the weights outweigh the inputs (more output
+    // channels than pixels: a classifier's head, a Gemm), the pairs of output blocks, so
+    // that each thread reads only its share of the weights.
+    let pairs = g.cout.div_ceil(2 * LANES);
+    let by_pairs = g.cout > pixels && pairs > 1;
     let part = |i: usize, parts: usize| {
-        let range = super::threads::range(pixels, i, parts);
+        let (range, pairs) = if by_pairs {
+            (0..pixels, super::threads::range(pairs, i, parts))
+        } else {
+            (super::threads::range(pixels, i, parts), 0..pairs)
+        };
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the CPU has AVX-512F (checked by `dense`); `padded` covers every window
         // of `g`'s output; `out` is fresh and dense `[n, oh, ow, cout]`, each part writes
-        // its own pixels; all live for the call.
+        // its own pixels' channels of its own pairs of blocks; all live for the call.
         unsafe {
-            x86::image_loop(&padded, out_ptr.get(), p, g, act, range)
+            x86::image_loop(&padded, out_ptr.get(), p, g, act, range, pairs)
         };
     };
     super::threads::run(macs >= SPLIT_MACS, &part);
@@ -235,7 +244,7 @@ impl Shared {
 
 /// Multiply-adds past which a convolution is split over the intra-op threads (waking them
 /// costs a few µs).
-pub(super) const SPLIT_MACS: usize = 300_000;
+pub(super) const SPLIT_MACS: usize = 100_000;
 
 /// The input with its zero padding made real, so that every window lies inside it; the
 /// input itself where the convolution has no padding.
@@ -292,7 +301,7 @@ pub fn depthwise(
     if !available() {
         return None;
     }
-    let act = act.filter(|a| a.fusable(g.n * (g.oh * g.ow) as usize * g.cout));
+    let act = act.filter(|a| a.fusable());
     let y = match cache {
         Some((cache, node)) => cache.with(node, w, bias, true, |p| depthwise_launch(x, p, g, act)),
         None => Some(depthwise_launch(x, &Packed::depthwise(w, bias)?, g, act)),
@@ -361,8 +370,9 @@ mod x86 {
         cout: usize,
     }
 
-    /// Runs every image of `g`: tiles of output pixels in row-major order (across row
-    /// ends) × one or two blocks of 16 output channels.
+    /// Computes the output pixels `range` (of the whole batch) × the pairs of blocks of 16
+    /// output channels `pairs`: tiles of pixels in row-major order (across row ends) × one
+    /// or two blocks.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn image_loop(
         x: &Padded,
@@ -371,6 +381,7 @@ mod x86 {
         g: &Geometry,
         act: Option<Activation>,
         range: std::ops::Range<usize>,
+        pairs: std::ops::Range<usize>,
     ) {
         let per_block = g.kh as usize * g.kw as usize * g.cin * LANES;
         let blocks = g.cout.div_ceil(LANES);
@@ -386,7 +397,7 @@ mod x86 {
             let from = range.start.max(n * pixels) - n * pixels;
             let to = range.end.min((n + 1) * pixels) - n * pixels;
             let out_image = out.add(n * pixels * g.cout);
-            for b in (0..blocks).step_by(2) {
+            for b in (2 * pairs.start..blocks.min(2 * pairs.end)).step_by(2) {
                 let pair = b + 1 < blocks;
                 let pass = Pass {
                     x: x.data.as_ptr().add(n * x.image),
@@ -411,15 +422,22 @@ mod x86 {
         }
         if let Some(act) = act {
             // While the part's outputs are still in cache.
-            let part = std::slice::from_raw_parts_mut(out.add(range.start * g.cout), range.len() * g.cout);
-            activate_slice(act, None, part);
+            let (from, to) = (2 * pairs.start * LANES, g.cout.min(2 * pairs.end * LANES));
+            if from == 0 && to == g.cout {
+                let part = std::slice::from_raw_parts_mut(out.add(range.start * g.cout), range.len() * g.cout);
+                activate_slice(act, None, part);
+            } else if from < to {
+                for i in range {
+                    activate_slice(act, None, std::slice::from_raw_parts_mut(out.add(i * g.cout + from), to - from));
+                }
+            }
         }
     }
 
-    /// The depthwise convolution's output pixels `range` (of the whole batch): up to four
-    /// neighbouring pixels with the same in-bounds taps × up to four vectors of 16 channels
-    /// accumulate the window's taps in order (the same order for every pixel, whatever it
-    /// is grouped with).
+    /// The depthwise convolution's output pixels `range` (of the whole batch), output row by
+    /// output row: up to eight neighbouring pixels with the same in-bounds taps × up to four
+    /// vectors of 16 channels accumulate the window's taps in order (the same order for
+    /// every pixel, whatever it is grouped with), and `act` is applied in the registers.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn depthwise_loop(
         x: &[f32],
@@ -432,68 +450,78 @@ mod x86 {
         let c = g.cin;
         let blocks = c.div_ceil(LANES);
         let (oh, ow) = (g.oh as usize, g.ow as usize);
+        let l = g.layout;
         let rows: Vec<_> =
             (0..g.oh).map(|o| Geometry::inside(o, g.stride.0, g.pad.0, g.dilation.0, g.kh, g.h)).collect();
         let cols: Vec<_> =
             (0..g.ow).map(|o| Geometry::inside(o, g.stride.1, g.pad.1, g.dilation.1, g.kw, g.w)).collect();
+        // Floats from a window's origin (tap 0, 0, which may lie in the padding) to tap
+        // (ky, kx): ky·tap_row + kx·tap_col.
+        let (tap_row, tap_col) = ((g.dilation.0 as usize * l.row) as isize, (g.dilation.1 as usize * l.pixel) as isize);
         let mut i = range.start;
         while i < range.end {
-            let (n, oy, ox) = (i / (oh * ow), i / ow % oh, i % ow);
+            let (n, oy, first) = (i / (oh * ow), i / ow % oh, i % ow);
+            let last = ow.min(first + (range.end - i));
             let (ky, y0) = rows[oy].clone();
-            let kx = cols[ox].0.clone();
-            let mut run = 1;
-            while run < 4 && ox + run < ow && i + run < range.end && cols[ox + run].0 == kx {
-                run += 1;
-            }
-            let t = if run == 4 { 4 } else { run.min(2) };
-            let x0: [i64; 4] = std::array::from_fn(|k| cols[(ox + k).min(ow - 1)].1);
-            let tile = Tile { x: x.as_ptr().add(n * g.layout.image), y0, x0, ky, kx, c };
-            let o = out.add(i * c);
-            let mut b = 0;
-            while b < blocks {
-                b += match (t, blocks - b) {
-                    (4, 2..) => depthwise_tile::<4, 2>(&tile, p, g, b, o),
-                    (4, _) => depthwise_tile::<4, 1>(&tile, p, g, b, o),
-                    (2, 4..) => depthwise_tile::<2, 4>(&tile, p, g, b, o),
-                    (2, 3) => depthwise_tile::<2, 3>(&tile, p, g, b, o),
-                    (2, 2) => depthwise_tile::<2, 2>(&tile, p, g, b, o),
-                    (2, _) => depthwise_tile::<2, 1>(&tile, p, g, b, o),
-                    (_, 4..) => depthwise_tile::<1, 4>(&tile, p, g, b, o),
-                    (_, 3) => depthwise_tile::<1, 3>(&tile, p, g, b, o),
-                    (_, 2) => depthwise_tile::<1, 2>(&tile, p, g, b, o),
-                    _ => depthwise_tile::<1, 1>(&tile, p, g, b, o),
+            let row = x.as_ptr().wrapping_offset(n as isize * l.image as isize + y0 as isize * l.row as isize);
+            let mut ox = first;
+            while ox < last {
+                let kx = cols[ox].0.clone();
+                let mut run = 1;
+                while run < 8 && ox + run < last && cols[ox + run].0 == kx {
+                    run += 1;
+                }
+                let t = match run {
+                    8 => 8,
+                    4.. => 4,
+                    2.. => 2,
+                    _ => 1,
                 };
+                let origin: [*const f32; 8] = std::array::from_fn(|k| {
+                    row.wrapping_offset(cols[(ox + k).min(ow - 1)].1 as isize * l.pixel as isize)
+                });
+                let tile = Tile { origin, ky: ky.clone(), kx, tap_row, tap_col, c, act };
+                let o = out.add((i + ox - first) * c);
+                let mut b = 0;
+                while b < blocks {
+                    b += match (t, blocks - b) {
+                        (8, _) => depthwise_tile::<8, 1>(&tile, p, b, o),
+                        (4, 2..) => depthwise_tile::<4, 2>(&tile, p, b, o),
+                        (4, _) => depthwise_tile::<4, 1>(&tile, p, b, o),
+                        (2, 4..) => depthwise_tile::<2, 4>(&tile, p, b, o),
+                        (2, 3) => depthwise_tile::<2, 3>(&tile, p, b, o),
+                        (2, 2) => depthwise_tile::<2, 2>(&tile, p, b, o),
+                        (2, _) => depthwise_tile::<2, 1>(&tile, p, b, o),
+                        (_, 4..) => depthwise_tile::<1, 4>(&tile, p, b, o),
+                        (_, 3) => depthwise_tile::<1, 3>(&tile, p, b, o),
+                        (_, 2) => depthwise_tile::<1, 2>(&tile, p, b, o),
+                        _ => depthwise_tile::<1, 1>(&tile, p, b, o),
+                    };
+                }
+                ox += t;
             }
-            i += t;
-        }
-        if let Some(act) = act {
-            let part = std::slice::from_raw_parts_mut(out.add(range.start * c), range.len() * c);
-            activate_slice(act, None, part);
+            i += last - first;
         }
     }
 
     /// Neighbouring output pixels of one row whose windows have the same in-bounds taps
-    /// `ky` × `kx`; pixel `t`'s window starts at `(y0, x0[t])`.
+    /// `ky` × `kx`; pixel `t`'s window has its tap (0, 0) at `origin[t]` (perhaps in the
+    /// padding: only in-bounds taps are read).
     struct Tile {
-        x: *const f32,
-        y0: i64,
-        x0: [i64; 4],
+        origin: [*const f32; 8],
         ky: std::ops::Range<i64>,
         kx: std::ops::Range<i64>,
+        tap_row: isize,
+        tap_col: isize,
         c: usize,
+        act: Option<Activation>,
     }
 
     /// `T` pixels × vectors `b..b + NB` of 16 channels; returns `NB`.
     #[inline(always)]
-    unsafe fn depthwise_tile<const T: usize, const NB: usize>(
-        tile: &Tile,
-        p: &Packed,
-        g: &Geometry,
-        b: usize,
-        o: *mut f32,
-    ) -> usize {
+    unsafe fn depthwise_tile<const T: usize, const NB: usize>(tile: &Tile, p: &Packed, b: usize, o: *mut f32) -> usize {
         let (cp, c) = (p.bias.len(), tile.c);
-        let l = g.layout;
+        let kw = p.kernel.1;
         let masks: [__mmask16; NB] = std::array::from_fn(|k| {
             let left = (c - (b + k) * LANES).min(LANES);
             ((1u32 << left) - 1) as __mmask16
@@ -501,12 +529,12 @@ mod x86 {
         let bias: [__m512; NB] = std::array::from_fn(|k| _mm512_loadu_ps(p.bias.as_ptr().add((b + k) * LANES)));
         let mut acc = [bias; T];
         for ky in tile.ky.clone() {
-            let row = (tile.y0 + ky * g.dilation.0) as usize * l.row;
             for kx in tile.kx.clone() {
-                let wp = p.weights.as_ptr().add((ky * g.kw + kx) as usize * cp + b * LANES);
+                let wp = p.weights.as_ptr().add((ky as usize * kw + kx as usize) * cp + b * LANES);
                 let w: [__m512; NB] = std::array::from_fn(|k| _mm512_loadu_ps(wp.add(k * LANES)));
+                let tap = ky as isize * tile.tap_row + kx as isize * tile.tap_col + (b * LANES) as isize;
                 for (t, acc) in acc.iter_mut().enumerate() {
-                    let xp = tile.x.add(row + (tile.x0[t] + kx * g.dilation.1) as usize * l.pixel + b * LANES);
+                    let xp = tile.origin[t].wrapping_offset(tap);
                     for k in 0..NB {
                         let v = _mm512_maskz_loadu_ps(masks[k], xp.add(k * LANES));
                         acc[k] = _mm512_fmadd_ps(v, w[k], acc[k]);
@@ -516,7 +544,11 @@ mod x86 {
         }
         for (t, acc) in acc.iter().enumerate() {
             for k in 0..NB {
-                _mm512_mask_storeu_ps(o.add(t * c + (b + k) * LANES), masks[k], acc[k]);
+                let v = match tile.act {
+                    Some(act) => activate(act, acc[k]),
+                    None => acc[k],
+                };
+                _mm512_mask_storeu_ps(o.add(t * c + (b + k) * LANES), masks[k], v);
             }
         }
         NB
@@ -781,8 +813,9 @@ mod tests {
         }
         let s = ConvShape { kernel: &[3, 3], strides: &[1, 1], dilations: &[1, 1], pads: &[(1, 1), (1, 1)], group: 1 };
         let x = channels_last(&randn(&[2, 12, 7, 5]));
-        let w = randn(&[20, 12, 3, 3]);
-        let b = randn(&[20]);
+        // 40 output channels: three blocks, two pairs.
+        let w = randn(&[40, 12, 3, 3]);
+        let b = randn(&[40]);
         let g = Geometry::of(&x, &w, Some(&b), &s).unwrap();
         let p = Packed::new(&w, Some(&b)).unwrap();
         let span = x.numel();
@@ -790,19 +823,23 @@ mod tests {
         let xs = unsafe { std::slice::from_raw_parts(x.data_ptr() as *const f32, span) };
         let padded = Padded::of(xs, &g);
         let pixels = 2 * 7 * 5;
-        let run = |cuts: &[usize]| {
-            let mut out = vec![0f32; pixels * 20];
-            for pair in cuts.windows(2) {
-                // SAFETY: AVX-512 (checked above); `out` is dense [2, 7, 5, 20].
-                unsafe { x86::image_loop(&padded, out.as_mut_ptr(), &p, &g, Some(Activation::Silu), pair[0]..pair[1]) };
+        // Cuts of the pixels, or of the pairs of blocks.
+        let run = |cuts: &[usize], by_pairs: bool| {
+            let mut out = vec![0f32; pixels * 40];
+            for cut in cuts.windows(2) {
+                let (range, pairs) = if by_pairs { (0..pixels, cut[0]..cut[1]) } else { (cut[0]..cut[1], 0..2) };
+                // SAFETY: AVX-512 (checked above); `out` is dense [2, 7, 5, 40].
+                unsafe { x86::image_loop(&padded, out.as_mut_ptr(), &p, &g, Some(Activation::Silu), range, pairs) };
             }
             out
         };
-        let whole = run(&[0, pixels]);
+        let whole = run(&[0, pixels], false);
         for cuts in [vec![0, 1, pixels], vec![0, 13, 35, 36, pixels], vec![0, 34, 35, pixels]] {
-            let parts = run(&cuts);
+            let parts = run(&cuts, false);
             assert!(whole.iter().zip(&parts).all(|(a, b)| a.to_bits() == b.to_bits()), "{cuts:?}");
         }
+        let parts = run(&[0, 1, 2], true);
+        assert!(whole.iter().zip(&parts).all(|(a, b)| a.to_bits() == b.to_bits()), "by pairs");
         // The depthwise loop alike.
         let wd = randn(&[12, 1, 3, 3]);
         let gd = Geometry::of(&x, &wd, None, &ConvShape { group: 12, ..s }).unwrap();

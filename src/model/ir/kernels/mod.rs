@@ -51,6 +51,27 @@ impl Nhwc {
     }
 }
 
+/// `x · wᵀ + bias` for `x` `[N, K]` and `w` `[M, K]` (a fully connected layer) as the
+/// 1×1 convolution of `N` one-pixel images, where the dense kernel takes it (see
+/// [`dense`]; `bias` must be `[M]`). None otherwise.
+pub fn linear(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    cache: Option<(&PackCache, usize)>,
+) -> Option<Result<Tensor, tch::TchError>> {
+    let (&[n, k], &[m, k2]) = (x.size().as_slice(), w.size().as_slice()) else {
+        return None;
+    };
+    if k != k2 || !x.is_contiguous() || !w.is_contiguous() {
+        return None;
+    }
+    let shape = ConvShape { kernel: &[1, 1], strides: &[1, 1], dilations: &[1, 1], pads: &[(0, 0), (0, 0)], group: 1 };
+    let (x4, w4) = (x.f_view([n, k, 1, 1]).ok()?, w.f_view([m, k, 1, 1]).ok()?);
+    let y = dense(&x4, &w4, bias, &shape, cache, None)?;
+    Some(y.and_then(|(y, _)| y.f_reshape([n, m])))
+}
+
 /// Whether `x` is stored NCHW-contiguous.
 fn nchw(x: &Tensor) -> bool {
     x.dim() == 4 && x.device() == Device::Cpu && x.kind() == Kind::Float && x.is_contiguous()
@@ -383,18 +404,6 @@ pub enum Binary {
     Div,
 }
 
-impl Binary {
-    #[inline(always)]
-    fn of(self, a: f32, b: f32) -> f32 {
-        match self {
-            Binary::Add => a + b,
-            Binary::Sub => a - b,
-            Binary::Mul => a * b,
-            Binary::Div => a / b,
-        }
-    }
-}
-
 /// `a op b` on float CPU tensors below libtorch's grain size where that is one loop: the
 /// same sizes and layout, or a per-channel operand (`[N or 1, C, 1, 1]`) against a
 /// channels-last `[N, C, H, W]` one (squeeze-excitation's scale). Each element is one IEEE
@@ -418,9 +427,7 @@ pub fn binary(op: Binary, a: &Tensor, b: &Tensor) -> Option<Result<Tensor, tch::
         unsafe {
             let (x, y) = (slice(a, n), slice(b, n));
             let o = std::slice::from_raw_parts_mut(out.data_ptr() as *mut f32, n);
-            for ((o, &x), &y) in o.iter_mut().zip(x).zip(y) {
-                *o = op.of(x, y);
-            }
+            elementwise(op, Operands::Same { x, y }, o);
         }
         return Some(Ok(out));
     }
@@ -445,22 +452,67 @@ pub fn binary(op: Binary, a: &Tensor, b: &Tensor) -> Option<Result<Tensor, tch::
         let o = std::slice::from_raw_parts_mut(out.data_ptr() as *mut f32, n * hw * c);
         for (i, (o, x)) in o.chunks_exact_mut(hw * c).zip(x.chunks_exact(hw * c)).enumerate() {
             let s = &s[i * per_image..i * per_image + c];
-            for (o, x) in o.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
-                for ((o, &x), &s) in o.iter_mut().zip(x).zip(s) {
-                    *o = if scale_first { op.of(s, x) } else { op.of(x, s) };
-                }
-            }
+            elementwise(op, Operands::PerChannel { x, s, scale_first }, o);
         }
     }
     Some(out.f_permute([0, 3, 1, 2]))
+}
+
+/// The operands of [`elementwise`].
+enum Operands<'a> {
+    /// `x[i] op y[i]`.
+    Same { x: &'a [f32], y: &'a [f32] },
+    /// `x[p·C + c] op s[c]` (or `s[c] op x[p·C + c]` where `scale_first`) for the pixels
+    /// `p` of one channels-last image.
+    PerChannel { x: &'a [f32], s: &'a [f32], scale_first: bool },
+}
+
+/// `o = a op b` in a loop the compiler vectorises (to AVX2 where the CPU has it): one IEEE
+/// operation per element whatever the vector width.
+fn elementwise(op: Binary, operands: Operands, o: &mut [f32]) {
+    #[inline(always)]
+    fn go(op: Binary, operands: &Operands, o: &mut [f32]) {
+        #[inline(always)]
+        fn with(operands: &Operands, o: &mut [f32], f: impl Fn(f32, f32) -> f32) {
+            match *operands {
+                Operands::Same { x, y } => o.iter_mut().zip(x).zip(y).for_each(|((o, &x), &y)| *o = f(x, y)),
+                Operands::PerChannel { x, s, scale_first } => {
+                    for (o, x) in o.chunks_exact_mut(s.len()).zip(x.chunks_exact(s.len())) {
+                        if scale_first {
+                            o.iter_mut().zip(x).zip(s).for_each(|((o, &x), &s)| *o = f(s, x));
+                        } else {
+                            o.iter_mut().zip(x).zip(s).for_each(|((o, &x), &s)| *o = f(x, s));
+                        }
+                    }
+                }
+            }
+        }
+        match op {
+            Binary::Add => with(operands, o, |a, b| a + b),
+            Binary::Sub => with(operands, o, |a, b| a - b),
+            Binary::Mul => with(operands, o, |a, b| a * b),
+            Binary::Div => with(operands, o, |a, b| a / b),
+        }
+    }
+    if simd() {
+        #[cfg(target_arch = "x86_64")]
+        {
+            #[target_feature(enable = "avx2,fma")]
+            unsafe fn build(op: Binary, operands: &Operands, o: &mut [f32]) {
+                go(op, operands, o)
+            }
+            // SAFETY: `simd` says the CPU has AVX2 and FMA.
+            return unsafe { build(op, &operands, o) };
+        }
+    }
+    go(op, &operands, o)
 }
 
 /// Whether `s` is `[N or 1, C, 1, 1]` with its channels contiguous, against `x`, a dense
 /// channels-last `[N, C, H, W]`.
 fn per_channel(s: &Tensor, x: &Tensor) -> bool {
     let (Ok(xs), Ok(ss)) = (x.size4(), s.size4()) else { return false };
-    let dense_nhwc = x.f_permute([0, 2, 3, 1]).is_ok_and(|t| t.is_contiguous());
-    dense_nhwc
+    dense_nhwc(x)
         && (ss.0 == xs.0 || ss.0 == 1)
         && ss.1 == xs.1
         && ss.2 == 1
@@ -477,13 +529,133 @@ unsafe fn slice(t: &Tensor, n: usize) -> &[f32] {
     std::slice::from_raw_parts(t.data_ptr() as *const f32, n)
 }
 
+/// The concatenation of float CPU tensors along `axis` where they are all stored densely
+/// in one order of their axes (channels-last feature maps, or the head's `[N, C, A]` views
+/// of them): in that order the concatenation is a copy of whole runs per outer index, into
+/// an output stored in the same order. The elements are the inputs', copied; libtorch's
+/// `cat` takes a strided path for such layouts. None otherwise.
+pub fn concat(xs: &[&Tensor], axis: usize) -> Option<Result<Tensor, tch::TchError>> {
+    let first = xs.first()?;
+    let (size, rank) = (first.size(), first.dim());
+    if axis >= rank || xs.iter().any(|t| t.device() != Device::Cpu || t.kind() != Kind::Float || t.dim() != rank) {
+        return None;
+    }
+    if rank == 4 && axis == 1 {
+        if let Some(y) = concat_channels(xs) {
+            return Some(y);
+        }
+    }
+    // Memory order of the first input (outermost first); sizes must agree off `axis`.
+    let stride = first.stride();
+    let mut order: Vec<usize> = (0..rank).collect();
+    order.sort_by_key(|&d| (std::cmp::Reverse(stride[d]), d));
+    let dense_in_order = |t: &Tensor| {
+        let (sz, st) = (t.size(), t.stride());
+        let mut want = 1;
+        let dense = order.iter().rev().all(|&d| {
+            let ok = sz[d] == 1 || st[d] == want;
+            want *= sz[d];
+            ok
+        });
+        (dense || t.numel() == 0) && sz.iter().zip(&size).enumerate().all(|(d, (a, b))| d == axis || a == b)
+    };
+    if !xs.iter().all(|t| dense_in_order(t)) {
+        return None;
+    }
+    let at = order.iter().position(|&d| d == axis)?;
+    let outer: i64 = order[..at].iter().map(|&d| size[d]).product();
+    let inner: i64 = order[at + 1..].iter().map(|&d| size[d]).product();
+    let runs: Vec<usize> = xs.iter().map(|t| (t.size()[axis] * inner) as usize).collect();
+    let total: usize = runs.iter().sum();
+    let mut out_size = size.clone();
+    out_size[axis] = xs.iter().map(|t| t.size()[axis]).sum();
+    // Allocated in memory order, then viewed in the graph's order of axes.
+    let stored: Vec<i64> = order.iter().map(|&d| out_size[d]).collect();
+    let out = match Tensor::f_empty(stored.as_slice(), (Kind::Float, Device::Cpu)) {
+        Ok(o) => o,
+        Err(e) => return Some(Err(e)),
+    };
+    let mut back = vec![0i64; rank];
+    for (i, &d) in order.iter().enumerate() {
+        back[d] = i as i64;
+    }
+    let outer = outer as usize;
+    if outer * total == 0 {
+        return Some(out.f_permute(back.as_slice()));
+    }
+    // SAFETY: every input is a dense float CPU tensor of `outer · run` floats from its data
+    // pointer (checked above); `out` is fresh, `outer · total` floats.
+    unsafe {
+        let o = std::slice::from_raw_parts_mut(out.data_ptr() as *mut f32, outer * total);
+        let srcs: Vec<&[f32]> =
+            xs.iter().zip(&runs).map(|(t, &r)| if outer * r == 0 { &[][..] } else { slice(t, outer * r) }).collect();
+        let mut at = 0;
+        for (src, &r) in srcs.iter().zip(&runs) {
+            if r >= 64 {
+                for (o, src) in o.chunks_exact_mut(total).zip(src.chunks_exact(r)) {
+                    o[at..at + r].copy_from_slice(src);
+                }
+            } else if r > 0 {
+                // Short runs (a few channels a pixel): a loop, not a memcpy call per run.
+                for (o, src) in o.chunks_exact_mut(total).zip(src.chunks_exact(r)) {
+                    o[at..at + r].iter_mut().zip(src).for_each(|(o, &v)| *o = v);
+                }
+            }
+            at += r;
+        }
+    }
+    Some(out.f_permute(back.as_slice()))
+}
+
+/// [`concat`] along the channels of NHWC maps ([`Nhwc`]: a Split's channel slices too)
+/// into a dense channels-last output: per pixel, each input's channels in turn.
+fn concat_channels(xs: &[&Tensor]) -> Option<Result<Tensor, tch::TchError>> {
+    let (n, _, h, w) = xs[0].size4().ok()?;
+    let mut inputs = Vec::with_capacity(xs.len());
+    for x in xs {
+        let (xn, c, xh, xw) = x.size4().ok()?;
+        if (xn, xh, xw) != (n, h, w) {
+            return None;
+        }
+        inputs.push((Nhwc::of(x)?, c as usize, x.data_ptr() as *const f32));
+    }
+    let total: usize = inputs.iter().map(|i| i.1).sum();
+    let out = match Tensor::f_empty([n, h, w, total as i64], (Kind::Float, Device::Cpu)) {
+        Ok(o) => o,
+        Err(e) => return Some(Err(e)),
+    };
+    let (n, h, w) = (n as usize, h as usize, w as usize);
+    if n * h * w * total > 0 {
+        // SAFETY: each input holds its pixels' `c` floats at `image·b + row·y + pixel·x`
+        // from its data pointer (`Nhwc::of`, with its sizes); `out` is fresh and dense,
+        // `n·h·w·total` floats.
+        unsafe {
+            let o = std::slice::from_raw_parts_mut(out.data_ptr() as *mut f32, n * h * w * total);
+            let mut at = 0;
+            for &(l, c, ptr) in &inputs {
+                let mut pixels = o.chunks_exact_mut(total);
+                for b in 0..n {
+                    for y in 0..h {
+                        let row = ptr.add(b * l.image + y * l.row);
+                        for (x, o) in (0..w).zip(pixels.by_ref()) {
+                            let src = std::slice::from_raw_parts(row.add(x * l.pixel), c);
+                            o[at..at + c].iter_mut().zip(src).for_each(|(o, &v)| *o = v);
+                        }
+                    }
+                }
+                at += c;
+            }
+        }
+    }
+    Some(out.f_permute([0, 3, 1, 2]))
+}
+
 /// The mean over H and W of a channels-last float CPU `[N, C, H, W]` (GlobalAveragePool,
 /// ReduceMean over axes 2 and 3), as `[N, C, 1, 1]`: per image, the pixels' channel vectors
 /// summed in order, divided by H·W. None for other tensors.
 pub fn spatial_mean(x: &Tensor) -> Option<Result<Tensor, tch::TchError>> {
     let (n, c, h, w) = x.size4().ok()?;
-    let dense_nhwc = x.f_permute([0, 2, 3, 1]).is_ok_and(|t| t.is_contiguous());
-    if x.device() != Device::Cpu || x.kind() != Kind::Float || !dense_nhwc || h * w == 0 {
+    if x.device() != Device::Cpu || x.kind() != Kind::Float || !dense_nhwc(x) || h * w == 0 {
         return None;
     }
     let (c, hw) = (c as usize, (h * w) as usize);
@@ -496,17 +668,36 @@ pub fn spatial_mean(x: &Tensor) -> Option<Result<Tensor, tch::TchError>> {
         let xs = slice(x, n as usize * hw * c);
         let o = std::slice::from_raw_parts_mut(out.data_ptr() as *mut f32, n as usize * c);
         for (o, image) in o.chunks_exact_mut(c).zip(xs.chunks_exact(hw * c)) {
-            for pixel in image.chunks_exact(c) {
-                for (o, &v) in o.iter_mut().zip(pixel) {
-                    *o += v;
-                }
-            }
+            sum_pixels(image, o);
             for o in o.iter_mut() {
                 *o /= hw as f32;
             }
         }
     }
     Some(Ok(out))
+}
+
+/// Adds the pixels of a channels-last image (`C = o.len()` floats each) to `o`, in order,
+/// in a loop the compiler vectorises across the channels.
+fn sum_pixels(image: &[f32], o: &mut [f32]) {
+    #[inline(always)]
+    fn go(image: &[f32], o: &mut [f32]) {
+        for pixel in image.chunks_exact(o.len()) {
+            o.iter_mut().zip(pixel).for_each(|(o, &v)| *o += v);
+        }
+    }
+    if simd() {
+        #[cfg(target_arch = "x86_64")]
+        {
+            #[target_feature(enable = "avx2,fma")]
+            unsafe fn build(image: &[f32], o: &mut [f32]) {
+                go(image, o)
+            }
+            // SAFETY: `simd` says the CPU has AVX2 and FMA.
+            return unsafe { build(image, o) };
+        }
+    }
+    go(image, o)
 }
 
 /// An elementwise activation, which the executor runs in its own loop on the CPU where
@@ -536,45 +727,53 @@ impl Activation {
     /// `self` on `x`: our loop for dense float CPU tensors, in place where `in_place` (the
     /// caller owns `x` and nothing else reads its storage); libtorch's ops otherwise.
     pub fn apply(self, x: Tensor, in_place: bool) -> Result<Tensor, tch::TchError> {
-        let n = x.numel();
-        // Past libtorch's grain size its ops split the work over the intra-op threads; below
-        // it they run one thread too, and the call costs more than the loop.
-        // SiLU is always ours where the CPU has AVX-512: the convolutions fuse it, and a
-        // separate SiLU must compute the same bits. Sigmoid stays libtorch's.
-        if self == Activation::Silu && avx512::available() && x.device() == Device::Cpu && x.kind() == Kind::Float {
-            return silu(x, in_place);
-        }
-        if matches!(self, Activation::Sigmoid | Activation::Silu) || n >= GRAIN || !dense_float_cpu(&x) {
+        // Ours at every size, so that the convolutions can fuse it and a separate one
+        // computes the same bits: below libtorch's grain size its call costs more than the
+        // loop, past it both split the work over the intra-op threads. SiLU is ours where
+        // the CPU has AVX-512; Sigmoid stays libtorch's.
+        let ours = match self {
+            Activation::Sigmoid => false,
+            Activation::Silu => avx512::available(),
+            _ => true,
+        };
+        if !ours || !dense_float_cpu(&x) {
             return self.torch(&x);
         }
-        if in_place {
-            // SAFETY: `x` is a dense float CPU tensor of `n` elements from its data pointer
-            // (in some order of its axes), owned by this call and read by nothing else.
-            let buf = unsafe { std::slice::from_raw_parts_mut(x.data_ptr() as *mut f32, n) };
-            each(self, None, buf);
-            return Ok(x);
-        }
-        let out = x.f_empty_like()?;
+        let n = x.numel();
+        let out = if in_place { x.shallow_clone() } else { x.f_empty_like()? };
         if out.stride() != x.stride() {
             return self.torch(&x);
         }
-        // SAFETY: both are dense float CPU tensors of `n` elements laid out alike; `out` is
-        // fresh, so the two do not overlap.
-        unsafe {
-            let src = std::slice::from_raw_parts(x.data_ptr() as *const f32, n);
-            let dst = std::slice::from_raw_parts_mut(out.data_ptr() as *mut f32, n);
-            each(self, Some(src), dst);
-        }
+        let to = avx512::Shared(out.data_ptr() as *mut f32);
+        let from = (!in_place).then(|| avx512::Shared(x.data_ptr() as *mut f32));
+        let part = |i: usize, parts: usize| {
+            let r = threads::range(n, i, parts);
+            // SAFETY: `x` and `out` are dense float CPU tensors of `n` elements laid out
+            // alike: the same tensor (in place: owned by this call, read by nothing else),
+            // or `out` is fresh. The parts' ranges are disjoint and inside both.
+            let (src, dst) = unsafe {
+                (
+                    from.as_ref().map(|p| std::slice::from_raw_parts(p.get().add(r.start) as *const f32, r.len())),
+                    std::slice::from_raw_parts_mut(to.get().add(r.start), r.len()),
+                )
+            };
+            if self == Activation::Silu {
+                silu_in_place(src, dst);
+            } else {
+                each(self, src, dst);
+            }
+        };
+        threads::run(n >= SPLIT, &part);
         Ok(out)
     }
 
-    /// Whether a kernel may apply `self` as it stores `n` outputs: where a separate
+    /// Whether a kernel may apply `self` as it stores its outputs: where a separate
     /// [`Activation::apply`] on them runs our own function (so both give the same bits).
-    pub fn fusable(self, n: usize) -> bool {
+    pub fn fusable(self) -> bool {
         match self {
             Activation::Silu => avx512::available(),
             Activation::Sigmoid => false,
-            _ => n < GRAIN,
+            _ => true,
         }
     }
 
@@ -606,42 +805,8 @@ impl Activation {
     }
 }
 
-/// SiLU on a float CPU tensor with [`avx512::silu_in_place`]'s function: on its buffer
-/// where `in_place` and it is dense, else into a fresh dense tensor; large tensors are
-/// split over libtorch's intra-op thread count.
-fn silu(x: Tensor, in_place: bool) -> Result<Tensor, tch::TchError> {
-    let x = if dense_float_cpu(&x) { x } else { x.f_contiguous()? };
-    let n = x.numel();
-    let out = if in_place { x.shallow_clone() } else { x.f_empty_like()? };
-    if out.stride() != x.stride() {
-        return Activation::Silu.torch(&x);
-    }
-    // SAFETY: `x` and `out` are dense float CPU tensors of `n` elements laid out alike;
-    // either the same tensor (in place: owned by this call) or `out` is fresh.
-    let (src, dst) = unsafe {
-        let dst = std::slice::from_raw_parts_mut(out.data_ptr() as *mut f32, n);
-        let src = (!in_place).then(|| std::slice::from_raw_parts(x.data_ptr() as *const f32, n));
-        (src, dst)
-    };
-    let (from, to) = (src.map(<[f32]>::as_ptr), avx512::Shared(dst.as_mut_ptr()));
-    let from = from.map(|p| avx512::Shared(p as *mut f32));
-    let part = |i: usize, parts: usize| {
-        let r = threads::range(n, i, parts);
-        // SAFETY: the parts' ranges are disjoint and inside both buffers.
-        let (s, d) = unsafe {
-            (
-                from.as_ref().map(|p| std::slice::from_raw_parts(p.get().add(r.start) as *const f32, r.len())),
-                std::slice::from_raw_parts_mut(to.get().add(r.start), r.len()),
-            )
-        };
-        silu_in_place(s, d);
-    };
-    threads::run(n >= SILU_SPLIT, &part);
-    Ok(out)
-}
-
-/// Elements past which a SiLU is split over the intra-op threads.
-const SILU_SPLIT: usize = 1 << 16;
+/// Elements past which an activation is split over the intra-op threads.
+const SPLIT: usize = 1 << 16;
 
 /// libtorch's `at::internal::GRAIN_SIZE`: the elements below which its CPU ops run on one
 /// thread.
@@ -650,9 +815,17 @@ const GRAIN: usize = 32768;
 /// Whether `x` is a float CPU tensor whose elements fill its storage span without gaps or
 /// overlaps (contiguous, or channels-last contiguous).
 fn dense_float_cpu(x: &Tensor) -> bool {
-    x.device() == Device::Cpu
-        && x.kind() == Kind::Float
-        && (x.is_contiguous() || (x.dim() == 4 && x.f_permute([0, 2, 3, 1]).is_ok_and(|t| t.is_contiguous())))
+    x.device() == Device::Cpu && x.kind() == Kind::Float && (x.is_contiguous() || dense_nhwc(x))
+}
+
+/// Whether `x` is a 4-D tensor stored channels-last without gaps (what
+/// `permute([0, 2, 3, 1]).is_contiguous()` says, without making the view).
+fn dense_nhwc(x: &Tensor) -> bool {
+    let (Ok((n, c, h, w)), stride) = (x.size4(), x.stride()) else { return false };
+    // Axes of size 1 may have any stride.
+    [(n, stride[0], h * w * c), (h, stride[2], w * c), (w, stride[3], c), (c, stride[1], 1)]
+        .iter()
+        .all(|&(size, stride, want)| size == 1 || stride == want)
 }
 
 /// `act` on every element: from `src` into `dst`, or on `dst` in place.
@@ -825,6 +998,72 @@ mod tests {
     }
 
     #[test]
+    fn linear_equals_libtorch() {
+        if !avx512::available() {
+            return;
+        }
+        tch::manual_seed(5);
+        let cache = PackCache::default();
+        // Few rows and many outputs (split by output blocks), and the other way round.
+        for (n, k, m) in [(2, 576, 1024), (1, 7, 3), (40, 24, 20)] {
+            let x = Tensor::randn([n, k], (Kind::Float, Device::Cpu));
+            let w = Tensor::randn([m, k], (Kind::Float, Device::Cpu));
+            let b = Tensor::randn([m], (Kind::Float, Device::Cpu));
+            let want = x.matmul(&w.tr()) + &b;
+            for cache in [None, Some((&cache, 1)), Some((&cache, 1))] {
+                let ours = linear(&x, &w, Some(&b), cache).expect("a case of ours").unwrap();
+                assert_eq!(ours.size(), [n, m]);
+                let err = (&ours - &want).abs().max().double_value(&[]);
+                assert!(err < 1e-4 * want.abs().max().double_value(&[]).max(1.0), "{n}×{k}→{m}: {err}");
+            }
+            assert!(linear(&x, &w, None, None).unwrap().unwrap().allclose(&x.matmul(&w.tr()), 1e-4, 1e-4, false));
+        }
+        // Transposed weights, a bias of another shape, mismatched sizes: libtorch's.
+        let (x, w) =
+            (Tensor::randn([2, 8], (Kind::Float, Device::Cpu)), Tensor::randn([8, 4], (Kind::Float, Device::Cpu)));
+        assert!(linear(&x, &w.tr(), None, None).is_none());
+        assert!(
+            linear(&x, &w.tr().contiguous(), Some(&Tensor::randn([1, 4], (Kind::Float, Device::Cpu))), None).is_none()
+        );
+        assert!(linear(&x, &w, None, None).is_none());
+    }
+
+    #[test]
+    fn concat_equals_libtorch() {
+        let randn = |s: &[i64]| Tensor::randn(s, (Kind::Float, Device::Cpu));
+        // Channels-last maps along the channels, and along H; contiguous tensors along
+        // every axis; the detect head's [N, C, H·W] views of channels-last maps along the
+        // anchors; empty inputs.
+        let maps: Vec<Tensor> = [3, 5, 8].iter().map(|&c| channels_last(&randn(&[2, c, 4, 6]))).collect();
+        let rows: Vec<Tensor> = [1, 3].iter().map(|&h| channels_last(&randn(&[2, 5, h, 6]))).collect();
+        let flat: Vec<Tensor> = [2, 7].iter().map(|&k| randn(&[k, 3, 4])).collect();
+        let head: Vec<Tensor> = [(20, 20), (10, 10), (5, 5)]
+            .iter()
+            .map(|&(h, w)| channels_last(&randn(&[1, 64, h, w])).reshape([1, 64, -1]))
+            .collect();
+        let empty = vec![randn(&[2, 0, 3]), randn(&[2, 4, 3])];
+        let wide = channels_last(&randn(&[2, 16, 5, 3]));
+        let slices =
+            [wide.narrow(1, 0, 8), wide.narrow(1, 8, 8), maps[2].narrow(0, 0, 2).narrow(2, 0, 4).narrow(3, 0, 3)];
+        let slices = vec![slices[0].narrow(2, 0, 4), slices[1].narrow(2, 0, 4), slices[2].shallow_clone()];
+        let cases: Vec<(&Vec<Tensor>, usize)> =
+            vec![(&maps, 1), (&rows, 2), (&flat, 0), (&head, 2), (&empty, 1), (&slices, 1)];
+        for (xs, axis) in cases {
+            let refs: Vec<&Tensor> = xs.iter().collect();
+            let ours = concat(&refs, axis).expect("a case of ours").unwrap();
+            assert!(ours.equal(&Tensor::cat(&refs, axis as i64)), "{:?} along {axis}", xs[0].size());
+        }
+        let along = |xs: &[Tensor], axis| concat(&xs.iter().collect::<Vec<_>>(), axis);
+        for axis in 1..3 {
+            let xs: Vec<Tensor> = (0..2).map(|_| randn(&[2, 3, 4])).collect();
+            assert!(along(&xs, axis).unwrap().unwrap().equal(&Tensor::cat(&xs, axis as i64)));
+        }
+        // Layouts that differ, other kinds: libtorch's.
+        assert!(along(&[channels_last(&randn(&[1, 3, 4, 4])), randn(&[1, 3, 4, 4])], 2).is_none());
+        assert!(along(&[Tensor::from_slice(&[1i64, 2]), Tensor::from_slice(&[3i64])], 0).is_none());
+    }
+
+    #[test]
     fn spatial_mean_equals_libtorch() {
         let x = channels_last(&(Tensor::randn([3, 40, 6, 9], (Kind::Float, Device::Cpu)) + 2.0));
         let ours = spatial_mean(&x).expect("channels-last").unwrap();
@@ -928,16 +1167,16 @@ mod tests {
                 _ => assert!(y.equal(&dense), "{act:?}: channels-last"),
             }
         }
-        // Past the grain size: libtorch's op, except SiLU, which is ours at every size
-        // (split over threads past SILU_SPLIT) and computes each element alike.
-        let big = Tensor::randn([GRAIN as i64], (Kind::Float, Device::Cpu));
-        assert!(Activation::Relu.apply(big.shallow_clone(), false).unwrap().equal(&big.relu()));
-        for n in [GRAIN, SILU_SPLIT + 1001] {
-            let big = Tensor::randn([n as i64], (Kind::Float, Device::Cpu)) * 8.0;
-            let y = Activation::Silu.apply(big.shallow_clone(), false).unwrap();
-            assert!(y.allclose(&big.silu(), 1e-5, 1e-6, false));
-            let tail = big.narrow(0, n as i64 - 100, 100).copy();
-            assert!(y.narrow(0, n as i64 - 100, 100).equal(&Activation::Silu.apply(tail, false).unwrap()));
+        // Past the grain size, ours too (Sigmoid aside), split over the threads past SPLIT:
+        // libtorch's values, and each element computed alike whatever the size.
+        for act in acts.into_iter().filter(|&a| a != Activation::Sigmoid) {
+            for n in [GRAIN, SPLIT + 1001] {
+                let big = Tensor::randn([n as i64], (Kind::Float, Device::Cpu)) * 8.0;
+                let y = act.apply(big.shallow_clone(), false).unwrap();
+                assert!(y.allclose(&act.torch(&big).unwrap(), 1e-5, 1e-6, false), "{act:?} at {n}");
+                let tail = big.narrow(0, n as i64 - 100, 100).copy();
+                assert!(y.narrow(0, n as i64 - 100, 100).equal(&act.apply(tail, false).unwrap()), "{act:?} at {n}");
+            }
         }
         // Not dense (every other column).
         let strided = Tensor::randn([4, 6], (Kind::Float, Device::Cpu)).slice(1, 0, None, 2);
