@@ -2,8 +2,10 @@
 prunescope's executor against. Run by the benchmark with the per-user venv's Python
 (scripts/env.sh installs onnxruntime and numpy there); not part of prunescope.
 
-usage: ort_speed.py MODEL THREADS SECONDS [WINDOWS]  ->  prints "BATCH IMAGES_PER_S"
-(the best of WINDOWS windows of SECONDS / WINDOWS each, as the benchmark measures its own side)
+usage: ort_speed.py MODEL THREADS
+Prints the batch the file allows ("BATCH"), then for every line SECONDS read from stdin runs
+the model for that long and prints its images/s: the benchmark interleaves these windows
+with its own, so that a slow stretch of a shared machine falls on both sides alike.
 """
 import sys
 import time
@@ -11,8 +13,7 @@ import time
 import numpy as np
 import onnxruntime as ort
 
-model, threads, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-windows = int(sys.argv[4]) if len(sys.argv) > 4 else 1
+model, threads = sys.argv[1], int(sys.argv[2])
 opts = ort.SessionOptions()
 opts.intra_op_num_threads = threads
 opts.inter_op_num_threads = 1
@@ -24,11 +25,11 @@ shape = [batch] + [d if isinstance(d, int) else 160 for d in inp.shape[1:]]
 x = np.random.default_rng(0).random(shape, dtype=np.float32)
 for _ in range(3):
     session.run(None, {inp.name: x})
-best = 0.0
-for _ in range(windows):
+print(batch, flush=True)
+for line in sys.stdin:
+    seconds = float(line)
     n, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds / windows:
+    while time.perf_counter() - start < seconds:
         session.run(None, {inp.name: x})
         n += 1
-    best = max(best, n * batch / (time.perf_counter() - start))
-print(batch, best)
+    print(n * batch / (time.perf_counter() - start), flush=True)
