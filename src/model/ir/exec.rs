@@ -813,7 +813,11 @@ fn conv(
     let b = opt(args, 2);
     // A small NCHW input (an attention block's reshaped product) is copied channels-last
     // for our kernels: the copy costs less than libtorch's call.
-    let small_nchw = x.stride()[1] != 1 && x.is_contiguous() && x.numel() < 32768 && x.kind() == Kind::Float;
+    let small_nchw = x.device() == tch::Device::Cpu
+        && x.kind() == Kind::Float
+        && x.stride()[1] != 1
+        && x.is_contiguous()
+        && x.numel() < 32768;
     let nhwc;
     let x = if small_nchw {
         nhwc = channels_last(x);
