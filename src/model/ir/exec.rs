@@ -275,9 +275,9 @@ impl Net {
                             && self.initializers.contains_key(n))
                 })
             };
-            let cache = (own(1) && own(2)).then_some((&self.packs, i));
+            let cache = || (own(1) && own(2)).then_some((&self.packs, i));
             let produced = if node.op == "Gemm" {
-                gemm(node, &args, cache)
+                gemm(node, &args, cache())
             } else if node.op == "Conv" {
                 // An activation (or SiLU pair) that alone reads this output is applied as
                 // our kernel stores it, where it runs the convolution.
@@ -300,7 +300,7 @@ impl Net {
                     }
                     None => None,
                 };
-                let (y, fused) = conv(node, &args, cache, act).map_err(|e| self.node_error(node, e))?;
+                let (y, fused) = conv(node, &args, cache(), act).map_err(|e| self.node_error(node, e))?;
                 if let (true, Some(a)) = (fused, fusion) {
                     drop(args);
                     let last = self.silu.get(&a).copied().unwrap_or(a);
@@ -817,7 +817,7 @@ fn conv(
         && x.kind() == Kind::Float
         && x.stride()[1] != 1
         && x.is_contiguous()
-        && x.numel() < 32768;
+        && x.numel() < kernels::GRAIN;
     let nhwc;
     let x = if small_nchw {
         nhwc = channels_last(x);

@@ -702,20 +702,10 @@ mod x86 {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::ACTIVATIONS;
     use super::super::{ConvShape, Geometry};
     use super::*;
     use crate::model::ir::exec::channels_last;
-
-    /// Every activation a kernel applies as it stores.
-    const FUSABLE: [Activation; 7] = [
-        Activation::Relu,
-        Activation::LeakyRelu(0.1),
-        Activation::HardSwish,
-        Activation::HardSigmoid { alpha: 0.2, beta: 0.5 },
-        Activation::Clip { lo: 0.0, hi: 6.0 },
-        Activation::Clip { lo: f64::NEG_INFINITY, hi: 1.0 },
-        Activation::Silu,
-    ];
 
     fn randn(shape: &[i64]) -> Tensor {
         Tensor::randn(shape, (Kind::Float, Device::Cpu))
@@ -767,9 +757,8 @@ mod tests {
                     let want = reference(&x, &w, bias, &s);
                     let (ours, _) = dense(&x, &w, bias, &s, None, None).expect("a dense case").unwrap();
                     assert!(close(&ours, &want) < 1e-5, "{cin}→{cout} k {k} s {stride} d {dilation} {pads:?}");
-                    // Fused SiLU: the bits of a separate one.
                     // Fused activations: the bits of separate ones.
-                    for act in FUSABLE {
+                    for act in ACTIVATIONS.into_iter().filter(|a| a.fusable()) {
                         let (fused, done) = dense(&x, &w, bias, &s, None, Some(act)).unwrap().unwrap();
                         assert!(done, "{act:?}");
                         let separate = act.apply(ours.copy(), false).unwrap();

@@ -729,14 +729,8 @@ impl Activation {
     pub fn apply(self, x: Tensor, in_place: bool) -> Result<Tensor, tch::TchError> {
         // Ours at every size, so that the convolutions can fuse it and a separate one
         // computes the same bits: below libtorch's grain size its call costs more than the
-        // loop, past it both split the work over the intra-op threads. SiLU is ours where
-        // the CPU has AVX-512; Sigmoid stays libtorch's.
-        let ours = match self {
-            Activation::Sigmoid => false,
-            Activation::Silu => avx512::available(),
-            _ => true,
-        };
-        if !ours || !dense_float_cpu(&x) {
+        // loop, past it both split the work over the intra-op threads.
+        if !self.fusable() || !dense_float_cpu(&x) {
             return self.torch(&x);
         }
         let n = x.numel();
@@ -769,6 +763,7 @@ impl Activation {
 
     /// Whether a kernel may apply `self` as it stores its outputs: where a separate
     /// [`Activation::apply`] on them runs our own function (so both give the same bits).
+    /// SiLU is ours where the CPU has AVX-512; Sigmoid stays libtorch's.
     pub fn fusable(self) -> bool {
         match self {
             Activation::Silu => avx512::available(),
@@ -810,7 +805,7 @@ const SPLIT: usize = 1 << 16;
 
 /// libtorch's `at::internal::GRAIN_SIZE`: the elements below which its CPU ops run on one
 /// thread.
-const GRAIN: usize = 32768;
+pub(crate) const GRAIN: usize = 32768;
 
 /// Whether `x` is a float CPU tensor whose elements fill its storage span without gaps or
 /// overlaps (contiguous, or channels-last contiguous).
@@ -883,6 +878,19 @@ fn clamp(x: f32, lo: f32, hi: f32) -> f32 {
 mod tests {
     use super::*;
     use crate::model::ir::exec::channels_last;
+
+    /// Every activation with the parameters the tests use (the kernels' tests too).
+    pub(super) const ACTIVATIONS: [Activation; 9] = [
+        Activation::Relu,
+        Activation::LeakyRelu(0.1),
+        Activation::LeakyRelu(1.5),
+        Activation::HardSwish,
+        Activation::HardSigmoid { alpha: 0.2, beta: 0.5 },
+        Activation::Clip { lo: 0.0, hi: 6.0 },
+        Activation::Clip { lo: f64::NEG_INFINITY, hi: 1.0 },
+        Activation::Sigmoid,
+        Activation::Silu,
+    ];
 
     /// libtorch's convolution, with asymmetric pads applied explicitly.
     fn reference(x: &Tensor, w: &Tensor, b: Option<&Tensor>, s: &ConvShape) -> Tensor {
@@ -1126,18 +1134,7 @@ mod tests {
             &[x.flatten(0, -1), Tensor::from_slice(&[-100f32, -87.5, 88.5, 100.0, 0.0, -0.0, f32::NAN])],
             0,
         );
-        let acts = [
-            Activation::Relu,
-            Activation::LeakyRelu(0.1),
-            Activation::LeakyRelu(1.5),
-            Activation::HardSwish,
-            Activation::HardSigmoid { alpha: 0.2, beta: 0.5 },
-            Activation::Clip { lo: 0.0, hi: 6.0 },
-            Activation::Clip { lo: f64::NEG_INFINITY, hi: 1.0 },
-            Activation::Sigmoid,
-            Activation::Silu,
-        ];
-        for act in acts {
+        for act in ACTIVATIONS {
             let want = act.torch(&x).unwrap();
             let ours = act.apply(x.shallow_clone(), false).unwrap();
             let nan = want.isnan();
@@ -1169,7 +1166,7 @@ mod tests {
         }
         // Past the grain size, ours too (Sigmoid aside), split over the threads past SPLIT:
         // libtorch's values, and each element computed alike whatever the size.
-        for act in acts.into_iter().filter(|&a| a != Activation::Sigmoid) {
+        for act in ACTIVATIONS.into_iter().filter(|&a| a != Activation::Sigmoid) {
             for n in [GRAIN, SPLIT + 1001] {
                 let big = Tensor::randn([n as i64], (Kind::Float, Device::Cpu)) * 8.0;
                 let y = act.apply(big.shallow_clone(), false).unwrap();
